@@ -24,6 +24,14 @@ import numpy as np
 _DEFAULT_DTYPE = np.float32
 
 
+def unwrap(value: Any) -> Any:
+    """The array inside a Tensor; anything else is returned unchanged.
+
+    (``getattr(x, "data", x)`` would be wrong: a NumPy array's ``.data`` is its raw buffer.)
+    """
+    return value.data if type(value).__name__ == "Tensor" else value
+
+
 def get_array_module(*arrays: Any) -> ModuleType:
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
 
@@ -31,7 +39,7 @@ def get_array_module(*arrays: Any) -> ModuleType:
     Tensors (anything with a ``.data`` array) are looked through.
     """
     for array in arrays:
-        array = getattr(array, "data", array)
+        array = unwrap(array)
         if type(array).__module__.startswith("cupy"):
             return sys.modules["cupy"]
     return np
@@ -71,7 +79,7 @@ def to_device(array: Any, device: str) -> Any:
 
 def to_numpy(array: Any) -> np.ndarray:
     """Explicitly bring an array to the host (a no-op for NumPy arrays)."""
-    array = getattr(array, "data", array)
+    array = unwrap(array)
     if type(array).__module__.startswith("cupy"):
         return array.get()
     return np.asarray(array)

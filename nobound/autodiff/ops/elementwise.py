@@ -10,6 +10,7 @@ from typing import Any
 
 from nobound.autodiff.ops._util import lift, unbroadcast
 from nobound.autodiff.tensor import Tensor
+from nobound.backend import unwrap
 
 
 def add(x: Any, y: Any) -> Tensor:
@@ -100,7 +101,7 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
 
     ``condition`` is a boolean array (or Tensor); it carries no gradient.
     """
-    condition = getattr(condition, "data", condition)
+    condition = unwrap(condition)
     x, y = lift(x, y)
     xp = x.xp
 

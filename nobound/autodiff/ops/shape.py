@@ -12,6 +12,7 @@ from typing import Any
 
 from nobound.autodiff.ops._util import lift
 from nobound.autodiff.tensor import Tensor
+from nobound.backend import unwrap
 
 
 def reshape(x: Tensor, shape: Sequence[int]) -> Tensor:
@@ -70,7 +71,7 @@ def gather(x: Tensor, indices: Any, axis: int) -> Tensor:
 
     E.g. picking each sample's target logit: ``gather(logits, targets[:, None], axis=1)``.
     """
-    indices = getattr(indices, "data", indices)
+    indices = unwrap(indices)
     xp = x.xp
     axis %= x.ndim
 
@@ -120,8 +121,8 @@ def pad(x: Tensor, widths: Sequence[tuple[int, int]]) -> Tensor:
 
 def _unwrap_index(index: Any) -> Any:
     if isinstance(index, tuple):
-        return tuple(getattr(i, "data", i) for i in index)
-    return getattr(index, "data", index)
+        return tuple(unwrap(i) for i in index)
+    return unwrap(index)
 
 
 def _is_basic(index: Any) -> bool:
