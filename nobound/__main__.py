@@ -1,0 +1,5 @@
+import sys
+
+from nobound.cli import main
+
+sys.exit(main())
