@@ -125,8 +125,11 @@ class Tensor:
     def backward(self, gradient: Any = None) -> None:
         """Accumulate d(self)/d(leaf) · gradient into ``.grad`` of every leaf that needs it.
 
-        ``gradient`` defaults to 1 for a scalar. Leaf gradients are *added* to any existing
-        ``.grad`` (as in PyTorch), so call :func:`zero_grad` between steps.
+        ``gradient`` defaults to 1 for a scalar; otherwise it must have (or broadcast to)
+        this tensor's shape. Leaf gradients are *added* to any existing ``.grad`` (as in
+        PyTorch), so call :func:`zero_grad` between steps. Each leaf's ``.grad`` is its own
+        writable array: VJPs may return views (broadcasts, the upstream gradient itself)
+        shared between several leaves, which must not alias each other or ``gradient``.
         """
         xp = self.xp
         if gradient is None:
@@ -136,7 +139,16 @@ class Tensor:
             gradient = xp.ones_like(self.data)
         if isinstance(gradient, Tensor):
             gradient = gradient.data
-        gradient = xp.asarray(gradient, dtype=self.dtype).reshape(self.shape)
+        gradient = xp.asarray(gradient, dtype=self.dtype)
+        if gradient.shape != self.shape:
+            if gradient.size == 1 and self.data.size == 1:
+                gradient = gradient.reshape(self.shape)
+            else:
+                try:
+                    gradient = xp.broadcast_to(gradient, self.shape)
+                except ValueError:
+                    raise ValueError(f"backward(): gradient of shape {gradient.shape} does "
+                                     f"not match the output shape {self.shape}") from None
         grads: dict[int, Any] = {id(self): gradient}
         for node in _reverse_topological_order(self):
             g = grads.pop(id(node), None)
@@ -144,6 +156,7 @@ class Tensor:
                 continue
             if node.vjp is None:  # a leaf
                 if node.requires_grad:
+                    g = g.astype(node.dtype)  # a fresh array, in the leaf's own dtype
                     node.grad = g if node.grad is None else node.grad + g
                 continue
             for parent, parent_grad in zip(node.parents, node.vjp(g), strict=True):

@@ -109,3 +109,26 @@ def read_idx(path: str | Path, *, sha256: str | None = None, ndim: int | None = 
                             f"{sha256} (corrupted or not the canonical file; pass "
                             f"verify=False to load a modified file on purpose)", path)
     return parse_idx(payload, path, ndim=ndim, dtype=dtype)
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """The IDX encoding of ``array`` (any dtype of :data:`IDX_DTYPES`, at most 255 dims)."""
+    array = np.asarray(array)
+    codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+    native = array.dtype.newbyteorder("=")
+    if native not in codes:
+        raise ValueError(f"dtype {array.dtype} has no IDX type code")
+    code, dtype = codes[native], IDX_DTYPES[codes[native]]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> str:
+    """Write ``array`` as an IDX file (gzipped, reproducibly, if the name ends in ``.gz``).
+
+    Returns the SHA-256 of the uncompressed payload, the digest :func:`read_idx` checks.
+    """
+    path = Path(path)
+    payload = encode_idx(array)
+    path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
+    return digest_bytes(payload)

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from nobound.autodiff.tensor import Tensor
 from nobound.backend import random_stream
 from nobound.nn.layers import Conv2d, Linear
 from nobound.nn.module import Module
@@ -23,6 +24,11 @@ from nobound.nn.module import Module
 
 def fan_in(weight_shape: tuple[int, ...]) -> int:
     return int(np.prod(weight_shape[1:]))
+
+
+def _fill(parameter: Tensor, values: np.ndarray) -> None:
+    """Overwrite in place; values are drawn on the host so CPU and GPU models agree."""
+    parameter.data[...] = parameter.xp.asarray(values, dtype=parameter.dtype)
 
 
 def _affine_layers(model: Module) -> list[Module]:
@@ -35,9 +41,9 @@ def kaiming_uniform(model: Module, seed: int) -> Module:
     for index, layer in enumerate(_affine_layers(model)):
         rng = random_stream(seed, index, name="init-kaiming")
         bound = 1.0 / math.sqrt(fan_in(layer.weight.shape))
-        layer.weight.data[...] = rng.uniform(-bound, bound, layer.weight.shape)
+        _fill(layer.weight, rng.uniform(-bound, bound, layer.weight.shape))
         if layer.bias is not None:
-            layer.bias.data[...] = rng.uniform(-bound, bound, layer.bias.shape)
+            _fill(layer.bias, rng.uniform(-bound, bound, layer.bias.shape))
     return model
 
 
@@ -46,7 +52,7 @@ def ibp_init(model: Module, seed: int) -> Module:
     for index, layer in enumerate(_affine_layers(model)):
         rng = random_stream(seed, index, name="init-ibp")
         std = math.sqrt(2 * math.pi) / fan_in(layer.weight.shape)
-        layer.weight.data[...] = rng.normal(0.0, std, layer.weight.shape)
+        _fill(layer.weight, rng.normal(0.0, std, layer.weight.shape))
         if layer.bias is not None:
             layer.bias.data[...] = 0.0
     return model

@@ -104,10 +104,13 @@ class Module:
         setattr(self, name, value)
 
     def astype(self, dtype: Any) -> Module:
+        """Cast parameters and floating buffers (counters such as num_batches_tracked stay
+        integers)."""
         for _, param in self.named_parameters():
             param.data = param.data.astype(dtype)
         for name, value in list(self.named_buffers()):
-            self._set_buffer(name, value.astype(dtype))
+            if value.dtype.kind == "f":
+                self._set_buffer(name, value.astype(dtype))
         return self
 
     def num_parameters(self) -> int:

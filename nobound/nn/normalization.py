@@ -22,7 +22,7 @@ import numpy as np
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
-from nobound.backend import default_dtype
+from nobound.backend import default_dtype, get_array_module
 from nobound.nn.layers import population_bias
 from nobound.nn.module import Module
 
@@ -116,9 +116,10 @@ def reset_batchnorm_statistics(model: Module, batches: Sequence[Any]) -> None:
     was_training = model.training
     saved = [(bn.momentum) for bn in norms]
     for bn in norms:
-        bn.running_mean = np.zeros_like(np.asarray(bn.running_mean))
-        bn.running_var = np.ones_like(np.asarray(bn.running_var))
-        bn.num_batches_tracked = np.zeros((), np.int64)
+        xp = get_array_module(bn.running_mean)  # the buffers may live on the GPU
+        bn.running_mean = xp.zeros_like(bn.running_mean)
+        bn.running_var = xp.ones_like(bn.running_var)
+        bn.num_batches_tracked = xp.zeros_like(bn.num_batches_tracked)
         bn.momentum = None
     model.train()
     with no_grad():

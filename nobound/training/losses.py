@@ -21,8 +21,8 @@ def cross_entropy(logits: Tensor, targets: Any, reduction: str = "mean") -> Tens
     ``logits`` is (..., B, classes) — a leading population axis is allowed — and
     ``targets`` (B,) integer labels.
     """
-    targets = unwrap(targets)
     xp = logits.xp
+    targets = xp.asarray(unwrap(targets))
     index = xp.broadcast_to(targets.reshape(-1, 1), logits.shape[:-1] + (1,))
     target_logit = ops.gather(logits, index, axis=-1)
     losses = ops.logsumexp(logits, axis=-1) - ops.reshape(target_logit, logits.shape[:-1])

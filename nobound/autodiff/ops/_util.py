@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from numbers import Number
 from typing import Any
+
+import numpy as np
 
 from nobound.autodiff.tensor import Tensor
 
@@ -10,7 +13,9 @@ from nobound.autodiff.tensor import Tensor
 def lift(*values: Any) -> tuple[Tensor, ...]:
     """Turn numbers and arrays into constant Tensors matching the first Tensor given.
 
-    Python scalars take the dtype of the Tensor they meet, so ``x * 2`` stays float32.
+    Scalars (Python or NumPy numbers) take the floating dtype of the Tensor they meet, so
+    ``x * 2`` and ``x * np.int64(2)`` stay float32 (NumPy would promote the latter to float64).
+    Arrays keep their dtype and follow NumPy's promotion rules.
     """
     like = next((v for v in values if isinstance(v, Tensor)), None)
     out = []
@@ -18,8 +23,11 @@ def lift(*values: Any) -> tuple[Tensor, ...]:
         if isinstance(value, Tensor):
             out.append(value)
         elif like is not None:
-            out.append(Tensor(like.xp.asarray(value, dtype=like.dtype)
-                              if isinstance(value, int | float) else like.xp.asarray(value)))
+            is_scalar = isinstance(value, Number | np.generic) and not isinstance(value, complex)
+            if is_scalar and like.dtype.kind == "f":
+                out.append(Tensor(like.xp.asarray(value, dtype=like.dtype)))
+            else:
+                out.append(Tensor(like.xp.asarray(value)))
         else:
             out.append(Tensor(value))
     return tuple(out)

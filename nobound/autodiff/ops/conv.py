@@ -154,6 +154,13 @@ def conv_transpose2d(y: Any, weight: Any, input_hw: tuple[int, int], stride: int
     lead = y.shape[:-3]
     if weight.ndim == 5 and y.ndim == 4:
         raise ValueError("conv_transpose2d with a population weight needs a population input")
+    kh, kw = weight.shape[-2:]
+    expected = (weight.shape[-4], output_size(input_hw[0], kh, stride, padding),
+                output_size(input_hw[1], kw, stride, padding))
+    if y.ndim < 4 or tuple(y.shape[-3:]) != expected:
+        # a wrong (O, Ho, Wo) of the same size would otherwise be silently reshaped
+        raise ValueError(f"conv_transpose2d: input {y.shape} does not end in (O, Ho, Wo) = "
+                         f"{expected} of a conv2d to {tuple(input_hw)}")
     x_shape = (*lead, channels, *input_hw)
     out = _input_grad(y.data, weight.data, x_shape, stride, padding)
 

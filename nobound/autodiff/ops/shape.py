@@ -80,6 +80,9 @@ def gather(x: Tensor, indices: Any, axis: int) -> Tensor:
         full = xp.broadcast_to(indices, g.shape)
         grid = list(xp.indices(g.shape, sparse=True))
         grid[axis] = full
+        for other in range(x.ndim):  # an axis of length 1 in x was broadcast: all go to 0
+            if other != axis and x.shape[other] == 1:
+                grid[other] = xp.zeros_like(grid[other])
         _scatter_add(xp, grad, tuple(grid), g)
         return (grad,)
 

@@ -1,0 +1,119 @@
+"""Evaluating a loss at many parameter vectors at once (the population axis).
+
+RGS and PGPE need L(θ_i) for a population θ_1 … θ_P of perturbed parameter vectors on the
+*same* minibatch. Every layer and relaxation accepts parameters with a leading axis P, so
+one call ``loss_of(params)`` with params of shape (c, *shape) gives c losses at the cost of
+one batched pass — no Python loop over members. When P members do not fit in memory at once
+the population is cut into chunks of c members, evaluated one chunk after another, and the
+chunk size is derived from a memory budget and a measured per-member footprint.
+
+The member vectors are produced on demand by ``member_vectors(start, stop)`` (rows
+θ_start … θ_{stop−1}, shape (stop − start, d)), so only one chunk of perturbed parameters
+exists at any time; PGPE regenerates its noise from seeds to build them.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from nobound.autodiff import no_grad
+from nobound.autodiff.tensor import Tensor
+from nobound.backend import to_numpy, unwrap
+from nobound.training.perturbation import ParameterLayout
+
+PopulationLoss = Callable[[dict[str, Tensor]], Tensor]  # params (c, *shape) → losses (c,)
+MemberVectors = Callable[[int, int], Any]               # (start, stop) → (stop − start, d)
+
+
+def evaluate_population(loss_of: PopulationLoss, layout: ParameterLayout,
+                        member_vectors: MemberVectors, population_size: int,
+                        chunk_size: int | None = None, record_graph: bool = False) -> np.ndarray:
+    """Losses L(θ_i) of all members, shape (P,), one batched call per chunk.
+
+    ``record_graph=False`` evaluates under ``no_grad`` (PGPE needs no gradient). Relaxations
+    with an inner optimisation of their own (alpha-CROWN) need the graph for their slopes,
+    so pass ``record_graph=True`` there; member parameters are constants either way.
+    """
+    chunk_size = population_size if not chunk_size else max(1, min(chunk_size, population_size))
+    losses = []
+    for start in range(0, population_size, chunk_size):
+        stop = min(start + chunk_size, population_size)
+        params = layout.to_tensors(member_vectors(start, stop))
+        if record_graph:
+            chunk_losses = loss_of(params)
+        else:
+            with no_grad():
+                chunk_losses = loss_of(params)
+        losses.append(to_numpy(unwrap(chunk_losses)).reshape(stop - start).astype(np.float64))
+    return np.concatenate(losses)
+
+
+def evaluate_members_one_by_one(loss_of: PopulationLoss, layout: ParameterLayout,
+                                vectors: Any) -> np.ndarray:
+    """The reference the batched evaluation must match: a Python loop over members, each
+    evaluated with ordinary (unbatched) parameters. Used by tests and benchmarks."""
+    losses = []
+    with no_grad():
+        for row in range(vectors.shape[0]):
+            loss = loss_of(layout.to_tensors(vectors[row]))
+            losses.append(float(to_numpy(unwrap(loss)).reshape(-1)[0]))
+    return np.asarray(losses)
+
+
+def chunk_size_for_budget(bytes_per_member: float, budget_bytes: float, population_size: int,
+                          multiple: int = 1) -> int:
+    """The largest chunk (a multiple of ``multiple``, ≤ P) whose members fit the budget.
+
+    Never less than ``multiple`` (one pair for PGPE's symmetric sampling): a budget too small
+    for one member still makes progress, just without batching.
+    """
+    if bytes_per_member <= 0:
+        return population_size
+    fitting = int(budget_bytes // bytes_per_member)
+    chunk = max(multiple, fitting - fitting % multiple)
+    return min(chunk, population_size)
+
+
+def measure_peak_bytes(run: Callable[[], Any], xp: ModuleType = np) -> int:
+    """Peak bytes allocated while ``run()`` executes (host via tracemalloc, GPU via the
+    CuPy memory pool, which keeps freed blocks and so ends at least at the peak)."""
+    if xp is np:
+        already = tracemalloc.is_tracing()
+        if not already:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+        if not already:
+            tracemalloc.stop()
+        return max(0, peak - base)
+    pool = xp.get_default_memory_pool()
+    xp.cuda.Device().synchronize()
+    pool.free_all_blocks()
+    base = pool.used_bytes()
+    run()
+    xp.cuda.Device().synchronize()
+    return max(0, pool.total_bytes() - base)
+
+
+def bytes_per_member(loss_of: PopulationLoss, layout: ParameterLayout,
+                     member_vectors: MemberVectors, xp: ModuleType = np,
+                     record_graph: bool = False) -> float:
+    """Marginal memory of one more member: peak(2 members) − peak(1 member).
+
+    The difference removes what every chunk pays regardless of its size (the input, the
+    region, the specification), leaving the per-member share that the budget must divide.
+    """
+    def run(count: int) -> Callable[[], Any]:
+        return lambda: evaluate_population(loss_of, layout, member_vectors, count,
+                                           record_graph=record_graph)
+
+    one = measure_peak_bytes(run(1), xp)
+    two = measure_peak_bytes(run(2), xp)
+    return float(max(two - one, 1))
