@@ -23,7 +23,7 @@ from math import prod
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
-from nobound.bounds.linear_bounds import flat_column
+from nobound.bounds.linear_bounds import LinearBounds, flat_column
 from nobound.bounds.network import Network, ReluStep
 from nobound.bounds.regions import Box
 from nobound.bounds.relu_relaxation import ReluRelaxation
@@ -46,11 +46,28 @@ class SymbolicBounds:
 
     def side(self, name: str) -> tuple[Tensor, Tensor | None]:
         """(A, b) of one side, with the S axis removed: (P', B', R, *x), (P', B', R)."""
+        if not self.shared and name not in self.sides:
+            raise ValueError(f"the {name} side was not computed (sides: {self.sides})")
         position = 0 if self.shared else self.sides.index(name)
         coefficients = self.coefficients[:, position]
         bias = None if self.bias is None else self.bias[:, min(position,
                                                                self.bias.shape[1] - 1)]
         return coefficients, bias
+
+
+    def to_linear_bounds(self, batch: int, input_shape: tuple[int, ...],
+                         reference: int | None = None) -> LinearBounds:
+        """Public LinearBounds (P', B, R, *x) — the side axis split, B' broadcast to B."""
+        parts = []
+        for side in BOTH_SIDES:
+            coefficients, bias = self.side(side)
+            shape = (coefficients.shape[0], batch) + coefficients.shape[2:]
+            coefficients = ops.broadcast_to(coefficients, shape)
+            if bias is None:
+                bias = Tensor(coefficients.xp.zeros(shape[:3], dtype=coefficients.dtype))
+            parts += [coefficients, ops.broadcast_to(bias, (bias.shape[0], *shape[1:3]))]
+        return LinearBounds(parts[0], parts[1], parts[2], parts[3], tuple(input_shape),
+                            reference)
 
 
 def identity_rows(shape: tuple[int, ...], start: int, stop: int, like: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ shape (P', *middle, *features) — a leading population axis P' ∈ {1, P}, then
 "middle" axes (batch, bound side, back-substitution rows, error terms):
 
     forward(v)        = W v + b          (centres, points)
+    linear(g)         = W g              (zonotope error terms)
     forward_abs(r)    = |W| r            (radii; eq. 3)
     backward(A)       = A W              (back-substitution of row coefficients; eq. 4)
     bias_term(A)      = A b              (the constant collected on the way)
@@ -88,6 +89,7 @@ class FlattenStep(Step):
     def forward(self, v: Tensor) -> Tensor:
         return v.reshape(v.shape[:v.ndim - len(self.input_shape)] + self.output_shape)
 
+    linear = forward
     forward_abs = forward
 
     def backward(self, coefficients: Tensor) -> Tensor:
@@ -108,15 +110,18 @@ class LinearStep(Step):
         self.weight, self.bias = weight, bias
 
     def forward(self, v: Tensor) -> Tensor:
-        out = self.forward_abs(v, absolute=False)
+        out = self.linear(v)
         if self.bias is not None:
             out = out + _expand(self.bias, self._middle(v, self.input_shape))
         return out
 
-    def forward_abs(self, v: Tensor, absolute: bool = True) -> Tensor:
+    def linear(self, v: Tensor, absolute: bool = False) -> Tensor:
         weight = ops.abs(self.weight) if absolute else self.weight
         return ops.matmul(v, _expand(ops.swapaxes(weight, -1, -2),
                                      self._middle(v, self.input_shape)))
+
+    def forward_abs(self, v: Tensor) -> Tensor:
+        return self.linear(v, absolute=True)
 
     def backward(self, coefficients: Tensor) -> Tensor:
         middle = self._middle(coefficients, self.output_shape)
@@ -162,12 +167,15 @@ class ConvStep(Step):
         return self.weight.shape[0] if self.weight.ndim == 5 else 1
 
     def forward(self, v: Tensor) -> Tensor:
-        out = self.forward_abs(v, absolute=False)
+        out = self.linear(v)
         if self.bias is not None:
             out = out + _expand(self.bias, self._middle(v, self.input_shape), 2)
         return out
 
-    def forward_abs(self, v: Tensor, absolute: bool = True) -> Tensor:
+    def forward_abs(self, v: Tensor) -> Tensor:
+        return self.linear(v, absolute=True)
+
+    def linear(self, v: Tensor, absolute: bool = False) -> Tensor:
         weight = ops.abs(self.weight) if absolute else self.weight
         if self.population > 1 and v.shape[0] == 1:
             # a shared input meets P weights: unfold it once (see ops.conv2d)
@@ -216,6 +224,9 @@ class ChannelAffineStep(Step):
     def forward(self, v: Tensor) -> Tensor:
         return v * self._coefficient(self.scale, v) + self._coefficient(self.shift, v)
 
+    def linear(self, v: Tensor) -> Tensor:
+        return v * self._coefficient(self.scale, v)
+
     def forward_abs(self, v: Tensor) -> Tensor:
         return v * self._coefficient(ops.abs(self.scale), v)
 
@@ -256,12 +267,15 @@ class SpecifiedLinearStep(Step):
         return tensor.reshape(shape)
 
     def forward(self, v: Tensor) -> Tensor:
-        out = self.forward_abs(v, absolute=False)
+        out = self.linear(v)
         if self.bias is not None:
             out = out + self._per_sample(self.bias, self._middle(v, self.input_shape) - 1)
         return out
 
-    def forward_abs(self, v: Tensor, absolute: bool = True) -> Tensor:
+    def forward_abs(self, v: Tensor) -> Tensor:
+        return self.linear(v, absolute=True)
+
+    def linear(self, v: Tensor, absolute: bool = False) -> Tensor:
         weight = ops.abs(self.weight) if absolute else self.weight
         rest = self._middle(v, self.input_shape) - 1
         return ops.matmul(v, self._per_sample(ops.swapaxes(weight, -1, -2), rest))

@@ -38,10 +38,18 @@ class Module:
         return {name: getattr(self, name) for name in self.parameter_names}
 
     def resolve(self, params: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
-        """The parameters to use: the given ones, falling back to the layer's own."""
+        """The parameters to use: the given ones, falling back to the layer's own.
+
+        A name the layer does not have is an error, not ignored: a misspelt name would
+        otherwise silently evaluate the layer's own parameters instead of the given ones.
+        """
         own = self.own_parameters()
         if params:
-            own.update({k: v for k, v in params.items() if k in own})
+            unknown = sorted(set(params) - set(own))
+            if unknown:
+                raise KeyError(f"{type(self).__name__} has no parameters {unknown}; "
+                               f"its parameters are {sorted(own)}")
+            own.update(params)
         return own
 
     # ------------------------------------------------------------ bookkeeping

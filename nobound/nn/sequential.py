@@ -32,6 +32,10 @@ class Sequential(Module):
         return self.layers[index]
 
     def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        if params:  # names of parameter-free layers or missing indices would be ignored
+            unknown = sorted(set(params) - {name for name, _ in self.named_parameters()})
+            if unknown:
+                raise KeyError(f"the model has no parameters {unknown}")
         for index, layer in enumerate(self.layers):
             x = layer.forward(x, split_parameters(params, index))
         return x

@@ -14,19 +14,8 @@ from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.exact import dense_network, interval_bounds
 from nobound.nn import BatchNorm, Linear, ReLU, Sequential
 from nobound.testing.sampling import region_samples
+from nobound.testing.soundness import relu_inputs
 from nobound.testing.strategies import networks
-
-
-def relu_inputs(model: Sequential, x: np.ndarray) -> dict[int, np.ndarray]:
-    """{ReLU layer index: its input} from a layer-by-layer forward."""
-    seen = {}
-    with no_grad():
-        out = Tensor(x)
-        for index, layer in enumerate(model.layers):
-            if isinstance(layer, ReLU):
-                seen[index] = out.data
-            out = layer(out)
-    return seen
 
 
 @settings(max_examples=40)

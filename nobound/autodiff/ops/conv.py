@@ -1,19 +1,22 @@
 """2-D convolution (cross-correlation, as PyTorch) and its transpose, with a population axis.
 
-With im2col, a convolution is one matrix product. Let ``cols`` hold every kh×kw patch of
-the zero-padded input as a row of length K = C·kh·kw (``sliding_window_view`` gives them
-without copying until the reshape). Then, for W reshaped to (O, K),
+With im2col (:mod:`nobound.autodiff.ops.im2col`), a convolution is one matrix product.
+``cols`` (K × M) holds every kh×kw patch of the zero-padded input as a *column*
+(K = C·kh·kw patch entries, M = N·Ho·Wo output pixels). With W reshaped to (O, K) and
+the upstream gradient g reshaped to (O, M),
 
-    y = cols · Wᵀ                                   (forward)
-    dW = gᵀ · cols,   d cols = g · W,   dx = col2im(d cols)          (VJPs)
+    y = W · cols                                                     (forward)
+    dW = g · colsᵀ,   d cols = Wᵀ · g,   dx = col2im(d cols)           (VJPs)
 
-where ``col2im`` scatter-adds each patch row back to the pixels it came from: it is the
-adjoint of im2col, and therefore also the forward pass of the *transposed* convolution,
-which is what bound back-substitution through a conv layer needs.
+where ``col2im``, the adjoint of im2col, scatter-adds each patch entry back to the pixel
+it came from. col2im(Wᵀ · ·) is therefore also the forward pass of the *transposed*
+convolution, which bound back-substitution through a conv layer needs.
 
 Population axis: the weight may be (P, O, C, kh, kw). The input is then either shared,
-(*lead, C, H, W) with 4 dims, or per member, (P, *lead, C, H, W). Shared inputs are
-unfolded once and multiplied against all P weights in one batched GEMM.
+(*lead, C, H, W) with 4 dims, or per member, (P, *lead, C, H, W). A shared input is
+unfolded once and all members are one GEMM, (P·O × K)(K × M); per-member inputs give
+P GEMMs, (P, O, K)(P, K, M). In both cases the product's rows are (member, channel) and
+its columns (image, i, j), so one transpose brings it to (P, N, O, Ho, Wo).
 """
 
 from __future__ import annotations
@@ -22,13 +25,11 @@ from math import prod
 from typing import Any
 
 from nobound.autodiff.ops._util import lift
+from nobound.autodiff.ops.im2col import col2im, im2col, output_size
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import get_array_module
 
-
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Spatial output length: ⌊(size + 2·padding − kernel) / stride⌋ + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
+__all__ = ["conv2d", "conv_transpose2d", "output_size"]
 
 
 def _layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, int, tuple]:
@@ -50,33 +51,21 @@ def _layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, in
     return 1, prod(lead), lead
 
 
-def _im2col(x: Any, groups: int, kh: int, kw: int, stride: int, padding: int) -> Any:
-    """(G·N, C, H, W) → (G, N·Ho·Wo, C·kh·kw): one row per output pixel."""
-    xp = get_array_module(x)
-    if padding:
-        x = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = xp.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
-    windows = windows[:, :, ::stride, ::stride]  # (G·N, C, Ho, Wo, kh, kw)
-    n, c, ho, wo = windows.shape[:4]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(groups, (n // groups) * ho * wo,
-                                                       c * kh * kw)
+def _weight_rows(w: Any, groups: int) -> Any:
+    """W as (G, members/G · O, K): rows (member, out channel), matching im2col's groups."""
+    return w.reshape(groups, -1, prod(w.shape[-3:]))
 
 
-def _col2im(cols: Any, image_shape: tuple[int, ...], kh: int, kw: int, stride: int,
-            padding: int) -> Any:
-    """Adjoint of :func:`_im2col`: (M, N·Ho·Wo, C·kh·kw) → (M·N, C, H, W) by scatter-add."""
-    xp = get_array_module(cols)
-    n, c, h, w = image_shape
-    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    patches = cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 4, 5, 3, 1, 2)
-    padded = xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += patches[:, i, j]
-    return padded[:, :, padding:padding + h, padding:padding + w]
+def _output_rows(g: Any, groups: int, members: int) -> Any:
+    """(*lead, O, Ho, Wo) → (G, members/G · O, N·Ho·Wo): the layout of W · cols."""
+    out_channels, out_h, out_w = g.shape[-3:]
+    images = g.size // (members * out_channels * out_h * out_w)
+    rows = g.reshape(members, images, out_channels, out_h * out_w).transpose(0, 2, 1, 3)
+    return rows.reshape(groups, -1, images * out_h * out_w)
 
 
 def _forward(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, Any]:
+    """y = W · im2col(x), and the columns (kept for the weight gradient)."""
     xp = get_array_module(x, w)
     groups, n, lead = _layout(x.shape, w.shape)
     out_channels, channels, kh, kw = w.shape[-4:]
@@ -84,45 +73,35 @@ def _forward(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, Any]:
     ho, wo = output_size(h, kh, stride, padding), output_size(width, kw, stride, padding)
     if ho < 1 or wo < 1:
         raise ValueError(f"conv kernel {kh}x{kw} does not fit input {h}x{width}")
-    cols = _im2col(x.reshape(groups * n, channels, h, width), groups, kh, kw, stride, padding)
-    w_matrix = w.reshape(-1, out_channels, channels * kh * kw)
-    out = xp.matmul(cols, w_matrix.transpose(0, 2, 1))  # (G', N·Ho·Wo, O)
-    out = out.reshape(-1, n, ho, wo, out_channels).transpose(0, 1, 4, 2, 3)
+    cols = im2col(x.reshape(groups, n, channels, h, width), kh, kw, stride, padding)
+    out = xp.matmul(_weight_rows(w, groups), cols)  # (G, members/G · O, N·Ho·Wo)
+    members = w.shape[0] if w.ndim == 5 else 1
+    out = out.reshape(members, out_channels, n, ho, wo).transpose(0, 2, 1, 3, 4)
     return xp.ascontiguousarray(out).reshape(*lead, out_channels, ho, wo), cols
 
 
 def _input_grad(g: Any, w: Any, x_shape: tuple[int, ...], stride: int, padding: int) -> Any:
-    """d x = col2im(g · W): the transposed convolution of ``g`` (output shape → input shape)."""
+    """d x = col2im(Wᵀ · g): the transposed convolution of ``g`` (output shape → input shape).
+
+    With a shared input the product Wᵀ · g runs over the merged (member, channel) axis, so
+    it sums the members' contributions Σ_p W_pᵀ g_p in the GEMM itself.
+    """
     xp = get_array_module(g, w)
     groups, n, _ = _layout(x_shape, w.shape)
-    out_channels, channels, kh, kw = w.shape[-4:]
-    ho, wo = g.shape[-2:]
-    g_rows = g.reshape(-1, n, out_channels, ho, wo).transpose(0, 1, 3, 4, 2)
-    g_rows = g_rows.reshape(-1, n * ho * wo, out_channels)  # (G', M, O)
-    w_matrix = w.reshape(-1, out_channels, channels * kh * kw)
-    if groups == 1 and g_rows.shape[0] > 1:
-        # shared input: Σ_p g_p W_p is one GEMM over the merged (member, channel) axis
-        members = g_rows.shape[0]
-        d_cols = g_rows.transpose(1, 0, 2).reshape(1, n * ho * wo, members * out_channels) @ \
-            w_matrix.reshape(1, members * out_channels, -1)
-    else:
-        d_cols = xp.matmul(g_rows, w_matrix)
-    images = _col2im(d_cols, (groups * n, channels, *x_shape[-2:]), kh, kw, stride, padding)
+    members = w.shape[0] if w.ndim == 5 else 1
+    _, channels, kh, kw = w.shape[-4:]
+    d_cols = xp.matmul(_weight_rows(w, groups).swapaxes(-1, -2),
+                       _output_rows(g, groups, members))  # (G, K, N·Ho·Wo)
+    images = col2im(d_cols, (groups, n, channels, *x_shape[-2:]), kh, kw, stride, padding)
     return images.reshape(x_shape)
 
 
 def _weight_grad(g: Any, cols: Any, w_shape: tuple[int, ...]) -> Any:
-    """d W = gᵀ · cols, summed over members that share one weight."""
-    out_channels = w_shape[-4]
-    ho, wo = g.shape[-2:]
-    g_rows = g.reshape(cols.shape[0] if len(w_shape) == 4 else w_shape[0], -1,
-                       out_channels, ho, wo)
-    g_rows = g_rows.transpose(0, 1, 3, 4, 2).reshape(g_rows.shape[0], -1, out_channels)
-    if len(w_shape) == 4:  # one weight: merge the groups into the row axis
-        return (g_rows.reshape(-1, out_channels).T @ cols.reshape(-1, cols.shape[-1])
-                ).reshape(w_shape)
-    xp = get_array_module(g)
-    return xp.matmul(g_rows.transpose(0, 2, 1), cols).reshape(w_shape)
+    """d W = g · colsᵀ; for a single weight the images of all groups are summed in the GEMM."""
+    xp = get_array_module(g, cols)
+    members = w_shape[0] if len(w_shape) == 5 else 1
+    rows = _output_rows(g, cols.shape[0], members)
+    return xp.matmul(rows, cols.swapaxes(-1, -2)).reshape(w_shape)
 
 
 def conv2d(x: Any, weight: Any, stride: int = 1, padding: int = 0) -> Tensor:

@@ -1,0 +1,124 @@
+"""A verification problem: one box, one set of linear output rows, one question.
+
+A problem is the statement that its **unsafe set** is empty:
+
+    U = { x : lower ≤ x ≤ upper  and  r_i(x) := spec_i · f(x) + offset_i ≤ 0 for every row i }.
+
+It holds iff every x in the box has some row r_i(x) > 0, so a sub-domain D of the box is
+*proved* as soon as one row has a lower bound > 0 on D. A *counterexample* is a point of
+the box where every row is ≤ 0, checked by a float64 forward pass.
+
+Robustness of (x, t) under an l∞ ball is the conjunction, over j ≠ t, of the problems with
+the single row r(x) = f_t(x) − f_j(x) (the unsafe set "class j scores at least as high as
+t"); a VNNLIB file gives one problem per disjunct (:mod:`nobound.io.vnnlib`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nobound.autodiff.tensor import Tensor, no_grad
+from nobound.backend import to_numpy
+from nobound.nn.sequential import Sequential
+
+
+def float64_model(model: Sequential) -> Sequential:
+    """An eval-mode float64 CPU copy: certification reasons in float64 (see docs)."""
+    copied = copy.deepcopy(model)
+    copied.to("cpu")
+    copied.astype(np.float64)
+    return copied.eval()
+
+
+@dataclass
+class VerificationProblem:
+    """Prove that no x in [lower, upper] makes every row spec·f(x) + offset ≤ 0."""
+
+    model: Sequential        # float64, eval mode
+    lower: np.ndarray        # (*input_shape)
+    upper: np.ndarray        # (*input_shape)
+    spec: np.ndarray         # (rows, outputs)
+    offset: np.ndarray       # (rows,)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.lower = np.asarray(self.lower, np.float64)
+        self.upper = np.asarray(self.upper, np.float64)
+        self.spec = np.atleast_2d(np.asarray(self.spec, np.float64))
+        self.offset = np.asarray(self.offset, np.float64).reshape(-1)
+        if self.lower.shape != self.upper.shape:
+            raise ValueError("box lower and upper differ in shape")
+        if self.offset.shape[0] != self.spec.shape[0]:
+            raise ValueError("one offset per spec row is needed")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.lower.shape)
+
+    @property
+    def num_rows(self) -> int:
+        return self.spec.shape[0]
+
+    @property
+    def is_empty(self) -> bool:
+        """An empty box has no unsafe point."""
+        return bool(np.any(self.lower > self.upper))
+
+    def outputs(self, points: Any) -> np.ndarray:
+        """f(x) by a float64 forward pass, for points of shape (N, *input_shape)."""
+        with no_grad():
+            return to_numpy(self.model(Tensor(np.asarray(points, np.float64))).data)
+
+    def row_values(self, outputs: np.ndarray) -> np.ndarray:
+        """r(x) = spec · y + offset for outputs (N, outputs) → (N, rows)."""
+        return outputs @ self.spec.T + self.offset
+
+    def find_counterexample(self, candidates: Any) -> Counterexample | None:
+        """The first candidate that, clipped into the box, violates the property in float64."""
+        points = np.clip(np.asarray(candidates, np.float64).reshape(-1, *self.input_shape),
+                         self.lower, self.upper)
+        if points.shape[0] == 0 or self.is_empty:
+            return None
+        outputs = self.outputs(points)
+        violated = np.all(self.row_values(outputs) <= 0, axis=1)
+        if not violated.any():
+            return None
+        first = int(np.flatnonzero(violated)[0])
+        return Counterexample(points[first], outputs[first])
+
+
+@dataclass
+class Counterexample:
+    """An input in the box and its float64 outputs, which violate every row."""
+
+    input: np.ndarray
+    output: np.ndarray
+
+
+def robustness_problems(model: Sequential, x: Any, label: int, eps: float,
+                        low: float | None = 0.0, high: float | None = 1.0) -> list[
+                            VerificationProblem]:
+    """One single-row problem per class j ≠ label: r(x) = f_label − f_j, box B_ε(x) ∩ [low, high].
+
+    ``model`` should already be a :func:`float64_model`.
+    """
+    x = np.asarray(to_numpy(x), np.float64)
+    lower, upper = x - eps, x + eps
+    if low is not None:
+        lower = np.maximum(lower, low)
+    if high is not None:
+        upper = np.minimum(upper, high)
+    num_classes = int(model(Tensor(x[None])).shape[-1])
+    problems = []
+    for other in range(num_classes):
+        if other == label:
+            continue
+        row = np.zeros(num_classes)
+        row[label], row[other] = 1.0, -1.0
+        problems.append(VerificationProblem(model, lower, upper, row[None], np.zeros(1),
+                                            name=f"class {label} vs {other}"))
+    return problems

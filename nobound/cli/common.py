@@ -1,0 +1,72 @@
+"""Helpers shared by ``nobound train``, ``evaluate`` and ``demo``.
+
+All checks here run *before* anything is written, so a bad flag leaves no half-made
+output directory behind: every problem is a :class:`~nobound.cli.UsageError` (one line,
+exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nobound.cli import UsageError
+
+
+def check_device(device: str) -> None:
+    """Fail early (before loading data) when the device cannot be used."""
+    from nobound.backend import array_module_for
+
+    try:
+        array_module_for(device)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def check_non_negative(name: str, value: float | int | None) -> None:
+    if value is not None and value < 0:
+        raise UsageError(f"{name} must be non-negative, got {value}")
+
+
+def check_positive(name: str, value: float | int | None) -> None:
+    if value is not None and not value > 0:
+        raise UsageError(f"{name} must be positive, got {value}")
+
+
+def check_data_dir(data_dir: str | None) -> None:
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UsageError(f"data directory {data_dir} does not exist")
+
+
+def load_split(name: str, split: str, data_dir: str | None, limit: int | None = None) -> Any:
+    """``load_dataset`` with its errors turned into one-line usage errors."""
+    from nobound.data import load_dataset
+
+    check_data_dir(data_dir)
+    try:
+        return load_dataset(name, split, data_dir=data_dir, limit=limit)
+    except ValueError as error:  # DataError and unknown names are ValueErrors
+        raise UsageError(str(error).splitlines()[0]) from None
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    def cell(value: Any) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")

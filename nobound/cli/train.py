@@ -1,0 +1,228 @@
+"""``nobound train``: train a zoo network with a registered method, resumably.
+
+    nobound train --arch cnn3 --dataset mnist --method standard --epochs 3 \\
+        --batch-size 128 --lr 1e-3 --seed 0 --out runs/cnn3-std
+    nobound train --out runs/cnn3-std --resume       # continue after an interruption
+
+The run directory receives ``config.json``, ``log.jsonl``, ``checkpoint-<step>.h5`` and,
+at the end, ``model.h5`` (evaluate it with ``nobound evaluate --model``). With
+``--resume`` the configuration stored in the latest checkpoint is used, and training
+continues bit-for-bit as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from nobound.cli import UsageError
+from nobound.cli.common import (
+    check_device,
+    check_non_negative,
+    check_positive,
+    load_split,
+    write_json,
+)
+
+#: Keys of the run configuration (stored in checkpoints as config["run"]).
+RUN_KEYS = ("arch", "dataset", "method", "method_options", "batch_size", "init",
+            "augmentation", "limit", "eval_limit", "dtype")
+
+
+def register(subparsers: Any) -> None:
+    from nobound.nn.zoo import ARCHITECTURES
+    from nobound.training.method import available_methods, get_method_class
+
+    parser = subparsers.add_parser(
+        "train", help="train a network (standard, PGD, or certified methods)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="cnn3",
+                        help=f"architecture: {', '.join(ARCHITECTURES)} (default %(default)s)")
+    parser.add_argument("--dataset", default="fashion-mnist-embedded",
+                        help="mnist, fashion-mnist, cifar10, tinyimagenet or the offline "
+                             "fashion-mnist-embedded (default %(default)s)")
+    parser.add_argument("--data-dir", help="data root (default: $NOBOUND_DATA, then the "
+                                           "download cache)")
+    parser.add_argument("--method", default="standard",
+                        help=f"training method: {', '.join(available_methods())} "
+                             "(default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="examples per step (default %(default)s)")
+    parser.add_argument("--optimizer", default="adam", help="adam or sgd (default adam)")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="initial learning rate (default %(default)s)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--lr-milestones", type=int, nargs="*", default=[],
+                        help="epochs after which the lr is multiplied by --lr-decay")
+    parser.add_argument("--lr-decay", type=float, default=0.2,
+                        help="lr factor at each milestone (default %(default)s)")
+    parser.add_argument("--grad-clip", type=float, default=0.0,
+                        help="clip the global gradient norm to this value (0: off)")
+    parser.add_argument("--eps", type=float, default=0.0,
+                        help="l_inf training radius in pixel units [0, 1] (ignored by "
+                             "standard training)")
+    parser.add_argument("--init", default="kaiming", help="kaiming or ibp (default kaiming)")
+    parser.add_argument("--augmentation", default="default",
+                        help="'default' (the dataset's, App. F.5) or 'none'")
+    parser.add_argument("--limit", type=int, help="train on the first N examples only")
+    parser.add_argument("--eval-limit", type=int,
+                        help="natural test accuracy after each epoch on the first N test "
+                             "examples (default all; 0: skip)")
+    parser.add_argument("--dtype", default="float32", help="float32 or float64")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    parser.add_argument("--out", required=True, help="run directory (must be new or empty "
+                                                     "unless --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in --out")
+    parser.add_argument("--max-steps", type=int,
+                        help="stop (with a checkpoint) after this many steps in total")
+    parser.add_argument("--log-every", type=int, default=50, help="steps per log line")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="steps between checkpoints (0: only at epoch ends)")
+    parser.add_argument("--keep-checkpoints", type=int, default=2,
+                        help="newest checkpoints to keep (0: all)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name in available_methods():
+        try:
+            get_method_class(name).add_arguments(parser)
+        except Exception:  # a broken plug-in must not break every other command
+            continue
+    parser.set_defaults(func=run)
+
+
+def trainer_config_from_args(args: argparse.Namespace) -> Any:
+    from nobound.training.trainer import TrainerConfig
+
+    return TrainerConfig(epochs=args.epochs, seed=args.seed, optimizer=args.optimizer,
+                         lr=args.lr, momentum=args.momentum, lr_milestones=args.lr_milestones,
+                         lr_decay=args.lr_decay, grad_clip=args.grad_clip, eps=args.eps,
+                         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                         keep_checkpoints=args.keep_checkpoints)
+
+
+def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from nobound.training.method import get_method_class
+
+    method_class = get_method_class(args.method)
+    return {"arch": args.arch, "dataset": args.dataset, "method": args.method,
+            "method_options": method_class.options_from_args(args),
+            "batch_size": args.batch_size, "init": args.init,
+            "augmentation": args.augmentation, "limit": args.limit,
+            "eval_limit": args.eval_limit, "dtype": args.dtype}
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Every check that needs no data (so it fails fast)."""
+    from nobound.nn.init import INITIALISERS
+    from nobound.nn.zoo import ARCHITECTURES
+
+    check_non_negative("--eps", args.eps)
+    check_positive("--epochs", args.epochs)
+    check_positive("--batch-size", args.batch_size)
+    check_positive("--lr", args.lr)
+    check_non_negative("--limit", args.limit)
+    check_non_negative("--eval-limit", args.eval_limit)
+    check_positive("--max-steps", args.max_steps)
+    if args.arch not in ARCHITECTURES:
+        raise UsageError(f"unknown architecture {args.arch!r}; choose from "
+                         f"{', '.join(ARCHITECTURES)}")
+    if args.init not in INITIALISERS:
+        raise UsageError(f"unknown initialisation {args.init!r}; choose from "
+                         f"{', '.join(INITIALISERS)}")
+    if args.dtype not in ("float32", "float64"):
+        raise UsageError(f"--dtype must be float32 or float64, got {args.dtype!r}")
+    if args.augmentation not in ("default", "none"):
+        raise UsageError(f"--augmentation must be 'default' or 'none', got "
+                         f"{args.augmentation!r}")
+    check_device(args.device)
+
+
+def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
+    """(run config, trainer config, checkpoint to resume from or None)."""
+    from nobound.io.checkpoint import load_checkpoint
+    from nobound.training.trainer import TrainerConfig, latest_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    checkpoint_path = latest_checkpoint(out) if args.resume else None
+    if not args.resume and out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"output directory {out} is not empty; pass --resume to continue "
+                         "its run or choose another --out")
+    if checkpoint_path is None:
+        validate(args)
+        return run_config_from_args(args), trainer_config_from_args(args), None
+    checkpoint = load_checkpoint(checkpoint_path, device=args.device)
+    check_device(args.device)
+    stored = checkpoint.config
+    try:
+        run = {key: stored["run"][key] for key in RUN_KEYS}
+        trainer_config = TrainerConfig(**stored["trainer"])
+    except (KeyError, TypeError) as error:
+        raise UsageError(f"{checkpoint_path}: not a checkpoint of `nobound train` "
+                         f"(missing {error})") from None
+    return run, trainer_config, checkpoint
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nobound.attack.evaluation import predict
+    from nobound.backend import to_device
+    from nobound.data import BatchLoader
+    from nobound.io.architecture import describe_model
+    from nobound.nn.init import initialise
+    from nobound.nn.zoo import build_model
+    from nobound.training.method import create_method
+    from nobound.training.trainer import Trainer
+
+    run_config, trainer_config, checkpoint = resolve_configuration(args)
+    method = create_method(run_config["method"], **run_config["method_options"])
+    dtype = np.dtype(run_config["dtype"])
+    train = load_split(run_config["dataset"], "train", args.data_dir, run_config["limit"])
+    eval_limit = run_config["eval_limit"]
+    test = None if eval_limit == 0 else load_split(run_config["dataset"], "test",
+                                                   args.data_dir, eval_limit)
+    model = build_model(run_config["arch"], train.input_shape, train.num_classes,
+                        normalize=(train.mean, train.std), dtype=dtype)
+    initialise(model, run_config["init"], trainer_config.seed)
+    model.to(args.device)
+    augmentation = None if run_config["augmentation"] == "none" else "default"
+    loader = BatchLoader(train, run_config["batch_size"], seed=trainer_config.seed,
+                         augmentation=augmentation, device=args.device, dtype=dtype)
+    evaluate = None
+    if test is not None:
+        test_images = to_device(test.images.astype(dtype), args.device)
+
+        def evaluate(trained: Any) -> dict[str, float]:
+            return {"test_accuracy": float((predict(trained, test_images) == test.labels)
+                                           .mean())}
+
+    architecture = describe_model(model, train.input_shape, train.num_classes,
+                                  name=run_config["arch"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(model, method, loader, trainer_config, run_dir=out,
+                      architecture=architecture, evaluate=evaluate, run_config=run_config,
+                      quiet=args.quiet)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+        print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)
+    else:
+        from dataclasses import asdict
+
+        write_json(out / "config.json", {"run": run_config, "trainer": asdict(trainer_config)})
+    record = trainer.fit(max_steps=args.max_steps)
+    if trainer.epoch < trainer_config.epochs:
+        print(f"stopped at step {trainer.step}; continue with: nobound train --out {out} "
+              "--resume")
+        return 0
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                        if k in ("train_loss", "train_accuracy", "test_accuracy"))
+    print(f"trained {run_config['arch']} on {run_config['dataset']} with "
+          f"{run_config['method']}: {summary or 'done'} -> {out / 'model.h5'}")
+    return 0
