@@ -34,6 +34,17 @@ def no_grad() -> Iterator[None]:
         _grad_enabled = previous
 
 
+@contextmanager
+def enable_grad() -> Iterator[None]:
+    """Record the graph inside this block even within ``no_grad`` (e.g. an inner optimiser)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
 def is_grad_enabled() -> bool:
     return _grad_enabled
 

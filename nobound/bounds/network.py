@@ -117,21 +117,22 @@ class LinearStep(Step):
 
     def linear(self, v: Tensor, absolute: bool = False) -> Tensor:
         weight = ops.abs(self.weight) if absolute else self.weight
+        # the last middle axis is the row axis of the matrix product
         return ops.matmul(v, _expand(ops.swapaxes(weight, -1, -2),
-                                     self._middle(v, self.input_shape)))
+                                     self._middle(v, self.input_shape) - 1))
 
     def forward_abs(self, v: Tensor) -> Tensor:
         return self.linear(v, absolute=True)
 
     def backward(self, coefficients: Tensor) -> Tensor:
         middle = self._middle(coefficients, self.output_shape)
-        return ops.matmul(coefficients, _expand(self.weight, middle))
+        return ops.matmul(coefficients, _expand(self.weight, middle - 1))
 
     def bias_term(self, coefficients: Tensor) -> Tensor | None:
         if self.bias is None:
             return None
         middle = self._middle(coefficients, self.output_shape)
-        return _contract_last(coefficients, _expand(self.bias, middle, 1))
+        return _contract_last(coefficients, _expand(self.bias, middle - 1, 1))
 
     def detached(self) -> LinearStep:
         return LinearStep(self.index, _detach(self.weight), _detach(self.bias))
@@ -142,7 +143,11 @@ class LinearStep(Step):
 
 
 def _contract_last(coefficients: Tensor, column: Tensor) -> Tensor:
-    """Σ_j A[..., j] c[..., j] via a matrix-vector product (``column`` ends in (n, 1))."""
+    """Σ_j A[..., j] c[..., j] via a matrix-vector product.
+
+    ``column`` ends in (n, 1) and has one axis fewer before it than ``coefficients``
+    (whose last middle axis is the row axis of the product).
+    """
     product = ops.matmul(coefficients, column)
     return product.reshape(product.shape[:-1])
 
@@ -197,7 +202,7 @@ class ConvStep(Step):
             return None
         middle = self._middle(coefficients, self.output_shape)
         per_channel = coefficients.sum(axis=(-2, -1))
-        return _contract_last(per_channel, _expand(self.bias, middle, 1))
+        return _contract_last(per_channel, _expand(self.bias, middle - 1, 1))
 
     def detached(self) -> ConvStep:
         return ConvStep(self.index, _detach(self.weight), _detach(self.bias), self.stride,
@@ -237,7 +242,7 @@ class ChannelAffineStep(Step):
         middle = self._middle(coefficients, self.output_shape)
         spatial_axes = tuple(range(-self.spatial_ndim, 0))
         per_channel = coefficients.sum(axis=spatial_axes) if spatial_axes else coefficients
-        return _contract_last(per_channel, _expand(self.shift, middle, 1))
+        return _contract_last(per_channel, _expand(self.shift, middle - 1, 1))
 
     def detached(self) -> ChannelAffineStep:
         return ChannelAffineStep(self.index, _detach(self.scale), _detach(self.shift),
@@ -278,7 +283,10 @@ class SpecifiedLinearStep(Step):
     def linear(self, v: Tensor, absolute: bool = False) -> Tensor:
         weight = ops.abs(self.weight) if absolute else self.weight
         rest = self._middle(v, self.input_shape) - 1
-        return ops.matmul(v, self._per_sample(ops.swapaxes(weight, -1, -2), rest))
+        # every vector gets its own length-1 row axis, so the weight is applied per sample
+        rows = ops.matmul(v.reshape(v.shape[:-1] + (1, v.shape[-1])),
+                          self._per_sample(ops.swapaxes(weight, -1, -2), rest))
+        return rows.reshape(rows.shape[:-2] + rows.shape[-1:])
 
 
 class Network:
@@ -304,6 +312,11 @@ class Network:
     def shape_before(self, index: int) -> tuple[int, ...]:
         """Feature shape of the input of layer ``index``."""
         return self.steps[index].input_shape
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether any parameter records gradients (so bounds must stay differentiable)."""
+        return any(t.requires_grad for step in self.steps for t in _parameter_tensors(step))
 
     def detached(self) -> Network:
         """The same network with constant parameters (no gradient recorded)."""
@@ -353,6 +366,11 @@ class Network:
             raise ValueError(f"parameters disagree on the population size: {sorted(populations)}")
         population = populations.pop() if populations else None
         return Network(steps, input_shape, population)
+
+
+def _parameter_tensors(step: Step) -> list[Tensor]:
+    names = ("weight", "bias", "scale", "shift")
+    return [t for t in (getattr(step, name, None) for name in names) if t is not None]
 
 
 def _population_tensors(step: Step) -> list[Tensor]:

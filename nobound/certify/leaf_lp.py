@@ -6,17 +6,19 @@ network is affine on D. With the activation pattern as 0/1 diagonals M_k,
     z₁ = W₁ x + b₁,   z_k = W_k M_{k−1} z_{k−1} + b_k   ⇒   z_k = A_k x + c_k,
 
 so every row r_i(x) = spec_i · z_L + offset_i is affine, and so is every split constraint
-s_j z_j(x) ≥ 0. The worst point of D is the epigraph LP
+s_j z_j(x) ≥ 0. The LP
 
-    t* = min t   s.t.  r_i(x) − t ≤ 0 (all i),  −s_j z_j(x) ≤ 0 (split j),  l ≤ x ≤ u.
+    t* = min t   s.t.  r_i(x) − t ≤ 0 (all i),  −s_j z_j(x) − t ≤ 0 (split j),  l ≤ x ≤ u
 
-If t* ≤ 0 its minimiser is a candidate counterexample. If t* > 0 the LP's dual multipliers
-λ ≥ 0 (rows, Σλ = 1) and β ≥ 0 (splits) give the *checkable* Lagrangian bound
+is always feasible. If t* ≤ 0 its minimiser lies in D with every row ≤ 0: a candidate
+counterexample. If t* > 0 its dual multipliers λ ≥ 0 (rows) and β ≥ 0 (splits),
+Σλ + Σβ = 1, give the *checkable* Lagrangian bound
 
-    Σ_i λ_i r_i(x) ≥ Σ_i λ_i r_i(x) − Σ_j β_j s_j z_j(x) ≥ min_{l ≤ x ≤ u} (affine in x),
+    Σ_i λ_i r_i(x) ≥ Σ_i λ_i r_i(x) − Σ_j β_j s_j z_j(x) ≥ min_{l ≤ x ≤ u} (affine in x)
 
-valid on D for any λ, β ≥ 0 whatever the solver's accuracy; it is what certificates store
-and what :mod:`nobound.certify.checker` re-evaluates by its own back-substitution.
+on D (where s_j z_j ≥ 0), valid for any λ, β ≥ 0 whatever the solver's accuracy. When it
+is positive no point of D is unsafe — with λ = 0 it says D itself is empty. This is what
+certificates store and what :mod:`nobound.certify.checker` re-evaluates on its own.
 """
 
 from __future__ import annotations
@@ -75,18 +77,15 @@ def solve_leaf(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
             split_constants.append(-sign * maps[k][1][neuron])
             split_keys.append((k, int(neuron)))
     num_inputs, num_rows = lower.size, spec.shape[0]
-    # variables (x, t): r_i(x) − t ≤ 0 and −s z(x) ≤ 0, written as G [x; t] ≤ h
-    objective_rows = np.hstack([rows_matrix, -np.ones((num_rows, 1))])
-    split_block = np.hstack([np.array(split_rows).reshape(-1, num_inputs),
-                             np.zeros((len(split_rows), 1))])
-    constraints = np.vstack([objective_rows, split_block])
+    # variables (x, t): r_i(x) − t ≤ 0 and −s_j z_j(x) − t ≤ 0, written as G [x; t] ≤ h
+    constraints = np.hstack([np.vstack([rows_matrix,
+                                        np.array(split_rows).reshape(-1, num_inputs)]),
+                             -np.ones((num_rows + len(split_rows), 1))])
     right = np.concatenate([-rows_constant, -np.array(split_constants, dtype=float)])
     cost = np.zeros(num_inputs + 1)
     cost[-1] = 1.0
     bounds = list(zip(lower, upper, strict=True)) + [(None, None)]
     result = linprog(cost, A_ub=constraints, b_ub=right, bounds=bounds, method="highs")
-    if result.status == 2:  # infeasible: the sub-domain is empty
-        return LeafSolution(np.inf, None, np.full(num_rows, 1.0 / num_rows), {}, np.inf)
     if result.status != 0:
         return LeafSolution(-np.inf, None, np.zeros(num_rows), {}, -np.inf)
     multipliers = np.maximum(-result.ineqlin.marginals, 0.0)

@@ -29,6 +29,8 @@ from nobound.cli.common import (
 #: Keys of the run configuration (stored in checkpoints as config["run"]).
 RUN_KEYS = ("arch", "dataset", "method", "method_options", "batch_size", "init",
             "augmentation", "limit", "eval_limit", "dtype")
+#: Keys added later (absent from older checkpoints): the eps ramp and the warm start.
+OPTIONAL_RUN_KEYS = ("eps_schedule", "init_from")
 
 
 def register(subparsers: Any) -> None:
@@ -91,7 +93,11 @@ def register(subparsers: Any) -> None:
             get_method_class(name).add_arguments(parser)
         except Exception:  # a broken plug-in must not break every other command
             continue
-    parser.set_defaults(func=run)
+    from nobound.training import presets
+
+    presets.add_arguments(parser)
+    parser.set_defaults(func=run, preset_defaults={
+        action.dest: action.default for action in parser._actions})
 
 
 def trainer_config_from_args(args: argparse.Namespace) -> Any:
@@ -106,13 +112,15 @@ def trainer_config_from_args(args: argparse.Namespace) -> Any:
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from nobound.training.method import get_method_class
+    from nobound.training.presets import eps_ramp_from_args
 
     method_class = get_method_class(args.method)
     return {"arch": args.arch, "dataset": args.dataset, "method": args.method,
             "method_options": method_class.options_from_args(args),
             "batch_size": args.batch_size, "init": args.init,
             "augmentation": args.augmentation, "limit": args.limit,
-            "eval_limit": args.eval_limit, "dtype": args.dtype}
+            "eval_limit": args.eval_limit, "dtype": args.dtype,
+            "eps_schedule": eps_ramp_from_args(args), "init_from": args.init_from}
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -161,6 +169,7 @@ def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
     stored = checkpoint.config
     try:
         run = {key: stored["run"][key] for key in RUN_KEYS}
+        run.update({key: stored["run"].get(key) for key in OPTIONAL_RUN_KEYS})
         trainer_config = TrainerConfig(**stored["trainer"])
     except (KeyError, TypeError) as error:
         raise UsageError(f"{checkpoint_path}: not a checkpoint of `nobound train` "
@@ -178,8 +187,16 @@ def run(args: argparse.Namespace) -> int:
     from nobound.nn.init import initialise
     from nobound.nn.zoo import build_model
     from nobound.training.method import create_method
+    from nobound.training.presets import apply_preset
     from nobound.training.trainer import Trainer
 
+    if not args.resume:
+        try:
+            notes = apply_preset(args, args.preset_defaults)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     run_config, trainer_config, checkpoint = resolve_configuration(args)
     method = create_method(run_config["method"], **run_config["method_options"])
     dtype = np.dtype(run_config["dtype"])
@@ -190,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(run_config["arch"], train.input_shape, train.num_classes,
                         normalize=(train.mean, train.std), dtype=dtype)
     initialise(model, run_config["init"], trainer_config.seed)
+    if checkpoint is None and run_config.get("init_from"):
+        from nobound.io.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(run_config["init_from"]).model.state_dict())
     model.to(args.device)
     augmentation = None if run_config["augmentation"] == "none" else "default"
     loader = BatchLoader(train, run_config["batch_size"], seed=trainer_config.seed,
@@ -206,9 +227,14 @@ def run(args: argparse.Namespace) -> int:
                                   name=run_config["arch"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    eps_schedule = None
+    if run_config.get("eps_schedule"):
+        from nobound.training.schedules import EpsilonRamp
+
+        eps_schedule = EpsilonRamp(trainer_config.eps, **run_config["eps_schedule"])
     trainer = Trainer(model, method, loader, trainer_config, run_dir=out,
                       architecture=architecture, evaluate=evaluate, run_config=run_config,
-                      quiet=args.quiet)
+                      quiet=args.quiet, eps_schedule=eps_schedule)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)

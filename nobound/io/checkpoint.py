@@ -72,8 +72,8 @@ def array_digest(array: np.ndarray) -> str:
 
 
 def _is_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(
-        value, np.generic)
+    """NumPy/CuPy arrays and NumPy scalars (stored as 0-d arrays); not Python scalars."""
+    return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
 def _write_group(group: h5py.Group, state: Mapping[str, Any]) -> None:
@@ -84,7 +84,7 @@ def _write_group(group: h5py.Group, state: Mapping[str, Any]) -> None:
             dataset = group.create_dataset(key, data=array)
             dataset.attrs["sha256"] = array_digest(array)
         else:
-            scalars[key] = value.item() if isinstance(value, np.generic) else value
+            scalars[key] = value
     group.attrs["scalars"] = json.dumps(scalars)
 
 

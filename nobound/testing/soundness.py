@@ -26,22 +26,28 @@ def slack(*arrays: Any) -> np.ndarray:
     return ROUNDOFF * (1.0 + sum(np.abs(np.asarray(a)) for a in arrays))
 
 
+def _report(excess: np.ndarray, bound: np.ndarray, values: np.ndarray, side: str,
+            what: str) -> None:
+    if np.any(excess > 0):
+        worst = np.unravel_index(np.argmax(excess), excess.shape)
+        claimed = np.broadcast_to(bound, excess.shape)[worst]
+        value = np.broadcast_to(values, excess.shape)[worst]
+        raise AssertionError(f"{what}: {side} bound {claimed!r} but the network attains "
+                             f"{value!r} (off by {abs(claimed - value):.3e}) at index "
+                             f"{tuple(int(i) for i in worst)}; "
+                             f"{int(np.sum(excess > 0))} violations")
+
+
 def assert_below(lower: Any, values: Any, what: str) -> None:
     """Every lower ≤ value (broadcast), up to round-off; the message names the worst case."""
     lower, values = np.asarray(lower), np.asarray(values)
-    excess = lower - values - slack(lower, values)
-    if np.any(excess > 0):
-        worst = np.unravel_index(np.argmax(excess), excess.shape)
-        low = np.broadcast_to(lower, excess.shape)[worst]
-        value = np.broadcast_to(values, excess.shape)[worst]
-        raise AssertionError(f"{what}: lower bound {low!r} > attained value {value!r} "
-                             f"(by {low - value:.3e}) at index {worst}; "
-                             f"{int(np.sum(excess > 0))} violations")
+    _report(lower - values - slack(lower, values), lower, values, "lower", what)
 
 
 def assert_above(upper: Any, values: Any, what: str) -> None:
     """Every value ≤ upper (broadcast), up to round-off."""
-    assert_below(-np.asarray(values), -np.asarray(upper), what + " (upper bound)")
+    upper, values = np.asarray(upper), np.asarray(values)
+    _report(values - upper - slack(upper, values), upper, values, "upper", what)
 
 
 def relu_inputs(model: Any, x: Any) -> dict[int, np.ndarray]:

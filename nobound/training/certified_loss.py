@@ -76,6 +76,10 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
     bounds = compute_bounds(model, region, method=relaxation, spec=spec, params=params,
                             **dict(bound_options or {}))
     margin_lower = bounds.lower
+    population = population_size(model, params)
+    if population is not None and margin_lower.ndim == 2:
+        # a population of one must keep its axis (P = 1, B, K) like the natural logits
+        margin_lower = margin_lower.reshape((population, *margin_lower.shape))
     robust = robust_cross_entropy(-margin_lower)
 
     loss = robust if natural_only_for_metrics else \
@@ -88,6 +92,17 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
     return CertifiedLoss(loss=loss, robust_loss=robust, natural_loss=natural,
                          certified_accuracy=certified, natural_accuracy=correct.mean(axis=-1),
                          margin_lower=lower_data)
+
+
+def population_size(model: Module, params: Mapping[str, Tensor] | None) -> int | None:
+    """P when ``params`` carry a leading population axis, else None."""
+    if not params:
+        return None
+    own = dict(model.named_parameters())
+    for name, value in params.items():
+        if name in own and value.ndim == own[name].ndim + 1:
+            return int(value.shape[0])
+    return None
 
 
 def l1_norm(model: Module, params: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -122,6 +137,10 @@ class CertifiedObjective:
         if self.relaxation not in RELAXATIONS:
             raise ValueError(f"unknown relaxation {self.relaxation!r}; choose from "
                              f"{RELAXATIONS}")
+        if not 0.0 <= self.robust_weight <= 1.0:
+            raise ValueError(f"robust weight must lie in [0, 1], got {self.robust_weight}")
+        if self.l1_weight < 0:
+            raise ValueError(f"L1 weight must be non-negative, got {self.l1_weight}")
 
     def __call__(self, model: Module, x: Any, targets: Any, eps: float,
                  params: Mapping[str, Tensor] | None = None) -> CertifiedLoss:

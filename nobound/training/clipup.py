@@ -32,12 +32,12 @@ class ClipUp(Optimizer):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"ClipUp momentum must lie in [0, 1], got {momentum}")
         self.momentum = momentum
-        # Tie the default speed limit to the *current* lr so lr schedules scale both alike.
-        self.max_speed_ratio = 2.0 if max_speed is None else max_speed / lr
+        self.fixed_max_speed = max_speed
 
     @property
     def max_speed(self) -> float:
-        return self.max_speed_ratio * self.lr
+        """The given maximum speed, else 2 × the *current* lr (so lr decays slow it too)."""
+        return 2.0 * self.lr if self.fixed_max_speed is None else self.fixed_max_speed
 
     def step(self, grads: Mapping[str, Any] | None = None) -> None:
         grads = self.gradients() if grads is None else grads
@@ -57,13 +57,4 @@ class ClipUp(Optimizer):
             self.state[f"{name}/velocity"] = velocities[name]
             p.data -= velocities[name].astype(p.dtype, copy=False)
 
-    def state_dict(self) -> dict[str, Any]:
-        out = super().state_dict()
-        out["max_speed_ratio"] = self.max_speed_ratio
-        return out
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "max_speed_ratio" in state:
-            self.max_speed_ratio = float(state["max_speed_ratio"])
 

@@ -3,71 +3,118 @@
 Every relaxation is written with the autodiff's operations, so the robust loss of
 :mod:`nobound.training.certified_loss` is a differentiable function of θ (IBP, HBox,
 CROWN-IBP, DeepPoly, and alpha-CROWN with its optimised slopes held fixed in the final
-pass). One step:
+pass). One step of the trainer with this method is
 
     eps ← ramp(step);  g = ∇_θ L(θ; eps);  g ← g · min(1, c / ‖g‖₂);  θ ← Adam(θ, g)
 
-with Adam at lr 5·10⁻⁵ decayed ×0.2 after epochs 50 and 60 (MNIST), gradient clipping at
-c = 10 (Shi et al., 2021) and the IBP initialisation — the settings of
-:mod:`nobound.training.presets`.
+(paper: Adam, lr 5·10⁻⁵ ×0.2 after epochs 50, 60 on MNIST; clipping c = 10; IBP
+initialisation — the ``paper-*`` presets). This module also holds what the three certified
+methods (GRAD, RGS, PGPE) share: their loss options and command-line flags.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from nobound.autodiff.tensor import Tensor
 from nobound.backend import unwrap
 from nobound.nn.module import Module
-from nobound.training.certified_loss import CertifiedLoss, CertifiedObjective
-from nobound.training.optim import Optimizer, clip_by_global_norm
-from nobound.training.schedules import EpsilonRamp, Progress, StepDecay
+from nobound.training.certified_loss import RELAXATIONS, CertifiedLoss, CertifiedObjective
+from nobound.training.method import BackpropMethod, StepContext
 
 
-class GradMethod:
-    """Certified training with exact gradients of the bound loss."""
+def make_objective(relaxation: str, robust_weight: float, l1: float,
+                   bound_options: Mapping[str, Any] | None) -> CertifiedObjective:
+    return CertifiedObjective(relaxation=relaxation, robust_weight=robust_weight,
+                              l1_weight=l1, bound_options=tuple(sorted(
+                                  (bound_options or {}).items())))
+
+
+def objective_options(objective: CertifiedObjective) -> dict[str, Any]:
+    """The JSON-serialisable constructor options that rebuild ``objective``."""
+    return {"relaxation": objective.relaxation, "robust_weight": objective.robust_weight,
+            "l1": objective.l1_weight, "bound_options": dict(objective.bound_options)}
+
+
+def certified_metrics(result: CertifiedLoss) -> dict[str, float]:
+    """Batch metrics for the log (population members averaged): natural ``accuracy``,
+    ``certified_accuracy`` (every margin lower bound > 0), and the two loss parts."""
+    def mean(value: Any) -> float:
+        return float(unwrap(value).mean())
+
+    return {"loss": mean(result.loss), "robust_loss": mean(result.robust_loss),
+            "natural_loss": mean(result.natural_loss),
+            "certified_accuracy": mean(result.certified_accuracy),
+            "accuracy": mean(result.natural_accuracy)}
+
+
+def add_certified_arguments(parser: argparse.ArgumentParser) -> None:
+    """The loss flags of every certified method (added once, whichever method comes first)."""
+    if "--relaxation" in parser._option_string_actions:
+        return
+    group = parser.add_argument_group("certified training (--method grad, rgs, pgpe)")
+    group.add_argument("--relaxation", default="ibp", choices=RELAXATIONS,
+                       help="bound of the robust loss (default %(default)s)")
+    group.add_argument("--robust-weight", type=float, default=1.0,
+                       help="w in (1 − w)·CE_nat + w·CE_rob (default %(default)s)")
+    group.add_argument("--l1", type=float, default=0.0,
+                       help="L1 regularisation of the weights (default %(default)s)")
+    group.add_argument("--alpha-steps", type=int,
+                       help="alpha-CROWN slope optimisation steps inside the loss "
+                            "(App. F.2: 1)")
+    group.add_argument("--alpha-step-size", type=float,
+                       help="alpha-CROWN slope step size (App. F.2: 0.5)")
+    group.add_argument("--alpha-init",
+                       help="alpha-CROWN initial slopes: 'deeppoly' or a number "
+                            "(App. F.2: 0.5)")
+    group.add_argument("--population-size", type=int,
+                       help="GLS: perturbed networks per step (default RGS 2, PGPE 256)")
+    group.add_argument("--sigma", type=float,
+                       help="GLS: standard deviation of the parameter noise — RGS's fixed "
+                            "(decayed) value, PGPE's initial one (default 1e-3)")
+
+
+def certified_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    bound_options = {}
+    if getattr(args, "alpha_steps", None) is not None:
+        bound_options["alpha_steps"] = int(args.alpha_steps)
+    if getattr(args, "alpha_step_size", None) is not None:
+        bound_options["alpha_step_size"] = float(args.alpha_step_size)
+    alpha_init = getattr(args, "alpha_init", None)
+    if alpha_init is not None:
+        bound_options["alpha_init"] = alpha_init if alpha_init == "deeppoly" \
+            else float(alpha_init)
+    options = {"relaxation": args.relaxation, "robust_weight": args.robust_weight,
+               "l1": args.l1, "bound_options": bound_options}
+    make_objective(**options)  # validates
+    return options
+
+
+class GradTraining(BackpropMethod):
+    """Certified training with exact gradients of the bound loss at the context's eps."""
 
     name = "grad"
 
-    def __init__(self, model: Module, objective: CertifiedObjective, optimizer: Optimizer,
-                 eps_schedule: EpsilonRamp, lr_schedule: StepDecay,
-                 clip_norm: float = 10.0) -> None:
-        self.model, self.objective, self.optimizer = model, objective, optimizer
-        self.eps_schedule, self.lr_schedule, self.clip_norm = eps_schedule, lr_schedule, clip_norm
+    def __init__(self, relaxation: str = "ibp", robust_weight: float = 1.0, l1: float = 0.0,
+                 bound_options: Mapping[str, Any] | None = None) -> None:
+        self.objective = make_objective(relaxation, robust_weight, l1, bound_options)
 
-    def prepare(self, progress: Progress) -> float:
-        """Set this step's learning rate; return its eps."""
-        self.optimizer.lr = self.lr_schedule(progress.epoch)
-        return self.eps_schedule(progress.global_step, progress.steps_per_epoch)
+    def options(self) -> dict[str, Any]:
+        return objective_options(self.objective)
 
-    def step(self, x: Any, targets: Any, progress: Progress) -> dict[str, float]:
-        eps = self.prepare(progress)
-        self.optimizer.zero_grad()
-        result = self.objective(self.model, x, targets, eps)
-        result.loss.backward()
-        grads = self.optimizer.gradients()
-        norm = clip_by_global_norm(grads, self.clip_norm)
-        self.optimizer.step(grads)
-        self.optimizer.zero_grad()
-        return step_metrics(result, eps=eps, lr=self.optimizer.lr, grad_norm=norm)
+    def loss(self, model: Module, images: Any, labels: Any,
+             context: StepContext) -> tuple[Tensor, dict[str, float]]:
+        result = self.objective(model, images, labels, context.eps)
+        metrics = certified_metrics(result)
+        del metrics["loss"]
+        return result.loss, metrics
 
-    def state_dict(self) -> dict[str, Any]:
-        return {f"optimizer/{k}": v for k, v in self.optimizer.state_dict().items()}
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_certified_arguments(parser)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        prefix = "optimizer/"
-        self.optimizer.load_state_dict({k[len(prefix):]: v for k, v in state.items()
-                                        if k.startswith(prefix)})
-
-
-def step_metrics(result: CertifiedLoss, **extra: float) -> dict[str, float]:
-    """Scalars for the log: member averages when ``result`` covers a population."""
-    def scalar(value: Any) -> float:
-        return float(unwrap(value).mean())
-
-    metrics = {"loss": scalar(result.loss), "robust_loss": scalar(result.robust_loss),
-               "natural_loss": scalar(result.natural_loss),
-               "certified_accuracy": scalar(result.certified_accuracy),
-               "natural_accuracy": scalar(result.natural_accuracy)}
-    metrics.update({k: float(v) for k, v in extra.items()})
-    return metrics
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return certified_options_from_args(args)

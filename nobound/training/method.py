@@ -133,6 +133,9 @@ class BackpropMethod(TrainingMethod):
 METHOD_MODULES: dict[str, str] = {
     "standard": "nobound.training.standard:StandardTraining",
     "pgd": "nobound.training.adversarial:PGDTraining",
+    "grad": "nobound.training.grad:GradTraining",
+    "rgs": "nobound.training.rgs:RGSTraining",
+    "pgpe": "nobound.training.pgpe:PGPETraining",
 }
 _REGISTERED: dict[str, type[TrainingMethod]] = {}
 

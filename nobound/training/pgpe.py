@@ -25,21 +25,31 @@ alpha-CROWN with its slope optimisation inside the loss (§4.3).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from nobound.backend import get_array_module, to_numpy, unwrap
+from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
-from nobound.training.certified_loss import CertifiedObjective
 from nobound.training.clipup import ClipUp
-from nobound.training.grad import GradMethod
+from nobound.training.grad import (
+    add_certified_arguments,
+    certified_metrics,
+    certified_options_from_args,
+    make_objective,
+    objective_options,
+)
+from nobound.training.method import StepContext, StepResult, TrainingMethod
 from nobound.training.optim import Adam, Optimizer
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
-from nobound.training.population import evaluate_population
-from nobound.training.schedules import EpsilonRamp, Progress, StepDecay
+from nobound.training.population import (
+    bytes_per_member,
+    chunk_size_for_budget,
+    evaluate_population,
+)
 
 RANKINGS = ("raw", "centered")
 CENTER_OPTIMIZERS = ("clipup", "adam")
@@ -63,8 +73,12 @@ class PGPEConfig:
     stdev_min: float | None = None
     stdev_max: float | None = None
     ranking: str = "centered"
+    optimizer: str = "clipup"
+    clipup_momentum: float = 0.9
+    clipup_max_speed: float | None = None
     chunk_size: int | None = None
-    keep_noise_bytes: float = 256e6
+    memory_budget_mb: float | None = None
+    keep_noise_mb: float = 256.0
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.population_size % 2:
@@ -78,6 +92,11 @@ class PGPEConfig:
             raise ValueError("stdev_max_change must lie in (0, 1)")
         if self.chunk_size is not None and (self.chunk_size < 2 or self.chunk_size % 2):
             raise ValueError(f"chunk size must be even and ≥ 2, got {self.chunk_size}")
+        if self.optimizer not in CENTER_OPTIMIZERS:
+            raise ValueError(f"unknown PGPE optimiser {self.optimizer!r}; choose from "
+                             f"{CENTER_OPTIMIZERS}")
+        if self.stdev_learning_rate < 0:
+            raise ValueError("stdev_learning_rate must be non-negative")
 
 
 def centered_ranks(losses: np.ndarray) -> np.ndarray:
@@ -150,88 +169,181 @@ def make_center_optimizer(name: str, params: Mapping[str, Any], lr: float,
     raise ValueError(f"unknown PGPE optimiser {name!r}; choose from {CENTER_OPTIMIZERS}")
 
 
-class PGPEMethod(GradMethod):
-    """PGPE on the certified loss: learns the centre θ (the network) and per-parameter σ."""
+
+
+def default_memory_budget(xp: Any) -> float:
+    """Bytes a population chunk may use: 2 GB on the host, half the free GPU memory."""
+    if xp is np:
+        return 2e9
+    free, _ = xp.cuda.Device().mem_info
+    return 0.5 * (free + xp.get_default_memory_pool().free_bytes())
+
+
+class PGPETraining(TrainingMethod):
+    """PGPE on the certified loss: updates the centre θ (the network) and per-parameter σ
+    itself, so :meth:`compute_step` returns no gradient. The centre's step size is the
+    trainer's lr (its schedule: 3·10⁻⁴, ×0.4 after epochs 110, 130 in App. F.2)."""
 
     name = "pgpe"
 
-    def __init__(self, model: Module, objective: CertifiedObjective, optimizer: Optimizer,
-                 eps_schedule: EpsilonRamp, lr_schedule: StepDecay,
-                 config: PGPEConfig = PGPEConfig(), seed: int = 0) -> None:
-        super().__init__(model, objective, optimizer, eps_schedule, lr_schedule, clip_norm=0)
-        self.config, self.seed = config, seed
-        self.layout = ParameterLayout.of(self.optimizer.params)
-        center = self.layout.flatten(self.optimizer.params)
+    def __init__(self, relaxation: str = "deeppoly", robust_weight: float = 1.0,
+                 l1: float = 0.0, bound_options: Mapping[str, Any] | None = None,
+                 **pgpe_options: Any) -> None:
+        self.objective = make_objective(relaxation, robust_weight, l1, bound_options)
+        self.config = PGPEConfig(**pgpe_options)
+        self.optimizer: Optimizer | None = None
+        self.sigma: Any = None
+        self.layout: ParameterLayout | None = None
+        self._pending_state: dict[str, Any] = {}
+        self._chunk_sizes: dict[int, int] = {}
+
+    def options(self) -> dict[str, Any]:
+        return {**objective_options(self.objective), **asdict(self.config)}
+
+    def _setup(self, model: Module) -> None:
+        params = dict(model.named_parameters())
+        if self.optimizer is not None and all(
+                self.optimizer.params.get(n) is p for n, p in params.items()):
+            return
+        self.layout = ParameterLayout.of(params)
+        config = self.config
+        self.optimizer = make_center_optimizer(config.optimizer, params, 1.0,
+                                               config.clipup_momentum,
+                                               config.clipup_max_speed)
+        center = self.layout.flatten(params)
         self.sigma = get_array_module(center).full(self.layout.size, config.stdev_init,
                                                    dtype=center.dtype)
+        if self._pending_state:
+            self._apply_state(self._pending_state)
+            self._pending_state = {}
 
-    def directions(self, progress: Progress) -> Callable[[int, int], Any]:
-        """z_first … z_{last−1} of this step, regenerated from the counters each call."""
-        xp = get_array_module(self.sigma)
+    def compute_step(self, model: Module, images: Any, labels: Any,
+                     context: StepContext) -> StepResult:
+        self._setup(model)
+        self.optimizer.lr = context.lr
+        layout, sigma, config = self.layout, self.sigma, self.config
+        xp = get_array_module(sigma)
+        center = layout.flatten(self.optimizer.params)
+        pairs = config.population_size // 2
 
-        def rows(first: int, last: int) -> Any:
-            return standard_normal_directions(self.seed, progress.epoch, progress.step,
-                                              range(first, last), self.layout.size,
-                                              name="pgpe-noise", xp=xp,
-                                              dtype=self.sigma.dtype)
-        return rows
+        def directions(first: int, last: int) -> Any:
+            return standard_normal_directions(context.seed, context.epoch, context.step,
+                                              range(first, last), layout.size,
+                                              name="pgpe-noise", xp=xp, dtype=sigma.dtype)
 
-    def step(self, x: Any, targets: Any, progress: Progress) -> dict[str, float]:
-        eps = self.prepare(progress)
-        center = self.layout.flatten(self.optimizer.params)
-        directions = self.directions(progress)
-        pairs = self.config.population_size // 2
-        noise_bytes = pairs * self.layout.size * self.sigma.itemsize
-        if noise_bytes <= self.config.keep_noise_bytes:
+        if pairs * layout.size * sigma.itemsize <= config.keep_noise_mb * 1e6:
             stored = directions(0, pairs)
             directions = lambda first, last: stored[first:last]  # noqa: E731
 
         def member_vectors(start: int, stop: int) -> Any:
             first, last = start // 2, (stop + 1) // 2
-            offsets = self.sigma * directions(first, last)
-            xp = get_array_module(offsets)
-            rows = xp.empty((2 * (last - first), self.layout.size), dtype=offsets.dtype)
+            offsets = sigma * directions(first, last)
+            rows = xp.empty((2 * (last - first), layout.size), dtype=offsets.dtype)
             rows[0::2] = center + offsets
             rows[1::2] = center - offsets
             return rows[start - 2 * first:stop - 2 * first]
 
-        parts: list[tuple[int, Any]] = []
+        parts: list[tuple[int, dict[str, float]]] = []
 
         def loss_of(params: dict) -> Any:
-            result = self.objective(self.model, x, targets, eps, params=params)
-            parts.append((result.loss.shape[0], result))
+            result = self.objective(model, images, labels, context.eps, params=params)
+            parts.append((result.loss.shape[0], certified_metrics(result)))
             return result.loss
 
-        losses = evaluate_population(
-            loss_of, self.layout, member_vectors, self.config.population_size,
-            self.config.chunk_size, record_graph=self.objective.relaxation == "alpha-crown")
-        weights = fitness_weights(losses, self.config.ranking)
-        dir_chunk = None if not self.config.chunk_size else self.config.chunk_size // 2
-        center_gradient, sigma_gradient = pgpe_gradients(weights, self.sigma, directions,
-                                                         dir_chunk)
-        self.optimizer.step(self.layout.unflatten(center_gradient))
-        self.sigma = updated_sigma(self.sigma, sigma_gradient, self.config)
-        return self._metrics(parts, eps)
-
-    def _metrics(self, parts: list[tuple[int, Any]], eps: float) -> dict[str, float]:
+        chunk = self._chunk_size(loss_of, member_vectors, xp, len(labels))
+        parts.clear()  # forget the footprint probe's evaluations
+        losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
+                                     chunk)
+        weights = fitness_weights(losses, config.ranking)
+        center_gradient, sigma_gradient = pgpe_gradients(weights, sigma, directions,
+                                                         max(1, chunk // 2))
+        self.optimizer.step(layout.unflatten(center_gradient))
+        self.sigma = updated_sigma(sigma, sigma_gradient, config)
         total = sum(count for count, _ in parts)
+        metrics = {key: sum(count * m[key] for count, m in parts) / total
+                   for key in parts[0][1]}
+        metrics.update(sigma=float(self.sigma.mean()), population_chunk=chunk)
+        return StepResult(None, metrics)
 
-        def average(field: str) -> float:
-            return sum(float(to_numpy(unwrap(getattr(r, field))).sum())
-                       for _, r in parts) / total
+    def _chunk_size(self, loss_of: Callable, member_vectors: Callable, xp: Any,
+                    batch: int) -> int:
+        """The configured chunk, or one fitted to the memory budget (measured once per
+        batch size from the marginal footprint of one member)."""
+        population = self.config.population_size
+        if self.config.chunk_size:
+            return min(self.config.chunk_size, population)
+        if batch not in self._chunk_sizes:
+            budget = default_memory_budget(xp) if self.config.memory_budget_mb is None \
+                else self.config.memory_budget_mb * 1e6
+            per_member = bytes_per_member(loss_of, self.layout, member_vectors, xp)
+            self._chunk_sizes[batch] = chunk_size_for_budget(per_member, budget, population,
+                                                             multiple=2)
+        return self._chunk_sizes[batch]
 
-        metrics = {name: average(name) for name in
-                   ("loss", "robust_loss", "natural_loss", "certified_accuracy",
-                    "natural_accuracy")}
-        metrics.update(eps=eps, lr=self.optimizer.lr, sigma=float(self.sigma.mean()))
-        return metrics
-
+    # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["pgpe/sigma"] = to_numpy(self.sigma)
+        if self.optimizer is None:
+            return dict(self._pending_state)
+        state = {f"optimizer/{k}": v for k, v in self.optimizer.state_dict().items()}
+        state["sigma"] = to_numpy(self.sigma)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        xp = get_array_module(self.sigma)
-        self.sigma = xp.asarray(state["pgpe/sigma"], dtype=self.sigma.dtype)
+        if self.optimizer is None:
+            self._pending_state = dict(state)
+        else:
+            self._apply_state(state)
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        prefix = "optimizer/"
+        self.optimizer.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                        if k.startswith(prefix)})
+        self.sigma = get_array_module(self.sigma).asarray(state["sigma"],
+                                                          dtype=self.sigma.dtype)
+
+    # ------------------------------------------------------------------ command line
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_certified_arguments(parser)
+        group = parser.add_argument_group(
+            "PGPE (--method pgpe, App. F.2; evotorch-compatible defaults)")
+        group.add_argument("--pgpe-optimizer", default="clipup", choices=CENTER_OPTIMIZERS,
+                           help="centre update (default %(default)s; its step size is --lr)")
+        group.add_argument("--pgpe-ranking", default="centered", choices=RANKINGS,
+                           help="fitness shaping: centred ranks (evotorch) or the paper's "
+                                "raw losses (default %(default)s)")
+        group.add_argument("--stdev-learning-rate", type=float, default=0.1,
+                           help="sigma step size (default %(default)s)")
+        group.add_argument("--stdev-max-change", type=float, default=0.2,
+                           help="largest relative sigma change per step (default "
+                                "%(default)s)")
+        group.add_argument("--stdev-min", type=float, help="lower bound on sigma")
+        group.add_argument("--stdev-max", type=float, help="upper bound on sigma")
+        group.add_argument("--clipup-momentum", type=float, default=0.9,
+                           help="ClipUp momentum (default %(default)s)")
+        group.add_argument("--clipup-max-speed", type=float,
+                           help="ClipUp maximum speed (default 2 × lr)")
+        group.add_argument("--population-chunk", type=int,
+                           help="members per batched call (default: fitted to "
+                                "--population-memory)")
+        group.add_argument("--population-memory", type=float,
+                           help="MB a population chunk may use (default 2000 on the CPU, "
+                                "half the free GPU memory)")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        options = {**certified_options_from_args(args),
+                   "population_size": 256 if args.population_size is None
+                   else args.population_size,
+                   "stdev_init": 1e-3 if args.sigma is None else args.sigma,
+                   "stdev_learning_rate": args.stdev_learning_rate,
+                   "stdev_max_change": args.stdev_max_change or None,
+                   "stdev_min": args.stdev_min, "stdev_max": args.stdev_max,
+                   "ranking": args.pgpe_ranking, "optimizer": args.pgpe_optimizer,
+                   "clipup_momentum": args.clipup_momentum,
+                   "clipup_max_speed": args.clipup_max_speed,
+                   "chunk_size": args.population_chunk,
+                   "memory_budget_mb": args.population_memory}
+        cls(**options)  # validates
+        return options
+

@@ -32,23 +32,19 @@ MemberVectors = Callable[[int, int], Any]               # (start, stop) → (sto
 
 def evaluate_population(loss_of: PopulationLoss, layout: ParameterLayout,
                         member_vectors: MemberVectors, population_size: int,
-                        chunk_size: int | None = None, record_graph: bool = False) -> np.ndarray:
+                        chunk_size: int | None = None) -> np.ndarray:
     """Losses L(θ_i) of all members, shape (P,), one batched call per chunk.
 
-    ``record_graph=False`` evaluates under ``no_grad`` (PGPE needs no gradient). Relaxations
-    with an inner optimisation of their own (alpha-CROWN) need the graph for their slopes,
-    so pass ``record_graph=True`` there; member parameters are constants either way.
+    Runs under ``no_grad``: PGPE needs no gradient. (A relaxation with an inner
+    optimisation of its own — alpha-CROWN's slopes — re-enables the graph for it alone.)
     """
     chunk_size = population_size if not chunk_size else max(1, min(chunk_size, population_size))
     losses = []
     for start in range(0, population_size, chunk_size):
         stop = min(start + chunk_size, population_size)
         params = layout.to_tensors(member_vectors(start, stop))
-        if record_graph:
+        with no_grad():
             chunk_losses = loss_of(params)
-        else:
-            with no_grad():
-                chunk_losses = loss_of(params)
         losses.append(to_numpy(unwrap(chunk_losses)).reshape(stop - start).astype(np.float64))
     return np.concatenate(losses)
 
@@ -103,16 +99,14 @@ def measure_peak_bytes(run: Callable[[], Any], xp: ModuleType = np) -> int:
 
 
 def bytes_per_member(loss_of: PopulationLoss, layout: ParameterLayout,
-                     member_vectors: MemberVectors, xp: ModuleType = np,
-                     record_graph: bool = False) -> float:
+                     member_vectors: MemberVectors, xp: ModuleType = np) -> float:
     """Marginal memory of one more member: peak(2 members) − peak(1 member).
 
     The difference removes what every chunk pays regardless of its size (the input, the
     region, the specification), leaving the per-member share that the budget must divide.
     """
     def run(count: int) -> Callable[[], Any]:
-        return lambda: evaluate_population(loss_of, layout, member_vectors, count,
-                                           record_graph=record_graph)
+        return lambda: evaluate_population(loss_of, layout, member_vectors, count)
 
     one = measure_peak_bytes(run(1), xp)
     two = measure_peak_bytes(run(2), xp)

@@ -2,6 +2,8 @@
 
 Every value is a training hyperparameter under the name of its ``nobound train`` flag
 (``lr_milestones`` ↔ ``--lr-milestones``); flags given explicitly override the preset.
+``warm_start: "pgd"`` is the one entry that is not a flag: App. F.2 starts PGPE from a
+PGD-trained network, which ``--init-from`` names (the CLI reminds you when it is missing).
 Sources, in order of precedence: the paper's App. F (F.1 GRAD, F.2 PGPE, F.3 RGS, §4.1);
 where the paper defers to Shi et al. (2021) without numbers — batch size, gradient clipping,
 the ramp's shape — their published settings (CTBench's batch sizes for CIFAR-10).
@@ -26,9 +28,9 @@ from types import MappingProxyType
 from typing import Any
 
 _GRAD_COMMON: dict[str, Any] = {
-    "method": "grad", "arch": "cnn3", "optimizer": "adam", "lr": 5e-5, "lr_factor": 0.2,
+    "method": "grad", "arch": "cnn3", "optimizer": "adam", "lr": 5e-5, "lr_decay": 0.2,
     "eps_ramp": "smoothed", "eps_ramp_exponent": 4.0, "eps_ramp_mid": 0.25,
-    "init": "ibp", "clip_norm": 10.0, "population_size": 2, "sigma": 1e-3,
+    "init": "ibp", "grad_clip": 10.0, "population_size": 2, "sigma": 1e-3,
     "sigma_factor": 0.4, "robust_weight": 1.0, "l1": 0.0,
 }
 _MNIST_GRAD = {**_GRAD_COMMON, "dataset": "mnist", "epochs": 70, "batch_size": 256,
@@ -38,7 +40,7 @@ _CIFAR_GRAD = {**_GRAD_COMMON, "dataset": "cifar10", "epochs": 160, "batch_size"
 
 _PGPE_COMMON: dict[str, Any] = {
     "method": "pgpe", "arch": "cnn3", "relaxation": "deeppoly", "epochs": 150, "lr": 3e-4,
-    "lr_milestones": (110, 130), "lr_factor": 0.4, "eps_ramp": "smoothed",
+    "lr_milestones": (110, 130), "lr_decay": 0.4, "grad_clip": 0.0, "eps_ramp": "smoothed",
     "eps_ramp_exponent": 4.0, "eps_ramp_mid": 0.25, "eps_start_epoch": 0,
     "population_size": 256, "sigma": 1e-3, "pgpe_optimizer": "clipup",
     "pgpe_ranking": "centered", "stdev_learning_rate": 0.1, "stdev_max_change": 0.2,
@@ -81,3 +83,60 @@ def get_preset(name: str) -> dict[str, Any]:
         raise ValueError(f"unknown preset {name!r}; choose from "
                          f"{sorted(PRESETS) + sorted(ALIASES)}")
     return dict(PRESETS[name])
+
+
+# ---------------------------------------------------------------------- command line
+def add_arguments(parser: Any) -> None:
+    """``--preset``, the eps ramp flags and ``--init-from`` of ``nobound train``."""
+    group = parser.add_argument_group("App. F schedules and presets")
+    group.add_argument("--preset", help="named App. F hyperparameters, overridden by flags "
+                                        f"given explicitly: {', '.join(PRESETS)}")
+    group.add_argument("--eps-ramp", default="constant",
+                       choices=("constant", "smoothed", "linear"),
+                       help="eps annealing: constant eps, Shi et al.'s smoothed ramp "
+                            "(polynomial then linear) or linear (default %(default)s)")
+    group.add_argument("--eps-start-epoch", type=int, default=0,
+                       help="epochs at eps = 0 before the ramp (default %(default)s)")
+    group.add_argument("--eps-ramp-epochs", type=int, default=0,
+                       help="epochs of the ramp from 0 to --eps (default %(default)s)")
+    group.add_argument("--eps-ramp-exponent", type=float, default=4.0,
+                       help="exponent of the smoothed ramp's polynomial part (default "
+                            "%(default)s)")
+    group.add_argument("--eps-ramp-mid", type=float, default=0.25,
+                       help="fraction of the ramp spent on the polynomial part (default "
+                            "%(default)s)")
+    group.add_argument("--init-from",
+                       help="start from the weights of this checkpoint (App. F.2 warm "
+                            "start from a PGD-trained model.h5)")
+
+
+def apply_preset(args: Any, defaults: Mapping[str, Any]) -> list[str]:
+    """Fill ``args`` from ``--preset`` wherever the flag still has its parser default.
+
+    Returns notes for the user (e.g. the warm start App. F.2 expects). A flag given
+    explicitly *with its default value* cannot be told apart and takes the preset's value.
+    """
+    if not getattr(args, "preset", None):
+        return []
+    notes = []
+    for key, value in get_preset(args.preset).items():
+        if key == "warm_start":
+            if not getattr(args, "init_from", None):
+                notes.append(f"preset {args.preset} starts from a {value}-trained network "
+                             f"(App. F.2): pass --init-from <{value} run>/model.h5")
+            continue
+        if not hasattr(args, key):
+            raise ValueError(f"preset {args.preset}: no flag for {key!r}")
+        if getattr(args, key) == defaults.get(key):
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    return notes
+
+
+def eps_ramp_from_args(args: Any) -> dict[str, Any]:
+    """The eps schedule options stored in the run configuration."""
+    from nobound.training.schedules import EpsilonRamp
+
+    length = 0 if args.eps_ramp == "constant" else args.eps_ramp_epochs
+    kind = "smoothed" if args.eps_ramp == "constant" else args.eps_ramp
+    return EpsilonRamp(args.eps, args.eps_start_epoch, length, kind, args.eps_ramp_exponent,
+                       args.eps_ramp_mid).options()

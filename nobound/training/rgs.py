@@ -18,6 +18,8 @@ The paper's settings: n_ps = 2, σ = 10⁻³ decayed ×0.4 at the lr milestones.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,12 +27,18 @@ import numpy as np
 from nobound.autodiff import ops
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
-from nobound.training.certified_loss import CertifiedObjective
-from nobound.training.grad import GradMethod, step_metrics
-from nobound.training.optim import Optimizer, clip_by_global_norm
+from nobound.training.certified_loss import CertifiedLoss
+from nobound.training.grad import (
+    add_certified_arguments,
+    certified_metrics,
+    certified_options_from_args,
+    make_objective,
+    objective_options,
+)
+from nobound.training.method import StepContext, StepResult, TrainingMethod
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import PopulationLoss
-from nobound.training.schedules import EpsilonRamp, Progress, StepDecay
+from nobound.training.schedules import StepDecay
 
 
 def rgs_gradient(loss_of: PopulationLoss, layout: ParameterLayout, center: Any, sigma: float,
@@ -50,37 +58,74 @@ def rgs_gradient(loss_of: PopulationLoss, layout: ParameterLayout, center: Any, 
     return member_gradients.mean(axis=0), to_numpy(losses.data).astype(np.float64)
 
 
-class RGSMethod(GradMethod):
-    """GRAD's loop with the gradient replaced by the RGS estimate of eq. 6."""
+class RGSTraining(TrainingMethod):
+    """GRAD's step with the gradient replaced by the RGS estimate of eq. 6.
+
+    σ follows a step decay on the fractional epoch: σ₀ · factor^(#milestones passed) — the
+    paper decays it ×0.4 at the lr milestones (App. F.3), which is what the command line
+    passes when ``--sigma-milestones`` is not given.
+    """
 
     name = "rgs"
 
-    def __init__(self, model: Module, objective: CertifiedObjective, optimizer: Optimizer,
-                 eps_schedule: EpsilonRamp, lr_schedule: StepDecay, sigma_schedule: StepDecay,
-                 population_size: int = 2, clip_norm: float = 10.0, seed: int = 0) -> None:
-        super().__init__(model, objective, optimizer, eps_schedule, lr_schedule, clip_norm)
+    def __init__(self, relaxation: str = "deeppoly", robust_weight: float = 1.0,
+                 l1: float = 0.0, bound_options: Mapping[str, Any] | None = None,
+                 population_size: int = 2, sigma: float = 1e-3,
+                 sigma_milestones: Sequence[int] = (), sigma_factor: float = 0.4) -> None:
         if population_size < 1:
             raise ValueError(f"RGS needs a population of at least 1, got {population_size}")
-        self.sigma_schedule, self.population_size, self.seed = \
-            sigma_schedule, population_size, seed
-        self.layout = ParameterLayout.of(self.optimizer.params)
+        if sigma < 0 or sigma_factor <= 0:
+            raise ValueError("RGS needs sigma ≥ 0 and a positive sigma decay factor")
+        self.objective = make_objective(relaxation, robust_weight, l1, bound_options)
+        self.population_size = int(population_size)
+        self.sigma_schedule = StepDecay(float(sigma), tuple(int(m) for m in sigma_milestones),
+                                        float(sigma_factor))
 
-    def step(self, x: Any, targets: Any, progress: Progress) -> dict[str, float]:
-        eps = self.prepare(progress)
-        sigma = self.sigma_schedule(progress.epoch)
-        center = self.layout.flatten(self.optimizer.params)
+    def options(self) -> dict[str, Any]:
+        return {**objective_options(self.objective), "population_size": self.population_size,
+                "sigma": self.sigma_schedule.base,
+                "sigma_milestones": list(self.sigma_schedule.milestones),
+                "sigma_factor": self.sigma_schedule.factor}
+
+    def compute_step(self, model: Module, images: Any, labels: Any,
+                     context: StepContext) -> StepResult:
+        params = dict(model.named_parameters())
+        layout = ParameterLayout.of(params)
+        center = layout.flatten(params)
+        sigma = self.sigma_schedule(context.progress)
         directions = standard_normal_directions(
-            self.seed, progress.epoch, progress.step, range(self.population_size),
-            self.layout.size, name="rgs-noise", xp=get_array_module(center), dtype=center.dtype)
-        results = []
+            context.seed, context.epoch, context.step, range(self.population_size),
+            layout.size, name="rgs-noise", xp=get_array_module(center), dtype=center.dtype)
+        results: list[CertifiedLoss] = []
 
-        def loss_of(params: dict) -> Any:
-            results.append(self.objective(self.model, x, targets, eps, params=params))
+        def loss_of(member_params: dict) -> Any:
+            results.append(self.objective(model, images, labels, context.eps,
+                                          params=member_params))
             return results[-1].loss
 
-        gradient, _ = rgs_gradient(loss_of, self.layout, center, sigma, directions)
-        grads = self.layout.unflatten(gradient)
-        norm = clip_by_global_norm(grads, self.clip_norm)
-        self.optimizer.step(grads)
-        return step_metrics(results[0], eps=eps, lr=self.optimizer.lr, sigma=sigma,
-                            grad_norm=norm)
+        gradient, _ = rgs_gradient(loss_of, layout, center, sigma, directions)
+        return StepResult(layout.unflatten(gradient),
+                          {**certified_metrics(results[0]), "sigma": sigma})
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_certified_arguments(parser)
+        group = parser.add_argument_group("RGS (--method rgs, App. F.3)")
+        group.add_argument("--sigma-milestones", type=int, nargs="*",
+                           help="epochs after which RGS's sigma is multiplied by "
+                                "--sigma-factor (default: the --lr-milestones)")
+        group.add_argument("--sigma-factor", type=float, default=0.4,
+                           help="RGS sigma decay factor (default %(default)s)")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        milestones = args.sigma_milestones
+        if milestones is None:
+            milestones = list(getattr(args, "lr_milestones", []) or [])
+        options = {**certified_options_from_args(args),
+                   "population_size": 2 if args.population_size is None
+                   else args.population_size,
+                   "sigma": 1e-3 if args.sigma is None else args.sigma,
+                   "sigma_milestones": list(milestones), "sigma_factor": args.sigma_factor}
+        cls(**options)  # validates
+        return options

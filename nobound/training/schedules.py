@@ -72,6 +72,12 @@ class EpsilonRamp:
         """The first step at which eps has reached its target."""
         return (self.start_epoch + self.length_epochs) * steps_per_epoch
 
+    def options(self) -> dict[str, float | int | str]:
+        """JSON-serialisable fields (stored in run configurations, so resume rebuilds it)."""
+        return {"kind": self.kind, "start_epoch": self.start_epoch,
+                "length_epochs": self.length_epochs, "exponent": self.exponent,
+                "mid": self.mid}
+
 
 @dataclass(frozen=True)
 class StepDecay:
@@ -84,21 +90,3 @@ class StepDecay:
     def __call__(self, epoch: float) -> float:
         passed = sum(1 for milestone in self.milestones if epoch >= milestone)
         return self.base * self.factor ** passed
-
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where training stands: epoch (0-based), step within it, and steps per epoch."""
-
-    epoch: int
-    step: int
-    steps_per_epoch: int
-
-    @property
-    def global_step(self) -> int:
-        return self.epoch * self.steps_per_epoch + self.step
-
-    @property
-    def fractional_epoch(self) -> float:
-        return self.epoch + self.step / max(self.steps_per_epoch, 1)

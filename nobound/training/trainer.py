@@ -16,9 +16,9 @@ loader from (e, b) replays exactly the computation of an uninterrupted run.
 
 **Files in ``run_dir``**: ``log.jsonl`` (a line per ``log_every`` steps and per epoch:
 loss, accuracy, lr, eps, throughput, …), ``checkpoint-<step>.h5`` (every
-``checkpoint_every`` steps and at each epoch end; the newest ``keep_checkpoints`` are
-kept) and ``model.h5`` when training completes. :func:`latest_checkpoint` finds where to
-resume.
+``checkpoint_every`` steps and, unless ``checkpoint_each_epoch`` is off, at each epoch
+end; the newest ``keep_checkpoints`` are kept) and ``model.h5`` when training completes.
+:func:`latest_checkpoint` finds where to resume.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from nobound.training.progress import JsonLinesLogger, ProgressBar
 
 EpsSchedule = Callable[[int, int], float]
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)\.h5$")
+#: Certified methods' metrics shown on the progress bar too (metric → label).
+_EXTRA_BAR = {"certified_accuracy": "cert", "sigma": "sigma"}
 
 
 @dataclass
@@ -56,6 +58,7 @@ class TrainerConfig:
     eps: float = 0.0
     log_every: int = 50
     checkpoint_every: int = 0
+    checkpoint_each_epoch: bool = True
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
@@ -114,6 +117,7 @@ class Trainer:
         self.xp = next(iter(params.values())).xp
         self.epoch = self.step = self.batch_index = 0
         self.epoch_sums: dict[str, float] = {}
+        self.interval_sums: dict[str, float] = {}  # since the last log line
         self.logger = JsonLinesLogger(self.run_dir / "log.jsonl") if self.run_dir else None
 
     # ------------------------------------------------------------------ one step
@@ -148,12 +152,13 @@ class Trainer:
         """Train until ``config.epochs`` are done, or stop (with a checkpoint) once the
         global step reaches ``max_steps``. Returns the last epoch's record."""
         spe, total = self.steps_per_epoch, self.config.epochs * self.steps_per_epoch
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         bar = ProgressBar(total, self.step, f"{self.method.name}",
                           enabled=False if self.quiet else None)
         self._log({"event": "resume" if self.step else "start", "epoch": self.epoch,
                    "step": self.step, "steps_per_epoch": spe, "total_steps": total})
         last_epoch: dict[str, Any] = {}
-        interval: dict[str, float] = {}
         interval_start = time.perf_counter()
         try:
             while self.epoch < self.config.epochs:
@@ -164,16 +169,19 @@ class Trainer:
                         return last_epoch
                     metrics = self.train_step(images, labels)
                     count = len(labels)
-                    _accumulate(interval, metrics, count)
+                    _accumulate(self.interval_sums, metrics, count)
                     _accumulate(self.epoch_sums, metrics, count)
                     bar.update(1, loss=metrics.get("loss"), acc=metrics.get("accuracy"),
-                               eps=metrics["eps"], lr=metrics["lr"])
+                               eps=metrics["eps"], lr=metrics["lr"],
+                               **{short: metrics[key] for key, short in _EXTRA_BAR.items()
+                                  if key in metrics})
                     if self.step % self.config.log_every == 0:
                         elapsed = time.perf_counter() - interval_start
+                        examples = self.interval_sums["examples"]
                         self._log({"event": "step", "epoch": self.epoch, "step": self.step,
-                                   "batch": self.batch_index, **_means(interval),
-                                   "examples_per_second": interval["examples"] / elapsed})
-                        interval, interval_start = {}, time.perf_counter()
+                                   "batch": self.batch_index, **_means(self.interval_sums),
+                                   "examples_per_second": examples / elapsed})
+                        self.interval_sums, interval_start = {}, time.perf_counter()
                     if self.config.checkpoint_every and \
                             self.step % self.config.checkpoint_every == 0:
                         self.save_checkpoint()
@@ -192,7 +200,8 @@ class Trainer:
             record.update(self.evaluate(self.model))
         self._log(record)
         self.epoch, self.batch_index, self.epoch_sums = self.epoch + 1, 0, {}
-        self.save_checkpoint()
+        if self.config.checkpoint_each_epoch:
+            self.save_checkpoint()
         return record
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -208,6 +217,7 @@ class Trainer:
             path = self.run_dir / f"checkpoint-{self.step:08d}.h5"
         counters = {"seed": self.config.seed, "epoch": self.epoch, "step": self.step,
                     "batch_index": self.batch_index, "epoch_sums": self.epoch_sums,
+                    "interval_sums": self.interval_sums,
                     "rng": "counter-based: random_stream(seed, epoch, step, name)"}
         written = save_checkpoint(
             path, self.model, architecture=self.architecture,
@@ -237,6 +247,8 @@ class Trainer:
         self.epoch, self.step = int(counters["epoch"]), int(counters["step"])
         self.batch_index = int(counters["batch_index"])
         self.epoch_sums = {k: float(v) for k, v in counters.get("epoch_sums", {}).items()}
+        self.interval_sums = {k: float(v)
+                              for k, v in counters.get("interval_sums", {}).items()}
         if self.logger is not None:
             self.logger.truncate_after(self.step)
 

@@ -15,6 +15,11 @@ FIXTURE_SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_f
                                                    HealthCheck.too_slow], max_examples=20)
 
 
+def on_device(module, xp):
+    """The module with its parameters and buffers where ``xp`` keeps its arrays."""
+    return module if xp is np else module.to("cuda")
+
+
 def batch(xp, shape, seed=0, scale=3.0, offset=1.5):
     rng = np.random.default_rng(seed)
     return xp.asarray(offset + scale * rng.standard_normal(shape))
@@ -28,7 +33,7 @@ def axes_of(spatial: bool) -> tuple[int, ...]:
 @given(spatial=st.booleans(), batch_size=st.integers(2, 5), seed=st.integers(0, 100))
 def test_train_mode_normalises_each_channel_to_mean_zero_variance_one(xp, spatial, batch_size,
                                                                       seed):
-    layer = BatchNorm(3, spatial=spatial, eps=0.0, dtype=np.float64)
+    layer = on_device(BatchNorm(3, spatial=spatial, eps=0.0, dtype=np.float64), xp)
     x = batch(xp, (batch_size, 3, 2, 3) if spatial else (batch_size, 3), seed)
     y = layer(x).numpy()
     assert np.allclose(y.mean(axis=axes_of(spatial)), 0.0, atol=1e-12)
@@ -36,7 +41,7 @@ def test_train_mode_normalises_each_channel_to_mean_zero_variance_one(xp, spatia
 
 
 def test_train_mode_applies_the_affine_parameters(xp):
-    layer = BatchNorm(2, spatial=True, dtype=np.float64)
+    layer = on_device(BatchNorm(2, spatial=True, dtype=np.float64), xp)
     layer.weight.data[:] = xp.asarray([2.0, 0.5])
     layer.bias.data[:] = xp.asarray([-1.0, 3.0])
     x = batch(xp, (4, 2, 3, 3))
@@ -51,7 +56,7 @@ def test_train_mode_applies_the_affine_parameters(xp):
 @pytest.mark.parametrize("spatial", [True, False])
 def test_running_statistics_follow_pytorch(xp, spatial):
     """r ← (1 − m) r + m · stat with the *unbiased* batch variance; counter +1 per batch."""
-    layer = BatchNorm(3, spatial=spatial, momentum=0.1, dtype=np.float64)
+    layer = on_device(BatchNorm(3, spatial=spatial, momentum=0.1, dtype=np.float64), xp)
     mean, var = np.zeros(3), np.ones(3)
     for step in range(4):
         x = batch(xp, (5, 3, 2, 2) if spatial else (5, 3), seed=step)
@@ -65,7 +70,7 @@ def test_running_statistics_follow_pytorch(xp, spatial):
 
 
 def test_momentum_none_gives_the_cumulative_average(xp):
-    layer = BatchNorm(2, spatial=False, momentum=None, dtype=np.float64)
+    layer = on_device(BatchNorm(2, spatial=False, momentum=None, dtype=np.float64), xp)
     batches = [batch(xp, (4, 2), seed=s) for s in range(3)]
     for x in batches:
         layer(x)
@@ -77,9 +82,9 @@ def test_momentum_none_gives_the_cumulative_average(xp):
 
 
 def test_eval_mode_uses_and_keeps_the_running_statistics(xp):
-    layer = BatchNorm(2, spatial=True, dtype=np.float64).eval()
-    layer.running_mean = np.array([1.0, -2.0])
-    layer.running_var = np.array([4.0, 0.25])
+    layer = on_device(BatchNorm(2, spatial=True, dtype=np.float64), xp).eval()
+    layer.running_mean = xp.asarray([1.0, -2.0])
+    layer.running_var = xp.asarray([4.0, 0.25])
     layer.weight.data[:] = xp.asarray([3.0, 1.0])
     layer.bias.data[:] = xp.asarray([0.5, 0.0])
     x = batch(xp, (3, 2, 2, 2))
@@ -94,8 +99,8 @@ def test_eval_mode_uses_and_keeps_the_running_statistics(xp):
 
 @pytest.mark.parametrize("training", [True, False])
 def test_affine_coefficients_reproduce_the_forward_pass(xp, training):
-    layer = BatchNorm(3, spatial=True, dtype=np.float64).train(training)
-    layer.running_mean, layer.running_var = np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0])
+    layer = on_device(BatchNorm(3, spatial=True, dtype=np.float64), xp).train(training)
+    layer.running_mean, layer.running_var = xp.asarray([0.1, 0.2, 0.3]), xp.asarray([1.0, 2.0, 3.0])
     layer.weight.data[:] = xp.asarray([1.5, -0.5, 2.0])
     x = Tensor(batch(xp, (4, 3, 2, 2)))
     y = layer(x)
@@ -106,7 +111,7 @@ def test_affine_coefficients_reproduce_the_forward_pass(xp, training):
 
 @pytest.mark.parametrize("spatial", [True, False])
 def test_train_mode_gradients_pass_the_dot_product_check(xp, spatial):
-    layer = BatchNorm(3, spatial=spatial, dtype=np.float64)
+    layer = on_device(BatchNorm(3, spatial=spatial, dtype=np.float64), xp)
     x = batch(xp, (4, 3, 2, 2) if spatial else (4, 3))
     gamma, beta = xp.asarray([1.5, 0.7, 2.0]), xp.asarray([0.1, -0.3, 0.0])
     check_grads(lambda x, w, b: layer(x, {"weight": w, "bias": b}), [x, gamma, beta])
@@ -114,9 +119,10 @@ def test_train_mode_gradients_pass_the_dot_product_check(xp, spatial):
 
 def test_reset_gives_the_plain_average_over_batches(xp):
     conv = Conv2d(1, 2, 3, padding=1, dtype=np.float64)
+    model = Sequential(conv, BatchNorm(2, spatial=True, momentum=0.3, dtype=np.float64))
+    model = on_device(model, xp).eval()
     conv.weight.data[...] = xp.asarray(np.random.default_rng(0).standard_normal((2, 1, 3, 3)))
-    model = Sequential(conv, BatchNorm(2, spatial=True, momentum=0.3, dtype=np.float64)).eval()
-    model.layers[1].running_mean = np.array([9.0, 9.0])
+    model.layers[1].running_mean = xp.asarray([9.0, 9.0])
     batches = [batch(xp, (3, 1, 4, 4), seed=s) for s in range(4)]
     reset_batchnorm_statistics(model, batches)
     features = [np.asarray(conv(x).data.tolist()) for x in batches]

@@ -32,7 +32,7 @@ def test_names_and_shapes_follow_pytorch():
         "8.weight", "8.bias"]
 
 
-def test_round_trip_restores_outputs_and_copies(xp):
+def test_round_trip_restores_outputs_and_copies():
     source = initialise(bn_model(), "kaiming", seed=1).to("cpu")
     x = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
     source.train()
@@ -74,7 +74,7 @@ def test_astype_keeps_integer_counters():
     assert state["2.num_batches_tracked"].dtype.kind == "i"
 
 
-def test_population_parameters_are_taken_by_name(xp):
+def test_population_parameters_are_taken_by_name():
     """A params mapping overrides exactly the named parameters; the rest stay the layer's own."""
     model = initialise(build_model("cnn3_tiny", (1, 8, 8), 3), "kaiming", seed=0)
     x = Tensor(np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32))

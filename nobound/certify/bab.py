@@ -1,0 +1,232 @@
+"""Branch and bound over ReLU splits for one :class:`VerificationProblem`.
+
+The box is the root sub-domain. A sub-domain whose best row has a positive lower bound
+is proved. Otherwise an unstable neuron z (l < 0 < u) is split into z ≥ 0 and z ≤ 0
+(:mod:`nobound.certify.branching`); the children cover the parent, and each is bounded
+with its splits and its parent's pre-activation bounds (valid on it), so its intermediate
+bounds only tighten. Sub-domains are processed best-first — lowest bound first, the ones
+most likely to hide a counterexample and the ones that decide the final bound — popping
+``batch_size`` at a time and bounding all their children in one batched relaxation call
+(:mod:`nobound.certify.subproblems`).
+
+A sub-domain with no unstable neuron left is affine: its LP (:mod:`nobound.certify.leaf_lp`)
+either proves it with dual multipliers or yields a candidate. Candidates — each child's
+linear-bound minimiser, LP minimisers, and a PGD run from the worst sub-domains' minimisers
+every ``attack_every`` rounds — are replayed in float64; a replayed violation ends the
+search as ``falsified``. The search ends ``unknown`` at the deadline or after
+``max_nodes`` bounded sub-problems, ``certified`` when no open sub-domain is left.
+Every bounded sub-domain becomes a node of the split tree that certificates store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nobound.certify.branching import choose_neurons, unstable_mask
+from nobound.certify.certificate import LeafProof, TreeNode
+from nobound.certify.falsify import attack_problem
+from nobound.certify.leaf_lp import MAX_LP_INPUTS, solve_leaf
+from nobound.certify.problem import Counterexample, VerificationProblem
+from nobound.certify.subproblems import Interval, bound_subproblems
+from nobound.exact.dense import DenseNetwork
+
+
+@dataclass
+class BabConfig:
+    method: str = "deeppoly"
+    batch_size: int = 32        # sub-domains split per round: 2× that many bounded at once
+    max_nodes: int = 20_000     # bounded sub-problems before giving up
+    branching: str = "babsr"    # or "intercept"
+    attack_every: int = 5       # rounds between PGD runs on the worst sub-domains
+    attack_steps: int = 20
+    seed: int = 0
+
+
+@dataclass
+class BabResult:
+    status: str                            # "certified" | "falsified" | "unknown"
+    nodes: list[TreeNode]
+    bounded: int
+    counterexample: Counterexample | None = None
+    lower_bound: float = -np.inf           # the lowest open bound when stopped
+    reason: str = ""
+    seconds: float = 0.0
+    rounds: int = 0
+
+
+@dataclass(order=True)
+class _Open:
+    value: float
+    order: int
+    tree_index: int = field(compare=False)
+    signs: list[np.ndarray] = field(compare=False)
+    bounds: list[Interval] = field(compare=False)
+    lower: np.ndarray = field(compare=False)
+    minimiser: np.ndarray | None = field(compare=False)
+
+
+def _fully_fixed(bounds: list[Interval], signs: list[np.ndarray]) -> bool:
+    return not any(unstable_mask(b, s).any() for b, s in zip(bounds, signs, strict=True))
+
+
+class _Search:
+    def __init__(self, problem: VerificationProblem, dense: DenseNetwork, config: BabConfig,
+                 deadline: float) -> None:
+        self.problem, self.dense, self.config, self.deadline = problem, dense, config, deadline
+        self.nodes: list[TreeNode] = []
+        self.heap: list[_Open] = []
+        self.order = itertools.count()
+        self.bounded = 0
+        self.unresolved = 0
+
+    def new_node(self) -> int:
+        self.nodes.append(TreeNode())
+        return len(self.nodes) - 1
+
+    def prove(self, index: int, lower: np.ndarray) -> None:
+        row = int(np.argmax(lower))
+        weights = np.zeros(self.problem.num_rows)
+        weights[row] = 1.0
+        self.nodes[index].proof = LeafProof(weights.tolist(), [], float(lower[row]),
+                                            self.config.method)
+
+    def settle(self, index: int, signs: list[np.ndarray], bounds: list[Interval],
+               lower: np.ndarray, minimiser: np.ndarray | None) -> Counterexample | None:
+        """Prove, solve or queue one freshly bounded sub-domain."""
+        if lower.max() > 0:
+            self.prove(index, lower)
+            return None
+        if any(np.any(lo > hi) for lo, hi in bounds):  # sound bounds: the domain is empty
+            weights = [0.0] * self.problem.num_rows
+            self.nodes[index].proof = LeafProof(weights, [], 0.0, "empty")
+            return None
+        if _fully_fixed(bounds, signs):
+            return self.solve_fixed(index, signs, bounds)
+        heapq.heappush(self.heap, _Open(float(lower.max()), next(self.order), index, signs,
+                                        bounds, lower, minimiser))
+        return None
+
+    def solve_fixed(self, index: int, signs: list[np.ndarray],
+                    bounds: list[Interval]) -> Counterexample | None:
+        if self.dense.input_size > MAX_LP_INPUTS:
+            self.unresolved += 1
+            return None
+        active = [lo >= 0 for lo, _ in bounds]
+        solution = solve_leaf(self.dense, self.problem.lower.reshape(-1),
+                              self.problem.upper.reshape(-1), self.problem.spec,
+                              self.problem.offset, active, signs)
+        if solution.bound > 0:
+            self.nodes[index].proof = LeafProof(
+                solution.row_weights.tolist(),
+                [(k, i, b) for (k, i), b in solution.betas.items()],
+                float(solution.bound), "lp")
+            return None
+        if solution.point is not None:
+            found = self.problem.find_counterexample(solution.point)
+            if found is not None:
+                return found
+        self.unresolved += 1  # the LP and the replay disagree by round-off: undecided
+        return None
+
+    def expand(self, parents: list[_Open]) -> Counterexample | None:
+        objectives = np.stack([self.problem.spec[int(np.argmax(p.lower))] for p in parents])
+        stacked_bounds = [(np.stack([p.bounds[k][0] for p in parents]),
+                           np.stack([p.bounds[k][1] for p in parents]))
+                          for k in range(len(parents[0].bounds))]
+        stacked_signs = [np.stack([p.signs[k] for p in parents])
+                         for k in range(len(parents[0].signs))]
+        choices = choose_neurons(self.dense, stacked_bounds, stacked_signs, objectives,
+                                 self.config.branching)
+        child_signs, child_known, child_nodes = [], [], []
+        for parent, choice in zip(parents, choices, strict=True):
+            if choice is None:  # cannot happen: fully fixed domains are never queued
+                raise RuntimeError("a queued sub-domain has no unstable neuron")
+            k, neuron = choice
+            children = []
+            for sign in (1, -1):
+                signs = [s.copy() for s in parent.signs]
+                signs[k][neuron] = sign
+                child_signs.append(signs)
+                child_known.append(parent.bounds)
+                children.append(self.new_node())
+            self.nodes[parent.tree_index].split = (k, neuron)
+            self.nodes[parent.tree_index].children = (children[0], children[1])
+            child_nodes += children
+        layers = range(len(parents[0].signs))
+        result = bound_subproblems(
+            self.problem, self.dense, [np.stack([s[k] for s in child_signs]) for k in layers],
+            [(np.stack([b[k][0] for b in child_known]), np.stack([b[k][1] for b in child_known]))
+             for k in layers], self.config.method)
+        self.bounded += len(child_nodes)
+        if result.minimisers is not None:
+            found = self.problem.find_counterexample(result.minimisers)
+            if found is not None:
+                return found
+        for n, index in enumerate(child_nodes):
+            bounds = [(lo[n], hi[n]) for lo, hi in result.bounds]
+            minimiser = None if result.minimisers is None else result.minimisers[n]
+            found = self.settle(index, child_signs[n], bounds, result.lower[n], minimiser)
+            if found is not None:
+                return found
+        return None
+
+    def attack_worst(self, round_index: int) -> Counterexample | None:
+        worst = heapq.nsmallest(4, self.heap)
+        starts = [w.minimiser for w in worst if w.minimiser is not None]
+        if not starts:
+            return None
+        return attack_problem(self.problem, np.stack(starts), steps=self.config.attack_steps,
+                              restarts=0, seed=self.config.seed + round_index)
+
+
+def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
+                     config: BabConfig | None = None, deadline: float | None = None
+                     ) -> BabResult:
+    """Decide ``problem`` by branch and bound (see the module docstring)."""
+    config = config or BabConfig()
+    start = time.perf_counter()
+    deadline = np.inf if deadline is None else deadline
+    search = _Search(problem, dense, config, deadline)
+
+    def finish(status: str, reason: str = "", counterexample: Counterexample | None = None,
+               rounds: int = 0) -> BabResult:
+        lowest = search.heap[0].value if search.heap else np.inf
+        return BabResult(status, search.nodes, search.bounded, counterexample, lowest, reason,
+                         time.perf_counter() - start, rounds)
+
+    signs = [np.zeros((1, w.shape[0]), np.int8) for w in dense.weights[:-1]]
+    root = bound_subproblems(problem, dense, signs, None, config.method)
+    search.bounded = 1
+    index = search.new_node()
+    found = problem.find_counterexample(root.minimisers) if root.minimisers is not None \
+        else None
+    if found is None:
+        found = search.settle(index, [s[0] for s in signs],
+                              [(lo[0], hi[0]) for lo, hi in root.bounds], root.lower[0],
+                              None if root.minimisers is None else root.minimisers[0])
+    if found is not None:
+        return finish("falsified", "counterexample", found)
+    for round_index in itertools.count(1):
+        if not search.heap:
+            break
+        if time.perf_counter() > deadline:
+            return finish("unknown", "timeout", rounds=round_index)
+        if search.bounded >= config.max_nodes:
+            return finish("unknown", "node limit", rounds=round_index)
+        room = max(1, (config.max_nodes - search.bounded) // 2)
+        parents = [heapq.heappop(search.heap)
+                   for _ in range(min(config.batch_size, len(search.heap), room))]
+        found = search.expand(parents)
+        if found is None and config.attack_every and round_index % config.attack_every == 0 \
+                and search.heap:
+            found = search.attack_worst(round_index)
+        if found is not None:
+            return finish("falsified", "counterexample", found, round_index)
+    if search.unresolved:
+        return finish("unknown", f"{search.unresolved} sub-domains undecided by round-off")
+    return finish("certified")

@@ -1,0 +1,218 @@
+"""The certifier: cheap answers first, branch and bound last.
+
+Per (input, specification) — a list of :class:`VerificationProblem`, all of which must be
+proved —
+
+1. natural prediction (robustness only): is the clean input itself a counterexample?
+2. falsification: PGD with restarts (:mod:`nobound.certify.falsify`), replayed in float64;
+3. bounds on the whole box, cheapest first: IBP, CROWN-IBP, DeepPoly, alpha-CROWN — all
+   open problems in one batched call per method; a problem is proved when one of its
+   rows has a positive lower bound;
+4. branch and bound (:mod:`nobound.certify.bab`) on what is left, most violated first,
+   sharing one deadline and one node budget.
+
+The verdict (:mod:`nobound.certify.verdicts`) names the stage that decided. Everything is
+computed in float64 on a CPU copy of the model. With ``certificate=True`` only DeepPoly
+(and branch and bound over DeepPoly) may prove, because that is what the independent
+checker (:mod:`nobound.certify.checker`) re-derives; the certificate of every problem is
+its split tree (one leaf when the box was proved at once).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from nobound.autodiff.tensor import Tensor, no_grad
+from nobound.backend import to_numpy
+from nobound.certify.bab import BabConfig, branch_and_bound
+from nobound.certify.certificate import (
+    Certificate,
+    LeafProof,
+    TreeNode,
+    model_fingerprint,
+    problem_certificate,
+)
+from nobound.certify.falsify import attack_problem, robustness_attack
+from nobound.certify.problem import VerificationProblem, float64_model, robustness_problems
+from nobound.certify.verdicts import CERTIFIED, FALSIFIED, UNKNOWN, Verdict
+from nobound.exact.dense import DenseNetwork, dense_network
+
+# A padding row never proves anything: its lower bound is this offset.
+_PADDING_OFFSET = -1e300
+
+
+@dataclass(frozen=True)
+class CertifierConfig:
+    timeout: float = 60.0
+    max_nodes: int = 20_000
+    batch_size: int = 32
+    methods: tuple[str, ...] = ("ibp", "crown-ibp", "deeppoly", "alpha-crown")
+    bab: bool = True
+    bab_method: str = "deeppoly"
+    branching: str = "babsr"
+    attack_steps: int = 50
+    attack_restarts: int = 3
+    robustness_attack_steps: int = 200
+    robustness_attack_restarts: int = 5
+    certificate: bool = False
+    seed: int = 0
+
+
+class Certifier:
+    """Decides problems about one model (copied to float64 once)."""
+
+    def __init__(self, model: Any, input_shape: tuple[int, ...],
+                 config: CertifierConfig | None = None) -> None:
+        self.model = float64_model(model)
+        self.input_shape = tuple(int(n) for n in input_shape)
+        self.config = config or CertifierConfig()
+        if self.config.certificate:
+            self.config = replace(self.config, methods=("deeppoly",), bab_method="deeppoly")
+        self._dense: DenseNetwork | None = None
+
+    @property
+    def dense(self) -> DenseNetwork:
+        if self._dense is None:
+            self._dense = dense_network(self.model, self.input_shape)
+        return self._dense
+
+    # ---------------------------------------------------------------- robustness
+    def certify_sample(self, x: Any, label: int, eps: float, low: float | None = 0.0,
+                       high: float | None = 1.0) -> Verdict:
+        """Is (x, label) robust on B_ε(x) ∩ [low, high]? Adds natural/adversarial flags."""
+        start = time.perf_counter()
+        x = np.asarray(to_numpy(x), np.float64).reshape(self.input_shape)
+        problems = robustness_problems(self.model, x, int(label), eps, low, high)
+        flags = {"natural_correct": True, "adversarial_robust": True}
+        for problem in problems:
+            found = problem.find_counterexample(x[None])
+            if found is not None:
+                flags.update(natural_correct=False, adversarial_robust=False)
+                return Verdict(FALSIFIED, "natural", time.perf_counter() - start, found,
+                               details=flags)
+        ran_pgd = eps > 0 and low is not None and high is not None
+        if ran_pgd:
+            found = robustness_attack(self.model, x, int(label), eps, problems,
+                                      self.config.robustness_attack_steps,
+                                      self.config.robustness_attack_restarts,
+                                      self.config.seed)
+            if found is not None:
+                flags["adversarial_robust"] = False
+                return Verdict(FALSIFIED, "pgd", time.perf_counter() - start, found,
+                               details=flags)
+        verdict = self.verify(problems, attack=eps > 0 and not ran_pgd, start=start)
+        verdict.details.update(flags)
+        return verdict
+
+    # ---------------------------------------------------------------- any problems
+    def verify(self, problems: list[VerificationProblem], attack: bool = True,
+               start: float | None = None) -> Verdict:
+        """Prove every problem, or find a counterexample to one (see the module doc)."""
+        config = self.config
+        start = time.perf_counter() if start is None else start
+        deadline = start + config.timeout
+        proofs: dict[int, list[TreeNode]] = {}
+        open_ = []
+        for index, problem in enumerate(problems):
+            if problem.is_empty:
+                proofs[index] = [TreeNode(proof=LeafProof([0.0] * problem.num_rows, [], 0.0,
+                                                          "empty"))]
+            else:
+                open_.append(index)
+        if attack:
+            for index in open_:
+                found = attack_problem(problems[index], steps=config.attack_steps,
+                                       restarts=config.attack_restarts, seed=config.seed)
+                if found is not None:
+                    return Verdict(FALSIFIED, "pgd", time.perf_counter() - start, found,
+                                   details={"problem": index})
+        decided_by = "empty"
+        values = {index: -np.inf for index in open_}
+        for method in config.methods:
+            if not open_:
+                break
+            if time.perf_counter() > deadline:
+                return self._unknown(start, "timeout", values)
+            lower = self._stage_bounds([problems[i] for i in open_], method)
+            still_open = []
+            for index, rows in zip(open_, lower, strict=True):
+                row = int(np.argmax(rows))
+                values[index] = max(values[index], float(rows[row]))
+                if rows[row] > 0:
+                    weights = np.zeros(problems[index].num_rows)
+                    weights[row] = 1.0
+                    proofs[index] = [TreeNode(proof=LeafProof(weights.tolist(), [],
+                                                              float(rows[row]), method))]
+                    decided_by = method
+                else:
+                    still_open.append(index)
+            open_ = still_open
+        bounded = 0
+        if open_ and not config.bab:
+            return self._unknown(start, "not proved by bounds (branch and bound off)", values)
+        unknown_reason = ""
+        for index in sorted(open_, key=lambda i: values[i]):
+            if time.perf_counter() > deadline:
+                return self._unknown(start, "timeout", values, bounded)
+            bab_config = BabConfig(method=config.bab_method, batch_size=config.batch_size,
+                                   max_nodes=max(1, config.max_nodes - bounded),
+                                   branching=config.branching, seed=config.seed)
+            result = branch_and_bound(problems[index], self.dense, bab_config, deadline)
+            bounded += result.bounded
+            if result.status == FALSIFIED:
+                return Verdict(FALSIFIED, "bab", time.perf_counter() - start,
+                               result.counterexample, bounded=bounded,
+                               details={"problem": index})
+            if result.status == UNKNOWN:
+                values[index] = result.lower_bound
+                unknown_reason = unknown_reason or result.reason
+                if result.reason == "timeout":
+                    break
+                continue
+            proofs[index] = result.nodes
+            decided_by = "bab"
+        if len(proofs) < len(problems):
+            return self._unknown(start, unknown_reason or "timeout", values, bounded)
+        certificate = None
+        if config.certificate:
+            certificate = Certificate(
+                model_fingerprint(self.model), self.input_shape,
+                [problem_certificate(p, proofs[i]) for i, p in enumerate(problems)],
+                {"method": decided_by})
+        return Verdict(CERTIFIED, decided_by, time.perf_counter() - start,
+                       certificate=certificate, bounded=bounded)
+
+    def _unknown(self, start: float, reason: str, values: dict[int, float],
+                 bounded: int = 0) -> Verdict:
+        lowest = min(values.values()) if values else -np.inf
+        return Verdict(UNKNOWN, "none", time.perf_counter() - start, bounded=bounded,
+                       reason=reason, lower_bound=lowest)
+
+    def _stage_bounds(self, problems: list[VerificationProblem], method: str
+                      ) -> list[np.ndarray]:
+        """Lower bounds of every row of every problem, one batched call (rows padded)."""
+        from nobound.bounds import Box, compute_bounds
+
+        rows = max(p.num_rows for p in problems)
+        outputs = problems[0].spec.shape[1]
+        spec = np.zeros((len(problems), rows, outputs))
+        offset = np.full((len(problems), rows), _PADDING_OFFSET)
+        for n, problem in enumerate(problems):
+            spec[n, :problem.num_rows] = problem.spec
+            offset[n, :problem.num_rows] = problem.offset
+        box = Box(Tensor(np.stack([p.lower for p in problems])),
+                  Tensor(np.stack([p.upper for p in problems])))
+        with no_grad():
+            result = compute_bounds(self.model, box, method=method, spec=spec)
+        lower = to_numpy(result.lower.data).reshape(len(problems), rows) + offset
+        return [lower[n, :p.num_rows] for n, p in enumerate(problems)]
+
+
+def predict(model: Any, x: Any) -> np.ndarray:
+    """Predicted classes of a batch (float64 forward)."""
+    with no_grad():
+        return np.argmax(to_numpy(model(Tensor(np.asarray(x, np.float64))).data), axis=-1)
