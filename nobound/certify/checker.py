@@ -12,11 +12,12 @@ bound walks down with Λ ← Λ⁺ α + Λ⁻ s (constant += Λ⁻ t) and ends w
 Λ⁺ l₀ + Λ⁻ u₀ on the input box. Per tree node, the pre-activation bounds are the
 intersection of this back-substitution with the parent's accepted bounds (valid, as the
 parent's domain contains the child's), clamped by the splits on the path — the same
-order of operations as the certifier, so its bounds are reproduced, not just re-bounded. A leaf is accepted iff the lower bound of
-Σλ_i r_i(x) − Σβ_j s_j z_j(x) (β added to the coefficients of the split z_j) is > 0 and
-reproduces the stored bound (with λ = 0 this says the leaf's domain is empty), or its
-domain is empty by the bounds (some l > u). The tree must be a tree
-whose internal nodes each split a not-yet-split neuron into the two signs.
+order of operations as the certifier, so its bounds are reproduced, not just re-bounded.
+A leaf is accepted iff the lower bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) (β added to the
+coefficients of the split z_j) is > 0 and reproduces the stored bound (with λ = 0 this
+says the leaf's domain is empty), or its domain is empty by the bounds (some l > u). The
+tree must be a tree whose internal nodes each split a not-yet-split neuron into the two
+signs.
 """
 
 from __future__ import annotations
@@ -126,8 +127,6 @@ def _check_problem(net: DenseNetwork, problem: ProblemCertificate, report: Check
                 stack.append((int(child), child_signs, bounds))
             continue
         report.leaves += 1
-        if empty:
-            continue
         proof = node.proof
         weights = np.asarray(proof.row_weights, float)
         if weights.shape != offset.shape or np.any(weights < 0):
@@ -144,6 +143,8 @@ def _check_problem(net: DenseNetwork, problem: ProblemCertificate, report: Check
             betas.setdefault(k, np.zeros(sizes[k]))[neuron] += beta * signs[k][neuron]
         if bad_beta:
             report.errors.append(f"{where}: β must be ≥ 0 and belong to a split neuron")
+            continue
+        if empty:
             continue
         relaxations = [_relaxation(lo, hi) for lo, hi in bounds]
         value = float(_back_substitute(net, (weights @ spec)[None], np.array([weights @ offset]),

@@ -56,8 +56,8 @@ class CertifierConfig:
     branching: str = "babsr"
     attack_steps: int = 50
     attack_restarts: int = 3
-    robustness_attack_steps: int = 200
-    robustness_attack_restarts: int = 5
+    robustness_attack_steps: int = 50
+    robustness_attack_restarts: int = 3
     certificate: bool = False
     seed: int = 0
 

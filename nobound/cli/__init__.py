@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("train", "evaluate", "demo", "plot_training", "certify", "verify")
+COMMANDS: tuple[str, ...] = ("train", "evaluate", "demo", "plot_training", "certify", "verify", "analysis")
 
 
 class UsageError(Exception):

@@ -1,0 +1,81 @@
+"""The App. F presets: their values, and that ``nobound train`` accepts every one."""
+
+from __future__ import annotations
+
+import pytest
+
+from nobound.cli import build_parser
+from nobound.training.presets import PRESETS, apply_preset, get_preset
+
+
+def train_args(*flags: str):
+    parser = build_parser()
+    return parser.parse_args(["train", "--out", "unused", *flags])
+
+
+def test_grad_and_rgs_presets_follow_appendix_f1_and_f3():
+    mnist = get_preset("paper-mnist-0.1")
+    assert (mnist["dataset"], mnist["eps"], mnist["epochs"]) == ("mnist", 0.1, 70)
+    assert (mnist["optimizer"], mnist["lr"], mnist["lr_decay"]) == ("adam", 5e-5, 0.2)
+    assert tuple(mnist["lr_milestones"]) == (50, 60)
+    assert (mnist["eps_start_epoch"], mnist["eps_ramp_epochs"]) == (0, 20)
+    assert mnist["init"] == "ibp" and mnist["arch"] == "cnn3"
+    assert (mnist["population_size"], mnist["sigma"], mnist["sigma_factor"]) == (2, 1e-3, 0.4)
+    assert get_preset("paper-mnist-0.3")["eps"] == 0.3
+    cifar = get_preset("paper-cifar-2/255")
+    assert (cifar["epochs"], tuple(cifar["lr_milestones"])) == (160, (120, 140))
+    assert (cifar["eps_start_epoch"], cifar["eps_ramp_epochs"]) == (1, 80)  # first epoch eps=0
+    assert cifar["eps"] == pytest.approx(2 / 255)
+    assert get_preset("paper-cifar-8/255")["eps"] == pytest.approx(8 / 255)
+
+
+def test_pgpe_presets_follow_appendix_f2():
+    for name, dataset, batch, eps, ramp in [
+            ("paper-pgpe-mnist-0.1", "mnist", 512, 0.1, 0),
+            ("paper-pgpe-mnist-0.3", "mnist", 512, 0.3, 50),
+            ("paper-pgpe-cifar-2/255", "cifar10", 128, 2 / 255, 0),
+            ("paper-pgpe-cifar-8/255", "cifar10", 128, 8 / 255, 50)]:
+        preset = get_preset(name)
+        assert (preset["method"], preset["dataset"], preset["batch_size"]) == \
+            ("pgpe", dataset, batch)
+        assert preset["eps"] == pytest.approx(eps) and preset["eps_ramp_epochs"] == ramp
+        assert (preset["epochs"], preset["lr"], preset["lr_decay"]) == (150, 3e-4, 0.4)
+        assert tuple(preset["lr_milestones"]) == (110, 130)
+        assert (preset["population_size"], preset["sigma"]) == (256, 1e-3)
+        assert preset["warm_start"] == "pgd"
+    alpha = get_preset("paper-alpha-crown-pgpe-mnist-0.1")
+    assert (alpha["arch"], alpha["relaxation"]) == ("cnn3_tiny", "alpha-crown")
+    assert (alpha["alpha_steps"], alpha["alpha_step_size"], alpha["alpha_init"]) == (1, 0.5, 0.5)
+    assert get_preset("paper-pgpe-mnist") == get_preset("paper-pgpe-mnist-0.1")
+    with pytest.raises(ValueError):
+        get_preset("paper-imagenet")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_key_is_a_train_flag_and_builds_its_method(name):
+    from nobound.training.method import get_method_class
+
+    args = train_args("--preset", name)
+    apply_preset(args, args.preset_defaults)
+    preset = get_preset(name)
+    for key, value in preset.items():
+        if key != "warm_start":
+            expected = list(value) if isinstance(value, tuple) else value
+            assert getattr(args, key) == expected, key
+    options = get_method_class(args.method).options_from_args(args)
+    if args.method == "pgpe":
+        assert options["population_size"] == 256 and options["stdev_init"] == 1e-3
+    if args.relaxation == "alpha-crown":
+        assert options["bound_options"] == {"alpha_steps": 1, "alpha_step_size": 0.5,
+                                            "alpha_init": 0.5}
+
+
+def test_explicit_flags_override_the_preset_and_warm_start_is_noted():
+    args = train_args("--preset", "paper-pgpe-mnist-0.1", "--epochs", "2",
+                      "--population-size", "8", "--relaxation", "ibp")
+    notes = apply_preset(args, args.preset_defaults)
+    assert (args.epochs, args.population_size, args.relaxation) == (2, 8, "ibp")
+    assert args.lr == 3e-4 and args.method == "pgpe"
+    assert any("--init-from" in note for note in notes)
+    args = train_args("--preset", "paper-pgpe-mnist-0.1", "--init-from", "pgd/model.h5")
+    assert apply_preset(args, args.preset_defaults) == []
