@@ -13,9 +13,11 @@ A sub-domain with no unstable neuron left is affine: its LP (:mod:`nobound.certi
 either proves it with dual multipliers or yields a candidate. Candidates — each child's
 linear-bound minimiser, LP minimisers, and a PGD run from the worst sub-domains' minimisers
 every ``attack_every`` rounds — are replayed in float64; a replayed violation ends the
-search as ``falsified``. The search ends ``unknown`` at the deadline or after
-``max_nodes`` bounded sub-problems, ``certified`` when no open sub-domain is left.
-Every bounded sub-domain becomes a node of the split tree that certificates store.
+search as ``falsified``. The search ends ``unknown`` at the deadline (a round only pops
+as many sub-domains as the last measured time per sub-problem lets it bound before the
+deadline) or after ``max_nodes`` bounded sub-problems, ``certified`` when no open
+sub-domain is left. Every bounded sub-domain becomes a node of the split tree that
+certificates store.
 """
 
 from __future__ import annotations
@@ -200,7 +202,9 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                          time.perf_counter() - start, rounds)
 
     signs = [np.zeros((1, w.shape[0]), np.int8) for w in dense.weights[:-1]]
+    root_start = time.perf_counter()
     root = bound_subproblems(problem, dense, signs, None, config.method)
+    per_subproblem = time.perf_counter() - root_start  # refined after every round
     search.bounded = 1
     index = search.new_node()
     found = problem.find_counterexample(root.minimisers) if root.minimisers is not None \
@@ -219,9 +223,16 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
         if search.bounded >= config.max_nodes:
             return finish("unknown", "node limit", rounds=round_index)
         room = max(1, (config.max_nodes - search.bounded) // 2)
+        if per_subproblem > 0 and np.isfinite(deadline):  # keep each call inside the time
+            affordable = int((deadline - time.perf_counter()) / (2 * per_subproblem))
+            if affordable < 1:
+                return finish("unknown", "timeout", rounds=round_index)
+            room = min(room, affordable)
         parents = [heapq.heappop(search.heap)
                    for _ in range(min(config.batch_size, len(search.heap), room))]
+        round_start = time.perf_counter()
         found = search.expand(parents)
+        per_subproblem = (time.perf_counter() - round_start) / (2 * len(parents))
         if found is None and config.attack_every and round_index % config.attack_every == 0 \
                 and search.heap:
             found = search.attack_worst(round_index)

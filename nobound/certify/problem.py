@@ -84,11 +84,13 @@ class VerificationProblem:
         if points.shape[0] == 0 or self.is_empty:
             return None
         outputs = self.outputs(points)
-        violated = np.all(self.row_values(outputs) <= 0, axis=1)
-        if not violated.any():
-            return None
-        first = int(np.flatnonzero(violated)[0])
-        return Counterexample(points[first], outputs[first])
+        for candidate in np.flatnonzero(np.all(self.row_values(outputs) <= 0, axis=1)):
+            # replay alone: a batched product may round differently from a single one
+            point = points[candidate]
+            output = self.outputs(point[None])[0]
+            if np.all(self.row_values(output[None]) <= 0):
+                return Counterexample(point, output)
+        return None
 
 
 @dataclass

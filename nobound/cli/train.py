@@ -96,8 +96,7 @@ def register(subparsers: Any) -> None:
     from nobound.training import presets
 
     presets.add_arguments(parser)
-    parser.set_defaults(func=run, preset_defaults={
-        action.dest: action.default for action in parser._actions})
+    parser.set_defaults(func=run)
 
 
 def trainer_config_from_args(args: argparse.Namespace) -> Any:
@@ -192,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.resume:
         try:
-            notes = apply_preset(args, args.preset_defaults)
+            notes = apply_preset(args)
         except ValueError as error:
             raise UsageError(str(error)) from None
         for note in notes:

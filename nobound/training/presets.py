@@ -108,16 +108,36 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--init-from",
                        help="start from the weights of this checkpoint (App. F.2 warm "
                             "start from a PGD-trained model.h5)")
+    track_explicit_flags(parser)
 
 
-def apply_preset(args: Any, defaults: Mapping[str, Any]) -> list[str]:
-    """Fill ``args`` from ``--preset`` wherever the flag still has its parser default.
+def track_explicit_flags(parser: Any) -> None:
+    """Make every option of ``parser`` record its dest in ``namespace.explicit_flags`` when
+    it appears on the command line, so a preset fills exactly the flags *not* given — even
+    a flag given with its default value (``--relaxation ibp`` must beat a preset's deeppoly).
+    argparse calls an action only for arguments actually present; defaults bypass it."""
+    for action in parser._actions:
+        original = type(action)
+        if getattr(original, "records_explicit", False):
+            continue
 
-    Returns notes for the user (e.g. the warm start App. F.2 expects). A flag given
-    explicitly *with its default value* cannot be told apart and takes the preset's value.
+        def call(self: Any, parser: Any, namespace: Any, values: Any,
+                 option_string: Any = None, _original: type = original) -> None:
+            namespace.__dict__.setdefault("explicit_flags", set()).add(self.dest)
+            _original.__call__(self, parser, namespace, values, option_string)
+
+        action.__class__ = type(original.__name__, (original,),
+                                {"__call__": call, "records_explicit": True})
+
+
+def apply_preset(args: Any) -> list[str]:
+    """Fill ``args`` from ``--preset`` wherever the flag was not given explicitly.
+
+    Returns notes for the user (e.g. the warm start App. F.2 expects).
     """
     if not getattr(args, "preset", None):
         return []
+    explicit = getattr(args, "explicit_flags", set())
     notes = []
     for key, value in get_preset(args.preset).items():
         if key == "warm_start":
@@ -127,7 +147,7 @@ def apply_preset(args: Any, defaults: Mapping[str, Any]) -> list[str]:
             continue
         if not hasattr(args, key):
             raise ValueError(f"preset {args.preset}: no flag for {key!r}")
-        if getattr(args, key) == defaults.get(key):
+        if key not in explicit:
             setattr(args, key, list(value) if isinstance(value, tuple) else value)
     return notes
 

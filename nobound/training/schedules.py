@@ -60,6 +60,8 @@ class EpsilonRamp:
     def _smoothed(self, step: int, start: int, end: int) -> float:
         beta = self.exponent
         mid = int((end - start) * self.mid) + start
+        if mid == start:  # a ramp too short for a polynomial part is simply linear
+            return self.target * (step - start) / (end - start)
         t = (mid - start) ** (beta - 1.0)
         alpha = self.target / ((end - mid) * beta * t + (mid - start) * t)
         mid_value = alpha * (mid - start) ** beta

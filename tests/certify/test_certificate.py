@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 import pytest
-from certify_instances import tiny_network
+from certify_instances import near_boundary_problem, tiny_network
 
 from nobound.certify.certificate import TreeNode, load_certificate, save_certificate
 from nobound.certify.checker import check_certificate
@@ -96,8 +96,6 @@ def test_other_model_or_other_property_is_rejected(certified) -> None:
 def test_certificate_of_a_widened_box_does_not_check() -> None:
     """A certificate whose box is edited (without the property check) must fail where the
     wider box holds a counterexample: the checker re-derives every bound."""
-    from certify_instances import near_boundary_problem
-
     model = tiny_network(5, (2, 6, 6, 2))
     problem, attained = near_boundary_problem(model, np.zeros(2), 0.3, np.array([1.0, -1.0]),
                                               0.02)
@@ -107,7 +105,9 @@ def test_certificate_of_a_widened_box_does_not_check() -> None:
     tampered = copy.deepcopy(verdict.certificate)
     tampered.problems[0].lower = (problem.lower - 1.0).tolist()
     tampered.problems[0].upper = (problem.upper + 1.0).tolist()
-    wide, _ = near_boundary_problem(model, np.zeros(2), 1.3, np.array([1.0, -1.0]), 0.0)
-    if wide.offset[0] > problem.offset[0]:  # the wider box reaches below the certified offset
-        assert not check_certificate(model, tampered).valid
+    from nobound.exact import minimise_output
+
+    wide = minimise_output(model, problem.lower - 1.0, problem.upper + 1.0, problem.spec[0])
+    assert wide.attained + problem.offset[0] < 0  # the wider box holds a counterexample
+    assert not check_certificate(model, tampered).valid
     assert check_certificate(model, verdict.certificate).valid

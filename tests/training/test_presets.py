@@ -56,7 +56,7 @@ def test_every_preset_key_is_a_train_flag_and_builds_its_method(name):
     from nobound.training.method import get_method_class
 
     args = train_args("--preset", name)
-    apply_preset(args, args.preset_defaults)
+    apply_preset(args)
     preset = get_preset(name)
     for key, value in preset.items():
         if key != "warm_start":
@@ -71,11 +71,13 @@ def test_every_preset_key_is_a_train_flag_and_builds_its_method(name):
 
 
 def test_explicit_flags_override_the_preset_and_warm_start_is_noted():
-    args = train_args("--preset", "paper-pgpe-mnist-0.1", "--epochs", "2",
-                      "--population-size", "8", "--relaxation", "ibp")
-    notes = apply_preset(args, args.preset_defaults)
+    # --relaxation ibp and --batch-size 128 are the parser's defaults, given explicitly
+    args = train_args("--batch-size", "128", "--preset", "paper-pgpe-mnist-0.1",
+                      "--epochs", "2", "--population-size", "8", "--relaxation", "ibp")
+    notes = apply_preset(args)
     assert (args.epochs, args.population_size, args.relaxation) == (2, 8, "ibp")
+    assert args.batch_size == 128
     assert args.lr == 3e-4 and args.method == "pgpe"
     assert any("--init-from" in note for note in notes)
     args = train_args("--preset", "paper-pgpe-mnist-0.1", "--init-from", "pgd/model.h5")
-    assert apply_preset(args, args.preset_defaults) == []
+    assert apply_preset(args) == []

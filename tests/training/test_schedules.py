@@ -53,6 +53,12 @@ def test_linear_ramp_and_no_ramp():
     assert constant(STEPS_PER_EPOCH, STEPS_PER_EPOCH) == 0.1
 
 
+def test_a_ramp_too_short_for_its_polynomial_part_is_linear():
+    ramp = EpsilonRamp(0.05, start_epoch=0, length_epochs=1, mid=0.25)
+    values = [ramp(step, 3) for step in range(4)]  # 3 steps: ⌊3 · 0.25⌋ = 0 polynomial steps
+    assert values == pytest.approx([0.0, 0.05 / 3, 0.1 / 3, 0.05])
+
+
 def test_invalid_ramps_are_rejected():
     with pytest.raises(ValueError):
         EpsilonRamp(0.1, kind="cosine")

@@ -1,0 +1,42 @@
+"""Keep freed host memory for reuse: glibc allocator settings for array-heavy loops.
+
+A training step allocates and frees the same few-megabyte arrays (im2col columns,
+activations, their gradients) every iteration. With glibc's default, *dynamic* thresholds
+such blocks are often ``mmap``-ed, and the heap top is trimmed back to the kernel when
+they are freed, so the next step touches fresh pages and pays one page fault per 4 KiB.
+Measured on the benchmark machine: ~2,500 faults and ~6 ms of kernel time in an 11 ms
+cnn3 training step (batch 128). Two fixed settings remove them:
+
+* ``M_MMAP_THRESHOLD = 4 MiB``: smaller blocks come from the heap and are reused from
+  step to step; larger ones are still ``mmap``-ed, and for those NumPy asks for
+  transparent huge pages, so they fault once per 2 MiB instead of per 4 KiB;
+* ``M_TRIM_THRESHOLD = 256 MiB``: up to this much free memory at the heap top is kept
+  instead of being returned to the kernel after every step.
+
+The cost is that the process keeps up to the trim threshold of freed heap memory. Only
+glibc (Linux) has ``mallopt``; elsewhere nothing changes. ``import nobound`` applies this
+unless the environment sets ``NOBOUND_TUNE_MALLOC=0``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_host_allocator(mmap_threshold: int = 4 << 20, trim_threshold: int = 256 << 20
+                        ) -> bool:
+    """Set glibc's mmap and trim thresholds (bytes); True when both settings took effect."""
+    if os.environ.get("NOBOUND_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already uses
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and \
+        bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
