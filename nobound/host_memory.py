@@ -28,7 +28,7 @@ _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 _M_MMAP_THRESHOLD = -3
 
 
-def tune_host_allocator(mmap_threshold: int = 4 << 20, trim_threshold: int = 256 << 20
+def tune_host_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 20
                         ) -> bool:
     """Set glibc's mmap and trim thresholds (bytes); True when both settings took effect."""
     if os.environ.get("NOBOUND_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):

@@ -13,7 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("train", "evaluate", "demo", "plot_training", "certify", "verify", "analysis")
+COMMANDS: tuple[str, ...] = ("train", "evaluate", "demo", "plot_training", "certify", "verify",
+                             "analysis", "bounds")
 
 
 class UsageError(Exception):

@@ -111,3 +111,15 @@ def test_certificate_of_a_widened_box_does_not_check() -> None:
     assert wide.attained + problem.offset[0] < 0  # the wider box holds a counterexample
     assert not check_certificate(model, tampered).valid
     assert check_certificate(model, verdict.certificate).valid
+
+
+def test_checker_loads_neither_branch_and_bound_nor_relaxations() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, nobound.certify.checker; "
+            "print(sorted(m for m in sys.modules if m.startswith(('nobound.certify.bab', "
+            "'nobound.certify.pipeline', 'nobound.certify.subproblems', 'nobound.bounds'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -24,10 +24,17 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
+import numpy as np
+
 from nobound.autodiff.ops._im2col import col2im, im2col
 from nobound.autodiff.ops._util import lift
-from nobound.autodiff.tensor import Tensor
+from nobound.autodiff.tensor import Tensor, is_grad_enabled
 from nobound.backend import get_array_module
+
+#: Bytes of im2col columns unfolded at once when they need not be kept (about the L2 cache):
+#: small enough to stay in cache between im2col and the GEMM, large enough for an
+#: efficient GEMM.
+BLOCK_BYTES = 2 << 20
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -72,8 +79,14 @@ def _output_rows(g: Any, groups: int, members: int) -> Any:
     return rows.reshape(groups, -1, images * out_h * out_w)
 
 
-def _forward(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, Any]:
-    """y = W · im2col(x), and the columns (kept for the weight gradient)."""
+def _forward(x: Any, w: Any, stride: int, padding: int, keep_columns: bool = True
+             ) -> tuple[Any, Any]:
+    """y = W · im2col(x), and the columns (kept for the weight gradient, else None).
+
+    When the columns need not be kept, NumPy inputs are unfolded a cache-sized block of
+    images at a time (:func:`_product_in_blocks`): the same products, without ever writing
+    the whole, kh·kw/s² times larger, column array to memory.
+    """
     xp = get_array_module(x, w)
     groups, n, lead = _layout(x.shape, w.shape)
     out_channels, channels, kh, kw = w.shape[-4:]
@@ -81,10 +94,38 @@ def _forward(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, Any]:
     ho, wo = output_size(h, kh, stride, padding), output_size(width, kw, stride, padding)
     if ho < 1 or wo < 1:
         raise ValueError(f"conv kernel {kh}x{kw} does not fit input {h}x{width}")
-    cols = im2col(x.reshape(groups, n, channels, h, width), kh, kw, stride, padding)
-    out = xp.matmul(_weight_rows(w, groups), cols)  # (G, members/G · O, N·Ho·Wo)
+    images = x.reshape(groups, n, channels, h, width)
+    if keep_columns or xp is not np:
+        cols = im2col(images, kh, kw, stride, padding)
+        out = xp.matmul(_weight_rows(w, groups), cols)  # (G, members/G · O, N·Ho·Wo)
+    else:
+        cols, out = None, _product_in_blocks(images, _weight_rows(w, groups), kh, kw, stride,
+                                             padding, ho * wo)
     out = out.reshape(_members(w.shape), out_channels, n, ho, wo).transpose(0, 2, 1, 3, 4)
     return xp.ascontiguousarray(out).reshape(*lead, out_channels, ho, wo), cols
+
+
+def _product_in_blocks(images: Any, w_rows: Any, kh: int, kw: int, stride: int, padding: int,
+                       pixels: int) -> Any:
+    """W · im2col(images), (G, R, N·pixels), unfolding ≤ BLOCK_BYTES of columns at a time.
+
+    Blocks are whole groups when a group's columns fit, else slices of one group's images.
+    """
+    groups, count = images.shape[:2]
+    image_bytes = w_rows.shape[-1] * pixels * images.itemsize
+    per_block = max(1, BLOCK_BYTES // image_bytes)  # images per block
+    group_step = max(1, per_block // count) if groups > 1 else 1
+    image_step = min(count, per_block)
+    out = np.empty((groups, w_rows.shape[1], count, pixels), dtype=np.result_type(images, w_rows))
+    for g in range(0, groups, group_step):
+        weights = w_rows[g:g + group_step] if groups > 1 else w_rows
+        for i in range(0, count, image_step):
+            block = images[g:g + group_step, i:i + image_step]
+            cols = im2col(block, kh, kw, stride, padding)
+            product = np.matmul(weights, cols)
+            out[g:g + group_step, :, i:i + image_step] = product.reshape(
+                product.shape[0], product.shape[1], block.shape[1], pixels)
+    return out.reshape(groups, w_rows.shape[1], count * pixels)
 
 
 def _input_grad(rows: Any, w: Any, x_shape: tuple[int, ...], stride: int, padding: int
@@ -119,10 +160,13 @@ def conv2d(x: Any, weight: Any, stride: int = 1, padding: int = 0) -> Tensor:
     vjp_x = conv_transpose2d(g, W);  vjp_W[o, c, p, q] = Σ_{i,j} g[o, i, j] x_pad[c, s·i+p, s·j+q].
     """
     x, weight = lift(x, weight)
-    out, cols = _forward(x.data, weight.data, stride, padding)
+    keep_columns = weight.requires_grad and is_grad_enabled()  # only d W reads them
+    out, cols = _forward(x.data, weight.data, stride, padding, keep_columns)
+
+    groups = _layout(x.shape, weight.shape)[0]
 
     def vjp(g: Any) -> tuple[Any, Any]:
-        rows = _output_rows(g, cols.shape[0], _members(weight.shape))
+        rows = _output_rows(g, groups, _members(weight.shape))
         gx = _input_grad(rows, weight.data, x.shape, stride, padding) \
             if x.requires_grad else None
         gw = _weight_grad(rows, cols, weight.shape) if weight.requires_grad else None
@@ -158,7 +202,7 @@ def conv_transpose2d(y: Any, weight: Any, input_hw: tuple[int, int], stride: int
                       padding)
 
     def vjp(g: Any) -> tuple[Any, Any]:
-        gy, cols = _forward(g, weight.data, stride, padding)
+        gy, cols = _forward(g, weight.data, stride, padding, keep_columns=weight.requires_grad)
         gw = _weight_grad(_output_rows(y.data, groups, members), cols, weight.shape) \
             if weight.requires_grad else None
         return (gy if y.requires_grad else None), gw

@@ -1,0 +1,74 @@
+"""Helpers shared by the certified-training benchmarks (``benchmarks/gls_*.py``).
+
+Timings are the minimum over repeats after one warm-up call (the machine is shared, so the
+minimum is the least disturbed measurement). The warm-up call runs under tracemalloc (NumPy
+registers its buffers there) and gives the peak memory; it is never a timed call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nobound.nn.init import ibp_init
+from nobound.nn.zoo import build_model
+
+
+def mnist_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """A real MNIST training batch when ``$NOBOUND_DATA`` (or ../shared/data) has MNIST,
+    else uniform noise with random labels (the bounds' cost barely depends on the pixels)."""
+    roots = [os.environ.get("NOBOUND_DATA"), str(Path(__file__).parents[2] / "shared" / "data")]
+    for root in filter(None, roots):
+        try:
+            from nobound.data import load_dataset
+
+            data = load_dataset("mnist", "train", data_dir=root, limit=batch)
+            return data.images.astype(np.float32), data.labels, "mnist"
+        except Exception:  # noqa: BLE001 — any failure falls back to synthetic data
+            continue
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32),
+            rng.integers(0, 10, batch), "uniform-noise")
+
+
+def mnist_model(arch: str, seed: int = 0) -> Any:
+    model = build_model(arch, (1, 28, 28), 10)
+    return ibp_init(model, seed)
+
+
+def timed(run: Callable[[], Any], repeats: int) -> tuple[float, int, Any]:
+    """(minimum seconds over ``repeats`` timed calls, peak bytes of the warm-up call, the
+    warm-up call's result)."""
+    tracemalloc.start()
+    try:
+        result = run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times), peak, result
+
+
+def machine() -> dict[str, Any]:
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
+def write_results(path: str | Path, results: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
