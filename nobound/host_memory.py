@@ -2,15 +2,16 @@
 
 A training step allocates and frees the same few-megabyte arrays (im2col columns,
 activations, their gradients) every iteration. With glibc's default, *dynamic* thresholds
-such blocks are often ``mmap``-ed, and the heap top is trimmed back to the kernel when
-they are freed, so the next step touches fresh pages and pays one page fault per 4 KiB.
-Measured on the benchmark machine: ~2,500 faults and ~6 ms of kernel time in an 11 ms
-cnn3 training step (batch 128). Two fixed settings remove them:
+such blocks are often ``mmap``-ed and unmapped again when freed, and the heap top is
+trimmed back to the kernel, so the next step touches fresh pages and pays one page fault
+per 4 KiB. Measured on the benchmark machine: ~2,500 faults and ~6 ms of kernel time in an
+11 ms cnn3 training step (batch 128). Two fixed settings remove them:
 
-* ``M_MMAP_THRESHOLD = 4 MiB``: smaller blocks come from the heap and are reused from
-  step to step; larger ones are still ``mmap``-ed, and for those NumPy asks for
-  transparent huge pages, so they fault once per 2 MiB instead of per 4 KiB;
-* ``M_TRIM_THRESHOLD = 256 MiB``: up to this much free memory at the heap top is kept
+* ``M_MMAP_THRESHOLD = 32 MiB`` (the largest value glibc's dynamic threshold reaches on
+  its own): smaller blocks come from the heap and are reused from step to step; larger
+  ones are still ``mmap``-ed, and for those NumPy asks for transparent huge pages, so
+  they fault once per 2 MiB instead of once per 4 KiB;
+* ``M_TRIM_THRESHOLD = 512 MiB``: up to this much free memory at the heap top is kept
   instead of being returned to the kernel after every step.
 
 The cost is that the process keeps up to the trim threshold of freed heap memory. Only

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+PAGES = sorted((ROOT / "docs").glob("*.md"))  # README commands run in tests/cli and .ci/run
 FENCE = re.compile(r"^```(python|bash)\n(.*?)^```", re.S | re.M)
 
 

@@ -29,12 +29,23 @@ import numpy as np
 
 from nobound.backend import get_array_module
 
-_compiled: Any = None
-if os.environ.get("NOBOUND_NUMBA", "1") != "0":
-    try:  # Numba is optional: nobound works (more slowly) without it
-        from nobound.autodiff.ops import _im2col_numba as _compiled
-    except ImportError:
-        pass
+_kernels: Any = None  # the Numba kernels module once imported; False when unavailable
+
+
+def _compiled() -> Any:
+    """The Numba kernels, imported on first use (importing Numba and loading the compiled
+    loops takes about a second, which ``import nobound`` should not pay); None without
+    Numba or with ``NOBOUND_NUMBA=0``."""
+    global _kernels
+    if _kernels is None:
+        _kernels = False
+        if os.environ.get("NOBOUND_NUMBA", "1") != "0":
+            try:  # Numba is optional: nobound works (more slowly) without it
+                from nobound.autodiff.ops import _im2col_numba
+                _kernels = _im2col_numba
+            except ImportError:
+                pass
+    return _kernels or None
 
 
 def _out_length(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -44,7 +55,7 @@ def _out_length(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def uses_compiled_kernels(array: Any) -> bool:
     """Whether im2col/col2im on ``array`` run the Numba loops (NumPy array, Numba present)."""
-    return _compiled is not None and isinstance(array, np.ndarray)
+    return isinstance(array, np.ndarray) and _compiled() is not None
 
 
 def im2col(images: Any, kernel_h: int, kernel_w: int, stride: int, padding: int) -> Any:
@@ -56,7 +67,7 @@ def im2col(images: Any, kernel_h: int, kernel_w: int, stride: int, padding: int)
     if uses_compiled_kernels(images):
         cols = np.empty((groups, channels * kernel_h * kernel_w, count * out_h * out_w),
                         dtype=images.dtype)
-        _compiled.im2col_into(np.ascontiguousarray(images), cols, kernel_h, kernel_w,
+        _compiled().im2col_into(np.ascontiguousarray(images), cols, kernel_h, kernel_w,
                               stride, padding)
         return cols
     # channel-major padded copy, so each kernel offset below is one strided slice
@@ -86,7 +97,7 @@ def col2im(cols: Any, image_shape: tuple[int, ...], kernel_h: int, kernel_w: int
     out_w = _out_length(width, kernel_w, stride, padding)
     if uses_compiled_kernels(cols):
         images = np.zeros(image_shape, dtype=cols.dtype)
-        _compiled.col2im_into(np.ascontiguousarray(cols), images, kernel_h, kernel_w,
+        _compiled().col2im_into(np.ascontiguousarray(cols), images, kernel_h, kernel_w,
                               stride, padding)
         return images
     patches = cols.reshape(groups, channels, kernel_h, kernel_w, count, out_h, out_w)
