@@ -9,10 +9,12 @@
    the timeout, and which stage decided.
 2. Throughput: sub-problems bounded per second by ``bound_subproblems`` (DeepPoly with
    splits), for batches of 1, 8 and 32 sub-problems per relaxation call, on random split
-   patterns of the first instance that needs branch and bound (DeepPoly fails, a short
-   PGD finds nothing; the radius grows from eps until one exists).
+   patterns of an instance that needs branch and bound (from the samples step 1 sent to
+   branch and bound: a class DeepPoly does not prove and a short search does not falsify).
 3. Batching inside branch and bound: the same instance run with ``batch_size`` 1 and 32
    and a fixed node budget; sub-problems per second and the final lower bound.
+
+``--reuse-instances`` keeps step 1 of an existing results file and redoes steps 2-3.
 
 Wall-clock numbers depend on the machine's load; the JSON records the CPU count.
 The recorded run used networks trained by nobound with IBP at eps 0.1 (4 epochs on the
@@ -62,27 +64,26 @@ def summary(records: list[dict], timeout: float) -> dict:
             if solved else None,
             "median_seconds_all": float(np.median([r["seconds"] for r in records])),
             "timeout": timeout,
-            "decided_by": {m: sum(r["method"] == m for r in records)
-                           for m in sorted({r["method"] for r in records})}}
+            "decided_by": {m: sum(r["method"] == m for r in solved)
+                           for m in sorted({r["method"] for r in solved})}}
 
 
-def hardest_problem(certifier: Certifier, images, labels, eps: float):
-    """A problem (sample, class) that needs branch and bound: the clean input is correct,
-    DeepPoly does not prove it and a short PGD finds no counterexample. Radii grow from
-    ``eps`` until one is found. Returns (sample, eps, problem) or (None, None, None)."""
-    from nobound.certify.falsify import attack_problem
-
-    for radius in (eps, 1.5 * eps, 2 * eps, 3 * eps):
-        for index in range(len(labels)):
-            problems = robustness_problems(certifier.model, images[index],
-                                           int(labels[index]), radius)
-            if any(p.find_counterexample(images[index][None]) is not None
-                   for p in problems):
-                continue
-            lower = certifier._stage_bounds(problems, "deeppoly")
-            for problem, rows in zip(problems, lower, strict=True):
-                if rows.max() <= 0 and attack_problem(problem, steps=20) is None:
-                    return index, radius, problem
+def hardest_problem(certifier: Certifier, images, labels, candidates: list[tuple[int, float]]):
+    """A problem (sample, class) that needs branch and bound and is not quickly falsified,
+    among the (sample, eps) pairs the instance runs sent to branch and bound: classes that
+    DeepPoly does not prove, lowest bound first, probed with a 16-node search. Returns
+    (sample, eps, problem) or (None, None, None)."""
+    for index, radius in candidates:
+        problems = robustness_problems(certifier.model, images[index], int(labels[index]),
+                                       radius)
+        best = [float(rows.max()) for rows in certifier._stage_bounds(problems, "deeppoly")]
+        for position in np.argsort(best):
+            if best[position] > 0:
+                break
+            probe = branch_and_bound(problems[position], certifier.dense,
+                                     BabConfig(max_nodes=16, batch_size=4))
+            if probe.status != "falsified":
+                return index, radius, problems[position]
     return None, None, None
 
 
@@ -104,13 +105,14 @@ def throughput(certifier: Certifier, problem, batch_sizes=(1, 8, 32), total: int
         known.append((np.repeat(lo, total, axis=0), np.repeat(hi, total, axis=0)))
     rates = {}
     for size in batch_sizes:
-        best = np.inf
+        wall, cpu = np.inf, np.inf
         for _ in range(3):  # best of three: the machine is shared
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             bound_subproblems(problem, dense, signs, known, chunk=size)
-            best = min(best, time.perf_counter() - start)
-        rates[str(size)] = total / best
-        print(f"  batch {size}: {rates[str(size)]:.2f} sub-problems/s", flush=True)
+            wall = min(wall, time.perf_counter() - start)
+            cpu = min(cpu, time.process_time() - start_cpu)
+        rates[str(size)] = {"wall": total / wall, "cpu": total / cpu}
+        print(f"  batch {size}: {rates[str(size)]} sub-problems/s", flush=True)
     return rates
 
 
@@ -118,10 +120,13 @@ def bab_batching(certifier: Certifier, problem, nodes: int) -> dict:
     results = {}
     for size in (1, 32):
         config = BabConfig(batch_size=size, max_nodes=nodes, attack_every=0)
+        start_cpu = time.process_time()
         outcome = branch_and_bound(problem, certifier.dense, config)
+        cpu = time.process_time() - start_cpu
         results[str(size)] = {"status": outcome.status, "bounded": outcome.bounded,
-                              "seconds": outcome.seconds,
+                              "seconds": outcome.seconds, "cpu_seconds": cpu,
                               "per_second": outcome.bounded / outcome.seconds,
+                              "per_cpu_second": outcome.bounded / cpu,
                               "lowest_open_bound": outcome.lower_bound
                               if np.isfinite(outcome.lower_bound) else None}
         print(f"  BaB batch {size}: {results[str(size)]}", flush=True)
@@ -146,18 +151,21 @@ def markdown_section(report: dict) -> str:
             lines.append(f"| {name} | {eps} | {s['certified']} | {s['falsified']} | "
                          f"{s['unknown']} | {s['solved']}/{s['n']} | {median} | {decided} |")
     lines += ["", "Sub-problems bounded per second (DeepPoly with splits, one relaxation call "
-              "per batch) and branch and bound with 1 vs 32 sub-domains split per round:", "",
+              "per batch; wall clock / process CPU time, best of 3) and branch and bound with "
+              "1 vs 32 sub-domains split per round and a budget of 256 sub-problems "
+              "(wall / CPU):", "",
               "| model | instance | batch 1 | batch 8 | batch 32 | BaB batch 1 (/s) "
               "| BaB batch 32 (/s) |", "|---|---|---|---|---|---|---|"]
     for name, entry in report["models"].items():
         if "subproblems_per_second" not in entry:
-            lines.append(f"| {name} | every problem proved on the whole box | | | | | |")
+            lines.append(f"| {name} | no instance left for branch and bound | | | | | |")
             continue
         rates = entry["subproblems_per_second"]
         bab = entry["bab_batching"]
-        lines.append(f"| {name} | {entry['throughput_instance']} | {rates['1']:.2f} | "
-                     f"{rates['8']:.2f} | {rates['32']:.2f} | {bab['1']['per_second']:.2f} | "
-                     f"{bab['32']['per_second']:.2f} |")
+        cells = [f"{rates[k]['wall']:.1f} / {rates[k]['cpu']:.1f}" for k in ("1", "8", "32")]
+        cells += [f"{bab[k]['per_second']:.1f} / {bab[k]['per_cpu_second']:.1f}"
+                  for k in ("1", "32")]
+        lines.append(f"| {name} | {entry['throughput_instance']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -178,31 +186,40 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="NAME=checkpoint.h5")
     parser.add_argument("--eps", type=float, nargs="+", default=[0.1],
-                        help="radii of the instance sets (the first one seeds the search "
-                             "for a branch-and-bound instance)")
+                        help="radii of the instance sets")
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--bab-nodes", type=int, default=256)
     parser.add_argument("--out", default="benchmarks/results/certify_mnist.json")
     parser.add_argument("--markdown", help="also write the section into this file "
                                            "(docs/benchmarks.md)")
+    parser.add_argument("--reuse-instances", action="store_true",
+                        help="take step 1 from an existing --out file, redo steps 2-3")
     args = parser.parse_args()
+    previous = json.loads(Path(args.out).read_text()) if args.reuse_instances else None
     data = load_dataset("mnist", "test", limit=args.n)
     images, labels = np.asarray(data.images, np.float64), data.labels
     config = CertifierConfig(timeout=args.timeout)
     report = {"eps": args.eps, "n": args.n, "timeout": args.timeout,
               "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "models": {}}
+    if previous is not None:
+        report.update(eps=previous["eps"], n=previous["n"], timeout=previous["timeout"],
+                      load_average=previous["load_average"])
     for spec in args.model:
         name, path = spec.split("=", 1)
         checkpoint = load_checkpoint(path)
         certifier = Certifier(checkpoint.model, data.input_shape, config)
         entry = {"checkpoint": path, "runs": {}}
-        for eps in args.eps:
+        if previous is not None:
+            entry["runs"] = previous["models"][name]["runs"]
+        for eps in ([] if previous is not None else args.eps):
             print(f"{name}: instances at eps {eps:g}", flush=True)
             records = instances(certifier, images, labels, eps)
             entry["runs"][f"{eps:g}"] = {"summary": summary(records, args.timeout),
                                          "samples": records}
-        index, radius, problem = hardest_problem(certifier, images, labels, args.eps[0])
+        candidates = [(r["index"], float(eps)) for eps, run in entry["runs"].items()
+                      for r in run["samples"] if r["method"] in ("bab", "none")]
+        index, radius, problem = hardest_problem(certifier, images, labels, candidates)
         if problem is not None:
             print(f"{name}: throughput on sample {index} ({problem.name}), eps {radius:g}",
                   flush=True)

@@ -16,6 +16,7 @@ Fair comparison rules, applied by every engine benchmark:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -29,6 +30,14 @@ from typing import Any
 RESULTS_DIR = Path(__file__).parent / "results"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` (default: all cores) and ``--results-dir`` (default: results/)."""
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads for BLAS, Numba and PyTorch alike")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="where the JSON results go")
 
 
 def use_threads(threads: int) -> None:
@@ -115,12 +124,12 @@ def machine(threads: int) -> dict[str, Any]:
             "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
-def write_results(name: str, results: dict[str, Any]) -> Path:
-    """Write ``results`` (plus the load average at the end) to results/<name>.json."""
+def write_results(name: str, results: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    """Write ``results`` (plus the load average at the end) to <directory>/<name>.json."""
     if hasattr(os, "getloadavg"):
         results.setdefault("machine", {})["load_average_end"] = os.getloadavg()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
     return path

@@ -13,11 +13,11 @@ agree with PyTorch (relative error of y, dx, dW). Results: results/engine_conv2d
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 import numpy as np
 from engine_common import (
+    add_common_arguments,
     interleaved,
     machine,
     print_table,
@@ -98,17 +98,19 @@ def measure(case: tuple, torch: Any, rounds: int, min_seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    add_common_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=0.1,
                         help="least duration of one timing sample")
     parser.add_argument("--quick", action="store_true", help="batch 128 MNIST cases only")
+    parser.add_argument("--only", default="", help="run the layers whose name contains this")
     args = parser.parse_args()
     use_threads(args.threads)
     torch = torch_threads(args.threads)
     if torch is None:
         raise SystemExit("this benchmark compares with PyTorch; install torch (CPU) first")
-    cases = [c for c in CASES if not args.quick or (c[1] == 128 and "CIFAR" not in c[0])]
+    cases = [c for c in CASES if (not args.quick or (c[1] == 128 and "CIFAR" not in c[0]))
+             and args.only in c[0]]
     results, rows = [], []
     for case in cases:
         result = measure(case, torch, args.rounds, args.min_seconds)
@@ -125,7 +127,8 @@ def main() -> None:
     print(f"\nmedian seconds ratio nobound / PyTorch, {args.threads} thread(s):")
     print_table(rows, list(rows[0]))
     write_results("engine_conv2d", {"benchmark": "conv2d forward and forward+backward",
-                                    "machine": machine(args.threads), "cases": results})
+                                    "machine": machine(args.threads), "cases": results},
+                  args.results_dir)
 
 
 if __name__ == "__main__":

@@ -86,10 +86,14 @@ def main() -> None:
     parser.add_argument("--pgpe-members", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/gls_training.json")
     args = parser.parse_args()
-    records = [measure(arch, relaxation, args.batch, args.repeats, args.pgpe_members)
-               for arch in args.archs for relaxation in args.relaxations]
-    write_results(args.out, {"benchmark": "gls_training", "machine": machine(),
-                             "target_rgs_over_grad": 1.7, "records": records})
+    records = []
+    for arch in args.archs:
+        for relaxation in args.relaxations:
+            records.append(measure(arch, relaxation, args.batch, args.repeats,
+                                   args.pgpe_members))
+            # written after every configuration: a later one may run out of memory
+            write_results(args.out, {"benchmark": "gls_training", "machine": machine(),
+                                     "target_rgs_over_grad": 1.7, "records": records})
 
 
 if __name__ == "__main__":

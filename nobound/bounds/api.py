@@ -120,7 +120,7 @@ def _bound(name: str, network: Network, box: Box, spec: Tensor | None,
     if name == "hbox":
         lower, upper, recorded, linear = hbox_bounds(
             network if spec is None else network.with_spec(spec), box, splits, intermediate,
-            return_linear)
+            return_linear, budget)
         return _rows(lower), _rows(upper), recorded, linear
     if name == "crown-ibp":
         return crown_ibp_bounds(network, box, spec, splits, intermediate, budget,
@@ -190,10 +190,6 @@ def _members_per_chunk(network: Network, box: Box, name: str, budget: int) -> in
                 wanted = min(prod(network.steps[end].output_shape), 16)
                 worst = max(worst, (wanted + rows - 1) // rows)
         return population if worst == 0 else max(1, population // worst)
-    if name == "hbox":
-        largest = max(prod(s.output_shape) for s in network.steps)
-        per_member = itemsize * box.batch_size * prod(network.input_shape) * largest * 4
-        return max(1, min(population, budget // max(per_member, 1)))
     return population
 
 

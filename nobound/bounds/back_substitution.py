@@ -104,35 +104,40 @@ def relu_back_step(coefficients: Tensor, bias: Tensor | None, relaxation: ReluRe
                    sides: tuple[str, ...], neuron_ndim: int) -> tuple[Tensor, Tensor]:
     """One ReLU layer of back-substitution; returns the new (coefficients, bias).
 
-    ``coefficients`` is (P', S, B', R, *n) with S = 1 (shared) or len(sides).
+    ``coefficients`` is (P', S, B', R, *n) with S = 1 (shared) or len(sides). The slope
+    each coefficient takes is picked by its sign in one pass (A ⊙ slope), and the
+    intercept t meets only A⁻ (lower side) or A⁺ (upper side).
     """
-    positive = ops.positive_part(coefficients)
-    negative = ops.negative_part(coefficients)
     upper_slope = _expand_neurons(relaxation.upper_slope, neuron_ndim)
     intercept = _expand_neurons(relaxation.upper_intercept, neuron_ndim)
-    # per side, (slope for positive coefficients, slope for negative ones, which part meets t)
+    # per side: (slope for coefficients ≥ 0, slope for coefficients < 0)
     first, second, intercept_terms = [], [], []
     for position, side in enumerate(sides):
-        own = slice(min(position, coefficients.shape[1] - 1),
-                    min(position, coefficients.shape[1] - 1) + 1)
         lam = _lower_slope(relaxation, side, neuron_ndim)
+        own = min(position, coefficients.shape[1] - 1)
+        own_coefficients = coefficients[:, own:own + 1]
         if side == "lower":
             first.append(lam)
             second.append(upper_slope)
-            intercept_terms.append(_contract(negative[:, own], intercept, neuron_ndim))
+            part = ops.negative_part(own_coefficients)
         else:
             first.append(upper_slope)
             second.append(lam)
-            intercept_terms.append(_contract(positive[:, own], intercept, neuron_ndim))
-    first_slope = first[0] if len(first) == 1 else ops.concatenate(
-        [ops.broadcast_to(f, _common(first)) for f in first], axis=1)
-    second_slope = second[0] if len(second) == 1 else ops.concatenate(
-        [ops.broadcast_to(s, _common(second)) for s in second], axis=1)
-    new_coefficients = positive * first_slope + negative * second_slope
-    new_bias = intercept_terms[0] if len(intercept_terms) == 1 else \
-        ops.concatenate([ops.broadcast_to(t, _common(intercept_terms))
-                         for t in intercept_terms], axis=1)
+            part = ops.positive_part(own_coefficients)
+        intercept_terms.append(_contract(part, intercept, neuron_ndim))
+    first_slope, second_slope = _stack_sides(first), _stack_sides(second)
+    slope = ops.where(coefficients.data >= 0, first_slope, second_slope)
+    new_coefficients = coefficients * slope
+    new_bias = _stack_sides(intercept_terms)
     return new_coefficients, new_bias if bias is None else bias + new_bias
+
+
+def _stack_sides(tensors: list[Tensor]) -> Tensor:
+    """Concatenate per-side tensors along the side axis (1), broadcasting the others."""
+    if len(tensors) == 1:
+        return tensors[0]
+    shape = _common(tensors)
+    return ops.concatenate([ops.broadcast_to(t, shape) for t in tensors], axis=1)
 
 
 def _common(tensors: list[Tensor]) -> tuple[int, ...]:

@@ -49,14 +49,61 @@ def _input_generators(radius: Tensor) -> Tensor:
 
 
 def hbox_bounds(network: Network, box: Box, splits: Mapping[int, Any] | None = None,
-                intermediate: Mapping[int, Any] | None = None, return_linear: bool = False
+                intermediate: Mapping[int, Any] | None = None, return_linear: bool = False,
+                memory_budget_bytes: int = 1 << 30
                 ) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]],
                            LinearBounds | None]:
     """HBox bounds (P', B, *output) of the network output over ``box``.
 
     Returns (lower, upper, {ReLU index: pre-activation bounds}, LinearBounds or None);
     the LinearBounds have shape (P', B, outputs, *x) (output features flattened to rows).
+    The generators take m · (largest layer) numbers per sample and member, so the batch
+    is processed in chunks that fit ``memory_budget_bytes``.
     """
+    members = network.population or 1
+    largest = max([prod(network.input_shape)] + [prod(s.output_shape) for s in network.steps])
+    per_sample = box.lower.data.itemsize * members * prod(network.input_shape) * largest * 3
+    chunk = max(1, memory_budget_bytes // per_sample)
+    if chunk >= box.batch_size:
+        return _hbox(network, box, splits, intermediate, return_linear)
+    pieces = [_hbox(network.samples(start, start + chunk), box[start:start + chunk],
+                    _batch_slice(network, splits, start, start + chunk),
+                    _batch_slice(network, intermediate, start, start + chunk), return_linear)
+              for start in range(0, box.batch_size, chunk)]
+
+    def join(tensors: list[Tensor]) -> Tensor:
+        return ops.concatenate(tensors, axis=1)
+
+    recorded = {index: (join([p[2][index][0] for p in pieces]),
+                        join([p[2][index][1] for p in pieces])) for index in pieces[0][2]}
+    linear = None
+    if return_linear:
+        linear = LinearBounds(*(join([getattr(p[3], name) for p in pieces])
+                                for name in ("A_l", "b_l", "A_u", "b_u")),
+                              network.input_shape, None)
+    return join([p[0] for p in pieces]), join([p[1] for p in pieces]), recorded, linear
+
+
+def _batch_slice(network: Network, mapping: Mapping[int, Any] | None, start: int,
+                 stop: int) -> Mapping[int, Any] | None:
+    """Batch elements start…stop−1 of per-ReLU arrays (B, *n) or (P, B, *n)."""
+    if not mapping:
+        return mapping
+
+    def pick(array: Any, neuron_ndim: int) -> Any:
+        return array[:, start:stop] if array.ndim == neuron_ndim + 2 else array[start:stop]
+
+    out = {}
+    for index, value in mapping.items():
+        neuron_ndim = len(network.steps[index].input_shape)
+        out[index] = tuple(pick(v, neuron_ndim) for v in value) \
+            if isinstance(value, tuple | list) else pick(value, neuron_ndim)
+    return out
+
+
+def _hbox(network: Network, box: Box, splits: Mapping[int, Any] | None,
+          intermediate: Mapping[int, Any] | None, return_linear: bool
+          ) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]], LinearBounds | None]:
     center = with_population_axis(box.center)
     generators = _input_generators(box.radius)
     box_radius = None

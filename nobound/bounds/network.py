@@ -75,6 +75,10 @@ class Step:
     def members(self, start: int, stop: int) -> Step:
         return self
 
+    def samples(self, start: int, stop: int) -> Step:
+        """The step for batch elements start…stop−1 (only per-sample steps change)."""
+        return self
+
 
 class ReluStep(Step):
     """y = max(v, 0); relaxed by the method (eq. 3 for IBP, eq. 5 for DeepPoly)."""
@@ -277,6 +281,10 @@ class SpecifiedLinearStep(Step):
             out = out + self._per_sample(self.bias, self._middle(v, self.input_shape) - 1)
         return out
 
+    def samples(self, start: int, stop: int) -> SpecifiedLinearStep:
+        bias = None if self.bias is None else self.bias[:, start:stop]
+        return SpecifiedLinearStep(self.index, self.weight[:, start:stop], bias)
+
     def forward_abs(self, v: Tensor) -> Tensor:
         return self.linear(v, absolute=True)
 
@@ -328,6 +336,11 @@ class Network:
             return self
         return Network([s.members(start, stop) for s in self.steps], self.input_shape,
                        stop - start)
+
+    def samples(self, start: int, stop: int) -> Network:
+        """The network for batch elements start…stop−1 (a folded specification is sliced)."""
+        return Network([s.samples(start, stop) for s in self.steps], self.input_shape,
+                       self.population)
 
     def with_spec(self, spec: Tensor) -> Network:
         """The network whose output is C · f(x): C (B, K, outputs) folded into the last

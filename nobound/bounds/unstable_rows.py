@@ -47,7 +47,7 @@ def bound_unstable_neurons(network: Network, end: int, box: Box,
         flat = (lower.reshape(lower.shape[:2] + (n,)), upper.reshape(upper.shape[:2] + (n,)))
     else:
         # per sample: the unstable neurons first (stable sort keeps their order)
-        order = xp.argsort(~unstable, axis=-1, kind="stable")[..., :rows]
+        order = xp.argsort((~unstable).astype(xp.int8), axis=-1, kind="stable")[..., :rows]
         valid = xp.take_along_axis(unstable, order, axis=-1)
         like = box.lower
 

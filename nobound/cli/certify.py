@@ -42,6 +42,9 @@ def add_certifier_flags(parser: argparse.ArgumentParser, timeout: float) -> None
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help="bounds tried on the whole box, in order (default %(default)s)")
     parser.add_argument("--no-bab", action="store_true", help="no branch and bound")
+    parser.add_argument("--bab-method", default="deeppoly", choices=("deeppoly", "alpha-crown"),
+                        help="relaxation of the branch-and-bound sub-problems (alpha-crown "
+                             "optimises slopes per sub-problem; default %(default)s)")
     parser.add_argument("--branching", default="babsr", choices=("babsr", "intercept"),
                         help="neuron choice (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks")
@@ -61,7 +64,8 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
         raise UsageError(str(error)) from None
     return CertifierConfig(timeout=args.timeout, max_nodes=args.max_nodes,
                            batch_size=args.batch_size, methods=methods, bab=not args.no_bab,
-                           branching=args.branching, seed=args.seed, **extra)
+                           bab_method=args.bab_method, branching=args.branching,
+                           seed=args.seed, **extra)
 
 
 def register(subparsers: Any) -> None:

@@ -18,10 +18,12 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from nobound.autodiff import no_grad
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import unwrap
 from nobound.nn.module import Module
 from nobound.training.certified_loss import RELAXATIONS, CertifiedLoss, CertifiedObjective
+from nobound.training.losses import accuracy, cross_entropy
 from nobound.training.method import BackpropMethod, StepContext
 
 
@@ -40,14 +42,24 @@ def objective_options(objective: CertifiedObjective) -> dict[str, Any]:
 
 def certified_metrics(result: CertifiedLoss) -> dict[str, float]:
     """Batch metrics for the log (population members averaged): natural ``accuracy``,
-    ``certified_accuracy`` (every margin lower bound > 0), and the two loss parts."""
+    ``certified_accuracy`` (every margin lower bound > 0), and the loss parts computed."""
     def mean(value: Any) -> float:
         return float(unwrap(value).mean())
 
-    return {"loss": mean(result.loss), "robust_loss": mean(result.robust_loss),
-            "natural_loss": mean(result.natural_loss),
-            "certified_accuracy": mean(result.certified_accuracy),
-            "accuracy": mean(result.natural_accuracy)}
+    metrics = {"loss": mean(result.loss), "robust_loss": mean(result.robust_loss),
+               "certified_accuracy": mean(result.certified_accuracy)}
+    if result.natural_loss is not None:
+        metrics["natural_loss"] = mean(result.natural_loss)
+        metrics["accuracy"] = mean(result.natural_accuracy)
+    return metrics
+
+
+def natural_metrics(model: Module, images: Any, labels: Any) -> dict[str, float]:
+    """Natural loss and accuracy of the model's own parameters (the GLS centre θ)."""
+    with no_grad():
+        logits = model(Tensor(images))
+        return {"natural_loss": float(cross_entropy(logits, labels).data),
+                "accuracy": accuracy(logits, labels)}
 
 
 def add_certified_arguments(parser: argparse.ArgumentParser) -> None:

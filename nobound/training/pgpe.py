@@ -40,6 +40,7 @@ from nobound.training.grad import (
     certified_metrics,
     certified_options_from_args,
     make_objective,
+    natural_metrics,
     objective_options,
 )
 from nobound.training.method import StepContext, StepResult, TrainingMethod
@@ -246,10 +247,12 @@ class PGPETraining(TrainingMethod):
         parts: list[tuple[int, dict[str, float]]] = []
 
         def loss_of(params: dict) -> Any:
-            result = self.objective(model, images, labels, context.eps, params=params)
+            result = self.objective(model, images, labels, context.eps, params=params,
+                                    natural_metrics=self.objective.robust_weight < 1)
             parts.append((result.loss.shape[0], certified_metrics(result)))
             return result.loss
 
+        centre = natural_metrics(model, images, labels)  # before θ moves
         chunk = self._chunk_size(loss_of, member_vectors, xp, len(labels))
         parts.clear()  # forget the footprint probe's evaluations
         losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
@@ -262,7 +265,7 @@ class PGPETraining(TrainingMethod):
         total = sum(count for count, _ in parts)
         metrics = {key: sum(count * m[key] for count, m in parts) / total
                    for key in parts[0][1]}
-        metrics.update(sigma=float(self.sigma.mean()), population_chunk=chunk)
+        metrics.update(centre, sigma=float(self.sigma.mean()), population_chunk=chunk)
         return StepResult(None, metrics)
 
     def _chunk_size(self, loss_of: Callable, member_vectors: Callable, xp: Any,

@@ -33,6 +33,7 @@ from nobound.training.grad import (
     certified_metrics,
     certified_options_from_args,
     make_objective,
+    natural_metrics,
     objective_options,
 )
 from nobound.training.method import StepContext, StepResult, TrainingMethod
@@ -100,12 +101,13 @@ class RGSTraining(TrainingMethod):
 
         def loss_of(member_params: dict) -> Any:
             results.append(self.objective(model, images, labels, context.eps,
-                                          params=member_params))
+                                          params=member_params,
+                                          natural_metrics=self.objective.robust_weight < 1))
             return results[-1].loss
 
         gradient, _ = rgs_gradient(loss_of, layout, center, sigma, directions)
-        return StepResult(layout.unflatten(gradient),
-                          {**certified_metrics(results[0]), "sigma": sigma})
+        metrics = {**natural_metrics(model, images, labels), **certified_metrics(results[0])}
+        return StepResult(layout.unflatten(gradient), {**metrics, "sigma": sigma})
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -467,3 +467,27 @@ def test_alpha_crown_training_variant_is_sound_and_differs_from_its_start():
     assert np.all(variant.lower.data >= start.lower.data - ROUNDOFF)
     values = spec_outputs(model, spec, box_points(box, 64))
     assert np.all(values >= variant.lower.data - ROUNDOFF)
+
+
+@pytest.mark.parametrize("method", ["deeppoly", "alpha-crown"])
+def test_back_substituting_only_unstable_rows_changes_no_bound(method, monkeypatch):
+    """Rows of neurons the interval pre-check proves stable are skipped (unstable_rows)."""
+    import nobound.bounds.unstable_rows as unstable_rows
+
+    model, _, box, spec = problem("conv", eps=0.05)
+    params = population_params(model, 2)
+    results = []
+    for fraction in (0.0, 1.0):  # always all rows / always only the unstable ones
+        monkeypatch.setattr(unstable_rows, "DENSE_FRACTION", fraction)
+        results.append(compute_bounds(model, box, method=method, spec=spec, params=params,
+                                      **ALPHA))
+    every_row, unstable_only = results
+    np.testing.assert_allclose(unstable_only.lower.data, every_row.lower.data, rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(unstable_only.upper.data, every_row.upper.data, rtol=0,
+                               atol=1e-12)
+    for index, (lower, upper) in every_row.intermediate.items():
+        np.testing.assert_allclose(unstable_only.intermediate[index][0].data, lower.data,
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(unstable_only.intermediate[index][1].data, upper.data,
+                                   rtol=0, atol=1e-12)

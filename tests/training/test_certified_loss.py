@@ -104,3 +104,15 @@ def test_invalid_settings_are_rejected():
         CertifiedObjective("ibp", robust_weight=1.5)
     with pytest.raises(ValueError):
         CertifiedObjective("ibp", l1_weight=-1.0)
+
+
+def test_skipping_natural_metrics_changes_nothing_else():
+    model, x, targets = tiny_problem(np)
+    full = certified_loss(model, x, targets, 0.03, "deeppoly")
+    lean = certified_loss(model, x, targets, 0.03, "deeppoly", natural_metrics=False)
+    assert lean.natural_loss is None and lean.natural_accuracy is None
+    assert float(lean.loss.data) == float(full.loss.data)
+    np.testing.assert_array_equal(lean.margin_lower, full.margin_lower)
+    mixed = certified_loss(model, x, targets, 0.03, "ibp", robust_weight=0.5,
+                           natural_metrics=False)  # the loss needs the natural term
+    assert mixed.natural_loss is not None

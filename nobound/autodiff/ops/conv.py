@@ -24,17 +24,11 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
-import numpy as np
-
-from nobound.autodiff.ops._im2col import col2im, im2col
+from nobound.autodiff.ops import _conv_products as products
+from nobound.autodiff.ops._conv_products import Window
 from nobound.autodiff.ops._util import lift
 from nobound.autodiff.tensor import Tensor, is_grad_enabled
 from nobound.backend import get_array_module
-
-#: Bytes of im2col columns unfolded at once when they need not be kept (about the L2 cache):
-#: small enough to stay in cache between im2col and the GEMM, large enough for an
-#: efficient GEMM.
-BLOCK_BYTES = 2 << 20
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -61,8 +55,14 @@ def _layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, in
     return 1, prod(lead), lead
 
 
+def _images(x: Any, w_shape: tuple[int, ...]) -> Any:
+    """The input as (G, N, C, H, W)."""
+    groups, count, _ = _layout(x.shape, w_shape)
+    return x.reshape(groups, count, *x.shape[-3:])
+
+
 def _weight_rows(w: Any, groups: int) -> Any:
-    """W as (G, members/G · O, K): rows (member, out channel), matching im2col's groups."""
+    """W as (G, members/G · O, K): rows (member, out channel), matching the groups."""
     return w.reshape(groups, -1, prod(w.shape[-3:]))
 
 
@@ -79,79 +79,34 @@ def _output_rows(g: Any, groups: int, members: int) -> Any:
     return rows.reshape(groups, -1, images * out_h * out_w)
 
 
-def _forward(x: Any, w: Any, stride: int, padding: int, keep_columns: bool = True
-             ) -> tuple[Any, Any]:
-    """y = W · im2col(x), and the columns (kept for the weight gradient, else None).
-
-    When the columns need not be kept, NumPy inputs are unfolded a cache-sized block of
-    images at a time (:func:`_product_in_blocks`): the same products, without ever writing
-    the whole, kh·kw/s² times larger, column array to memory.
-    """
+def _forward(x: Any, w: Any, window: Window, keep_columns: bool) -> tuple[Any, Any]:
+    """y = W · im2col(x) in (*lead, O, Ho, Wo), and the columns if kept (else None)."""
     xp = get_array_module(x, w)
-    groups, n, lead = _layout(x.shape, w.shape)
-    out_channels, channels, kh, kw = w.shape[-4:]
-    h, width = x.shape[-2:]
-    ho, wo = output_size(h, kh, stride, padding), output_size(width, kw, stride, padding)
-    if ho < 1 or wo < 1:
-        raise ValueError(f"conv kernel {kh}x{kw} does not fit input {h}x{width}")
-    images = x.reshape(groups, n, channels, h, width)
-    if keep_columns or xp is not np:
-        cols = im2col(images, kh, kw, stride, padding)
-        out = xp.matmul(_weight_rows(w, groups), cols)  # (G, members/G · O, N·Ho·Wo)
-    else:
-        cols, out = None, _product_in_blocks(images, _weight_rows(w, groups), kh, kw, stride,
-                                             padding, ho * wo)
-    out = out.reshape(_members(w.shape), out_channels, n, ho, wo).transpose(0, 2, 1, 3, 4)
-    return xp.ascontiguousarray(out).reshape(*lead, out_channels, ho, wo), cols
+    groups, count, lead = _layout(x.shape, w.shape)
+    out_h, out_w = window.out_shape(*x.shape[-2:])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"conv kernel {window.kernel_h}x{window.kernel_w} does not fit "
+                         f"input {x.shape[-2]}x{x.shape[-1]}")
+    out, cols = products.forward(_images(x, w.shape), _weight_rows(w, groups), window,
+                                 keep_columns)
+    out_channels = w.shape[-4]
+    out = out.reshape(_members(w.shape), out_channels, count, out_h, out_w)
+    return xp.ascontiguousarray(out.transpose(0, 2, 1, 3, 4)).reshape(
+        *lead, out_channels, out_h, out_w), cols
 
 
-def _product_in_blocks(images: Any, w_rows: Any, kh: int, kw: int, stride: int, padding: int,
-                       pixels: int) -> Any:
-    """W · im2col(images), (G, R, N·pixels), unfolding ≤ BLOCK_BYTES of columns at a time.
-
-    Blocks are whole groups when a group's columns fit, else slices of one group's images.
-    """
-    groups, count = images.shape[:2]
-    image_bytes = w_rows.shape[-1] * pixels * images.itemsize
-    per_block = max(1, BLOCK_BYTES // image_bytes)  # images per block
-    group_step = max(1, per_block // count) if groups > 1 else 1
-    image_step = min(count, per_block)
-    out = np.empty((groups, w_rows.shape[1], count, pixels), dtype=np.result_type(images, w_rows))
-    for g in range(0, groups, group_step):
-        weights = w_rows[g:g + group_step] if groups > 1 else w_rows
-        for i in range(0, count, image_step):
-            block = images[g:g + group_step, i:i + image_step]
-            cols = im2col(block, kh, kw, stride, padding)
-            product = np.matmul(weights, cols)
-            out[g:g + group_step, :, i:i + image_step] = product.reshape(
-                product.shape[0], product.shape[1], block.shape[1], pixels)
-    return out.reshape(groups, w_rows.shape[1], count * pixels)
+def _input_grad(rows: Any, w: Any, x_shape: tuple[int, ...], window: Window) -> Any:
+    """dx = col2im(Wᵀ · g) for output-gradient rows g: the transposed convolution."""
+    groups, count, _ = _layout(x_shape, w.shape)
+    images_shape = (groups, count, *x_shape[-3:])
+    return products.input_grad(rows, _weight_rows(w, groups), images_shape, window
+                               ).reshape(x_shape)
 
 
-def _input_grad(rows: Any, w: Any, x_shape: tuple[int, ...], stride: int, padding: int
-                ) -> Any:
-    """d x = col2im(Wᵀ · g), g given as :func:`_output_rows`: the transposed convolution.
-
-    With a shared input the product Wᵀ · g runs over the merged (member, channel) axis, so
-    it sums the members' contributions Σ_p W_pᵀ g_p in the GEMM itself.
-    """
-    xp = get_array_module(rows, w)
-    groups, n, _ = _layout(x_shape, w.shape)
-    _, channels, kh, kw = w.shape[-4:]
-    d_cols = xp.matmul(_weight_rows(w, groups).swapaxes(-1, -2), rows)  # (G, K, N·Ho·Wo)
-    images = col2im(d_cols, (groups, n, channels, *x_shape[-2:]), kh, kw, stride, padding)
-    return images.reshape(x_shape)
-
-
-def _weight_grad(rows: Any, cols: Any, w_shape: tuple[int, ...]) -> Any:
-    """d W = g · colsᵀ, g given as :func:`_output_rows`.
-
-    Computed as (cols · gᵀ)ᵀ: the same GEMM, but with the long N·Ho·Wo axis contracted in
-    the operand order OpenBLAS handles faster for these thin shapes (K, O ≪ N·Ho·Wo).
-    """
-    xp = get_array_module(rows, cols)
-    d_w = xp.matmul(cols, rows.swapaxes(-1, -2)).swapaxes(-1, -2)  # (G, members/G · O, K)
-    return xp.ascontiguousarray(d_w).reshape(w_shape)
+def _weight_grad(rows: Any, cols: Any, x: Any, w_shape: tuple[int, ...], window: Window
+                 ) -> Any:
+    """dW = g · colsᵀ, from kept columns or (cols None) by unfolding x again."""
+    return products.weight_grad(rows, cols, _images(x, w_shape), window).reshape(w_shape)
 
 
 def conv2d(x: Any, weight: Any, stride: int = 1, padding: int = 0) -> Tensor:
@@ -160,16 +115,16 @@ def conv2d(x: Any, weight: Any, stride: int = 1, padding: int = 0) -> Tensor:
     vjp_x = conv_transpose2d(g, W);  vjp_W[o, c, p, q] = Σ_{i,j} g[o, i, j] x_pad[c, s·i+p, s·j+q].
     """
     x, weight = lift(x, weight)
-    keep_columns = weight.requires_grad and is_grad_enabled()  # only d W reads them
-    out, cols = _forward(x.data, weight.data, stride, padding, keep_columns)
-
+    window = Window(*weight.shape[-2:], stride, padding)
+    keep_columns = weight.requires_grad and is_grad_enabled()  # only dW reads them
+    out, cols = _forward(x.data, weight.data, window, keep_columns)
     groups = _layout(x.shape, weight.shape)[0]
 
     def vjp(g: Any) -> tuple[Any, Any]:
         rows = _output_rows(g, groups, _members(weight.shape))
-        gx = _input_grad(rows, weight.data, x.shape, stride, padding) \
-            if x.requires_grad else None
-        gw = _weight_grad(rows, cols, weight.shape) if weight.requires_grad else None
+        gx = _input_grad(rows, weight.data, x.shape, window) if x.requires_grad else None
+        gw = _weight_grad(rows, cols, x.data, weight.shape, window) \
+            if weight.requires_grad else None
         return gx, gw
 
     return Tensor.from_op(out, (x, weight), vjp)
@@ -196,15 +151,15 @@ def conv_transpose2d(y: Any, weight: Any, input_hw: tuple[int, int], stride: int
         raise ValueError(f"conv_transpose2d: input {y.shape} does not end in (O, Ho, Wo) = "
                          f"{expected} of a conv2d to {tuple(input_hw)}")
     x_shape = (*lead, channels, *input_hw)
+    window = Window(kh, kw, stride, padding)
     groups = _layout(x_shape, weight.shape)[0]
     members = _members(weight.shape)
-    out = _input_grad(_output_rows(y.data, groups, members), weight.data, x_shape, stride,
-                      padding)
+    out = _input_grad(_output_rows(y.data, groups, members), weight.data, x_shape, window)
 
     def vjp(g: Any) -> tuple[Any, Any]:
-        gy, cols = _forward(g, weight.data, stride, padding, keep_columns=weight.requires_grad)
-        gw = _weight_grad(_output_rows(y.data, groups, members), cols, weight.shape) \
-            if weight.requires_grad else None
+        gy, cols = _forward(g, weight.data, window, keep_columns=weight.requires_grad)
+        gw = _weight_grad(_output_rows(y.data, groups, members), cols, g, weight.shape,
+                          window) if weight.requires_grad else None
         return (gy if y.requires_grad else None), gw
 
     return Tensor.from_op(out, (y, weight), vjp)

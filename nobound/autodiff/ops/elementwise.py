@@ -86,9 +86,13 @@ def sqrt(x: Tensor) -> Tensor:
 
 
 def relu(x: Tensor) -> Tensor:
-    """z = max(x, 0);  vjp = g · 1[x > 0] (the subgradient 0 is taken at x = 0)."""
-    positive = x.data > 0
-    return Tensor.from_op(x.data * positive, (x,), lambda g: (g * positive,))
+    """z = max(x, 0);  vjp = g · 1[x > 0] (the subgradient 0 is taken at x = 0).
+
+    1[x > 0] = 1[z > 0] is formed from z inside the VJP, so a forward pass without
+    gradients makes one pass over the data and stores no mask.
+    """
+    out = x.xp.maximum(x.data, 0)
+    return Tensor.from_op(out, (x,), lambda g: (g * (out > 0),))
 
 
 def abs(x: Tensor) -> Tensor:  # noqa: A001 - mirrors numpy's name
@@ -142,5 +146,5 @@ def positive_part(x: Tensor) -> Tensor:
 
 def negative_part(x: Tensor) -> Tensor:
     """x⁻ = min(x, 0);  vjp = g · 1[x < 0]."""
-    negative = x.data < 0
-    return Tensor.from_op(x.data * negative, (x,), lambda g: (g * negative,))
+    out = x.xp.minimum(x.data, 0)
+    return Tensor.from_op(out, (x,), lambda g: (g * (out < 0),))

@@ -1,0 +1,146 @@
+"""The three matrix products of a convolution, whole or in cache-sized blocks of images.
+
+Notation (see :mod:`nobound.autodiff.ops.conv`): images (G, N, C, H, W); columns
+cols = im2col(images), (G, K, M) with K = C·kh·kw and M = N·Ho·Wo; weight rows W
+(G, R, K) with R = (members / G)·O; output rows Y and gradient rows g (G, R, M), their
+columns ordered (image, i, j) like those of cols. Then
+
+    forward        Y  = W · cols
+    input grad     dx = col2im(Wᵀ · g)
+    weight grad    dW = g · colsᵀ
+
+*Whole*: one (batched) GEMM each on fully materialised columns — the right choice for
+small columns, whose forward copy can be kept for dW, and on the GPU.
+
+*Blocked* (NumPy, columns larger than KEEP_BYTES or not needed afterwards): the images are
+cut into blocks whose columns take at most BLOCK_BYTES (about an L2 cache); each block is
+unfolded, multiplied and folded back while it is still in cache, and dW unfolds the input
+again instead of keeping the columns. The products are the same (up to the order of
+floating-point sums); memory traffic and peak memory drop by the factor K·M / BLOCK_BYTES,
+and no temporary is large enough to need fresh pages from the kernel on every call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from nobound.autodiff.ops._im2col import col2im, im2col
+from nobound.backend import get_array_module
+
+#: Bytes of columns unfolded per block (about the L2 cache): small enough to stay in cache
+#: between im2col and the GEMM, large enough for an efficient GEMM.
+BLOCK_BYTES = 2 << 20
+#: Larger column arrays are never materialised whole on the CPU. Equal to the allocator's
+#: mmap threshold (nobound.host_memory): bigger arrays would be mapped afresh on each call.
+KEEP_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class Window:
+    """Kernel size, stride and zero padding of a convolution."""
+
+    kernel_h: int
+    kernel_w: int
+    stride: int
+    padding: int
+
+    def unfold(self, images: Any) -> Any:
+        return im2col(images, self.kernel_h, self.kernel_w, self.stride, self.padding)
+
+    def fold(self, cols: Any, image_shape: tuple[int, ...]) -> Any:
+        return col2im(cols, image_shape, self.kernel_h, self.kernel_w, self.stride,
+                      self.padding)
+
+    def out_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(Ho, Wo) = ⌊(size + 2·padding − kernel) / stride⌋ + 1 along each axis."""
+        return ((height + 2 * self.padding - self.kernel_h) // self.stride + 1,
+                (width + 2 * self.padding - self.kernel_w) // self.stride + 1)
+
+    def column_bytes(self, images_shape: tuple[int, ...], itemsize: int) -> int:
+        """Size of im2col of images (G, N, C, H, W)."""
+        groups, count, channels, height, width = images_shape
+        out_h, out_w = self.out_shape(height, width)
+        return groups * count * channels * self.kernel_h * self.kernel_w * out_h * out_w * \
+            itemsize
+
+
+def _blocks(groups: int, count: int, image_bytes: int) -> list[tuple[slice, slice]]:
+    """(groups, images) index pairs covering all images, ≤ BLOCK_BYTES of columns each:
+    several whole groups at a time when one group fits, else slices of one group."""
+    per_block = max(1, BLOCK_BYTES // image_bytes)
+    if per_block >= count:
+        step = per_block // count
+        return [(slice(g, g + step), slice(0, count)) for g in range(0, groups, step)]
+    return [(slice(g, g + 1), slice(i, i + per_block))
+            for g in range(groups) for i in range(0, count, per_block)]
+
+
+def _columns_of(part: slice, pixels: int) -> slice:
+    """The M-axis columns (image, i, j) of the images in ``part``."""
+    return slice(part.start * pixels, part.stop * pixels)
+
+
+def _blocked(array: Any, images_shape: tuple[int, ...], window: Window, limit: int) -> bool:
+    return isinstance(array, np.ndarray) and \
+        window.column_bytes(images_shape, array.itemsize) > limit
+
+
+def forward(images: Any, w_rows: Any, window: Window, keep_columns: bool
+            ) -> tuple[Any, Any]:
+    """Y = W · cols, (G, R, M), and cols when ``keep_columns`` and they are small (else None)."""
+    xp = get_array_module(images, w_rows)
+    if not _blocked(images, images.shape, window, KEEP_BYTES if keep_columns else 0):
+        cols = window.unfold(images)
+        return xp.matmul(w_rows, cols), (cols if keep_columns else None)
+    groups, count = images.shape[:2]
+    rows, kernel_size = w_rows.shape[1:]
+    pixels = prod(window.out_shape(*images.shape[-2:]))
+    out = np.empty((groups, rows, count * pixels), dtype=np.result_type(images, w_rows))
+    for group, part in _blocks(groups, count, kernel_size * pixels * images.itemsize):
+        # a block of images is a contiguous run of M: a view the GEMM writes into
+        np.matmul(w_rows[group], window.unfold(images[group, part]),
+                  out=out[group, :, _columns_of(part, pixels)])
+    return out, None
+
+
+def input_grad(rows: Any, w_rows: Any, images_shape: tuple[int, ...], window: Window) -> Any:
+    """dx = col2im(Wᵀ · g) as images (G, N, C, H, W).
+
+    For a shared input (G = 1, R = P·O) the GEMM runs over the merged (member, channel)
+    axis, so it sums the members' contributions Σ_p W_pᵀ g_p itself.
+    """
+    xp = get_array_module(rows, w_rows)
+    w_columns = w_rows.swapaxes(-1, -2)  # (G, K, R)
+    if not _blocked(rows, images_shape, window, KEEP_BYTES):
+        return window.fold(xp.matmul(w_columns, rows), images_shape)
+    groups, count = images_shape[:2]
+    pixels = rows.shape[-1] // count
+    grad = np.empty(images_shape, dtype=np.result_type(rows, w_rows))
+    for group, part in _blocks(groups, count, w_rows.shape[2] * pixels * rows.itemsize):
+        d_cols = np.matmul(w_columns[group], rows[group, :, _columns_of(part, pixels)])
+        grad[group, part] = window.fold(d_cols, grad[group, part].shape)
+    return grad
+
+
+def weight_grad(rows: Any, cols: Any, images: Any, window: Window) -> Any:
+    """dW = g · colsᵀ, (G, R, K), from the kept columns or, when None, from the images.
+
+    Computed as (cols · gᵀ)ᵀ: the same GEMM, with the long M axis contracted in the operand
+    order OpenBLAS handles faster for these thin shapes (K, R ≪ M).
+    """
+    xp = get_array_module(rows, images)
+    if cols is not None:
+        return xp.ascontiguousarray(xp.matmul(cols, rows.swapaxes(-1, -2)).swapaxes(-1, -2))
+    groups, count, channels = images.shape[:3]
+    pixels = rows.shape[-1] // count
+    kernel_size = channels * window.kernel_h * window.kernel_w
+    grad = np.zeros((groups, rows.shape[1], kernel_size), dtype=np.result_type(rows, images))
+    for group, part in _blocks(groups, count, kernel_size * pixels * images.itemsize):
+        g_block = rows[group, :, _columns_of(part, pixels)]
+        grad[group] += np.matmul(window.unfold(images[group, part]),
+                                 g_block.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return grad
