@@ -103,33 +103,38 @@ def throughput(certifier: Certifier, problem, batch_sizes=(1, 8, 32), total: int
             layer[n, chosen] = rng.choice([-1, 1], size=chosen.size)
         signs.append(layer)
         known.append((np.repeat(lo, total, axis=0), np.repeat(hi, total, axis=0)))
-    rates = {}
-    for size in batch_sizes:
-        wall, cpu = np.inf, np.inf
-        for _ in range(3):  # best of three: the machine is shared
+    wall = dict.fromkeys(batch_sizes, np.inf)
+    cpu = dict.fromkeys(batch_sizes, np.inf)
+    for _ in range(5):  # best of five, sizes interleaved: the machine is shared
+        for size in batch_sizes:
             start, start_cpu = time.perf_counter(), time.process_time()
             bound_subproblems(problem, dense, signs, known, chunk=size)
-            wall = min(wall, time.perf_counter() - start)
-            cpu = min(cpu, time.process_time() - start_cpu)
-        rates[str(size)] = {"wall": total / wall, "cpu": total / cpu}
-        print(f"  batch {size}: {rates[str(size)]} sub-problems/s", flush=True)
+            wall[size] = min(wall[size], time.perf_counter() - start)
+            cpu[size] = min(cpu[size], time.process_time() - start_cpu)
+    rates = {str(size): {"wall": total / wall[size], "cpu": total / cpu[size]}
+             for size in batch_sizes}
+    print(f"  sub-problems/s by batch size: {rates}", flush=True)
     return rates
 
 
 def bab_batching(certifier: Certifier, problem, nodes: int) -> dict:
-    results = {}
-    for size in (1, 32):
-        config = BabConfig(batch_size=size, max_nodes=nodes, attack_every=0)
-        start_cpu = time.process_time()
-        outcome = branch_and_bound(problem, certifier.dense, config)
-        cpu = time.process_time() - start_cpu
-        results[str(size)] = {"status": outcome.status, "bounded": outcome.bounded,
-                              "seconds": outcome.seconds, "cpu_seconds": cpu,
-                              "per_second": outcome.bounded / outcome.seconds,
-                              "per_cpu_second": outcome.bounded / cpu,
-                              "lowest_open_bound": outcome.lower_bound
-                              if np.isfinite(outcome.lower_bound) else None}
-        print(f"  BaB batch {size}: {results[str(size)]}", flush=True)
+    """Branch and bound with 1 and 32 sub-domains per round, best of two interleaved runs."""
+    results: dict[str, dict] = {}
+    for _ in range(2):
+        for size in (1, 32):
+            config = BabConfig(batch_size=size, max_nodes=nodes, attack_every=0)
+            start_cpu = time.process_time()
+            outcome = branch_and_bound(problem, certifier.dense, config)
+            cpu = time.process_time() - start_cpu
+            entry = {"status": outcome.status, "bounded": outcome.bounded,
+                     "seconds": outcome.seconds, "cpu_seconds": cpu,
+                     "per_second": outcome.bounded / outcome.seconds,
+                     "per_cpu_second": outcome.bounded / cpu,
+                     "lowest_open_bound": outcome.lower_bound
+                     if np.isfinite(outcome.lower_bound) else None}
+            if str(size) not in results or cpu < results[str(size)]["cpu_seconds"]:
+                results[str(size)] = entry
+    print(f"  BaB: {results}", flush=True)
     return results
 
 
@@ -151,9 +156,9 @@ def markdown_section(report: dict) -> str:
             lines.append(f"| {name} | {eps} | {s['certified']} | {s['falsified']} | "
                          f"{s['unknown']} | {s['solved']}/{s['n']} | {median} | {decided} |")
     lines += ["", "Sub-problems bounded per second (DeepPoly with splits, one relaxation call "
-              "per batch; wall clock / process CPU time, best of 3) and branch and bound with "
+              "per batch; wall clock / process CPU time, best of 5) and branch and bound with "
               "1 vs 32 sub-domains split per round and a budget of 256 sub-problems "
-              "(wall / CPU):", "",
+              "(wall / CPU, best of 2):", "",
               "| model | instance | batch 1 | batch 8 | batch 32 | BaB batch 1 (/s) "
               "| BaB batch 32 (/s) |", "|---|---|---|---|---|---|---|"]
     for name, entry in report["models"].items():

@@ -1,7 +1,7 @@
 """Benchmark 3 (issue 2): P = 256 perturbed cnn3 networks on one batch, fused vs a loop.
 
     python benchmarks/engine_population.py [--threads 2] [--batches 32 512] \
-        [--budget-mib 32] [--device cpu|cuda]
+        [--budget-mib 128] [--device cpu|cuda]
 
 RGS and PGPE evaluate many perturbed copies θ_i = θ + σ z_i of a network on the same
 minibatch. nobound evaluates them *fused*: every parameter gets a leading population axis
@@ -13,10 +13,10 @@ each member). The reference is the Python loop over members, one ordinary forwar
 * ``loop``: one member at a time;
 * ``fused``: all P members in one call;
 * ``fused (budget)``: members in chunks sized by ``chunk_size_for_budget`` from the
-  measured per-member memory and ``--budget-mib``. The default, 32 MiB, keeps every
-  intermediate array below glibc's mmap threshold as set by :mod:`nobound.host_memory`,
-  so chunks reuse the same heap memory instead of faulting in fresh pages, and close to
-  the caches; larger chunks are not faster on a CPU.
+  measured per-member memory and ``--budget-mib``. The default, 128 MiB, is glibc's mmap
+  threshold as set by :mod:`nobound.host_memory`: every array of a chunk then comes from
+  heap memory that the next chunk reuses, instead of fresh pages faulted in on each call.
+  Larger chunks are slower on a CPU, not faster.
 
 All three give the same losses (checked). Peak memory is tracemalloc's peak of traced
 allocations during one call (NumPy registers every array buffer with tracemalloc; BLAS
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 512])
     parser.add_argument("--population", type=int, default=256)
     parser.add_argument("--sigma", type=float, default=0.01)
-    parser.add_argument("--budget-mib", type=float, default=32,
+    parser.add_argument("--budget-mib", type=float, default=128,
                         help="memory budget for the chunked fused evaluation")
     parser.add_argument("--max-unchunked-gib", type=float, default=6,
                         help="skip the unchunked fused run when it would need more")

@@ -6,7 +6,8 @@ is proved. Otherwise an unstable neuron z (l < 0 < u) is split into z ≥ 0 and 
 with its splits and its parent's pre-activation bounds (valid on it), so its intermediate
 bounds only tighten. Sub-domains are processed best-first — lowest bound first, the ones
 most likely to hide a counterexample and the ones that decide the final bound — popping
-``batch_size`` at a time and bounding all their children in one batched relaxation call
+up to ``batch_size`` at a time (the number that bounds fastest per sub-problem, measured
+as the search runs) and bounding all their children in one batched relaxation call
 (:mod:`nobound.certify.subproblems`).
 
 A sub-domain with no unstable neuron left is affine: its LP (:mod:`nobound.certify.leaf_lp`)
@@ -41,7 +42,7 @@ from nobound.exact.dense import DenseNetwork
 @dataclass
 class BabConfig:
     method: str = "deeppoly"
-    batch_size: int = 32        # sub-domains split per round: 2× that many bounded at once
+    batch_size: int = 32        # at most this many sub-domains split per round (adaptive)
     max_nodes: int = 20_000     # bounded sub-problems before giving up
     branching: str = "babsr"    # or "intercept"
     attack_every: int = 5       # rounds between PGD runs on the worst sub-domains
@@ -70,6 +71,36 @@ class _Open:
     bounds: list[Interval] = field(compare=False)
     lower: np.ndarray = field(compare=False)
     minimiser: np.ndarray | None = field(compare=False)
+
+
+class _BatchSizer:
+    """How many sub-domains to split per round: the cheapest per sub-problem, measured.
+
+    Batching amortises Python overhead but enlarges the back-substitution tensors; which
+    wins depends on the network and the machine (docs/benchmarks.md: batching helps the
+    FC net, hurts cnn3 on a CPU). Sizes 1, 2, 4, … up to the maximum are tried in turn
+    while the time per sub-problem keeps falling; then the best one measured is kept, its
+    time tracked by an exponential average so a slower phase can move the choice.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = max(1, maximum)
+        self.times: dict[int, float] = {}
+        self.current = 1
+        self.exploring = True
+
+    def record(self, size: int, seconds_per_subproblem: float) -> None:
+        if size != self.current:  # a partial round (few open sub-domains) says little
+            return
+        old = self.times.get(size)
+        self.times[size] = seconds_per_subproblem if old is None else \
+            0.7 * old + 0.3 * seconds_per_subproblem
+        best = min(self.times, key=self.times.get)
+        if self.exploring and best == size and size < self.maximum:
+            self.current = min(2 * size, self.maximum)
+        else:
+            self.exploring = False
+            self.current = best
 
 
 def _fully_fixed(bounds: list[Interval], signs: list[np.ndarray]) -> bool:
@@ -205,6 +236,7 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     root_start = time.perf_counter()
     root = bound_subproblems(problem, dense, signs, None, config.method)
     per_subproblem = time.perf_counter() - root_start  # refined after every round
+    sizes = _BatchSizer(config.batch_size)
     search.bounded = 1
     index = search.new_node()
     found = problem.find_counterexample(root.minimisers) if root.minimisers is not None \
@@ -229,10 +261,11 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                 return finish("unknown", "timeout", rounds=round_index)
             room = min(room, affordable)
         parents = [heapq.heappop(search.heap)
-                   for _ in range(min(config.batch_size, len(search.heap), room))]
+                   for _ in range(min(sizes.current, len(search.heap), room))]
         round_start = time.perf_counter()
         found = search.expand(parents)
         per_subproblem = (time.perf_counter() - round_start) / (2 * len(parents))
+        sizes.record(len(parents), per_subproblem)
         if found is None and config.attack_every and round_index % config.attack_every == 0 \
                 and search.heap:
             found = search.attack_worst(round_index)

@@ -106,10 +106,11 @@ def encode(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
         weight, bias = network.weights[k], network.biases[k]
         low, high = (np.asarray(b, np.float64).reshape(-1) for b in bounds[k])
         n = len(bias)
-        z, y = offset, offset + n
-        delta = y + n
-        offset = delta + n if exact else y + n
-        rows.add([(z, np.eye(n)), (previous, -weight)], bias, bias)
+        # where z_k, y_k and δ_k start in the variable vector
+        pre, post = offset, offset + n
+        indicator = post + n
+        offset = indicator + n if exact else post + n
+        rows.add([(pre, np.eye(n)), (previous, -weight)], bias, bias)
         var_lower += [low, np.maximum(low, 0.0)]
         var_upper += [high, np.maximum(high, 0.0)]
         integrality += [np.zeros(n), np.zeros(n)]
@@ -119,28 +120,29 @@ def encode(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
         unstable = ~(active | inactive)
         # Stable active: y − z = 0. Stable inactive: y ∈ [0, max(u, 0)] = [0, 0] already.
         index = neurons[active]
-        rows.add_diagonal([(y + index, 1.0), (z + index, -1.0)], np.zeros(len(index)),
+        rows.add_diagonal([(post + index, 1.0), (pre + index, -1.0)], np.zeros(len(index)),
                           np.zeros(len(index)))
         index = neurons[unstable]
         count = len(index)
-        lo, hi = low[index], high[index]
-        rows.add_diagonal([(y + index, 1.0), (z + index, -1.0)], np.zeros(count),
+        unstable_lower, unstable_upper = low[index], high[index]
+        rows.add_diagonal([(post + index, 1.0), (pre + index, -1.0)], np.zeros(count),
                           np.full(count, np.inf))
         if exact:
             # y − z − l δ ≤ −l  ⇔  y ≤ z − l(1 − δ);   y − u δ ≤ 0.
-            rows.add_diagonal([(y + index, 1.0), (z + index, -1.0), (delta + index, -lo)],
-                              np.full(count, -np.inf), -lo)
-            rows.add_diagonal([(y + index, 1.0), (delta + index, -hi)],
+            rows.add_diagonal([(post + index, 1.0), (pre + index, -1.0),
+                               (indicator + index, -unstable_lower)],
+                              np.full(count, -np.inf), -unstable_lower)
+            rows.add_diagonal([(post + index, 1.0), (indicator + index, -unstable_upper)],
                               np.full(count, -np.inf), np.zeros(count))
             var_lower.append(np.where(active, 1.0, 0.0))
             var_upper.append(np.where(inactive, 0.0, 1.0))
             integrality.append(np.ones(n))
         else:
             # y − s z ≤ −s l with s = u / (u − l): the triangle's upper side.
-            slope = hi / (hi - lo)
-            rows.add_diagonal([(y + index, 1.0), (z + index, -slope)],
-                              np.full(count, -np.inf), -slope * lo)
-        previous = y
+            slope = unstable_upper / (unstable_upper - unstable_lower)
+            rows.add_diagonal([(post + index, 1.0), (pre + index, -slope)],
+                              np.full(count, -np.inf), -slope * unstable_lower)
+        previous = post
     cost = np.zeros(offset)
     last_weight = network.weights[-1]
     last_size = last_weight.shape[1]

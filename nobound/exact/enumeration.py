@@ -66,8 +66,8 @@ def enumerate_minimum(model: Module | DenseNetwork, lower: np.ndarray, upper: np
         return ExactMinimum(float("inf"), None, float("inf"))
     choices = []  # per hidden neuron, the activation states interval bounds allow
     for low, high in bounds:
-        choices += [(1.0,) if lo >= 0 else (0.0,) if hi <= 0 else (0.0, 1.0)
-                    for lo, hi in zip(low, high, strict=True)]
+        choices += [(1.0,) if neuron_low >= 0 else (0.0,) if neuron_high <= 0 else (0.0, 1.0)
+                    for neuron_low, neuron_high in zip(low, high, strict=True)]
     free = sum(len(options) == 2 for options in choices)
     if free > MAX_ENUMERATED_NEURONS:
         raise ValueError(f"{free} unstable neurons: 2^{free} patterns is too many to enumerate")

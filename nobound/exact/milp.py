@@ -39,12 +39,15 @@ class ExactMinimum:
 
     ``value``: the solver's optimum (+inf when the region is empty); ``minimiser``: an
     input of shape ``input_shape`` in the box (None when empty); ``attained``: c·f of the
-    minimiser by a float64 forward, an upper bound on the true minimum.
+    minimiser by a float64 forward, an upper bound on the true minimum. ``optimal`` is
+    False when a time limit stopped the solver first: ``value`` and ``minimiser`` are then
+    the best found so far, and ``attained`` is still a value the network takes.
     """
 
     value: float
     minimiser: np.ndarray | None
     attained: float
+    optimal: bool = True
 
 
 def as_dense(model: Module | DenseNetwork, input_shape: Sequence[int]) -> DenseNetwork:
@@ -72,14 +75,15 @@ def solve_milp(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                         options=options)
     if solution.status == 2:  # infeasible: the split sub-region contains no input
         return ExactMinimum(float("inf"), None, float("inf"))
-    if solution.status != 0 or solution.x is None:
-        raise RuntimeError(f"MILP not solved to optimality: {solution.message}")
+    # status 1: a time or node limit; the incumbent (if any) is still a real input.
+    if solution.status not in (0, 1) or solution.x is None:
+        raise RuntimeError(f"MILP not solved: {solution.message}")
     # HiGHS may step outside the box by its tolerance; clipping keeps a real input.
     point = np.clip(solution.x[program.input_slice], lower.reshape(-1), upper.reshape(-1))
     attained = float(np.asarray(objective, np.float64).reshape(-1)
                      @ network.forward(point[None])[0])
     return ExactMinimum(float(solution.fun + program.constant),
-                        point.reshape(network.input_shape), attained)
+                        point.reshape(network.input_shape), attained, solution.status == 0)
 
 
 def minimise_output(model: Module | DenseNetwork, lower: np.ndarray, upper: np.ndarray,
@@ -98,6 +102,7 @@ def minimise_output(model: Module | DenseNetwork, lower: np.ndarray, upper: np.n
 
 def exact_output_range(model: Module | DenseNetwork, lower: np.ndarray, upper: np.ndarray,
                        spec: np.ndarray, splits: Mapping[int, np.ndarray] | None = None,
+                       time_limit: float | None = None,
                        ) -> tuple[np.ndarray, np.ndarray, list[ExactMinimum],
                                   list[ExactMinimum]]:
     """Exact (min, max) of every row of ``spec`` (K, outputs) · f(x) over the box.
@@ -110,7 +115,7 @@ def exact_output_range(model: Module | DenseNetwork, lower: np.ndarray, upper: n
     network = as_dense(model, lower.shape)
     bounds = interval_bounds(network, lower, upper, splits)
     spec = np.asarray(spec, np.float64).reshape(-1, network.output_size)
-    lows = [solve_milp(network, lower, upper, row, bounds) for row in spec]
-    highs = [solve_milp(network, lower, upper, -row, bounds) for row in spec]
+    lows = [solve_milp(network, lower, upper, row, bounds, time_limit) for row in spec]
+    highs = [solve_milp(network, lower, upper, -row, bounds, time_limit) for row in spec]
     return (np.array([answer.value for answer in lows]),
             -np.array([answer.value for answer in highs]), lows, highs)

@@ -175,7 +175,8 @@ class BoundProblem:
     """A network, a batch of boxes lower ≤ x ≤ upper (B, C, H, W) and a spec (B, K, classes).
 
     ``centre`` and ``eps`` describe the boxes as l∞ balls; ``clip`` says whether they were
-    intersected with [0, 1]. ``spec`` is None for bounds on the logits themselves.
+    intersected with [0, 1]. ``spec`` is None for bounds on the logits themselves, or
+    (K, classes) when one specification is shared by the batch.
     """
 
     network: RandomNetwork
@@ -189,10 +190,10 @@ class BoundProblem:
     @property
     def spec_matrix(self) -> np.ndarray:
         """The spec as (B, K, classes), the identity when ``spec`` is None."""
-        if self.spec is not None:
-            return self.spec
-        eye = np.eye(self.network.num_classes)
-        return np.broadcast_to(eye, (len(self.centre), *eye.shape))
+        matrix = np.eye(self.network.num_classes) if self.spec is None else self.spec
+        if matrix.ndim == 2:
+            matrix = np.broadcast_to(matrix, (len(self.centre), *matrix.shape))
+        return matrix
 
     def spec_values(self, points: np.ndarray) -> np.ndarray:
         """C f(x) for points (B, N, C, H, W) of each batch element's region: (B, N, K)."""
@@ -215,8 +216,9 @@ def _box(centre: np.ndarray, eps: np.ndarray, clip: bool) -> tuple[np.ndarray, n
 @st.composite
 def specifications(draw: st.DrawFn, batch: int, num_classes: int, seed: int,
                    ) -> np.ndarray | None:
-    """None (the logits), margin rows e_t − e_j, or a random Gaussian C (B, K, classes)."""
-    kind = draw(st.sampled_from(["logits", "margin", "random"]))
+    """None (the logits), margin rows e_t − e_j, a random Gaussian C (B, K, classes), or
+    one random C (K, classes) shared by the batch."""
+    kind = draw(st.sampled_from(["logits", "margin", "random", "shared"]))
     rng = np.random.default_rng(seed)
     if kind == "logits":
         return None
@@ -230,6 +232,8 @@ def specifications(draw: st.DrawFn, batch: int, num_classes: int, seed: int,
             spec[b, np.arange(num_classes - 1), others] = -1.0
         return spec
     rows = draw(st.integers(1, 3))
+    if kind == "shared":
+        return rng.normal(size=(rows, num_classes))
     return rng.normal(size=(batch, rows, num_classes))
 
 

@@ -230,6 +230,18 @@ def test_population_equals_separate_calls(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_a_population_of_one_keeps_its_axis(method):
+    model, _, box, spec = problem("fc")
+    params = population_params(model, 1)
+    result = compute_bounds(model, box, method=method, spec=spec, params=params, **ALPHA)
+    assert result.lower.shape == result.upper.shape == (1, 3, 3)
+    assert result.intermediate[2][0].shape == (1, 3, 7)
+    single = {name: Tensor(p.data[0]) for name, p in params.items()}
+    alone = compute_bounds(model, box, method=method, spec=spec, params=single, **ALPHA)
+    np.testing.assert_allclose(result.lower.data[0], alone.lower.data, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_chunking_rows_and_members_changes_no_bound(method):
     model, _, box, spec = problem("conv")
     params = population_params(model, 4)

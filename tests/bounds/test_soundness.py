@@ -24,7 +24,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nobound.autodiff.tensor import Tensor, no_grad
-from nobound.bounds import METHODS, Box, compute_bounds, layer_linear_bounds
+from nobound.bounds import (
+    DEFAULT_MEMORY_BUDGET,
+    METHODS,
+    Box,
+    compute_bounds,
+    layer_linear_bounds,
+)
 from nobound.nn import BatchNorm
 from nobound.testing.falsify import extreme_spec_values
 from nobound.testing.sampling import region_samples
@@ -44,11 +50,11 @@ alpha_options = st.fixed_dictionaries({
 
 
 def bound_every_method(problem: BoundProblem, return_linear: bool, alpha: dict,
-                       splits: dict | None = None) -> dict:
+                       splits: dict | None = None, **options) -> dict:
     region = Box(Tensor(problem.lower), Tensor(problem.upper))
     return {method: compute_bounds(problem.network.model, region, method=method,
                                    spec=problem.spec, return_linear=return_linear,
-                                   splits=splits, **alpha)
+                                   splits=splits, **alpha, **options)
             for method in METHODS}
 
 
@@ -94,16 +100,21 @@ def collect_failures(checks: dict) -> None:
 
 @settings(max_examples=SOUNDNESS_EXAMPLES)
 @given(problem=bound_problems(), seed=st.integers(0, 2**32 - 1), alpha=alpha_options,
-       return_linear=st.booleans(), record_graph=st.booleans())
+       return_linear=st.booleans(), record_graph=st.booleans(),
+       budget=st.sampled_from([DEFAULT_MEMORY_BUDGET, 512]))
 def test_every_relaxation_is_sound_on_samples_and_against_pgd(problem, seed, alpha,
-                                                              return_linear, record_graph):
+                                                              return_linear, record_graph,
+                                                              budget):
+    """``budget``: a tiny memory budget forces back-substitution rows into chunks."""
     rng = np.random.default_rng(seed)
     model = problem.network.model
     if record_graph:
-        results = bound_every_method(problem, return_linear, alpha)
+        results = bound_every_method(problem, return_linear, alpha,
+                                     memory_budget_bytes=budget)
     else:  # alpha-CROWN takes a different (non-differentiable) path without a graph
         with no_grad():
-            results = bound_every_method(problem, return_linear, alpha)
+            results = bound_every_method(problem, return_linear, alpha,
+                                         memory_budget_bytes=budget)
     points = region_samples(problem.lower, problem.upper, SAMPLES_PER_KIND, rng)
     batch, count = points.shape[:2]
     values = problem.spec_values(points)
@@ -226,3 +237,61 @@ def test_linear_bounds_of_every_layer_hold_pointwise(problem, seed, method):
             low, high = linear.evaluate(points[:, n])
             assert_below(low.numpy(), values[:, n], f"layer {layer_index} lower")
             assert_above(high.numpy(), values[:, n], f"layer {layer_index} upper")
+
+
+@settings(max_examples=200)
+@given(problem=bound_problems(), seed=st.integers(0, 2**32 - 1), alpha=alpha_options)
+def test_bounds_given_valid_intermediate_bounds_stay_sound(problem, seed, alpha):
+    """Intersecting with known valid bounds (here IBP's) must not break soundness."""
+    model = problem.network.model
+    region = Box(Tensor(problem.lower), Tensor(problem.upper))
+    known = compute_bounds(model, region, method="ibp").intermediate
+    intermediate = {index: (lower.numpy(), upper.numpy()) for index, (lower, upper)
+                    in known.items()}
+    results = {method: compute_bounds(model, region, method=method, spec=problem.spec,
+                                      intermediate=intermediate, **alpha)
+               for method in METHODS}
+    rng = np.random.default_rng(seed)
+    points = region_samples(problem.lower, problem.upper, SAMPLES_PER_KIND, rng)
+    batch, count = points.shape[:2]
+    values = problem.spec_values(points)
+    pre_activations = relu_inputs(model, points.reshape(batch * count, *points.shape[2:]))
+
+    def checks_for(result):
+        def check():
+            check_output_bounds(result, values, "with given intermediate bounds")
+            check_intermediate(result, pre_activations, batch)
+        return check
+
+    collect_failures({method: checks_for(result) for method, result in results.items()})
+
+
+@settings(max_examples=150)
+@given(problem=bound_problems(network_strategy=st.one_of(fc_networks(), conv_networks())),
+       seed=st.integers(0, 2**32 - 1), population=st.integers(1, 3),
+       noise=st.sampled_from([0.01, 0.3]))
+def test_population_bounds_hold_for_every_member(problem, seed, population, noise):
+    """P perturbed networks in one call (RGS, PGPE): member p's bounds hold for member p."""
+    model = problem.network.model
+    rng = np.random.default_rng(seed)
+    params = {name: Tensor(parameter.data[None] + noise * rng.normal(
+        size=(population, *parameter.shape))) for name, parameter in model.named_parameters()}
+    region = Box(Tensor(problem.lower), Tensor(problem.upper))
+    results = {method: compute_bounds(model, region, method=method, spec=problem.spec,
+                                      params=params, alpha_steps=1)
+               for method in METHODS}
+    points = region_samples(problem.lower, problem.upper, SAMPLES_PER_KIND, rng)
+    batch, count = points.shape[:2]
+    flat = Tensor(points.reshape(batch * count, *points.shape[2:]))
+    with no_grad():
+        logits = model(flat, params).numpy().reshape(population, batch, count, -1)
+    values = np.einsum("bkc,pbnc->pbnk", problem.spec_matrix, logits)
+
+    def checks_for(result):
+        def check():
+            assert result.lower.shape == (population, batch, values.shape[-1])
+            assert_below(result.lower.numpy()[:, :, None], values, "population lower")
+            assert_above(result.upper.numpy()[:, :, None], values, "population upper")
+        return check
+
+    collect_failures({method: checks_for(result) for method, result in results.items()})

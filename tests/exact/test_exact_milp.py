@@ -46,6 +46,7 @@ def test_milp_minimum_matches_enumeration_and_dense_grid(network, seed, eps):
     dense = dense_network(network.model, network.input_shape)
     exact = minimise_output(dense, lower, upper, objective)
     enumerated = enumerate_minimum(dense, lower, upper, objective)
+    assert exact.optimal
     assert abs(exact.value - enumerated.value) <= tolerance(exact.value)
     assert abs(exact.attained - exact.value) <= tolerance(exact.value)
     assert np.all(lower <= exact.minimiser) and np.all(exact.minimiser <= upper)

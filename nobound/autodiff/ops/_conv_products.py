@@ -34,8 +34,8 @@ from nobound.backend import get_array_module
 #: Bytes of columns unfolded per block (about the L2 cache): small enough to stay in cache
 #: between im2col and the GEMM, large enough for an efficient GEMM.
 BLOCK_BYTES = 2 << 20
-#: Larger column arrays are never materialised whole on the CPU. Equal to the allocator's
-#: mmap threshold (nobound.host_memory): bigger arrays would be mapped afresh on each call.
+#: Larger column arrays are never materialised whole on the CPU (kept for dW, they would
+#: hold kh·kw/s² times the input's memory until the backward pass; blocks are as fast).
 KEEP_BYTES = 32 << 20
 
 

@@ -68,7 +68,7 @@ def im2col(images: Any, kernel_h: int, kernel_w: int, stride: int, padding: int)
         cols = np.empty((groups, channels * kernel_h * kernel_w, count * out_h * out_w),
                         dtype=images.dtype)
         _compiled().im2col_into(np.ascontiguousarray(images), cols, kernel_h, kernel_w,
-                              stride, padding)
+                                stride, padding)
         return cols
     # channel-major padded copy, so each kernel offset below is one strided slice
     padded = xp.zeros((groups, channels, count, height + 2 * padding, width + 2 * padding),
@@ -98,7 +98,7 @@ def col2im(cols: Any, image_shape: tuple[int, ...], kernel_h: int, kernel_w: int
     if uses_compiled_kernels(cols):
         images = np.zeros(image_shape, dtype=cols.dtype)
         _compiled().col2im_into(np.ascontiguousarray(cols), images, kernel_h, kernel_w,
-                              stride, padding)
+                                stride, padding)
         return images
     patches = cols.reshape(groups, channels, kernel_h, kernel_w, count, out_h, out_w)
     padded = xp.zeros((groups, channels, count, height + 2 * padding, width + 2 * padding),

@@ -44,12 +44,12 @@ def im2col_into(images: Any, cols: Any, kernel_h: int, kernel_w: int, stride: in
     out_w = (width + 2 * padding - kernel_w) // stride + 1
     rows, row_length = cols.shape[1], cols.shape[2]
     source, target = images.ravel(), cols.ravel()
-    for task in range(groups * rows):
-        g, row = task // rows, task % rows
+    for flat_row in range(groups * rows):  # (g, row) flattened: cols' rows in memory order
+        g, row = flat_row // rows, flat_row % rows
         c, p, q = row // (kernel_h * kernel_w), (row // kernel_w) % kernel_h, row % kernel_w
         i_first, i_stop = _inside(p, stride, padding, height, out_h)
         j_first, j_stop = _inside(q, stride, padding, width, out_w)
-        row_start = task * row_length
+        row_start = flat_row * row_length
         target[row_start:row_start + row_length] = 0
         for n in range(count):
             plane = ((g * count + n) * channels + c) * height * width
@@ -72,8 +72,8 @@ def col2im_into(cols: Any, images: Any, kernel_h: int, kernel_w: int, stride: in
     out_w = (width + 2 * padding - kernel_w) // stride + 1
     rows, row_length = cols.shape[1], cols.shape[2]
     source, target = cols.ravel(), images.ravel()
-    for task in range(groups * channels):
-        g, c = task // channels, task % channels
+    for plane_index in range(groups * channels):
+        g, c = plane_index // channels, plane_index % channels
         for p in range(kernel_h):
             i_first, i_stop = _inside(p, stride, padding, height, out_h)
             for q in range(kernel_w):

@@ -17,6 +17,10 @@ Population axis: the weight may be (P, O, C, kh, kw). The input is then either s
 unfolded once and all members are one GEMM, (P·O × K)(K × M); per-member inputs give
 P GEMMs, (P, O, K)(P, K, M). In both cases the product's rows are (member, channel) and
 its columns (image, i, j), so one transpose brings it to (P, N, O, Ho, Wo).
+
+The products themselves live in :mod:`nobound.autodiff.ops._conv_products`: on the CPU,
+columns that would be large are never materialised whole but unfolded a cache-sized block
+of images at a time, and dW unfolds the input again rather than keeping them.
 """
 
 from __future__ import annotations
