@@ -68,12 +68,14 @@ def interleaved(candidates: Mapping[str, Callable[[], Any]], rounds: int = 5,
                 min_seconds: float = 0.2) -> dict[str, dict[str, float]]:
     """Seconds per call of each candidate: median and minimum over ``rounds`` samples.
 
-    One warm-up call each, then the number of calls per sample is chosen so that a sample
-    lasts at least ``min_seconds``. Returns ``{name: {"wall_median", "wall_min",
+    Two warm-up calls each (the first may pay one-time costs such as loading compiled
+    kernels), then the number of calls per sample is chosen from the second so that a
+    sample lasts at least ``min_seconds``. Returns ``{name: {"wall_median", "wall_min",
     "cpu_median", "cpu_min", "calls_per_sample", "rounds"}}``.
     """
     calls = {}
     for name, run in candidates.items():
+        run()
         start = time.perf_counter()
         run()
         once = max(time.perf_counter() - start, 1e-6)

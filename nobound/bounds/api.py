@@ -69,14 +69,20 @@ def compute_bounds(model: Any, region: Box, method: str = "deeppoly", spec: Any 
                    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> BoundResult:
     """Bound ``spec · model(x, params)`` for every x in ``region`` with ``method``.
 
+    * ``region``: a :class:`Box` of inputs (B, *input_shape); ``params`` optionally
+      replaces the model's parameters, with a leading population axis P on each.
     * ``method``: "ibp", "hbox", "crown-ibp", "deeppoly" (alias "crown"), "alpha-crown".
     * ``spec``: C of shape (B, K, outputs) or (K, outputs); None bounds the outputs.
+    * ``return_linear``: also return the LinearBounds of the output rows w.r.t. x.
     * ``splits``: {ReLU layer index: int array (B, *neurons)}, +1 forces the ReLU input
       ≥ 0, −1 forces it ≤ 0, 0 leaves it free (branch and bound sub-problems).
     * ``intermediate``: {ReLU layer index: (lower, upper)} known bounds of ReLU inputs,
       intersected with the method's own.
     * ``alpha_*``: slope optimisation of alpha-CROWN (``alpha_init`` "deeppoly" or a
       slope; the paper's training variant is init 0.5, one step of size 0.5).
+    * ``memory_budget_bytes``: the size of one chunk of back-substitution rows (and of
+      population members / HBox samples); with gradients recorded the graph of every
+      chunk is kept for the backward pass, so the peak is larger.
     """
     name = resolve_method(method)
     if not isinstance(region, Box):

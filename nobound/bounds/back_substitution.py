@@ -54,7 +54,6 @@ class SymbolicBounds:
                                                                self.bias.shape[1] - 1)]
         return coefficients, bias
 
-
     def to_linear_bounds(self, batch: int, input_shape: tuple[int, ...],
                          reference: int | None = None) -> LinearBounds:
         """Public LinearBounds (P', B, R, *x) — the side axis split, B' broadcast to B."""

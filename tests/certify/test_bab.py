@@ -33,3 +33,19 @@ def test_decisions_match_milp_and_trees_are_complete(method, branching, seed) ->
         else:
             values = problem.row_values(problem.outputs(result.counterexample.input[None]))
             assert np.all(values <= 0)
+
+
+def test_batch_sizer_keeps_the_fastest_size_measured() -> None:
+    from nobound.certify.bab import _BatchSizer
+
+    sizer = _BatchSizer(32)
+    for size, seconds in ((1, 1.0), (2, 0.5), (4, 0.6)):
+        assert sizer.current == size
+        sizer.record(size, seconds)
+    assert sizer.current == 2  # 4 was slower per sub-problem: back to 2, exploring stops
+    sizer.record(2, 0.5)
+    assert sizer.current == 2
+    sizer.record(2, 5.0)  # 2 became slow (average 1.85): 4's measurement (0.6) wins now
+    assert sizer.current == 4
+    sizer.record(1, 0.1)  # a size other than the current one is ignored
+    assert sizer.current == 4
