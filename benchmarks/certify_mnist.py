@@ -1,5 +1,6 @@
 """Certifier benchmark: MNIST robustness instances, sub-problem throughput, batching.
 
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
     NOBOUND_DATA=../shared/data python benchmarks/certify_mnist.py \
         --model cnn3=runs/cnn3-ibp/model.h5 --model fc2x256=runs/fc-ibp/model.h5 \
         --eps 0.1 --n 20 --timeout 20 --out benchmarks/results/certify_mnist.json
@@ -17,7 +18,9 @@
 
 ``--reuse-instances`` keeps step 1 of an existing results file and redoes steps 2-3.
 
-Wall-clock numbers depend on the machine's load; the JSON records the CPU count.
+Wall-clock numbers depend on the machine's load; the JSON records the CPU count. Use one
+BLAS/numba thread on a shared machine: with two threads on oversubscribed cores the same
+sub-problems were bounded 3-10x slower and the timings varied 3x between runs.
 The recorded run used networks trained by nobound with IBP at eps 0.1 (4 epochs on the
 first 20,000 MNIST training images, linear eps ramp over 2 epochs, IBP init), e.g.
 
@@ -146,7 +149,8 @@ def markdown_section(report: dict) -> str:
              f"`benchmarks/certify_mnist.py`: the first {report['n']} MNIST test images, "
              f"l∞ eps ∈ {report['eps']}, timeout {report['timeout']:g} s per instance, "
              f"{report['cpus']} shared CPU cores (load average {report['load_average']:.1f} "
-             f"at the start), float64. Results: `benchmarks/results/certify_mnist.json`.", "",
+             f"at the start), one BLAS/numba thread, float64. Results: "
+             f"`benchmarks/results/certify_mnist.json`.", "",
              "| model | eps | certified | falsified | unknown | solved | median time solved "
              "(s) | decided by |", "|---|---|---|---|---|---|---|---|"]
     for name, entry in report["models"].items():
