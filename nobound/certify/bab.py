@@ -34,7 +34,7 @@ from nobound.certify.branching import choose_neurons, unstable_mask
 from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.falsify import attack_problem
 from nobound.certify.leaf_lp import MAX_LP_INPUTS, solve_leaf
-from nobound.certify.problem import Counterexample, VerificationProblem
+from nobound.certify.problem import PROOF_TOLERANCE, Counterexample, VerificationProblem
 from nobound.certify.subproblems import Interval, bound_subproblems
 from nobound.exact.dense import DenseNetwork
 
@@ -131,7 +131,7 @@ class _Search:
     def settle(self, index: int, signs: list[np.ndarray], bounds: list[Interval],
                lower: np.ndarray, minimiser: np.ndarray | None) -> Counterexample | None:
         """Prove, solve or queue one freshly bounded sub-domain."""
-        if lower.max() > 0:
+        if lower.max() > PROOF_TOLERANCE:
             self.prove(index, lower)
             return None
         if any(np.any(lo > hi) for lo, hi in bounds):  # sound bounds: the domain is empty
@@ -153,7 +153,7 @@ class _Search:
         solution = solve_leaf(self.dense, self.problem.lower.reshape(-1),
                               self.problem.upper.reshape(-1), self.problem.spec,
                               self.problem.offset, active, signs)
-        if solution.bound > 0:
+        if solution.bound > PROOF_TOLERANCE:
             self.nodes[index].proof = LeafProof(
                 solution.row_weights.tolist(),
                 [(k, i, b) for (k, i), b in solution.betas.items()],

@@ -32,6 +32,9 @@ from nobound.exact.dense import DenseNetwork, dense_network
 
 # Relative slack allowed between the stored leaf bound and the checker's own (round-off).
 BOUND_TOLERANCE = 1e-6
+# the same proof margin as the certifier (repeated, not imported: the checker stays
+# independent of the code it checks)
+PROOF_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -149,7 +152,7 @@ def _check_problem(net: DenseNetwork, problem: ProblemCertificate, report: Check
         relaxations = [_relaxation(lo, hi) for lo, hi in bounds]
         value = float(_back_substitute(net, (weights @ spec)[None], np.array([weights @ offset]),
                                        net.num_hidden_layers, relaxations, box, betas)[0])
-        if not value > 0:
+        if not value > PROOF_TOLERANCE:
             report.errors.append(f"{where}: bound {value:.6g} does not prove the leaf")
         elif value < proof.bound - BOUND_TOLERANCE * max(1.0, abs(proof.bound)):
             report.errors.append(f"{where}: stored bound {proof.bound:.9g} is not implied "

@@ -37,7 +37,12 @@ from nobound.certify.certificate import (
     problem_certificate,
 )
 from nobound.certify.falsify import attack_problem, robustness_attack
-from nobound.certify.problem import VerificationProblem, float64_model, robustness_problems
+from nobound.certify.problem import (
+    PROOF_TOLERANCE,
+    VerificationProblem,
+    float64_model,
+    robustness_problems,
+)
 from nobound.certify.verdicts import CERTIFIED, FALSIFIED, UNKNOWN, Verdict
 from nobound.exact.dense import DenseNetwork, dense_network
 
@@ -142,7 +147,7 @@ class Certifier:
             for index, rows in zip(open_, lower, strict=True):
                 row = int(np.argmax(rows))
                 values[index] = max(values[index], float(rows[row]))
-                if rows[row] > 0:
+                if rows[row] > PROOF_TOLERANCE:
                     weights = np.zeros(problems[index].num_rows)
                     weights[row] = 1.0
                     proofs[index] = [TreeNode(proof=LeafProof(weights.tolist(), [],
