@@ -109,6 +109,7 @@ def main() -> None:
     torch = torch_threads(args.threads)
     if torch is None:
         raise SystemExit("this benchmark compares with PyTorch; install torch (CPU) first")
+    machine_info = machine(args.threads)  # load average at the start
     cases = [c for c in CASES if (not args.quick or (c[1] == 128 and "CIFAR" not in c[0]))
              and args.only in c[0]]
     results, rows = [], []
@@ -127,7 +128,7 @@ def main() -> None:
     print(f"\nmedian seconds ratio nobound / PyTorch, {args.threads} thread(s):")
     print_table(rows, list(rows[0]))
     write_results("engine_conv2d", {"benchmark": "conv2d forward and forward+backward",
-                                    "machine": machine(args.threads), "cases": results},
+                                    "machine": machine_info, "cases": results},
                   args.results_dir)
 
 

@@ -129,6 +129,7 @@ def main() -> None:
     else:
         xp = np
 
+    machine_info = machine(args.threads)  # load average at the start
     results, rows = [], []
     for batch in args.batches:
         runs, facts = candidates(batch, args, xp)
@@ -153,7 +154,7 @@ def main() -> None:
     print_table(rows, list(rows[0]))
     write_results(f"engine_population{'_cuda' if args.device == 'cuda' else ''}", {
         "benchmark": "population evaluation, fused vs loop",
-        "machine": machine(args.threads),
+        "machine": machine_info,
         "settings": {"population": args.population, "sigma": args.sigma,
                      "budget_mib": args.budget_mib, "device": args.device,
                      "memory_method": "tracemalloc peak of traced allocations during one "

@@ -139,6 +139,7 @@ def main() -> None:
     if torch is None:
         raise SystemExit("this benchmark compares with PyTorch; install torch (CPU) first")
 
+    machine_info = machine(args.threads)  # load average at the start
     train = load_dataset("mnist", "train", data_dir=args.data_dir)
     test = load_dataset("mnist", "test", data_dir=args.data_dir)
     images, labels = np.ascontiguousarray(train.images, dtype=np.float32), train.labels
@@ -165,7 +166,7 @@ def main() -> None:
           f"cpu {ratios['cpu_median']:.2f} (target ≤ 1.5)")
     write_results("engine_train_cnn3", {
         "benchmark": "one epoch of standard training, cnn3 on MNIST",
-        "machine": machine(args.threads),
+        "machine": machine_info,
         "settings": {"batch_size": args.batch_size, "optimizer": "adam", "lr": args.lr,
                      "epochs_timed": args.epochs, "steps_per_epoch": steps_total,
                      "steps_timed_per_epoch": timed_steps, "warmup_steps": args.warmup_steps,

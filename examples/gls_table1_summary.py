@@ -31,7 +31,7 @@ def main(out: Path) -> None:
         summary = json.loads(result.read_text())["summary"]
         training = last_epoch(run / "log.jsonl")
         arch, relaxation, method = run.name.split("-", 1)[0], *run.name.rsplit("-", 1)
-        relaxation = relaxation[len(arch) + 1:]
+        relaxation = relaxation[len(arch) + 1:] or "–"  # the PGD warm start has none
         rows.append((arch, relaxation, method.upper(), summary, training))
     print("| network | relaxation | method | n | nat. % | cert. % | adv. % | "
           "final train loss | train batch cert. | train time s |")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nobound.autodiff.ops._im2col import col2im, im2col
+from nobound.autodiff.ops._im2col import col2im, im2col, output_length
 from nobound.backend import get_array_module
 
 #: Bytes of columns unfolded per block (about the L2 cache): small enough to stay in cache
@@ -58,9 +58,9 @@ class Window:
                       self.padding)
 
     def out_shape(self, height: int, width: int) -> tuple[int, int]:
-        """(Ho, Wo) = ⌊(size + 2·padding − kernel) / stride⌋ + 1 along each axis."""
-        return ((height + 2 * self.padding - self.kernel_h) // self.stride + 1,
-                (width + 2 * self.padding - self.kernel_w) // self.stride + 1)
+        """(Ho, Wo), see :func:`output_length`."""
+        return (output_length(height, self.kernel_h, self.stride, self.padding),
+                output_length(width, self.kernel_w, self.stride, self.padding))
 
     def column_bytes(self, images_shape: tuple[int, ...], itemsize: int) -> int:
         """Size of im2col of images (G, N, C, H, W)."""

@@ -48,8 +48,8 @@ def _compiled() -> Any:
     return _kernels or None
 
 
-def _out_length(size: int, kernel: int, stride: int, padding: int) -> int:
-    """⌊(size + 2·padding − kernel) / stride⌋ + 1, as :func:`conv.output_size`."""
+def output_length(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length along one axis: ⌊(size + 2·padding − kernel) / stride⌋ + 1."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
@@ -62,8 +62,8 @@ def im2col(images: Any, kernel_h: int, kernel_w: int, stride: int, padding: int)
     """(G, N, C, H, W) images → (G, C·kh·kw, N·Ho·Wo) columns (layout in the module doc)."""
     xp = get_array_module(images)
     groups, count, channels, height, width = images.shape
-    out_h = _out_length(height, kernel_h, stride, padding)
-    out_w = _out_length(width, kernel_w, stride, padding)
+    out_h = output_length(height, kernel_h, stride, padding)
+    out_w = output_length(width, kernel_w, stride, padding)
     if uses_compiled_kernels(images):
         cols = np.empty((groups, channels * kernel_h * kernel_w, count * out_h * out_w),
                         dtype=images.dtype)
@@ -93,8 +93,8 @@ def col2im(cols: Any, image_shape: tuple[int, ...], kernel_h: int, kernel_w: int
     """
     xp = get_array_module(cols)
     groups, count, channels, height, width = image_shape
-    out_h = _out_length(height, kernel_h, stride, padding)
-    out_w = _out_length(width, kernel_w, stride, padding)
+    out_h = output_length(height, kernel_h, stride, padding)
+    out_w = output_length(width, kernel_w, stride, padding)
     if uses_compiled_kernels(cols):
         images = np.zeros(image_shape, dtype=cols.dtype)
         _compiled().col2im_into(np.ascontiguousarray(cols), images, kernel_h, kernel_w,

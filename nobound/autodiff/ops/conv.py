@@ -30,6 +30,7 @@ from typing import Any
 
 from nobound.autodiff.ops import _conv_products as products
 from nobound.autodiff.ops._conv_products import Window
+from nobound.autodiff.ops._im2col import output_length
 from nobound.autodiff.ops._util import lift
 from nobound.autodiff.tensor import Tensor, is_grad_enabled
 from nobound.backend import get_array_module
@@ -37,7 +38,7 @@ from nobound.backend import get_array_module
 
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Spatial output length: ⌊(size + 2·padding − kernel) / stride⌋ + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
+    return output_length(size, kernel, stride, padding)
 
 
 def _layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple[int, int, tuple]:
