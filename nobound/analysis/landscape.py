@@ -9,6 +9,11 @@ with the expectation estimated from ``samples`` draws and shown with a 95% confi
 band (mean ± 1.96 standard errors). The default direction is the normalised descent
 direction of the DeepPoly loss, as in the paper. Every grid point (and every noise
 sample) is one member of a population, so a whole curve is a few batched calls.
+
+By default every grid point reuses the same noise draws (common random numbers), which
+shows the smoothed loss itself. With ``independent_samples=True`` each point draws its
+own noise, which shows the *estimate* PGPE sees with a population of ``samples``
+members — noisy for small populations (App. C, Figs. 8 and 10; :func:`pgpe_surfaces`).
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ def descent_direction(model: Module, x: Any, targets: Any, eps: float,
 def loss_landscape(model: Module, x: Any, targets: Any, eps: float,
                    relaxations: Sequence[str], sigmas: Sequence[float], offsets: Any,
                    direction: Any = None, samples: int = 128, seed: int = 0,
-                   chunk: int = 64) -> list[LandscapeCurve]:
+                   chunk: int = 64, independent_samples: bool = False,
+                   include_original: bool = True) -> list[LandscapeCurve]:
     """Curves of Fig. 4: for each relaxation, σ = 0 (original) and each σ in ``sigmas``."""
     from nobound.analysis.landscape_scores import landscape_scores
 
@@ -93,18 +99,40 @@ def loss_landscape(model: Module, x: Any, targets: Any, eps: float,
         if reference <= 0:
             raise ValueError(f"{relaxation} loss at θ is {reference}; cannot normalise")
         line = theta[None, :] + offsets[:, None] * direction[None, :]
-        original = losses_at(line) / reference
-        curves.append(LandscapeCurve(relaxation, 0.0, offsets.tolist(), original.tolist(),
-                                     original.tolist(), original.tolist(),
-                                     landscape_scores(original, step)))
+        if include_original:
+            original = losses_at(line) / reference
+            curves.append(LandscapeCurve(relaxation, 0.0, offsets.tolist(), original.tolist(),
+                                         original.tolist(), original.tolist(),
+                                         landscape_scores(original, step)))
         for index, sigma in enumerate(sigmas):
-            rng = random_stream(seed, index, name=f"landscape-{relaxation}")
-            noise = rng.normal(0.0, sigma, (samples, theta.size))
-            values = np.stack([losses_at(point[None, :] + noise) for point in line]) / reference
+            def noise_for(point: int, index: int = index, sigma: float = sigma,
+                          relaxation: str = relaxation) -> np.ndarray:
+                counters = (index, point) if independent_samples else (index,)
+                rng = random_stream(seed, *counters, name=f"landscape-{relaxation}")
+                return rng.normal(0.0, sigma, (samples, theta.size))
+
+            values = np.stack([losses_at(point[None, :] + noise_for(k))
+                               for k, point in enumerate(line)]) / reference
             mean = values.mean(axis=1)
             half_width = 1.96 * values.std(axis=1, ddof=1) / math.sqrt(samples)
             curves.append(LandscapeCurve(relaxation, float(sigma), offsets.tolist(),
                                          mean.tolist(), (mean - half_width).tolist(),
                                          (mean + half_width).tolist(),
                                          landscape_scores(mean, step)))
+    return curves
+
+
+def pgpe_surfaces(model: Module, x: Any, targets: Any, eps: float, relaxation: str,
+                  sigmas: Sequence[float], population_sizes: Sequence[int], offsets: Any,
+                  direction: Any = None, seed: int = 0) -> list[tuple[int, LandscapeCurve]]:
+    """The smoothed loss as PGPE estimates it: fresh samples at every point (Figs. 8, 10).
+
+    One curve per (population size, σ); small populations give visibly noisy surfaces.
+    """
+    curves = []
+    for population_size in population_sizes:
+        for curve in loss_landscape(model, x, targets, eps, [relaxation], sigmas, offsets,
+                                    direction=direction, samples=population_size, seed=seed,
+                                    independent_samples=True, include_original=False):
+            curves.append((int(population_size), curve))
     return curves

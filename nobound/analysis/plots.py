@@ -3,6 +3,7 @@
 * :func:`plot_relu_relaxations` — Fig. 2: IBP and DeepPoly relaxations of one ReLU;
 * :func:`plot_toy` — Fig. 3: the toy landscapes and their Gaussian smoothing;
 * :func:`plot_landscape` — Fig. 4: original and smoothed loss along a direction;
+* :func:`plot_pgpe_surfaces` — Figs. 8/10: the loss surface as PGPE estimates it;
 * :func:`plot_tightness` — certified accuracy over the radius per relaxation.
 """
 
@@ -99,6 +100,19 @@ def plot_landscape(curves: Sequence[Any], path: str | Path) -> Path:
         axis.set_xlabel("step along direction")
         axis.set_ylabel("loss / loss at 0")
         axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_pgpe_surfaces(surfaces: Sequence[Any], path: str | Path) -> Path:
+    """Figs. 8/10: one line per (population size, σ), offset vertically as in the paper."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for rank, (size, curve) in enumerate(surfaces):
+        shifted = np.asarray(curve.mean) + 0.02 * rank  # spacing only, as the paper notes
+        axis.plot(curve.offsets, shifted, label=f"n_ps = {size}, σ = {curve.sigma:g}")
+    axis.set_xlabel("step along direction")
+    axis.set_ylabel("estimated smoothed loss (offset)")
+    axis.legend(fontsize=7)
     return _save(figure, path)
 
 

@@ -92,6 +92,15 @@ def run_landscape(args: argparse.Namespace) -> int:
             writer.writerow([curve.relaxation, curve.sigma, *row])
     write_text_atomically(out / "landscape.csv", buffer.getvalue())
     png = _plot("plot_landscape", curves, out / "landscape.png")
+    if args.population_sizes:
+        from nobound.analysis.landscape import pgpe_surfaces
+
+        sizes = [int(v) for v in _floats(args.population_sizes, "--population-sizes")]
+        surfaces = pgpe_surfaces(model, images, labels, args.eps, relaxations[-1], sigmas,
+                                 sizes, offsets, seed=args.seed)
+        write_json(out / "pgpe_surfaces.json",
+                   [{"population_size": n, **asdict(c)} for n, c in surfaces])
+        _plot("plot_pgpe_surfaces", surfaces, out / "pgpe_surfaces.png")
     for curve in curves:
         scores = ", ".join(f"{k}={v:.4g}" for k, v in curve.scores.items())
         print(f"{curve.relaxation:12s} sigma={curve.sigma:<8g} {scores}")
@@ -156,6 +165,10 @@ def register(subparsers: Any) -> None:
     landscape.add_argument("--points", type=int, default=51)
     landscape.add_argument("--samples", type=int, default=128, help="samples per point")
     landscape.add_argument("--seed", type=int, default=0)
+    landscape.add_argument("--population-sizes",
+                           help="also estimate the surface as PGPE does with these population "
+                                "sizes and fresh samples per point, for the last relaxation "
+                                "(Figs. 8, 10), e.g. 32,128,512")
     landscape.set_defaults(func=run_landscape)
 
     tight = subparsers.add_parser(

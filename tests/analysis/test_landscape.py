@@ -44,3 +44,18 @@ def test_smoothed_curve_band_contains_mean_and_descent_direction_descends(setup)
                                                    smoothed.band_high, strict=True))
     assert set(smoothed.scores) == {"max_finite_difference", "mean_second_difference",
                                     "deviation_from_convexity"}
+
+
+def test_pgpe_surface_noise_shrinks_with_population_size(setup):
+    # Fig. 8: with fresh samples at every point the estimated surface is noisy, and the
+    # noise (mean |second difference|) falls as the population grows (≈ 1/√n).
+    from nobound.analysis.landscape import pgpe_surfaces
+
+    model, x, y = setup
+    direction = np.random.default_rng(5).normal(size=model.num_parameters())
+    direction /= np.linalg.norm(direction)
+    offsets = np.linspace(-1e-3, 1e-3, 9)
+    surfaces = pgpe_surfaces(model, x, y, 0.02, "ibp", [5e-2], [4, 64], offsets,
+                             direction=direction)
+    noise = {size: curve.scores["mean_second_difference"] for size, curve in surfaces}
+    assert noise[64] < noise[4]
