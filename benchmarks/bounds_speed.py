@@ -5,24 +5,27 @@
     python benchmarks/bounds_speed.py --archs cnn5 --datasets cifar10 --methods deeppoly
 
 Networks: cnn3, cnn5 (Table 9) and cnn7 (with BatchNorm, statistics re-estimated on the
-batch, then eval mode), Kaiming-uniform initialised (seed 0), with the dataset's
+first 16 inputs, then eval mode), Kaiming-uniform initialised (seed 0), with the dataset's
 normalisation as layer 0. Inputs: the first ``--batch`` test images when the dataset is
 found (``$NOBOUND_DATA``, ../shared/data), else uniform noise (recorded in the JSON);
 MNIST shapes (1, 28, 28) at ε = 0.1, CIFAR-10 shapes (3, 32, 32) at ε = 2/255; the margin
 specification of the labels.
 
-The PyTorch side (``bounds_torch.py``) implements the same method with the same rules,
+The PyTorch side (``bounds_torch*.py``) implements the same method with the same rules,
 shortcuts and row chunking as nobound; its bounds must equal nobound's to 1e-4 relative
 (|Δ| ≤ 1e-4 (|ref| + mean |ref|), float32) or the run stops before timing it.
 
 Protocol: each (configuration, implementation) runs in a fresh process with the same
 thread count for NumPy's BLAS, Numba and PyTorch (``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS``,
 ``torch.set_num_threads``). Its first call is the warm-up and the memory measurement:
-``ru_maxrss`` after the call minus the resident size just before it (both
-implementations), plus for nobound the tracemalloc peak (NumPy registers its buffers with
-tracemalloc; PyTorch's CPU allocator does not). Then ``repeats`` timed calls, as many as
-fit ``--seconds`` (at least one, at most 5); medians of wall and process CPU time. The
-order of the two implementations alternates between configurations.
+the peak resident set size during the call (the kernel's VmHWM, reset just before the call
+through ``/proc/self/clear_refs``; where that is refused, the process peak) minus the
+resident size just before it, for both implementations, plus for nobound the tracemalloc
+peak (NumPy registers its buffers with tracemalloc; PyTorch's CPU allocator does not).
+Both processes import nobound, whose glibc allocator settings (``host_memory.py``) thus
+apply to PyTorch too. Then timed samples, each the mean of enough calls to last 0.2 s, as
+many as fit ``--seconds`` (at least one, at most 5); medians of wall and process CPU time
+over the samples. The order of the two implementations alternates between configurations.
 
 cnn7 with DeepPoly/alpha-CROWN (one back-substitution row per unstable neuron, ~10¹³
 multiply-adds per sample) and HBox (3,072 generators through 64-channel 32×32 layers) is
@@ -35,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -108,7 +110,10 @@ def torch_call(model: Any, images: np.ndarray, labels: np.ndarray, eps: float,
                method: str) -> Any:
     import torch
     from bounds_torch import METHODS as TORCH_METHODS
+    from bounds_torch_alpha import alpha_crown
     from bounds_torch_network import margin_spec, torch_layers
+
+    bound = alpha_crown if method == "alpha-crown" else TORCH_METHODS[method]
 
     layers = torch_layers(model, images.shape[1:])
     x = torch.from_numpy(images)
@@ -116,20 +121,26 @@ def torch_call(model: Any, images: np.ndarray, labels: np.ndarray, eps: float,
     spec = margin_spec(torch.from_numpy(labels).long(), 10)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
-        bound_lower, bound_upper = TORCH_METHODS[method](layers, lower, upper, spec)
+        bound_lower, bound_upper = bound(layers, lower, upper, spec)
         return bound_lower.numpy(), bound_upper.numpy()
 
     return run
 
 
-def resident_bytes() -> int:
-    """The current resident set size of this process."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # reported in kB
 
 
-def max_resident_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+def reset_peak_resident() -> bool:
+    """Restart the kernel's peak-RSS counter (VmHWM) at the current RSS; False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def relative_deviation(bounds: tuple[np.ndarray, ...], reference: tuple[np.ndarray, ...]
@@ -159,7 +170,8 @@ def worker(args: argparse.Namespace) -> int:
         context = no_grad()
     result: dict[str, Any] = {"data": source}
     with context:
-        resident, peak_before = resident_bytes(), max_resident_bytes()
+        resident = _status_bytes("VmRSS")
+        result["rss_peak_is_per_call"] = reset_peak_resident()
         if args.worker == "nobound":
             tracemalloc.start()
         start = time.perf_counter()
@@ -168,8 +180,7 @@ def worker(args: argparse.Namespace) -> int:
         if args.worker == "nobound":
             result["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
-        result["rss_peak_delta_mb"] = (max_resident_bytes() - resident) / 2**20
-        result["setup_rss_slack_mb"] = (peak_before - resident) / 2**20
+        result["rss_peak_delta_mb"] = (_status_bytes("VmHWM") - resident) / 2**20
         if args.reference:
             with np.load(args.reference) as saved:
                 deviation = relative_deviation(bounds, (saved["lower"], saved["upper"]))
@@ -180,15 +191,19 @@ def worker(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 3
         np.savez(args.save, lower=bounds[0], upper=bounds[1])
-        repeats = int(min(5, max(1, args.seconds // max(result["first_call_s"], 1e-3))))
+        # a sample is the mean of enough calls to last 0.2 s; as many samples as fit
+        first = max(result["first_call_s"], 1e-4)
+        calls = max(1, int(0.2 / first + 0.999))
+        repeats = int(min(5, max(1, args.seconds // (first * calls))))
         walls, cpus = [], []
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()
-            run()
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
+            for _ in range(calls):
+                run()
+            walls.append((time.perf_counter() - wall) / calls)
+            cpus.append((time.process_time() - cpu) / calls)
     result.update(wall_median=statistics.median(walls), cpu_median=statistics.median(cpus),
-                  wall_samples=walls, cpu_samples=cpus)
+                  wall_samples=walls, cpu_samples=cpus, calls_per_sample=calls)
     Path(args.result).write_text(json.dumps(result))
     return 0
 
@@ -241,7 +256,7 @@ def main() -> int:
     parser.add_argument("--cnn7-batch", type=int, default=0,
                         help="batch for cnn7 with hbox/deeppoly/alpha-crown (0: skip)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=20.0,
+    parser.add_argument("--seconds", type=float, default=10.0,
                         help="time budget for the timed calls of one implementation")
     parser.add_argument("--quick", action="store_true",
                         help="cnn3, MNIST shapes, ibp/crown-ibp/deeppoly, batch 32")

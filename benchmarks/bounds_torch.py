@@ -15,8 +15,7 @@ numbers (``bounds_speed.py`` checks it before timing) and the timing compares en
   when more than 3/4 are unstable); rows are processed in chunks of
   ``budget / (4 · 2 · B · max feature size · 6)`` bytes, nobound's no-gradient policy.
 * CROWN-IBP: IBP bounds on the ReLU inputs, one back-substitution of C.
-* alpha-CROWN: DeepPoly's relaxations, lower slopes α per side, row and neuron optimised
-  by sign-gradient ascent with PyTorch autograd, the best bound per row kept.
+* alpha-CROWN: in ``bounds_torch_alpha.py``.
 
 Shapes: back-substitution coefficients (S, B', R, *features) with S bound sides (1 while
 lower and upper coincide) and B' = 1 while the rows do not depend on the sample.
@@ -33,6 +32,7 @@ from bounds_torch_network import TorchLayer, fold_spec
 SIDES = ("lower", "upper")
 DENSE_FRACTION = 0.75
 DEFAULT_MEMORY_BUDGET = 1 << 30
+Slopes = dict[str, dict[int, torch.Tensor]]  # side → ReLU index → α (B, R, *neurons)
 
 
 @dataclass
@@ -95,7 +95,7 @@ def hbox(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
 
 def _hbox(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
           spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    batch, shape = lower.shape[0], tuple(lower.shape[1:])
+    shape = tuple(lower.shape[1:])
     center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
     inputs = prod(shape)
     generators = torch.eye(inputs).reshape((1, inputs) + shape) * radius.unsqueeze(1)
@@ -150,7 +150,7 @@ def relu_back_step(coefficients: torch.Tensor, bias: torch.Tensor | None,
 
 def back_substitute(layers: list[TorchLayer], end: int, rows: torch.Tensor,
                     relaxations: dict[int, Relaxation],
-                    row_slopes: dict[str, dict[int, torch.Tensor]] | None = None
+                    row_slopes: Slopes | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(A, b) with A · x + b bounding ``rows`` · z_end; rows (1, B', R, *shape of z_end)."""
     coefficients, bias = rows, None
@@ -274,7 +274,7 @@ def deeppoly_relaxations(layers: list[TorchLayer], center: torch.Tensor, radius:
 
 def output_bounds(layers: list[TorchLayer], center: torch.Tensor, radius: torch.Tensor,
                   spec: torch.Tensor, relaxations: dict[int, Relaxation],
-                  row_slopes: dict[str, dict[int, torch.Tensor]] | None = None
+                  row_slopes: Slopes | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Back-substitute the rows of C (B, K, classes) to the input and concretise,
     in row chunks as for the intermediate layers."""
@@ -310,58 +310,4 @@ def crown_ibp(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor
     return output_bounds(layers, center, radius, spec, relaxations)
 
 
-def alpha_crown(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-                spec: torch.Tensor, steps: int = 20, step_size: float = 0.1
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha-CROWN from DeepPoly's slopes: α ← clip(α + η sign(∂bound/∂α), 0, 1)."""
-    center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
-    relaxations = deeppoly_relaxations(layers, center, radius)
-    rows = spec.shape[1]
-
-    def start(relaxation: Relaxation) -> torch.Tensor:
-        slope = relaxation.lower_slope.unsqueeze(1)
-        return slope.expand((slope.shape[0], rows) + tuple(slope.shape[2:])).clone()
-
-    slopes = {side: {i: start(r) for i, r in relaxations.items()} for side in SIDES}
-
-    def evaluate(current: dict[str, dict[int, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-        chosen = {side: {i: torch.where(r.unstable.unsqueeze(1), current[side][i],
-                                        r.lower_slope.unsqueeze(1))
-                         for i, r in relaxations.items()} for side in SIDES}
-        return output_bounds(layers, center, radius, spec, relaxations, chosen)
-
-    best, best_slopes = None, slopes
-    for _ in range(steps):
-        variables = {side: {i: a.detach().requires_grad_() for i, a in per.items()}
-                     for side, per in slopes.items()}
-        with torch.enable_grad():
-            bounds = evaluate(variables)
-            (bounds[0].sum() - bounds[1].sum()).backward()
-        best, best_slopes = _keep_best(best, bounds, slopes, best_slopes)
-        slopes = {side: {i: (a.detach() + step_size * torch.sign(a.grad)).clamp(0, 1)
-                         for i, a in per.items()} for side, per in variables.items()}
-    with torch.no_grad():
-        best, _ = _keep_best(best, evaluate(slopes), slopes, best_slopes)
-    return best
-
-
-def _keep_best(best, bounds, slopes, best_slopes):
-    """Per side and row the tighter bound, and the slopes that gave it."""
-    bounds = tuple(b.detach() for b in bounds)
-    if best is None:
-        return bounds, slopes
-    improved = (bounds[0] > best[0], bounds[1] < best[1])
-    new_best = tuple(torch.where(m, b, o) for m, b, o in zip(improved, bounds, best,
-                                                             strict=True))
-    new_slopes = {}
-    for position, side in enumerate(SIDES):
-        new_slopes[side] = {}
-        for index, alpha in slopes[side].items():
-            mask = improved[position].reshape(improved[position].shape
-                                              + (1,) * (alpha.dim() - 2))
-            new_slopes[side][index] = torch.where(mask, alpha, best_slopes[side][index])
-    return new_best, new_slopes
-
-
-METHODS = {"ibp": ibp, "hbox": hbox, "crown-ibp": crown_ibp, "deeppoly": deeppoly,
-           "alpha-crown": alpha_crown}
+METHODS = {"ibp": ibp, "hbox": hbox, "crown-ibp": crown_ibp, "deeppoly": deeppoly}

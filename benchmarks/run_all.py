@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--threads 2] [--quick]
 
 Each benchmark writes benchmarks/results/<name>.json and prints its table; docs/benchmarks.md
-explains them. ``--quick`` runs a reduced version of each (a few minutes in all) to check
+explains them. ``--quick`` runs a reduced version of each (about a minute in all) to check
 that everything works, writing to results/quick/ so the real results stay. The
 certified-training benchmarks (``gls_*.py``, ``certify_*.py``) are separate; see
 benchmarks/README.md.
