@@ -13,7 +13,8 @@ specification of the labels.
 
 The PyTorch side (``bounds_torch*.py``) implements the same method with the same rules,
 shortcuts and row chunking as nobound; its bounds must equal nobound's to 1e-4 relative
-(|Δ| ≤ 1e-4 (|ref| + mean |ref|), float32) or the run stops before timing it.
+(|Δ| ≤ 1e-4 (|ref| + mean |ref|), float32; 1e-3 for alpha-CROWN, whose sign-gradient
+steps turn round-off into different slope moves) or the run stops before timing it.
 
 Protocol: each (configuration, implementation) runs in a fresh process with the same
 thread count for NumPy's BLAS, Numba and PyTorch (``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS``,
@@ -56,6 +57,9 @@ SHAPES = {"mnist": ((1, 28, 28), 0.1), "cifar10": ((3, 32, 32), 2 / 255)}
 METHODS = ("ibp", "hbox", "crown-ibp", "deeppoly", "alpha-crown")
 EXPENSIVE_ON_CNN7 = ("hbox", "deeppoly", "alpha-crown")
 TOLERANCE = 1e-4
+# alpha-CROWN's sign-gradient steps amplify round-off: a gradient entry of ±1e-9 in one
+# implementation and 0 (or ∓1e-9) in the other moves a slope by the whole step size
+TOLERANCE_ALPHA = 1e-3
 
 
 def build_inputs(arch: str, dataset: str, batch: int) -> tuple[Any, np.ndarray, np.ndarray,
@@ -185,9 +189,10 @@ def worker(args: argparse.Namespace) -> int:
             with np.load(args.reference) as saved:
                 deviation = relative_deviation(bounds, (saved["lower"], saved["upper"]))
             result["max_relative_deviation"] = deviation
-            if not deviation <= TOLERANCE:
+            tolerance = TOLERANCE_ALPHA if args.method == "alpha-crown" else TOLERANCE
+            if not deviation <= tolerance:
                 print(f"MISMATCH {args.worker} vs reference on {args.arch}/{args.dataset}/"
-                      f"{args.method}: relative deviation {deviation:.3g} > {TOLERANCE}",
+                      f"{args.method}: relative deviation {deviation:.3g} > {tolerance}",
                       file=sys.stderr)
                 return 3
         np.savez(args.save, lower=bounds[0], upper=bounds[1])
@@ -314,7 +319,8 @@ def main() -> int:
     results = {"benchmark": "bounds_speed", "machine": machine(args.threads),
                "settings": {"batch": args.batch, "cnn7_batch": args.cnn7_batch,
                             "threads": args.threads, "seconds": args.seconds,
-                            "tolerance": TOLERANCE, "alpha_crown": "20 steps, step 0.1, "
+                            "tolerance": TOLERANCE, "tolerance_alpha_crown": TOLERANCE_ALPHA,
+                            "alpha_crown": "20 steps, step 0.1, "
                             "init deeppoly"},
                "rows": rows, "skipped": skipped,
                "total_seconds": time.perf_counter() - started}
