@@ -14,7 +14,10 @@ specification of the labels.
 The PyTorch side (``bounds_torch*.py``) implements the same method with the same rules,
 shortcuts and row chunking as nobound; its bounds must equal nobound's to 1e-4 relative
 (|Δ| ≤ 1e-4 (|ref| + mean |ref|), float32; 1e-3 for alpha-CROWN, whose sign-gradient
-steps turn round-off into different slope moves) or the run stops before timing it.
+steps turn round-off into different slope moves) or the run stops before timing it. A
+sample may be excused (at most 5% of them; recorded with its deviation) only if one of
+its ReLUs sits within 1e-5 (u − l) of a switch of its relaxation — DeepPoly's
+λ = 1[u > −l] at u = −l, HBox's l ≥ 0 — where round-off legitimately picks either side.
 
 Protocol: each (configuration, implementation) runs in a fresh process with the same
 thread count for NumPy's BLAS, Numba and PyTorch (``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS``,
@@ -60,6 +63,8 @@ TOLERANCE = 1e-4
 # alpha-CROWN's sign-gradient steps amplify round-off: a gradient entry of ±1e-9 in one
 # implementation and 0 (or ∓1e-9) in the other moves a slope by the whole step size
 TOLERANCE_ALPHA = 1e-3
+TIE = 1e-5  # relative closeness of a ReLU's bounds to its relaxation switch (see below)
+MAX_EXCUSED = 0.05  # at most this share of samples may be excused as ambiguous
 
 
 def build_inputs(arch: str, dataset: str, batch: int) -> tuple[Any, np.ndarray, np.ndarray,
@@ -124,8 +129,8 @@ def torch_call(model: Any, images: np.ndarray, labels: np.ndarray, eps: float,
     lower, upper = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
     spec = margin_spec(torch.from_numpy(labels).long(), 10)
 
-    def run() -> tuple[np.ndarray, np.ndarray]:
-        bound_lower, bound_upper = bound(layers, lower, upper, spec)
+    def run(recorded: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        bound_lower, bound_upper = bound(layers, lower, upper, spec, recorded)
         return bound_lower.numpy(), bound_upper.numpy()
 
     return run
@@ -148,13 +153,50 @@ def reset_peak_resident() -> bool:
 
 
 def relative_deviation(bounds: tuple[np.ndarray, ...], reference: tuple[np.ndarray, ...]
-                       ) -> float:
-    """max |Δ| / (|ref| + mean |ref|) over both bounds."""
-    worst = 0.0
+                       ) -> np.ndarray:
+    """Per sample, max |Δ| / (|ref| + mean |ref|) over both bounds and all rows."""
+    worst = np.zeros(bounds[0].shape[0])
     for value, ref in zip(bounds, reference, strict=True):
         scale = np.abs(ref) + np.abs(ref).mean()
-        worst = max(worst, float(np.max(np.abs(value - ref) / scale)))
+        worst = np.maximum(worst, (np.abs(value - ref) / scale).max(axis=-1))
     return worst
+
+
+def ambiguous_samples(method: str, recorded: dict, batch: int) -> np.ndarray:
+    """Samples with a ReLU whose relaxation round-off can flip (within TIE · (u − l)).
+
+    DeepPoly's λ = 1[u > −l] jumps at u = −l, and HBox keeps a neuron's generators only
+    if l ≥ 0; a neuron that close to the switch may be relaxed differently by two correct
+    implementations, so its sample's bounds differ beyond round-off. IBP has no switch.
+    """
+    mask = np.zeros(batch, dtype=bool)
+    for lower, upper in recorded.values():
+        lower, upper = lower.reshape(batch, -1).numpy(), upper.reshape(batch, -1).numpy()
+        width = np.maximum(upper - lower, np.finfo(np.float32).tiny)
+        if method == "hbox":
+            near = (upper > 0) & (np.abs(lower) <= TIE * width)
+        elif method == "ibp":
+            near = np.zeros_like(lower, dtype=bool)
+        else:
+            near = (lower < 0) & (upper > 0) & (np.abs(upper + lower) <= TIE * width)
+        mask |= near.any(axis=1)
+    return mask
+
+
+def check(args: argparse.Namespace, deviation: np.ndarray, ambiguous: np.ndarray,
+          result: dict[str, Any]) -> bool:
+    """Whether the bounds equal the reference's, ambiguous samples excused (recorded)."""
+    tolerance = TOLERANCE_ALPHA if args.method == "alpha-crown" else TOLERANCE
+    excused = ambiguous & (deviation > tolerance)
+    result["max_relative_deviation"] = float(deviation[~ambiguous].max(initial=0.0))
+    result["excused_samples"] = {int(i): float(deviation[i]) for i in np.flatnonzero(excused)}
+    if result["max_relative_deviation"] <= tolerance and \
+            excused.sum() <= MAX_EXCUSED * len(deviation):
+        return True
+    print(f"MISMATCH {args.worker} vs reference on {args.arch}/{args.dataset}/{args.method}: "
+          f"relative deviation {result['max_relative_deviation']:.3g} > {tolerance} "
+          f"({int(excused.sum())} ambiguous samples excused)", file=sys.stderr)
+    return False
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -178,24 +220,25 @@ def worker(args: argparse.Namespace) -> int:
         result["rss_peak_is_per_call"] = reset_peak_resident()
         if args.worker == "nobound":
             tracemalloc.start()
+        recorded: dict | None = {} if args.worker == "torch" else None
         start = time.perf_counter()
-        bounds = run()
+        bounds = run(recorded) if recorded is not None else run()
         result["first_call_s"] = time.perf_counter() - start
         if args.worker == "nobound":
             result["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
         result["rss_peak_delta_mb"] = (_status_bytes("VmHWM") - resident) / 2**20
+        ambiguous = ambiguous_samples(args.method, recorded, len(labels)) \
+            if recorded is not None else None
         if args.reference:
             with np.load(args.reference) as saved:
                 deviation = relative_deviation(bounds, (saved["lower"], saved["upper"]))
-            result["max_relative_deviation"] = deviation
-            tolerance = TOLERANCE_ALPHA if args.method == "alpha-crown" else TOLERANCE
-            if not deviation <= tolerance:
-                print(f"MISMATCH {args.worker} vs reference on {args.arch}/{args.dataset}/"
-                      f"{args.method}: relative deviation {deviation:.3g} > {tolerance}",
-                      file=sys.stderr)
+                if ambiguous is None:
+                    ambiguous = saved["ambiguous"]
+            if not check(args, deviation, ambiguous, result):
                 return 3
-        np.savez(args.save, lower=bounds[0], upper=bounds[1])
+        np.savez(args.save, lower=bounds[0], upper=bounds[1],
+                 ambiguous=ambiguous if ambiguous is not None else np.zeros(0, dtype=bool))
         # a sample is the mean of enough calls to last 0.2 s; as many samples as fit
         first = max(result["first_call_s"], 1e-4)
         calls = max(1, int(0.2 / first + 0.999))
@@ -296,6 +339,7 @@ def main() -> int:
             measured = dict(zip(order, (first, second), strict=True))
             row = {**config, "nobound": measured["nobound"], "torch": measured["torch"],
                    "max_relative_deviation": second["max_relative_deviation"],
+                   "excused_samples": second["excused_samples"],
                    "ratio_wall": measured["nobound"]["wall_median"]
                    / measured["torch"]["wall_median"],
                    "ratio_cpu": measured["nobound"]["cpu_median"]

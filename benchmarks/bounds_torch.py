@@ -17,6 +17,7 @@ numbers (``bounds_speed.py`` checks it before timing) and the timing compares en
 * CROWN-IBP: IBP bounds on the ReLU inputs, one back-substitution of C.
 * alpha-CROWN: in ``bounds_torch_alpha.py``.
 
+Every method fills an optional ``recorded`` dict with the bounds of each ReLU's input.
 Shapes: back-substitution coefficients (S, B', R, *features) with S bound sides (1 while
 lower and upper coincide) and B' = 1 while the rows do not depend on the sample.
 """
@@ -33,6 +34,7 @@ SIDES = ("lower", "upper")
 DENSE_FRACTION = 0.75
 DEFAULT_MEMORY_BUDGET = 1 << 30
 Slopes = dict[str, dict[int, torch.Tensor]]  # side → ReLU index → α (B, R, *neurons)
+Recorded = dict[int, tuple[torch.Tensor, torch.Tensor]]  # ReLU index → (l, u) of its input
 
 
 @dataclass
@@ -77,24 +79,32 @@ def interval_forward(layers: list[TorchLayer], center: torch.Tensor, radius: tor
 
 
 def ibp(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-        spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return interval_forward(layers, (upper + lower) * 0.5, (upper - lower) * 0.5, spec)
+        spec: torch.Tensor, recorded: Recorded | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    return interval_forward(layers, (upper + lower) * 0.5, (upper - lower) * 0.5, spec,
+                            recorded)
 
 
 def hbox(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-         spec: torch.Tensor, budget: int = DEFAULT_MEMORY_BUDGET
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+         spec: torch.Tensor, recorded: Recorded | None = None,
+         budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[torch.Tensor, torch.Tensor]:
     """Hybrid zonotope c + G ε + β ⊙ ν, batch chunks of budget / (4 · m · largest · 3)."""
     inputs = prod(lower.shape[1:])
     largest = max([inputs] + [prod(layer.output_shape) for layer in layers])
     chunk = max(1, budget // (lower.element_size() * inputs * largest * 3))
-    pieces = [_hbox(layers, lower[s:s + chunk], upper[s:s + chunk], spec[s:s + chunk])
-              for s in range(0, lower.shape[0], chunk)]
+    pieces, parts = [], []
+    for start in range(0, lower.shape[0], chunk):
+        parts.append({} if recorded is not None else None)
+        pieces.append(_hbox(layers, lower[start:start + chunk], upper[start:start + chunk],
+                            spec[start:start + chunk], parts[-1]))
+    if recorded is not None:
+        recorded.update({index: tuple(torch.cat([part[index][side] for part in parts])
+                                      for side in (0, 1)) for index in parts[0]})
     return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
 
 
 def _hbox(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-          spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+          spec: torch.Tensor, recorded: Recorded | None) -> tuple[torch.Tensor, torch.Tensor]:
     shape = tuple(lower.shape[1:])
     center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
     inputs = prod(shape)
@@ -105,6 +115,8 @@ def _hbox(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
             spread = generators.abs().sum(dim=1)
             spread = spread if box_radius is None else spread + box_radius
             lower, upper = center - spread, center + spread
+            if recorded is not None:
+                recorded[layer.index] = (lower, upper)
             active = lower >= 0
             unstable = (lower < 0) & (upper > 0)
             half_upper = torch.where(unstable, upper * 0.5, torch.zeros_like(upper))
@@ -247,11 +259,12 @@ def bound_node(layers: list[TorchLayer], end: int, center: torch.Tensor, radius:
     return lower.reshape((batch,) + shape), upper.reshape((batch,) + shape)
 
 
-def deeppoly_relaxations(layers: list[TorchLayer], center: torch.Tensor, radius: torch.Tensor
-                         ) -> dict[int, Relaxation]:
-    """Every ReLU bounded (exactly by eq. 3, or pre-check + back-substitution) and relaxed."""
+def deeppoly_relaxations(layers: list[TorchLayer], center: torch.Tensor, radius: torch.Tensor,
+                         recorded: Recorded | None = None) -> dict[int, Relaxation]:
+    """Every ReLU bounded (exactly by eq. 3, or pre-check + back-substitution) and relaxed;
+    the bounds of the ReLU inputs go to ``recorded``."""
     relaxations: dict[int, Relaxation] = {}
-    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    recorded = {} if recorded is None else recorded
     for layer in layers:
         if layer.kind != "relu":
             continue
@@ -295,16 +308,18 @@ def output_bounds(layers: list[TorchLayer], center: torch.Tensor, radius: torch.
 
 
 def deeppoly(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-             spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+             spec: torch.Tensor, recorded: Recorded | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
-    relaxations = deeppoly_relaxations(layers, center, radius)
+    relaxations = deeppoly_relaxations(layers, center, radius, recorded)
     return output_bounds(layers, center, radius, spec, relaxations)
 
 
 def crown_ibp(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-              spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              spec: torch.Tensor, recorded: Recorded | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
-    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    recorded = {} if recorded is None else recorded
     interval_forward(layers, center, radius, recorded=recorded)
     relaxations = {index: deeppoly_relaxation(*bounds) for index, bounds in recorded.items()}
     return output_bounds(layers, center, radius, spec, relaxations)

@@ -9,16 +9,23 @@ gradient from PyTorch autograd, keeping per row the best bound seen and its slop
 from __future__ import annotations
 
 import torch
-from bounds_torch import SIDES, Relaxation, Slopes, deeppoly_relaxations, output_bounds
+from bounds_torch import (
+    SIDES,
+    Recorded,
+    Relaxation,
+    Slopes,
+    deeppoly_relaxations,
+    output_bounds,
+)
 from bounds_torch_network import TorchLayer
 
 
 def alpha_crown(layers: list[TorchLayer], lower: torch.Tensor, upper: torch.Tensor,
-                spec: torch.Tensor, steps: int = 20, step_size: float = 0.1
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                spec: torch.Tensor, recorded: Recorded | None = None, steps: int = 20,
+                step_size: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """alpha-CROWN from DeepPoly's slopes: α ← clip(α + η sign(∂bound/∂α), 0, 1)."""
     center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
-    relaxations = deeppoly_relaxations(layers, center, radius)
+    relaxations = deeppoly_relaxations(layers, center, radius, recorded)
     rows = spec.shape[1]
 
     def start(relaxation: Relaxation) -> torch.Tensor:

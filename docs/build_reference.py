@@ -15,6 +15,7 @@ import importlib
 import inspect
 import io
 import pkgutil
+import re
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -56,9 +57,11 @@ def _first_paragraph(obj: object) -> str:
 
 def _signature(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))
+        text = str(inspect.signature(obj))
     except (TypeError, ValueError):
         return "(...)"
+    # default values that are functions print their address: keep only the name
+    return re.sub(r"<function (\S+) at 0x[0-9a-f]+>", r"\1", text)
 
 
 def api_reference() -> str:
