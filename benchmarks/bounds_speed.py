@@ -188,7 +188,8 @@ def check(args: argparse.Namespace, deviation: np.ndarray, ambiguous: np.ndarray
     """Whether the bounds equal the reference's, ambiguous samples excused (recorded)."""
     tolerance = TOLERANCE_ALPHA if args.method == "alpha-crown" else TOLERANCE
     excused = ambiguous & (deviation > tolerance)
-    result["max_relative_deviation"] = float(deviation[~ambiguous].max(initial=0.0))
+    result["max_relative_deviation"] = float(deviation[~excused].max(initial=0.0))
+    result["ambiguous_samples"] = int(ambiguous.sum())
     result["excused_samples"] = {int(i): float(deviation[i]) for i in np.flatnonzero(excused)}
     if result["max_relative_deviation"] <= tolerance and \
             excused.sum() <= MAX_EXCUSED * len(deviation):

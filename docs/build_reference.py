@@ -61,7 +61,10 @@ def _signature(obj: object) -> str:
     except (TypeError, ValueError):
         return "(...)"
     # default values that are functions print their address: keep only the name
-    return re.sub(r"<function (\S+) at 0x[0-9a-f]+>", r"\1", text)
+    # defaults that print addresses or machine paths: keep only what is portable
+    text = re.sub(r"<function (\S+) at 0x[0-9a-f]+>", r"\1", text)
+    text = re.sub(r"<module '(\S+)' from '[^']*'>", r"\1", text)
+    return re.sub(r"PosixPath\('[^']*/nobound/", "PosixPath('<package>/nobound/", text)
 
 
 def api_reference() -> str:
