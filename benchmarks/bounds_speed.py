@@ -327,6 +327,9 @@ def main() -> int:
         if args.out == RESULTS_DIR / "bounds_speed.json":
             args.out = RESULTS_DIR / "quick" / "bounds_speed.json"
     configs, skipped = configurations(args)
+    import torch  # noqa: F401 — imported so that machine() records its version
+
+    measured_on = machine(args.threads)  # the load average at the start
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
@@ -361,7 +364,7 @@ def main() -> int:
     print_table(table, list(table[0]) if table else [])
     if skipped:
         print("skipped:", ", ".join(skipped))
-    results = {"benchmark": "bounds_speed", "machine": machine(args.threads),
+    results = {"benchmark": "bounds_speed", "machine": measured_on,
                "settings": {"batch": args.batch, "cnn7_batch": args.cnn7_batch,
                             "threads": args.threads, "seconds": args.seconds,
                             "tolerance": TOLERANCE, "tolerance_alpha_crown": TOLERANCE_ALPHA,
