@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from nobound.cli import UsageError
-from nobound.cli.common import check_positive, load_split, write_json, write_text_atomically
+from nobound.cli.common import (
+    add_checkpoint_arguments,
+    check_positive,
+    load_split,
+    write_json,
+    write_text_atomically,
+)
 
 RELAXATION_CHOICES = ("ibp", "hbox", "crown-ibp", "deeppoly", "alpha-crown")
 
@@ -48,7 +54,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     dataset_name = args.dataset or checkpoint.config.get("dataset")
     if not dataset_name:
         raise UsageError("the checkpoint names no dataset; pass --dataset")
-    dataset = load_split(dataset_name, "test", args.data_dir, limit=args.n)
+    dataset = load_split(dataset_name, args.split, args.data_dir, limit=args.n)
     model = checkpoint.model.eval()
     expected = tuple(checkpoint.architecture.get("input_shape") or dataset.input_shape)
     if tuple(dataset.input_shape) != expected:
@@ -141,9 +147,7 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint (.h5) written by train")
-    parser.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
-    parser.add_argument("--data-dir", help="data root (default: $NOBOUND_DATA)")
+    add_checkpoint_arguments(parser, "checkpoint (.h5) written by train")
     parser.add_argument("--n", type=int, default=128, help="test inputs to use (default 128)")
     parser.add_argument("--out", required=True, help="output directory")
 

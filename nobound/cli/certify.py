@@ -20,6 +20,7 @@ from typing import Any
 
 from nobound.cli import UsageError
 from nobound.cli.common import (
+    add_checkpoint_arguments,
     check_non_negative,
     check_positive,
     load_split,
@@ -72,11 +73,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "certify", help="certified / natural / adversarial accuracy by complete verification",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint (.h5)")
-    parser.add_argument("--dataset", help="dataset (default: the one it was trained on)")
-    parser.add_argument("--split", default="test", help="split (default %(default)s)")
-    parser.add_argument("--data-dir", help="data root (default: $NOBOUND_DATA, then the "
-                                           "download cache)")
+    add_checkpoint_arguments(parser, "checkpoint (.h5)")
     parser.add_argument("--eps", type=float, required=True, help="l_inf radius (pixels)")
     parser.add_argument("--n", type=int, default=1000,
                         help="certify the first N samples (default %(default)s)")

@@ -16,6 +16,15 @@ from typing import Any
 from nobound.cli import UsageError
 
 
+def add_checkpoint_arguments(parser: Any, model_help: str = "checkpoint (.h5)") -> None:
+    """The flags every command that reads a checkpoint and a dataset split shares."""
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--dataset", help="dataset (default: the one it was trained on)")
+    parser.add_argument("--split", default="test", help="split (default %(default)s)")
+    parser.add_argument("--data-dir", help="data root (default: $NOBOUND_DATA, then the "
+                                           "download cache)")
+
+
 def check_device(device: str) -> None:
     """Fail early (before loading data) when the device cannot be used."""
     from nobound.backend import array_module_for

@@ -20,6 +20,7 @@ from typing import Any
 
 from nobound.cli import UsageError
 from nobound.cli.common import (
+    add_checkpoint_arguments,
     check_device,
     check_non_negative,
     check_positive,
@@ -36,11 +37,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="natural and PGD accuracy of a trained checkpoint",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint (.h5) to evaluate")
-    parser.add_argument("--dataset", help="dataset (default: the one it was trained on)")
-    parser.add_argument("--split", default="test", help="split (default %(default)s)")
-    parser.add_argument("--data-dir", help="data root (default: $NOBOUND_DATA, then the "
-                                           "download cache)")
+    add_checkpoint_arguments(parser, "checkpoint (.h5) to evaluate")
     parser.add_argument("--eps", type=float,
                         help="l_inf radius in pixel units (default: the training eps; "
                              "0: natural accuracy only)")
