@@ -77,6 +77,10 @@ class TrainingMethod:
     """Base class of training methods; see the module docstring."""
 
     name: ClassVar[str] = ""
+    #: Whether a step may be computed as a weighted sum over micro-batches of its batch
+    #: (:mod:`nobound.training.micro_batches`): true for methods whose gradient is a mean
+    #: of per-example terms, false for a method that updates the model itself.
+    splits_into_micro_batches: ClassVar[bool] = True
 
     def options(self) -> dict[str, Any]:
         """Constructor keyword arguments that rebuild this method (JSON-serialisable)."""

@@ -192,6 +192,7 @@ class PGPETraining(TrainingMethod):
     trainer's lr (its schedule: 3·10⁻⁴, ×0.4 after epochs 110, 130 in App. F.2)."""
 
     name = "pgpe"
+    splits_into_micro_batches = False  # its update ranks whole-batch losses; no graph kept
 
     def __init__(self, relaxation: str = "deeppoly", robust_weight: float = 1.0,
                  l1: float = 0.0, bound_options: Mapping[str, Any] | None = None,

@@ -5,6 +5,7 @@ One step at global index s (epoch e, batch b of S per epoch):
     ε_s = eps_schedule(s, S)                     (constant ``config.eps`` by default)
     η_s = lr · decay^(#milestones ≤ e + b/S)     (MultiStepLR on the fractional epoch)
     g   = method.compute_step(model, batch_{e,b}, context(e, s, b, ε_s, η_s)).gradients
+          (or its |M_k|/B-weighted sum over micro-batches M_k, ``config.micro_batch``)
     g  ← g · min(1, c / ‖g‖₂)                    (global-norm clipping when c > 0)
     θ  ← optimiser(θ, g; η_s)
 
@@ -34,6 +35,7 @@ from nobound.io.architecture import describe_model
 from nobound.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nobound.nn.sequential import Sequential
 from nobound.training.method import StepContext, TrainingMethod
+from nobound.training.micro_batches import accumulate_micro_batches
 from nobound.training.optim import OPTIMIZERS, MultiStepLR, clip_by_global_norm
 from nobound.training.progress import JsonLinesLogger, ProgressBar
 
@@ -60,6 +62,7 @@ class TrainerConfig:
     checkpoint_every: int = 0
     checkpoint_each_epoch: bool = True
     keep_checkpoints: int = 2
+    micro_batch: int = 0  # examples per micro-batch of a step (0: the whole batch at once)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -75,6 +78,8 @@ class TrainerConfig:
             raise ValueError(f"eps must be non-negative, got {self.eps}")
         if self.grad_clip < 0:
             raise ValueError(f"gradient clipping threshold must be ≥ 0, got {self.grad_clip}")
+        if self.micro_batch < 0:
+            raise ValueError(f"micro-batch size must be ≥ 0, got {self.micro_batch}")
         if self.log_every < 1 or self.checkpoint_every < 0 or self.keep_checkpoints < 0:
             raise ValueError("log_every must be ≥ 1, checkpoint_every and keep_checkpoints ≥ 0")
         self.lr_milestones = [int(m) for m in self.lr_milestones]
@@ -106,6 +111,9 @@ class Trainer:
                  evaluate: Callable[[Sequential], dict[str, float]] | None = None,
                  run_config: dict[str, Any] | None = None, quiet: bool = False) -> None:
         self.model, self.method, self.loader, self.config = model, method, loader, config
+        if config.micro_batch and not method.splits_into_micro_batches:
+            raise ValueError(f"method {method.name!r} cannot be split into micro-batches; "
+                             "leave micro_batch at 0")
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.architecture = architecture or describe_model(model)
         self.eps_schedule = eps_schedule or (lambda step, steps_per_epoch: config.eps)
@@ -135,7 +143,11 @@ class Trainer:
         """One update on a batch at the current counters; advances the counters."""
         context = self.context()
         self.model.train()
-        result = self.method.compute_step(self.model, images, labels, context)
+        if self.config.micro_batch and self.config.micro_batch < len(labels):
+            result = accumulate_micro_batches(self.method, self.model, images, labels,
+                                              context, self.config.micro_batch)
+        else:
+            result = self.method.compute_step(self.model, images, labels, context)
         metrics = dict(result.metrics)
         if result.gradients is not None:
             gradients = dict(result.gradients)

@@ -1,0 +1,66 @@
+"""Gradient accumulation: one optimiser step computed over micro-batches of its batch.
+
+A back-propagated certified loss keeps its whole graph until the backward pass; with
+DeepPoly the graph holds the back-substitution matrices of every layer, (B, n_l, n_k) per
+pair of layers, so memory grows with the batch B (cnn3 at B = 512 needs several GB per
+population member). The batch's loss is a mean over its examples,
+
+    L(θ; batch) = (1/B) Σ_b ℓ(θ; x_b),
+
+so cutting the batch into micro-batches M_1 … M_K and weighting each micro-batch's mean by
+|M_k| / B gives the same gradient,
+
+    ∇L = Σ_k (|M_k| / B) ∇L(θ; M_k),
+
+with only one micro-batch's graph alive at a time. The same weighting averages the logged
+metrics. It holds for every method whose gradient is linear in the per-example losses:
+standard and PGD training, GRAD, and RGS (each micro-batch sees the *same* parameter noise,
+drawn from the step's counters, so eq. 6 averages the same perturbed networks). Two things
+do change with micro-batches, as with gradient accumulation in any framework: BatchNorm in
+training mode normalises with each micro-batch's statistics (and updates its running
+statistics once per micro-batch), and per-example randomness
+drawn per call (PGD's random start) is drawn per micro-batch. PGPE needs no graph and
+bounds its memory by evaluating population chunks (:mod:`nobound.training.population`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nobound.nn.module import Module
+from nobound.training.method import StepContext, StepResult, TrainingMethod
+
+
+def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
+    """Consecutive slices of at most ``micro_batch_size`` examples covering the batch."""
+    if micro_batch_size < 1:
+        raise ValueError(f"micro-batch size must be at least 1, got {micro_batch_size}")
+    return [slice(start, min(start + micro_batch_size, batch_size))
+            for start in range(0, batch_size, micro_batch_size)]
+
+
+def accumulate_micro_batches(method: TrainingMethod, model: Module, images: Any, labels: Any,
+                             context: StepContext, micro_batch_size: int) -> StepResult:
+    """The method's step on the whole batch, computed one micro-batch at a time.
+
+    Gradients and metrics are the |M_k|/B-weighted sums of the micro-batches' (see the
+    module docstring); the method must return gradients (not update the model itself).
+    """
+    batch_size = len(labels)
+    gradients: dict[str, Any] | None = None
+    metric_sums: dict[str, float] = {}
+    for part in micro_batch_slices(batch_size, micro_batch_size):
+        result = method.compute_step(model, images[part], labels[part], context)
+        if result.gradients is None:
+            raise ValueError(f"method {method.name!r} updates the model itself; it cannot be "
+                             "split into micro-batches")
+        weight = (part.stop - part.start) / batch_size
+        if gradients is None:
+            gradients = {name: weight * gradient for name, gradient in result.gradients.items()}
+        else:
+            for name, gradient in result.gradients.items():
+                gradients[name] = gradients[name] + weight * gradient
+        for key, value in result.metrics.items():
+            if value is not None:
+                metric_sums[key] = metric_sums.get(key, 0.0) + weight * float(value)
+    return StepResult(gradients, metric_sums)
