@@ -103,27 +103,31 @@ def plot_landscape(curves: Sequence[Any], path: str | Path) -> Path:
     return _save(figure, path)
 
 
+def _line_chart(lines: Sequence[tuple[Any, Any, str]], x_label: str, y_label: str,
+                path: str | Path, size: tuple[float, float], legend_size: int) -> Path:
+    """One panel of labelled lines, each given as (x values, y values, label)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=size)
+    for x_values, y_values, label in lines:
+        axis.plot(x_values, y_values, label=label)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
+    axis.legend(fontsize=legend_size)
+    return _save(figure, path)
+
+
 def plot_pgpe_surfaces(surfaces: Sequence[Any], path: str | Path) -> Path:
     """Figs. 8/10: one line per (population size, σ), offset vertically as in the paper."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 3.8))
-    for rank, (size, curve) in enumerate(surfaces):
-        shifted = np.asarray(curve.mean) + 0.02 * rank  # spacing only, as the paper notes
-        axis.plot(curve.offsets, shifted, label=f"n_ps = {size}, σ = {curve.sigma:g}")
-    axis.set_xlabel("step along direction")
-    axis.set_ylabel("estimated smoothed loss (offset)")
-    axis.legend(fontsize=7)
-    return _save(figure, path)
+    # the vertical offset is spacing only, as the paper notes
+    lines = [(curve.offsets, np.asarray(curve.mean) + 0.02 * rank,
+              f"n_ps = {size}, σ = {curve.sigma:g}")
+             for rank, (size, curve) in enumerate(surfaces)]
+    return _line_chart(lines, "step along direction", "estimated smoothed loss (offset)",
+                       path, size=(5.5, 3.8), legend_size=7)
 
 
 def plot_tightness(curves: Sequence[Any], path: str | Path) -> Path:
     """Certified accuracy over the radius, AUC in the legend."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    for curve in curves:
-        axis.plot(curve.radii, curve.certified_accuracy,
-                  label=f"{curve.relaxation} (AUC {curve.auc:.3f})")
-    axis.set_xlabel("ε")
-    axis.set_ylabel("certified accuracy")
-    axis.legend(fontsize=8)
-    return _save(figure, path)
+    lines = [(curve.radii, curve.certified_accuracy,
+              f"{curve.relaxation} (AUC {curve.auc:.3f})") for curve in curves]
+    return _line_chart(lines, "ε", "certified accuracy", path, size=(5, 3.6), legend_size=8)

@@ -171,12 +171,7 @@ def _members(network: Network, mapping: Mapping[int, Any] | None, start: int,
     def pick(array: Any, neuron_ndim: int) -> Any:
         return array[start:stop] if array.ndim == neuron_ndim + 2 else array
 
-    out = {}
-    for index, value in mapping.items():
-        neuron_ndim = len(network.steps[index].input_shape)
-        out[index] = tuple(pick(v, neuron_ndim) for v in value) \
-            if isinstance(value, tuple | list) else pick(value, neuron_ndim)
-    return out
+    return network.map_layer_entries(mapping, pick)
 
 
 def _members_per_chunk(network: Network, box: Box, name: str, budget: int) -> int:

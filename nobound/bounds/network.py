@@ -11,7 +11,7 @@ network on the clean batch first, then bound. In eval mode the running statistic
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from math import prod
 from typing import Any
 
@@ -57,6 +57,19 @@ class Network:
     def shape_before(self, index: int) -> tuple[int, ...]:
         """Feature shape of the input of layer ``index``."""
         return self.steps[index].input_shape
+
+    def map_layer_entries(self, mapping: Mapping[int, Any],
+                          pick: Callable[[Any, int], Any]) -> dict[int, Any]:
+        """``{index: pick(array, neuron_ndim)}`` for a mapping keyed by layer index (ReLU
+        splits, intermediate bounds), where ``neuron_ndim = len(shape_before(index))`` lets
+        ``pick`` tell a (B, *neurons) array from a (P, B, *neurons) one; tuple or list
+        entries, e.g. (lower, upper), become tuples with ``pick`` applied to each array."""
+        out = {}
+        for index, value in mapping.items():
+            neuron_ndim = len(self.shape_before(index))
+            out[index] = tuple(pick(v, neuron_ndim) for v in value) \
+                if isinstance(value, tuple | list) else pick(value, neuron_ndim)
+        return out
 
     @property
     def requires_grad(self) -> bool:

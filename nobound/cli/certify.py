@@ -22,6 +22,7 @@ from nobound.cli import UsageError
 from nobound.cli.common import (
     add_checkpoint_arguments,
     check_non_negative,
+    check_output_directory,
     check_positive,
     load_split,
     write_json,
@@ -118,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model} does not record its dataset; pass --dataset")
     data = load_split(dataset_name, args.split, args.data_dir, args.n)
     out = Path(args.out) if args.out else checkpoint.path.parent
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    check_output_directory(out)
     out.mkdir(parents=True, exist_ok=True)
     certifier = Certifier(checkpoint.model, data.input_shape, config)
     stem = f"certify-{data.name}-eps{args.eps:g}"

@@ -50,6 +50,12 @@ def check_data_dir(data_dir: str | None) -> None:
         raise UsageError(f"data directory {data_dir} does not exist")
 
 
+def check_output_directory(out: Path) -> None:
+    """Refuse an --out that exists as something other than a directory (e.g. a file)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+
+
 def load_split(name: str, split: str, data_dir: str | None, limit: int | None = None) -> Any:
     """``load_dataset`` with its errors turned into one-line usage errors."""
     from nobound.data import load_dataset

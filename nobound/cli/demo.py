@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nobound.cli import UsageError
 from nobound.cli.common import (
     check_device,
     check_non_negative,
+    check_output_directory,
     check_positive,
     load_split,
     markdown_table,
@@ -93,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--limit", args.limit)
     check_device(args.device)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    check_output_directory(out)
     train = load_split(DATASET, "train", None, args.limit)
     test = load_split(DATASET, "test", None, args.n)
 

@@ -23,6 +23,7 @@ from nobound.cli.common import (
     add_checkpoint_arguments,
     check_device,
     check_non_negative,
+    check_output_directory,
     check_positive,
     load_split,
     markdown_table,
@@ -94,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint, data, eps, attack = prepare(args)
     out = Path(args.out) if args.out else checkpoint.path.parent
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    check_output_directory(out)
     dtype = np.dtype(checkpoint.architecture.get("dtype", "float32"))
     images = to_device(data.images.astype(dtype), args.device)
     labels = to_device(data.labels, args.device)

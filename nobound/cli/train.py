@@ -21,6 +21,7 @@ from nobound.cli import UsageError
 from nobound.cli.common import (
     check_device,
     check_non_negative,
+    check_output_directory,
     check_positive,
     load_split,
     write_json,
@@ -63,6 +64,11 @@ def register(subparsers: Any) -> None:
                         help="lr factor at each milestone (default %(default)s)")
     parser.add_argument("--grad-clip", type=float, default=0.0,
                         help="clip the global gradient norm to this value (0: off)")
+    parser.add_argument("--micro-batch", type=int, default=0,
+                        help="compute each step over micro-batches of this many examples "
+                             "and sum their weighted gradients: the same gradient in less "
+                             "memory (BatchNorm then uses micro-batch statistics; not for "
+                             "pgpe, which chunks its population instead). 0: off")
     parser.add_argument("--eps", type=float, default=0.0,
                         help="l_inf training radius in pixel units [0, 1] (ignored by "
                              "standard training)")
@@ -106,7 +112,8 @@ def trainer_config_from_args(args: argparse.Namespace) -> Any:
                          lr=args.lr, momentum=args.momentum, lr_milestones=args.lr_milestones,
                          lr_decay=args.lr_decay, grad_clip=args.grad_clip, eps=args.eps,
                          log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                         keep_checkpoints=args.keep_checkpoints)
+                         keep_checkpoints=args.keep_checkpoints,
+                         micro_batch=args.micro_batch)
 
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,6 +139,7 @@ def validate(args: argparse.Namespace) -> None:
     check_positive("--batch-size", args.batch_size)
     check_positive("--lr", args.lr)
     check_non_negative("--limit", args.limit)
+    check_non_negative("--micro-batch", args.micro_batch)
     check_non_negative("--eval-limit", args.eval_limit)
     check_positive("--max-steps", args.max_steps)
     if args.arch not in ARCHITECTURES:
@@ -146,6 +154,12 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--augmentation must be 'default' or 'none', got "
                          f"{args.augmentation!r}")
     check_device(args.device)
+    from nobound.training.method import available_methods, get_method_class
+
+    if args.micro_batch and args.method in available_methods() and \
+            not get_method_class(args.method).splits_into_micro_batches:
+        raise UsageError(f"--micro-batch does not apply to --method {args.method}: it "
+                         "evaluates its population without a graph, in chunks")
 
 
 def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
@@ -154,8 +168,7 @@ def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
     from nobound.training.trainer import TrainerConfig, latest_checkpoint
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    check_output_directory(out)
     checkpoint_path = latest_checkpoint(out) if args.resume else None
     if not args.resume and out.is_dir() and any(out.iterdir()):
         raise UsageError(f"output directory {out} is not empty; pass --resume to continue "

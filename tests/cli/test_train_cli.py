@@ -83,6 +83,11 @@ def test_train_rejects_bad_input_and_writes_nothing(tmp_path, capsys):
                   "--eps must be non-negative", out)
     fails_cleanly(capsys, ["train", "--method", "magic", "--out", str(out), *TINY],
                   "unknown training method 'magic'", out)
+    fails_cleanly(capsys, ["train", "--micro-batch", "-4", "--out", str(out), *TINY],
+                  "--micro-batch must be non-negative", out)
+    fails_cleanly(capsys, ["train", "--method", "pgpe", "--micro-batch", "4", "--out",
+                           str(out), *TINY], "--micro-batch does not apply to --method pgpe",
+                  out)
     fails_cleanly(capsys, ["train", "--dataset", "mnist", "--data-dir",
                            str(tmp_path / "nowhere"), "--out", str(out)],
                   f"data directory {tmp_path / 'nowhere'} does not exist", out)

@@ -4,6 +4,7 @@ monotone in its intermediate bounds."""
 from __future__ import annotations
 
 import numpy as np
+from exact_problems import random_problem, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,22 +12,13 @@ from nobound.exact import dense_network, interval_bounds, minimise_output, trian
 from nobound.nn import Linear, ReLU, Sequential
 from nobound.testing.strategies import fc_networks
 
-SOLVER_TOLERANCE = 1e-6
 small_networks = fc_networks(max_inputs=3, max_hidden_layers=2, max_width=4)
-
-
-def tolerance(*values: float) -> float:
-    return SOLVER_TOLERANCE * (1.0 + max(abs(v) for v in values))
 
 
 @settings(max_examples=40)
 @given(network=small_networks, seed=st.integers(0, 2**16), eps=st.sampled_from([0.05, 0.5]))
 def test_triangle_lp_is_below_the_exact_minimum(network, seed, eps):
-    rng = np.random.default_rng(seed)
-    centre = rng.uniform(0.0, 1.0, network.input_shape)
-    lower, upper = centre - eps, centre + eps
-    objective = rng.normal(size=network.num_classes)
-    dense = dense_network(network.model, network.input_shape)
+    dense, lower, upper, objective = random_problem(network, np.random.default_rng(seed), eps)
     bounds = interval_bounds(dense, lower, upper)
     relaxed = triangle_lp_minimum(dense, lower, upper, objective, bounds)
     exact = minimise_output(dense, lower, upper, objective)
@@ -38,10 +30,7 @@ def test_triangle_lp_is_below_the_exact_minimum(network, seed, eps):
 @given(network=small_networks, seed=st.integers(0, 2**16), widen=st.floats(0.0, 1.0))
 def test_looser_intermediate_bounds_give_a_lower_lp_minimum(network, seed, widen):
     rng = np.random.default_rng(seed)
-    centre = rng.uniform(0.0, 1.0, network.input_shape)
-    lower, upper = centre - 0.3, centre + 0.3
-    objective = rng.normal(size=network.num_classes)
-    dense = dense_network(network.model, network.input_shape)
+    dense, lower, upper, objective = random_problem(network, rng, 0.3)
     bounds = interval_bounds(dense, lower, upper)[:dense.num_hidden_layers]
     wider = [(low - widen * rng.uniform(size=low.shape), high + widen * rng.uniform(
         size=high.shape)) for low, high in bounds]
@@ -54,10 +43,7 @@ def test_looser_intermediate_bounds_give_a_lower_lp_minimum(network, seed, widen
 @given(network=small_networks, seed=st.integers(0, 2**16))
 def test_triangle_lp_is_exact_on_a_single_point(network, seed):
     """A zero-radius region has no unstable neuron: the LP returns f(x) itself."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.0, 1.0, network.input_shape)
-    objective = rng.normal(size=network.num_classes)
-    dense = dense_network(network.model, network.input_shape)
+    dense, x, _, objective = random_problem(network, np.random.default_rng(seed), 0.0)
     bounds = interval_bounds(dense, x, x)
     relaxed = triangle_lp_minimum(dense, x, x, objective, bounds)
     value = float(dense.forward(x[None])[0] @ objective)

@@ -4,6 +4,7 @@ is below every sampled value and is attained by its minimiser."""
 from __future__ import annotations
 
 import numpy as np
+from exact_problems import random_problem, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,15 +19,7 @@ from nobound.nn import Linear, ReLU, Sequential
 from nobound.testing.sampling import region_samples
 from nobound.testing.strategies import conv_networks, fc_networks
 
-# HiGHS solves to zero gap with 1e-9 feasibility tolerances; big-M constants of order 10
-# turn that into errors of order 1e-8. An encoding bug is off by O(1).
-SOLVER_TOLERANCE = 1e-6
-
 tiny_networks = fc_networks(max_inputs=2, max_hidden_layers=2, max_width=3)
-
-
-def tolerance(*values: float) -> float:
-    return SOLVER_TOLERANCE * (1.0 + max(abs(v) for v in values))
 
 
 def grid(lower: np.ndarray, upper: np.ndarray, points_per_axis: int = 101) -> np.ndarray:
@@ -39,11 +32,7 @@ def grid(lower: np.ndarray, upper: np.ndarray, points_per_axis: int = 101) -> np
 @settings(max_examples=40)
 @given(network=tiny_networks, seed=st.integers(0, 2**16), eps=st.sampled_from([0.05, 0.5, 2.0]))
 def test_milp_minimum_matches_enumeration_and_dense_grid(network, seed, eps):
-    rng = np.random.default_rng(seed)
-    centre = rng.uniform(0.0, 1.0, network.input_shape)
-    lower, upper = centre - eps, centre + eps
-    objective = rng.normal(size=network.num_classes)
-    dense = dense_network(network.model, network.input_shape)
+    dense, lower, upper, objective = random_problem(network, np.random.default_rng(seed), eps)
     exact = minimise_output(dense, lower, upper, objective)
     enumerated = enumerate_minimum(dense, lower, upper, objective)
     assert exact.optimal
@@ -99,12 +88,9 @@ def test_milp_of_a_linear_network_is_the_closed_form(seed, inputs):
 def test_splitting_a_neuron_partitions_the_minimum(network, seed):
     """min over the region = min(min over {z ≥ 0}, min over {z ≤ 0}), each ≥ the whole."""
     rng = np.random.default_rng(seed)
-    dense = dense_network(network.model, network.input_shape)
+    dense, lower, upper, objective = random_problem(network, rng, 0.5)
     if not dense.relu_layers:
         return
-    centre = rng.uniform(0.0, 1.0, network.input_shape)
-    lower, upper = centre - 0.5, centre + 0.5
-    objective = rng.normal(size=network.num_classes)
     whole = minimise_output(dense, lower, upper, objective)
     layer = dense.relu_layers[0]
     neuron = int(rng.integers(0, dense.weights[0].shape[0]))
