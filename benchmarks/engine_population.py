@@ -1,7 +1,7 @@
 """Benchmark 3 (issue 2): P = 256 perturbed cnn3 networks on one batch, fused vs a loop.
 
-    python benchmarks/engine_population.py [--threads 2] [--batches 32 512] \
-        [--budget-mib 128] [--device cpu|cuda]
+    python benchmarks/engine_population.py [--threads 1] [--workers 2] \
+        [--batches 32 512] [--budget-mib 128] [--device cpu|cuda]
 
 RGS and PGPE evaluate many perturbed copies θ_i = θ + σ z_i of a network on the same
 minibatch. nobound evaluates them *fused*: every parameter gets a leading population axis
@@ -17,12 +17,18 @@ each member). The reference is the Python loop over members, one ordinary forwar
   threshold as set by :mod:`nobound.host_memory`: every array of a chunk then comes from
   heap memory that the next chunk reuses, instead of fresh pages faulted in on each call.
   Larger chunks are slower on a CPU, not faster.
+* ``fused (budget, W workers)``: the same, with ``--workers`` threads evaluating chunks
+  at once (the budget shared among them). Default: ``default_workers()``, i.e. cores /
+  BLAS threads, so 2 with ``--threads 1`` on 2 cores and 1 (no such row) with
+  ``--threads 2``. Its CPU time counts every thread.
 
-All three give the same losses (checked). Peak memory is tracemalloc's peak of traced
+All give the same losses (checked against the loop; the threaded run is also checked
+bit for bit against the serial run of the same chunks). Peak memory is tracemalloc's peak of traced
 allocations during one call (NumPy registers every array buffer with tracemalloc; BLAS
 work space is not included), via ``measure_peak_bytes``; on a GPU it is the CuPy memory
 pool's high-water mark. Targets of issue 2: fused ≥ 5× faster than the loop at batch 32,
-never slower at batch 512. Results: results/engine_population.json.
+never slower at batch 512. Results: results/engine_population.json (``--threads 1``),
+results/engine_population_threads<N>.json otherwise.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from nobound.training.perturbation import ParameterLayout
 from nobound.training.population import (
     bytes_per_member,
     chunk_size_for_budget,
+    default_workers,
     evaluate_members_one_by_one,
     evaluate_population,
     measure_peak_bytes,
@@ -77,6 +84,9 @@ def candidates(batch: int, args: Any, xp: Any) -> tuple[dict[str, Callable[[], A
     population = args.population
     per_member = bytes_per_member(loss_of, layout, members, xp)
     chunk = chunk_size_for_budget(per_member, args.budget_mib * 2**20, population)
+    workers = args.workers or default_workers(xp)
+    worker_chunk = chunk_size_for_budget(per_member, args.budget_mib * 2**20, population,
+                                         workers=workers)
 
     def synchronised(run: Callable[[], Any]) -> Callable[[], Any]:
         if xp is np:
@@ -89,10 +99,21 @@ def candidates(batch: int, args: Any, xp: Any) -> tuple[dict[str, Callable[[], A
         "fused (budget)": lambda: evaluate_population(loss_of, layout, members, population,
                                                       chunk_size=chunk),
     }
+    threaded = f"fused (budget, {workers} workers)"
+    if workers > 1:
+        runs[threaded] = lambda: evaluate_population(loss_of, layout, members, population,
+                                                     worker_chunk, workers)
     if per_member * population > args.max_unchunked_gib * 2**30:
         del runs["fused"]  # would not fit; the budgeted run is the fused result
-    facts = {"bytes_per_member": per_member, "budget_chunk": chunk,
-             "losses_agree": check_agreement(runs, xp)}
+    facts = {"bytes_per_member": per_member, "budget_chunk": chunk, "workers": workers,
+             "worker_chunk": worker_chunk, "losses_agree": check_agreement(runs, xp)}
+    if workers > 1:
+        serial = evaluate_population(loss_of, layout, members, population, worker_chunk)
+        if not np.array_equal(runs[threaded](), serial):
+            raise AssertionError("the threaded evaluation differs from the serial one")
+        facts["workers_equal_serial_exactly"] = True
+    chunks = {"loop": 1, "fused": population, "fused (budget)": chunk, threaded: worker_chunk}
+    facts["chunks"] = {name: chunks[name] for name in runs}
     return {name: synchronised(run) for name, run in runs.items()}, facts
 
 
@@ -116,6 +137,9 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.01)
     parser.add_argument("--budget-mib", type=float, default=128,
                         help="memory budget for the chunked fused evaluation")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads for the threaded fused evaluation (default: cores / "
+                             "--threads; 1 leaves that row out)")
     parser.add_argument("--max-unchunked-gib", type=float, default=6,
                         help="skip the unchunked fused run when it would need more")
     parser.add_argument("--rounds", type=int, default=3)
@@ -142,21 +166,24 @@ def main() -> None:
             timings[name]["speedup_vs_loop"] = speedup
             timings[name]["peak_bytes"] = memory[name]
             rows.append({"batch": batch, "evaluation": name,
-                         "chunk": {"loop": 1, "fused": args.population}.get(
-                             name, facts["budget_chunk"]),
+                         "chunk": facts["chunks"][name],
                          "ms (median wall)": 1e3 * timings[name]["wall_median"],
                          "speedup (wall)": speedup["wall_median"],
                          "speedup (cpu)": speedup["cpu_median"],
                          "peak MiB": memory[name] / 2**20})
         results.append({"batch": batch, **facts, "timings": timings})
         print(f"batch {batch} done", flush=True)
-    print(f"\nP = {args.population} cnn3 members, {args.threads} thread(s), {args.device}:")
+    print(f"\nP = {args.population} cnn3 members, {args.threads} BLAS thread(s), "
+          f"{args.device}:")
     print_table(rows, list(rows[0]))
-    write_results(f"engine_population{'_cuda' if args.device == 'cuda' else ''}", {
+    suffix = "_cuda" if args.device == "cuda" else \
+        ("" if args.threads == 1 else f"_threads{args.threads}")
+    write_results(f"engine_population{suffix}", {
         "benchmark": "population evaluation, fused vs loop",
         "machine": machine_info,
         "settings": {"population": args.population, "sigma": args.sigma,
                      "budget_mib": args.budget_mib, "device": args.device,
+                     "workers": args.workers or default_workers(xp),
                      "memory_method": "tracemalloc peak of traced allocations during one "
                                       "call (CuPy pool high-water mark on GPU)"},
         "results": results,

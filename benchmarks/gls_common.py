@@ -1,8 +1,9 @@
 """Helpers shared by the certified-training benchmarks (``benchmarks/gls_*.py``).
 
 Timings are the minimum over repeats after one warm-up call (the machine is shared, so the
-minimum is the least disturbed measurement). The warm-up call runs under tracemalloc (NumPy
-registers its buffers there) and gives the peak memory; it is never a timed call.
+minimum is the least disturbed measurement), in wall time (and, with
+:func:`timed_with_cpu`, CPU time of all threads). The warm-up call runs under tracemalloc
+(NumPy registers its buffers there) and gives the peak memory; it is never a timed call.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,26 +45,42 @@ def mnist_model(arch: str, seed: int = 0) -> Any:
     return ibp_init(model, seed)
 
 
+class Seconds(NamedTuple):
+    """Minimum wall and CPU seconds (all threads of the process) over the timed calls."""
+
+    wall: float
+    cpu: float
+
+
 def timed(run: Callable[[], Any], repeats: int) -> tuple[float, int, Any]:
-    """(minimum seconds over ``repeats`` timed calls, peak bytes of the warm-up call, the
-    warm-up call's result)."""
+    """(minimum wall seconds over ``repeats`` timed calls, peak bytes of the warm-up call,
+    the warm-up call's result)."""
+    seconds, peak, result = timed_with_cpu(run, repeats)
+    return seconds.wall, peak, result
+
+
+def timed_with_cpu(run: Callable[[], Any], repeats: int) -> tuple[Seconds, int, Any]:
+    """As :func:`timed`, with the minimum CPU seconds (all threads) next to the wall's."""
     tracemalloc.start()
     try:
         result = run()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    times = []
+    walls, cpus = [], []
     for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run()
-        times.append(time.perf_counter() - start)
-    return min(times), peak, result
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    return Seconds(min(walls), min(cpus)), peak, result
 
 
 def machine() -> dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__,
+            "blas_threads": {name: os.environ.get(name) for name in
+                             ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 

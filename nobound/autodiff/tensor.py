@@ -10,6 +10,7 @@ value feeds several ops.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,33 +21,40 @@ from nobound.backend import default_dtype, get_array_module
 
 VJP = Callable[[Any], Sequence[Any]]
 
-_grad_enabled = True
+
+class _GradMode(threading.local):
+    """Whether ops record the graph, per thread: a population evaluated by worker threads
+    (``evaluate_population(workers=…)``) must not see another worker's ``enable_grad``."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 @contextmanager
 def no_grad() -> Iterator[None]:
-    """Inside this block no graph is recorded: ops return constant Tensors."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Inside this block (in this thread) no graph is recorded: ops return constant Tensors."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 @contextmanager
 def enable_grad() -> Iterator[None]:
     """Record the graph inside this block even within ``no_grad`` (e.g. an inner optimiser)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
+    previous, _grad_mode.enabled = _grad_mode.enabled, True
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether ops called from this thread record the graph (True outside ``no_grad``)."""
+    return _grad_mode.enabled
 
 
 class Tensor:
@@ -86,7 +94,7 @@ class Tensor:
         if isinstance(data, np.generic):  # NumPy reductions return scalars, not 0-d arrays
             data = np.asarray(data)
         out.data, out.grad, out.name = data, None, ""
-        needs = _grad_enabled and any(p.requires_grad for p in parents)
+        needs = _grad_mode.enabled and any(p.requires_grad for p in parents)
         out.requires_grad = needs
         out.parents = tuple(parents) if needs else ()
         out.vjp = vjp if needs else None

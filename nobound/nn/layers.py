@@ -85,10 +85,12 @@ class Conv2d(Module):
 
     def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         p = self.resolve(params)
-        out = ops.conv2d(x, p["weight"], self.stride, self.padding)
-        if "bias" in p:
-            out = out + population_bias(p["bias"], 1, 2)
-        return out
+        weight, bias = p["weight"], p.get("bias")
+        if bias is not None and bias.ndim > weight.ndim - 3:
+            # members' biases with one shared weight: the bias alone adds the population axis
+            return ops.conv2d(x, weight, self.stride, self.padding) + \
+                population_bias(bias, 1, 2)
+        return ops.conv2d(x, weight, self.stride, self.padding, bias)  # bias in the same pass
 
     def output_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """(C, H, W) → (O, Ho, Wo)."""

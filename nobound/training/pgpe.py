@@ -17,15 +17,18 @@ estimate of ∇L_σ (Stein's lemma: ∇L_σ = E[ε L(θ+ε)]/σ², symmetrised),
 ``stdev_max_change``, default 0.2, after Ha 2017).
 
 The 2n members are evaluated on the same minibatch in batched calls over the population
-axis (chunks sized to a memory budget). The noise comes from counter-based streams
-(:mod:`nobound.training.perturbation`) and is regenerated for the gradient instead of being
-stored unless it is small. No gradient of L is needed, so any relaxation works, including
-alpha-CROWN with its slope optimisation inside the loss (§4.3).
+axis (chunks sized to a memory budget), on the host by several worker threads at once
+(``workers``, see :func:`nobound.training.population.evaluate_population`). The noise
+comes from counter-based streams (:mod:`nobound.training.perturbation`) and is
+regenerated for the gradient instead of being stored unless it is small. No gradient of
+L is needed, so any relaxation works, including alpha-CROWN with its slope optimisation
+inside the loss (§4.3).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -49,6 +52,7 @@ from nobound.training.perturbation import ParameterLayout, standard_normal_direc
 from nobound.training.population import (
     bytes_per_member,
     chunk_size_for_budget,
+    default_workers,
     evaluate_population,
 )
 
@@ -80,6 +84,7 @@ class PGPEConfig:
     chunk_size: int | None = None
     memory_budget_mb: float | None = None
     keep_noise_mb: float = 256.0
+    workers: int | None = None  # threads evaluating chunks; None: default_workers()
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.population_size % 2:
@@ -93,6 +98,8 @@ class PGPEConfig:
             raise ValueError("stdev_max_change must lie in (0, 1)")
         if self.chunk_size is not None and (self.chunk_size < 2 or self.chunk_size % 2):
             raise ValueError(f"chunk size must be even and ≥ 2, got {self.chunk_size}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {self.workers}")
         if self.optimizer not in CENTER_OPTIMIZERS:
             raise ValueError(f"unknown PGPE optimiser {self.optimizer!r}; choose from "
                              f"{CENTER_OPTIMIZERS}")
@@ -203,7 +210,7 @@ class PGPETraining(TrainingMethod):
         self.sigma: Any = None
         self.layout: ParameterLayout | None = None
         self._pending_state: dict[str, Any] = {}
-        self._chunk_sizes: dict[int, int] = {}
+        self._chunk_sizes: dict[tuple[int, int], int] = {}
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), **asdict(self.config)}
@@ -260,35 +267,37 @@ class PGPETraining(TrainingMethod):
             return result.loss
 
         centre = natural_metrics(model, images, labels)  # before θ moves
-        chunk = self._chunk_size(loss_of, member_vectors, xp, len(labels))
+        workers = config.workers or default_workers(xp)
+        chunk = self._chunk_size(loss_of, member_vectors, xp, len(labels), workers)
         parts.clear()  # forget the footprint probe's evaluations
         losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
-                                     chunk)
+                                     chunk, workers)
         weights = fitness_weights(losses, config.ranking)
         center_gradient, sigma_gradient = pgpe_gradients(weights, sigma, directions,
                                                          max(1, chunk // 2))
         self.optimizer.step(layout.unflatten(center_gradient))
         self.sigma = updated_sigma(sigma, sigma_gradient, config)
         total = sum(count for count, _ in parts)
-        metrics = {key: sum(count * m[key] for count, m in parts) / total
+        # fsum is exactly rounded, so the order in which workers finished does not matter
+        metrics = {key: math.fsum(count * m[key] for count, m in parts) / total
                    for key in parts[0][1]}
         metrics.update(centre, sigma=float(self.sigma.mean()), population_chunk=chunk)
         return StepResult(None, metrics)
 
     def _chunk_size(self, loss_of: Callable, member_vectors: Callable, xp: Any,
-                    batch: int) -> int:
-        """The configured chunk, or one fitted to the memory budget (measured once per
-        batch size from the marginal footprint of one member)."""
+                    batch: int, workers: int = 1) -> int:
+        """The configured chunk, or one fitted to the memory budget shared by ``workers``
+        (measured once per batch size from the marginal footprint of one member)."""
         population = self.config.population_size
         if self.config.chunk_size:
             return min(self.config.chunk_size, population)
-        if batch not in self._chunk_sizes:
+        if (batch, workers) not in self._chunk_sizes:
             budget = default_memory_budget(xp) if self.config.memory_budget_mb is None \
                 else self.config.memory_budget_mb * 1e6
             per_member = bytes_per_member(loss_of, self.layout, member_vectors, xp)
-            self._chunk_sizes[batch] = chunk_size_for_budget(per_member, budget, population,
-                                                             multiple=2)
-        return self._chunk_sizes[batch]
+            self._chunk_sizes[batch, workers] = chunk_size_for_budget(
+                per_member, budget, population, multiple=2, workers=workers)
+        return self._chunk_sizes[batch, workers]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -337,8 +346,13 @@ class PGPETraining(TrainingMethod):
                            help="members per batched call (default: fitted to "
                                 "--population-memory)")
         group.add_argument("--population-memory", type=float,
-                           help="MB a population chunk may use (default 134 (128 MiB) on "
-                                "the CPU, half the free GPU memory)")
+                           help="MB the population chunks in flight may use together "
+                                "(default 134 (128 MiB) on the CPU, half the free GPU "
+                                "memory)")
+        group.add_argument("--population-workers", type=int,
+                           help="threads evaluating population chunks at once (default: "
+                                "cores / BLAS threads on the CPU, e.g. 2 with "
+                                "OPENBLAS_NUM_THREADS=1 on 2 cores; 1 on a GPU)")
 
     @classmethod
     def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -353,7 +367,8 @@ class PGPETraining(TrainingMethod):
                    "clipup_momentum": args.clipup_momentum,
                    "clipup_max_speed": args.clipup_max_speed,
                    "chunk_size": args.population_chunk,
-                   "memory_budget_mb": args.population_memory}
+                   "memory_budget_mb": args.population_memory,
+                   "workers": getattr(args, "population_workers", None)}
         cls(**options)  # validates
         return options
 

@@ -10,12 +10,22 @@ chunk size is derived from a memory budget and a measured per-member footprint.
 The member vectors are produced on demand by ``member_vectors(start, stop)`` (rows
 θ_start … θ_{stop−1}, shape (stop − start, d)), so only one chunk of perturbed parameters
 exists at any time; PGPE regenerates its noise from seeds to build them.
+
+On a multi-core host the chunks can be evaluated concurrently by ``workers`` threads. The
+heavy work of a chunk — BLAS products, the compiled im2col/col2im loops, NumPy passes over
+large arrays — runs without the GIL, so two workers keep two cores busy. Each chunk is
+evaluated exactly as in the serial loop (same members, same calls), so the losses equal
+the serial chunked evaluation's bit for bit; only the order in which chunks finish
+changes. Each worker holds one chunk, so a memory budget is divided among them
+(:func:`chunk_size_for_budget`).
 """
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -30,23 +40,74 @@ PopulationLoss = Callable[[dict[str, Tensor]], Tensor]  # params (c, *shape) →
 MemberVectors = Callable[[int, int], Any]               # (start, stop) → (stop − start, d)
 
 
+#: Environment variables that fix the BLAS thread count, the first one set wins.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def default_workers(xp: ModuleType = np) -> int:
+    """Worker threads for a population evaluation: usable cores / BLAS threads on the host
+    (1 on a GPU, whose kernels already run in parallel on one stream).
+
+    Usable cores come from ``os.sched_getaffinity``, BLAS threads from the first of
+    BLAS_THREAD_VARIABLES that is set (BLAS libraries use every core by default). Workers
+    and BLAS threads must not oversubscribe the cores: with OpenBLAS's two threads each,
+    two workers on two cores ran 4× slower than one (spinning threads wait for each other).
+    So the default is 1 unless BLAS was limited, e.g. ``OPENBLAS_NUM_THREADS=1``.
+    """
+    if xp is not np:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS and Windows
+        cores = os.cpu_count() or 1
+    setting = next((os.environ[name] for name in BLAS_THREAD_VARIABLES
+                    if os.environ.get(name, "").strip().isdigit()), None)
+    blas_threads = int(setting) if setting else cores
+    return max(1, cores // max(1, blas_threads))
+
+
+def population_chunks(population_size: int, chunk_size: int | None = None,
+                      workers: int = 1) -> list[tuple[int, int]]:
+    """The members [start, stop) of each chunk: runs of ``chunk_size`` members.
+
+    Without a chunk size the population is one chunk, or with several workers one chunk
+    per worker (⌈P / workers⌉ members each), so that every worker has one to evaluate.
+    """
+    if not chunk_size:
+        chunk_size = -(-population_size // max(1, workers))
+    chunk_size = max(1, min(chunk_size, population_size))
+    return [(start, min(start + chunk_size, population_size))
+            for start in range(0, population_size, chunk_size)]
+
+
 def evaluate_population(loss_of: PopulationLoss, layout: ParameterLayout,
                         member_vectors: MemberVectors, population_size: int,
-                        chunk_size: int | None = None) -> np.ndarray:
+                        chunk_size: int | None = None, workers: int = 1) -> np.ndarray:
     """Losses L(θ_i) of all members, shape (P,), one batched call per chunk.
 
+    The chunks are those of :func:`population_chunks`; ``workers`` > 1 evaluates them in
+    that many threads at once (``loss_of`` and ``member_vectors`` must then be safe to call
+    concurrently, as pure functions of their arguments are). Given the same chunks the
+    losses are identical to the serial evaluation's, whatever the number of workers.
+
     Runs under ``no_grad``: PGPE needs no gradient. (A relaxation with an inner
-    optimisation of its own — alpha-CROWN's slopes — re-enables the graph for it alone.)
+    optimisation of its own — alpha-CROWN's slopes — re-enables the graph for it alone;
+    the grad mode is per thread, so one worker's graph never leaks into another's.)
     """
-    chunk_size = population_size if not chunk_size else max(1, min(chunk_size, population_size))
-    losses = []
-    for start in range(0, population_size, chunk_size):
-        stop = min(start + chunk_size, population_size)
+    chunks = population_chunks(population_size, chunk_size, workers)
+
+    def evaluate(chunk: tuple[int, int]) -> np.ndarray:
+        start, stop = chunk
         params = layout.to_tensors(member_vectors(start, stop))
         with no_grad():
             chunk_losses = loss_of(params)
-        losses.append(to_numpy(unwrap(chunk_losses)).reshape(stop - start).astype(np.float64))
-    return np.concatenate(losses)
+        return to_numpy(unwrap(chunk_losses)).reshape(stop - start).astype(np.float64)
+
+    workers = min(max(1, workers), len(chunks))
+    if workers == 1:
+        return np.concatenate([evaluate(chunk) for chunk in chunks])
+    with ThreadPoolExecutor(workers, thread_name_prefix="population") as pool:
+        return np.concatenate(list(pool.map(evaluate, chunks)))  # map keeps chunk order
 
 
 def evaluate_members_one_by_one(loss_of: PopulationLoss, layout: ParameterLayout,
@@ -62,17 +123,22 @@ def evaluate_members_one_by_one(loss_of: PopulationLoss, layout: ParameterLayout
 
 
 def chunk_size_for_budget(bytes_per_member: float, budget_bytes: float, population_size: int,
-                          multiple: int = 1) -> int:
+                          multiple: int = 1, workers: int = 1) -> int:
     """The largest chunk (a multiple of ``multiple``, ≤ P) whose members fit the budget.
 
-    Never less than ``multiple`` (one pair for PGPE's symmetric sampling): a budget too small
-    for one member still makes progress, just without batching.
+    ``workers`` threads each hold one chunk at a time, so each gets budget / workers, and
+    the chunk is at most ⌈P / workers⌉ (rounded up to the multiple) so that every worker
+    gets one. Never less than ``multiple`` (one pair for PGPE's symmetric sampling): a
+    budget too small for one member still makes progress, just without batching.
     """
+    workers = max(1, workers)
+    share = -(-population_size // workers)
+    share += -share % multiple
     if bytes_per_member <= 0:
-        return population_size
-    fitting = int(budget_bytes // bytes_per_member)
+        return min(share, population_size)
+    fitting = int(budget_bytes / workers // bytes_per_member)
     chunk = max(multiple, fitting - fitting % multiple)
-    return min(chunk, population_size)
+    return min(chunk, share, population_size)
 
 
 def measure_peak_bytes(run: Callable[[], Any], xp: ModuleType = np) -> int:

@@ -187,7 +187,13 @@ def conv_operands(data: st.DataObject, xp: Any) -> tuple[Any, Any, dict[str, int
 @case("conv2d")
 def conv2d_case(data, xp, name):
     x, w, g = conv_operands(data, xp)
-    return (lambda x, w: ops.conv2d(x, w, g["stride"], g["padding"])), [x, w]
+    out_channels = w.shape[-4]
+    bias_shapes = [None, (out_channels,)] + ([(w.shape[0], out_channels)] if w.ndim == 5 else [])
+    bias_shape = data.draw(st.sampled_from(bias_shapes))
+    if bias_shape is None:
+        return (lambda x, w: ops.conv2d(x, w, g["stride"], g["padding"])), [x, w]
+    bias = smooth(data, xp, bias_shape)
+    return (lambda x, w, b: ops.conv2d(x, w, g["stride"], g["padding"], b)), [x, w, bias]
 
 
 @case("conv_transpose2d")

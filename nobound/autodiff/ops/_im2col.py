@@ -22,29 +22,21 @@ installed; set ``NOBOUND_NUMBA=0`` to keep the pure-NumPy path.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
+from nobound.autodiff.ops._compiled import numba_kernels
 from nobound.backend import get_array_module
 
 _kernels: Any = None  # the Numba kernels module once imported; False when unavailable
 
 
 def _compiled() -> Any:
-    """The Numba kernels, imported on first use (importing Numba and loading the compiled
-    loops takes about a second, which ``import nobound`` should not pay); None without
-    Numba or with ``NOBOUND_NUMBA=0``."""
+    """The Numba kernels (see :mod:`._compiled`), or None without Numba."""
     global _kernels
     if _kernels is None:
-        _kernels = False
-        if os.environ.get("NOBOUND_NUMBA", "1") != "0":
-            try:  # Numba is optional: nobound works (more slowly) without it
-                from nobound.autodiff.ops import _im2col_numba
-                _kernels = _im2col_numba
-            except ImportError:
-                pass
+        _kernels = numba_kernels("_im2col_numba") or False
     return _kernels or None
 
 

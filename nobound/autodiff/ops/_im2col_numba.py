@@ -15,7 +15,8 @@ wrap-around test in the innermost loop.
 The loops are deliberately serial: they are memory-bound, and a parallel loop's barrier
 stalls badly when the cores are shared with other processes (measured: 0.2 ms serial vs
 20+ ms with two threads on a loaded 2-core machine). BLAS keeps its own threads for the
-GEMMs, where they pay off.
+GEMMs, where they pay off. They release the GIL (``nogil``), so the worker threads of a
+population evaluation (``evaluate_population(workers=…)``) unfold their chunks concurrently.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _inside(offset: int, stride: int, padding: int, size: int, out_size: int
     return first, max(first, stop)
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, nogil=True)
 def im2col_into(images: Any, cols: Any, kernel_h: int, kernel_w: int, stride: int,
                 padding: int) -> None:
     """cols[g, (c, p, q), (n, i, j)] = x_pad[g, n, c, s·i + p, s·j + q]; ``cols`` overwritten."""
@@ -60,7 +61,7 @@ def im2col_into(images: Any, cols: Any, kernel_h: int, kernel_w: int, stride: in
                     target[np.uint64(write + j)] = source[np.uint64(read + stride * j)]
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, nogil=True)
 def col2im_into(cols: Any, images: Any, kernel_h: int, kernel_w: int, stride: int,
                 padding: int) -> None:
     """images[g, n, c, s·i + p − pad, s·j + q − pad] += cols[g, (c, p, q), (n, i, j)].

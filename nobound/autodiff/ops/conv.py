@@ -29,6 +29,7 @@ from math import prod
 from typing import Any
 
 from nobound.autodiff.ops import _conv_products as products
+from nobound.autodiff.ops._compiled import numba_kernels, suits_compiled_pass
 from nobound.autodiff.ops._conv_products import Window
 from nobound.autodiff.ops._im2col import output_length
 from nobound.autodiff.ops._util import lift
@@ -84,9 +85,9 @@ def _output_rows(g: Any, groups: int, members: int) -> Any:
     return rows.reshape(groups, -1, images * out_h * out_w)
 
 
-def _forward(x: Any, w: Any, window: Window, keep_columns: bool) -> tuple[Any, Any]:
-    """y = W · im2col(x) in (*lead, O, Ho, Wo), and the columns if kept (else None)."""
-    xp = get_array_module(x, w)
+def _forward(x: Any, w: Any, window: Window, keep_columns: bool, bias: Any = None
+             ) -> tuple[Any, Any]:
+    """y = W · im2col(x) (+ b) in (*lead, O, Ho, Wo), and the columns if kept (else None)."""
     groups, count, lead = _layout(x.shape, w.shape)
     out_h, out_w = window.out_shape(*x.shape[-2:])
     if out_h < 1 or out_w < 1:
@@ -95,9 +96,47 @@ def _forward(x: Any, w: Any, window: Window, keep_columns: bool) -> tuple[Any, A
     out, cols = products.forward(_images(x, w.shape), _weight_rows(w, groups), window,
                                  keep_columns)
     out_channels = w.shape[-4]
-    out = out.reshape(_members(w.shape), out_channels, count, out_h, out_w)
-    return xp.ascontiguousarray(out.transpose(0, 2, 1, 3, 4)).reshape(
-        *lead, out_channels, out_h, out_w), cols
+    out = out.reshape(_members(w.shape), out_channels, count, out_h * out_w)
+    return _channels_after_images(out, bias).reshape(*lead, out_channels, out_h, out_w), cols
+
+
+def _channels_after_images(products_out: Any, bias: Any) -> Any:
+    """The GEMM result (P, O, N, pixels) as (P, N, O, pixels), plus b[o] or b[p, o].
+
+    The product's rows are (member, channel), the output's order is (member, image,
+    channel): one transposing copy, which adds the bias on the way (one pass over the
+    output instead of two) — in a compiled loop for NumPy arrays when Numba is installed.
+    """
+    xp = get_array_module(products_out)
+    members, channels, count, pixels = products_out.shape
+    transposed = products_out.transpose(0, 2, 1, 3)
+    if bias is None:
+        return xp.ascontiguousarray(transposed)
+    bias_rows = bias.reshape(-1, channels)  # (P', O), P' ∈ {1, P}
+    out = xp.empty((members, count, channels, pixels), xp.result_type(products_out, bias))
+    kernels = numba_kernels("_passes_numba") \
+        if suits_compiled_pass(products_out) and bias.dtype == products_out.dtype else None
+    if kernels is not None:
+        kernels.channels_after_images_into(products_out, bias_rows, out)
+    else:
+        xp.add(transposed, bias_rows[:, None, :, None], out=out)
+    return out
+
+
+def _bias_grad(g: Any, bias_shape: tuple[int, ...]) -> Any:
+    """db[o] = Σ g[…, o, i, j] over every image (and member, for a shared bias (O,));
+    db[p, o] keeps the population axis, which leads g."""
+    channel_axis = g.ndim - 3
+    kept = (channel_axis,) if len(bias_shape) == 1 else (0, channel_axis)
+    return g.sum(axis=tuple(a for a in range(g.ndim) if a not in kept))
+
+
+def _check_bias(bias_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> None:
+    out_channels = w_shape[-4]
+    allowed = [(out_channels,)] + ([(w_shape[0], out_channels)] if len(w_shape) == 5 else [])
+    if tuple(bias_shape) not in allowed:
+        raise ValueError(f"conv bias must have shape {' or '.join(map(str, allowed))} for "
+                         f"weight {w_shape}, got {bias_shape}")
 
 
 def _input_grad(rows: Any, w: Any, x_shape: tuple[int, ...], window: Window) -> Any:
@@ -114,25 +153,37 @@ def _weight_grad(rows: Any, cols: Any, x: Any, w_shape: tuple[int, ...], window:
     return products.weight_grad(rows, cols, _images(x, w_shape), window).reshape(w_shape)
 
 
-def conv2d(x: Any, weight: Any, stride: int = 1, padding: int = 0) -> Tensor:
-    """y[o, i, j] = Σ_{c,p,q} W[o, c, p, q] · x_pad[c, s·i + p, s·j + q]  (no bias).
+def conv2d(x: Any, weight: Any, stride: int = 1, padding: int = 0, bias: Any = None
+           ) -> Tensor:
+    """y[o, i, j] = Σ_{c,p,q} W[o, c, p, q] · x_pad[c, s·i + p, s·j + q]  (+ b[o]).
 
-    vjp_x = conv_transpose2d(g, W);  vjp_W[o, c, p, q] = Σ_{i,j} g[o, i, j] x_pad[c, s·i+p, s·j+q].
+    vjp_x = conv_transpose2d(g, W);  vjp_W[o, c, p, q] = Σ_{i,j} g[o, i, j] x_pad[c, s·i+p, s·j+q];
+    vjp_b[o] = Σ_{i,j} g[o, i, j] (summed over the images). ``bias`` is (O,), or (P, O) with
+    a population weight (P, O, C, kh, kw); adding it here costs no extra pass over the
+    output (see :func:`_channels_after_images`).
     """
-    x, weight = lift(x, weight)
+    if bias is None:
+        x, weight = lift(x, weight)
+    else:
+        x, weight, bias = lift(x, weight, bias)
+        _check_bias(bias.shape, weight.shape)
     window = Window(*weight.shape[-2:], stride, padding)
     keep_columns = weight.requires_grad and is_grad_enabled()  # only dW reads them
-    out, cols = _forward(x.data, weight.data, window, keep_columns)
+    out, cols = _forward(x.data, weight.data, window, keep_columns,
+                         None if bias is None else bias.data)
     groups = _layout(x.shape, weight.shape)[0]
 
-    def vjp(g: Any) -> tuple[Any, Any]:
+    def vjp(g: Any) -> tuple[Any, ...]:
         rows = _output_rows(g, groups, _members(weight.shape))
         gx = _input_grad(rows, weight.data, x.shape, window) if x.requires_grad else None
         gw = _weight_grad(rows, cols, x.data, weight.shape, window) \
             if weight.requires_grad else None
-        return gx, gw
+        if bias is None:
+            return gx, gw
+        return gx, gw, (_bias_grad(g, bias.shape) if bias.requires_grad else None)
 
-    return Tensor.from_op(out, (x, weight), vjp)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor.from_op(out, parents, vjp)
 
 
 def conv_transpose2d(y: Any, weight: Any, input_hw: tuple[int, int], stride: int = 1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nobound.autodiff.ops._compiled import numba_kernels, suits_compiled_pass
 from nobound.autodiff.ops._util import lift, unbroadcast
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import unwrap
@@ -89,10 +90,18 @@ def relu(x: Tensor) -> Tensor:
     """z = max(x, 0);  vjp = g · 1[x > 0] (the subgradient 0 is taken at x = 0).
 
     1[x > 0] = 1[z > 0] is formed from z inside the VJP, so a forward pass without
-    gradients makes one pass over the data and stores no mask.
+    gradients makes one pass over the data and stores no mask. Large NumPy arrays take
+    the compiled loop of :mod:`._passes_numba` when Numba is installed (same values).
     """
-    out = x.xp.maximum(x.data, 0)
+    data = x.data
+    kernels = numba_kernels("_passes_numba") if suits_compiled_pass(data) else None
+    if kernels is not None:
+        out = x.xp.empty_like(data)
+        kernels.relu_into(data, out)
+    else:
+        out = x.xp.maximum(data, 0)
     return Tensor.from_op(out, (x,), lambda g: (g * (out > 0),))
+
 
 
 def abs(x: Tensor) -> Tensor:  # noqa: A001 - mirrors numpy's name
