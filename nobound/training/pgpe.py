@@ -54,6 +54,7 @@ from nobound.training.population import (
     chunk_size_for_budget,
     default_workers,
     evaluate_population,
+    workers_for_budget,
 )
 
 RANKINGS = ("raw", "centered")
@@ -210,7 +211,7 @@ class PGPETraining(TrainingMethod):
         self.sigma: Any = None
         self.layout: ParameterLayout | None = None
         self._pending_state: dict[str, Any] = {}
-        self._chunk_sizes: dict[tuple[int, int], int] = {}
+        self._chunk_sizes: dict[tuple[int, int], tuple[int, int]] = {}  # → (chunk, workers)
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), **asdict(self.config)}
@@ -267,8 +268,8 @@ class PGPETraining(TrainingMethod):
             return result.loss
 
         centre = natural_metrics(model, images, labels)  # before θ moves
-        workers = config.workers or default_workers(xp)
-        chunk = self._chunk_size(loss_of, member_vectors, xp, len(labels), workers)
+        chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels),
+                                        config.workers or default_workers(xp))
         parts.clear()  # forget the footprint probe's evaluations
         losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
                                      chunk, workers)
@@ -284,19 +285,22 @@ class PGPETraining(TrainingMethod):
         metrics.update(centre, sigma=float(self.sigma.mean()), population_chunk=chunk)
         return StepResult(None, metrics)
 
-    def _chunk_size(self, loss_of: Callable, member_vectors: Callable, xp: Any,
-                    batch: int, workers: int = 1) -> int:
-        """The configured chunk, or one fitted to the memory budget shared by ``workers``
+    def _chunking(self, loss_of: Callable, member_vectors: Callable, xp: Any,
+                  batch: int, workers: int = 1) -> tuple[int, int]:
+        """(chunk size, workers): the configured chunk with the requested workers, or the
+        workers whose pairs fit the memory budget and a chunk fitted to their share of it
         (measured once per batch size from the marginal footprint of one member)."""
         population = self.config.population_size
         if self.config.chunk_size:
-            return min(self.config.chunk_size, population)
+            return min(self.config.chunk_size, population), workers
         if (batch, workers) not in self._chunk_sizes:
             budget = default_memory_budget(xp) if self.config.memory_budget_mb is None \
                 else self.config.memory_budget_mb * 1e6
             per_member = bytes_per_member(loss_of, self.layout, member_vectors, xp)
-            self._chunk_sizes[batch, workers] = chunk_size_for_budget(
-                per_member, budget, population, multiple=2, workers=workers)
+            used = workers_for_budget(per_member, budget, workers, multiple=2)
+            chunk = chunk_size_for_budget(per_member, budget, population, multiple=2,
+                                          workers=used)
+            self._chunk_sizes[batch, workers] = (chunk, used)
         return self._chunk_sizes[batch, workers]
 
     # ------------------------------------------------------------------ checkpoints

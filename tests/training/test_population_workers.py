@@ -25,6 +25,7 @@ from nobound.training.population import (
     default_workers,
     evaluate_population,
     population_chunks,
+    workers_for_budget,
 )
 
 
@@ -84,6 +85,26 @@ def test_budget_is_shared_by_the_workers():
     assert chunk_size_for_budget(1.0, 1e9, 256, workers=2) == 128
     assert chunk_size_for_budget(1.0, 1e9, 9, multiple=2, workers=2) == 6
     assert chunk_size_for_budget(1.0, 1e9, 256, workers=1) == 256
+
+
+def test_workers_are_cut_to_those_whose_chunks_fit_the_budget():
+    assert workers_for_budget(100.0, 2100.0, 2) == 2
+    assert workers_for_budget(100.0, 150.0, 2) == 1          # two members do not fit
+    assert workers_for_budget(100.0, 350.0, 2, multiple=2) == 1  # two pairs do not
+    assert workers_for_budget(100.0, 400.0, 4, multiple=2) == 2
+    assert workers_for_budget(1e9, 1.0, 3) == 1              # never fewer than one
+    assert workers_for_budget(0.0, 1.0, 3) == 3              # nothing measured: as asked
+
+
+def test_pgpe_uses_one_worker_when_a_pair_exceeds_its_budget(tiny_training):
+    from nobound.training.method import create_method
+
+    model = tiny_training.model()
+    method = create_method("pgpe", relaxation="deeppoly", population_size=8,
+                           memory_budget_mb=1e-6, workers=2)  # a 1-byte budget
+    trainer = tiny_training.trainer(model, method, lr=0.05, grad_clip=0.0, epochs=1)
+    trainer.fit()
+    assert set(method._chunk_sizes.values()) == {(2, 1)}  # one pair at a time, one worker
 
 
 def test_default_workers_leave_no_core_oversubscribed(monkeypatch):
