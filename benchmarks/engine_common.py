@@ -54,12 +54,15 @@ def use_threads(threads: int) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def torch_threads(threads: int) -> Any:
-    """Import PyTorch with ``threads`` intra-op threads (None when it is not installed)."""
+def setup_threads_and_torch(threads: int) -> Any:
+    """Fix BLAS/Numba threads (:func:`use_threads`, may re-execute), then import PyTorch
+    with ``threads`` intra-op threads; exit with a clear message when it is missing."""
+    use_threads(threads)
     try:
         import torch
     except ImportError:
-        return None
+        raise SystemExit("this benchmark compares with PyTorch; install torch (CPU) "
+                         "first") from None
     torch.set_num_threads(threads)
     return torch
 

@@ -22,8 +22,7 @@ from engine_common import (
     machine,
     print_table,
     ratio,
-    torch_threads,
-    use_threads,
+    setup_threads_and_torch,
     write_results,
 )
 
@@ -105,10 +104,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 128 MNIST cases only")
     parser.add_argument("--only", default="", help="run the layers whose name contains this")
     args = parser.parse_args()
-    use_threads(args.threads)
-    torch = torch_threads(args.threads)
-    if torch is None:
-        raise SystemExit("this benchmark compares with PyTorch; install torch (CPU) first")
+    torch = setup_threads_and_torch(args.threads)
     machine_info = machine(args.threads)  # load average at the start
     cases = [c for c in CASES if (not args.quick or (c[1] == 128 and "CIFAR" not in c[0]))
              and args.only in c[0]]

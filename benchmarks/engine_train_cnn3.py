@@ -28,8 +28,7 @@ from engine_common import (
     add_common_arguments,
     machine,
     print_table,
-    torch_threads,
-    use_threads,
+    setup_threads_and_torch,
     write_results,
 )
 
@@ -134,10 +133,7 @@ def main() -> None:
                         help="untimed steps before the timed epochs (same batches for both)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    use_threads(args.threads)
-    torch = torch_threads(args.threads)
-    if torch is None:
-        raise SystemExit("this benchmark compares with PyTorch; install torch (CPU) first")
+    torch = setup_threads_and_torch(args.threads)
 
     machine_info = machine(args.threads)  # load average at the start
     train = load_dataset("mnist", "train", data_dir=args.data_dir)
