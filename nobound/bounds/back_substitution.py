@@ -92,7 +92,9 @@ def _lower_slope(relaxation: ReluRelaxation, side: str, neuron_ndim: int) -> Ten
 
 
 def _contract(coefficients: Tensor, vector: Tensor, neuron_ndim: int) -> Tensor:
-    """Σ_n A[..., r, n] t[..., n] for A (P', S, B, R, *n) and t (P', 1, B, 1, *n)."""
+    """Σ_n A[..., r, n] t[..., n] for A (P', S, B, R, *n) and t (P', 1, B, 1 or R, *n)."""
+    if vector.shape[3] != 1:  # one vector per row (patches): no shared matrix product
+        return (coefficients * vector).sum(axis=tuple(range(-neuron_ndim, 0)))
     matrix = coefficients.reshape(coefficients.shape[:coefficients.ndim - neuron_ndim] + (-1,))
     column = vector.reshape(vector.shape[:3] + (-1, 1))
     product = ops.matmul(matrix, column)
@@ -103,16 +105,29 @@ def relu_back_step(coefficients: Tensor, bias: Tensor | None, relaxation: ReluRe
                    sides: tuple[str, ...], neuron_ndim: int) -> tuple[Tensor, Tensor]:
     """One ReLU layer of back-substitution; returns the new (coefficients, bias).
 
-    ``coefficients`` is (P', S, B', R, *n) with S = 1 (shared) or len(sides). The slope
-    each coefficient takes is picked by its sign in one pass (A ⊙ slope), and the
-    intercept t meets only A⁻ (lower side) or A⁺ (upper side).
+    ``coefficients`` is (P', S, B', R, *n) with S = 1 (shared) or len(sides).
     """
-    upper_slope = _expand_neurons(relaxation.upper_slope, neuron_ndim)
-    intercept = _expand_neurons(relaxation.upper_intercept, neuron_ndim)
+    lower_slopes = {side: _lower_slope(relaxation, side, neuron_ndim) for side in sides}
+    return relu_lines_back_step(coefficients, bias, lower_slopes,
+                                _expand_neurons(relaxation.upper_slope, neuron_ndim),
+                                _expand_neurons(relaxation.upper_intercept, neuron_ndim),
+                                sides, neuron_ndim)
+
+
+def relu_lines_back_step(coefficients: Tensor, bias: Tensor | None,
+                         lower_slopes: Mapping[str, Tensor], upper_slope: Tensor,
+                         intercept: Tensor, sides: tuple[str, ...], neuron_ndim: int
+                         ) -> tuple[Tensor, Tensor]:
+    """:func:`relu_back_step` with the lines of eq. (5) already laid out as
+    (P', 1, B, 1 or R, *n): shared by every row, or one per row (patches mode).
+
+    The slope each coefficient takes is picked by its sign in one pass (A ⊙ slope), and
+    the intercept t meets only A⁻ (lower side) or A⁺ (upper side).
+    """
     # per side: (slope for coefficients ≥ 0, slope for coefficients < 0)
     first, second, intercept_terms = [], [], []
     for position, side in enumerate(sides):
-        lam = _lower_slope(relaxation, side, neuron_ndim)
+        lam = lower_slopes[side]
         own = min(position, coefficients.shape[1] - 1)
         own_coefficients = coefficients[:, own:own + 1]
         if side == "lower":
@@ -197,4 +212,4 @@ def concretize_symbolic(symbolic: SymbolicBounds, box: Box,
 
 
 __all__ = ["BOTH_SIDES", "SymbolicBounds", "back_substitute", "concretize_symbolic",
-           "identity_rows", "relu_back_step"]
+           "identity_rows", "relu_back_step", "relu_lines_back_step"]

@@ -9,7 +9,9 @@ so they are processed in chunks of
     bytes per row  ≈ itemsize · P · S · B · (Σ feature sizes on the path)   (graph kept)
                      itemsize · P · S · B · (max feature size) · 6           (no gradient)
 
-and the chunk results are concatenated; the bounds are identical to one big pass.
+and the chunk results are concatenated; the bounds are identical to one big pass. Rows of
+convolutional neurons carry windows instead of whole maps (:mod:`nobound.bounds.patches`,
+which chunks them the same way with window sizes for feature sizes).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from math import prod
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor, is_grad_enabled
+from nobound.bounds import patches
 from nobound.bounds.back_substitution import (
     SymbolicBounds,
     back_substitute,
@@ -93,11 +96,18 @@ def _merge(pieces: list[SymbolicBounds]) -> SymbolicBounds:
 def bound_node(network: Network, end: int, box: Box,
                relaxations: Mapping[int, ReluRelaxation],
                memory_budget_bytes: int) -> tuple[Tensor, Tensor]:
-    """DeepPoly bounds (P', B, *shape) of every neuron of node ``end`` (one row each)."""
+    """DeepPoly bounds (P', B, *shape) of every neuron of node ``end`` (one row each;
+    on receptive-field windows where :mod:`nobound.bounds.patches` applies)."""
     shape = network.steps[end].output_shape
     like = box.lower
-    bounds, _ = bound_rows(network, end, box,
-                           lambda start, stop: identity_rows(shape, start, stop, like),
-                           prod(shape), ("lower", "upper"), relaxations, memory_budget_bytes)
+    if patches.applies(network, end, relaxations):
+        bounds = patches.bound_neuron_rows(network, end, box, patches.all_neurons(shape, like),
+                                           ("lower", "upper"), relaxations,
+                                           memory_budget_bytes)
+    else:
+        bounds, _ = bound_rows(network, end, box,
+                               lambda start, stop: identity_rows(shape, start, stop, like),
+                               prod(shape), ("lower", "upper"), relaxations,
+                               memory_budget_bytes)
     lower, upper = bounds["lower"], bounds["upper"]
     return (lower.reshape(lower.shape[:2] + shape), upper.reshape(upper.shape[:2] + shape))

@@ -7,7 +7,7 @@ themselves DeepPoly bounds: going through the network layer by layer, the input 
 is bounded by a full back-substitution through all earlier (already relaxed) ReLUs — one
 row per neuron, so the cost is quadratic in depth.
 
-Three shortcuts keep the cost down without changing a relaxation:
+Four shortcuts keep the cost down without changing a relaxation:
 
 * the input of a ReLU reached from the input box through ReLU-free layers with at most
   one dense map among them (the first layer) is bounded by eq. (3), which is exact there
@@ -17,7 +17,9 @@ Three shortcuts keep the cost down without changing a relaxation:
   row (:mod:`nobound.bounds.unstable_rows`); the relaxation of a stable neuron is exact
   whatever its bounds, so the pre-check's bounds serve for the others;
 * the rows of the output pass are the specification C itself, which is how C is folded
-  into the last layer.
+  into the last layer;
+* the rows of a convolutional neuron are carried on its receptive field, a window of each
+  earlier node, instead of whole maps (:mod:`nobound.bounds.patches`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ its unstable neurons, padded with zero rows to the largest count R in the batch,
 batched back-substitution of R ≤ N rows serves all (a gather puts the bounds back).
 
 The result is DeepPoly's bound on every neuron the pre-check leaves unstable and the
-pre-check's (same sign, same exact relaxation) on the others.
+pre-check's (same sign, same exact relaxation) on the others. Rows of a convolutional node
+are back-substituted on their receptive fields (:mod:`nobound.bounds.patches`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from math import prod
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
+from nobound.bounds import patches
 from nobound.bounds.chunking import bound_node, bound_rows
 from nobound.bounds.network import Network
 from nobound.bounds.regions import Box
@@ -58,8 +60,13 @@ def bound_unstable_neurons(network: Network, end: int, box: Box,
             one_hot[(*grid, chosen)] = keep
             return Tensor(one_hot.reshape(lead[0], 1, lead[1], stop - start, *shape))
 
-        bounds, _ = bound_rows(network, end, box, make_rows, rows, ("lower", "upper"),
-                               relaxations, memory_budget_bytes)
+        if patches.applies(network, end, relaxations):
+            neurons = patches.chosen_neurons(order, valid, shape, like)
+            bounds = patches.bound_neuron_rows(network, end, box, neurons, ("lower", "upper"),
+                                               relaxations, memory_budget_bytes)
+        else:
+            bounds, _ = bound_rows(network, end, box, make_rows, rows, ("lower", "upper"),
+                                   relaxations, memory_budget_bytes)
         slot = xp.where(unstable, xp.cumsum(unstable, axis=-1) - 1, 0)
         flat = tuple(ops.gather(bounds[side], slot, axis=-1) for side in ("lower", "upper"))
     lower = ops.where(unstable, flat[0], flat_prior[0])

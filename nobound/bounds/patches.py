@@ -1,0 +1,315 @@
+"""Patches mode: back-substitute the rows of convolutional neurons on their receptive fields.
+
+A DeepPoly row that bounds the neuron (c, i, j) of a node z_k reached from the input only
+through convolutions, per-channel affine maps and ReLUs has non-zero coefficients on an
+earlier node z_m only inside a window of size K_m × K_m whose top-left corner is
+
+    (i, j) · S_m − Pad_m,
+
+where, for z_m = conv(z_{m−1}; kernel k, stride s, padding p),
+
+    K_{m−1} = (K_m − 1) s + k,     S_{m−1} = S_m s,     Pad_{m−1} = Pad_m s + p,
+
+starting from K_k = 1, S_k = 1, Pad_k = 0 (ReLUs and per-channel maps keep the window).
+The coefficients are carried as windows (P', S, B', R, C_m, K_m, K_m) plus the rows'
+(i, j), and every step of eq. (4) acts on the windows:
+
+* conv:  A ↦ the transposed convolution of the window with padding 0 ("full"), a window
+  of size K_{m−1}; the bias term is Σ_{o,a,b} M[a,b] A[o,a,b] b[o], where the mask M is 1
+  on window positions that are neurons of z_m (0 on positions that fall into the zero
+  padding of the next convolution, which the dense path never creates);
+* ReLU:  eq. (5) with λ, s, t gathered at each row's window from the zero-padded maps —
+  padded positions get λ = s = t = 0, so they drop out;
+* per-channel affine (Normalize, BatchNorm):  A ↦ A ⊙ scale, bias Σ M A shift;
+* input:  eq. (2) with the centre and radius cropped from the zero-padded input box.
+
+Every coefficient equals the dense path's coefficient of the same neuron (positions
+outside the window are zero in the dense path), so the bounds agree up to round-off. A
+row costs Σ_m C_m K_m² instead of Σ_m C_m H_m W_m (cnn3's second conv layer on MNIST:
+8·4² and 11² instead of 8·14² and 28²).
+
+``MODE`` switches the path: ``"auto"`` uses windows where they are smaller than the
+dense maps, ``"always"`` wherever they apply, ``"never"`` keeps the dense path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+from nobound.autodiff import ops
+from nobound.autodiff.tensor import Tensor, is_grad_enabled
+from nobound.backend import get_array_module
+from nobound.bounds.back_substitution import relu_lines_back_step
+from nobound.bounds.network import ChannelAffineStep, ConvStep, Network, ReluStep
+from nobound.bounds.regions import Box
+from nobound.bounds.relu_relaxation import ReluRelaxation
+
+MODE = "auto"  # "auto" | "always" | "never"
+MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a row's coefficients live on one node: ``height`` × ``width`` positions whose
+    top-left corner, for the row's neuron at (i, j), is (i·stride − padding, j·stride −
+    padding)."""
+
+    height: int
+    width: int
+    stride: int
+    padding: int
+
+    def through_conv(self, step: ConvStep) -> Window:
+        """The window on the conv's input: K' = (K − 1) s + k, S' = S s, Pad' = Pad s + p."""
+        kernel_h, kernel_w = step.weight.shape[-2:]
+        return Window((self.height - 1) * step.stride + kernel_h,
+                      (self.width - 1) * step.stride + kernel_w,
+                      self.stride * step.stride, self.padding * step.stride + step.padding)
+
+
+@dataclass
+class NeuronRows:
+    """Rows that are (weighted) unit vectors on neurons (c, i, j) of a (C, H, W) node.
+
+    ``channel``, ``row``, ``column`` are integer arrays and ``weight`` (1, or 0 for a
+    padding row) a float array, all of shape (P'_r, B'_r, R).
+    """
+
+    channel: Any
+    row: Any
+    column: Any
+    weight: Any
+
+    @property
+    def count(self) -> int:
+        return self.channel.shape[-1]
+
+    def chunk(self, start: int, stop: int) -> NeuronRows:
+        return NeuronRows(*(a[..., start:stop] for a in
+                            (self.channel, self.row, self.column, self.weight)))
+
+
+def all_neurons(shape: tuple[int, int, int], like: Tensor) -> NeuronRows:
+    """One row per neuron of a (C, H, W) node, in row-major order (shared by the batch)."""
+    xp = like.xp
+    channel, row, column = xp.unravel_index(xp.arange(prod(shape)), shape)
+    weight = xp.ones(prod(shape), dtype=like.dtype)
+    return NeuronRows(*(a.reshape(1, 1, -1) for a in (channel, row, column, weight)))
+
+
+def chosen_neurons(flat_index: Any, keep: Any, shape: tuple[int, int, int],
+                   like: Tensor) -> NeuronRows:
+    """Rows on the neurons ``flat_index`` (P', B, R) of a (C, H, W) node; ``keep`` False
+    marks padding rows (zero coefficients)."""
+    channel, row, column = like.xp.unravel_index(flat_index, shape)
+    return NeuronRows(channel, row, column, keep.astype(like.dtype))
+
+
+def applies(network: Network, end: int, relaxations: Mapping[int, ReluRelaxation]) -> bool:
+    """Whether node ``end`` is bounded in patches mode (see ``MODE``).
+
+    Needs (C, H, W) nodes reached only through Conv2d, per-channel affine maps and ReLUs,
+    and relaxations shared by all rows (alpha-CROWN's per-row slopes stay dense).
+    """
+    if MODE not in MODES:
+        raise ValueError(f"patches MODE must be one of {MODES}, got {MODE!r}")
+    if MODE == "never" or end < 0 or len(network.input_shape) != 3:
+        return False
+    steps = network.steps[:end + 1]
+    if not all(isinstance(step, ConvStep | ChannelAffineStep | ReluStep)
+               and len(step.input_shape) == 3 for step in steps):
+        return False
+    if any(relaxation.row_lower_slopes is not None for relaxation in relaxations.values()):
+        return False
+    if MODE == "always":
+        return True
+    windows = node_windows(network, end)
+    window_size = sum(shape[0] * w.height * w.width for shape, w in
+                      zip(_node_shapes(network, end), windows, strict=True))
+    dense_size = sum(prod(shape) for shape in _node_shapes(network, end))
+    return window_size < dense_size
+
+
+def _node_shapes(network: Network, end: int) -> list[tuple[int, ...]]:
+    """Feature shapes of nodes −1 (the input), 0, …, end."""
+    return [network.input_shape] + [step.output_shape for step in network.steps[:end + 1]]
+
+
+def node_windows(network: Network, end: int) -> list[Window]:
+    """The windows of rows of node ``end`` on nodes −1, 0, …, end (list index m + 1)."""
+    windows = [Window(1, 1, 1, 0)]
+    for step in reversed(network.steps[:end + 1]):
+        windows.append(windows[-1].through_conv(step) if isinstance(step, ConvStep)
+                       else windows[-1])
+    return windows[::-1]
+
+
+def _valid_mask(neurons: NeuronRows, window: Window, height: int, width: int) -> Any:
+    """1 where a window position is a neuron of an (H, W) node: (P'_r, 1, B'_r, R, 1, K, K),
+    or None when every position of every row is one."""
+    xp = get_array_module(neurons.row)
+    top = neurons.row * window.stride - window.padding
+    left = neurons.column * window.stride - window.padding
+    rows = top[..., None] + xp.arange(window.height)
+    columns = left[..., None] + xp.arange(window.width)
+    inside_rows = (rows >= 0) & (rows < height)
+    inside_columns = (columns >= 0) & (columns < width)
+    mask = inside_rows[..., :, None] & inside_columns[..., None, :]
+    if bool(mask.all()):
+        return None
+    shape = mask.shape
+    return mask.reshape(shape[0], 1, shape[1], shape[2], 1, *shape[3:]).astype(
+        neurons.weight.dtype)
+
+
+def gather_windows(maps: Sequence[Tensor], neurons: NeuronRows, window: Window
+                   ) -> list[Tensor]:
+    """Each row's window of per-neuron maps, zero outside the image: for maps of one shape
+    (P_x, B, C, H, W), Tensors (P, 1, B, R, C, K_h, K_w) (differentiable: a gather from the
+    zero-padded maps, with one index shared by all maps)."""
+    xp = maps[0].xp
+    if len({values.shape for values in maps}) != 1:
+        raise ValueError(f"maps of different shapes: {[values.shape for values in maps]}")
+    members, batch, channels, height, width = maps[0].shape
+    bottom = max(0, int(neurons.row.max()) * window.stride - window.padding + window.height
+                 - height)
+    right = max(0, int(neurons.column.max()) * window.stride - window.padding + window.width
+                - width)
+    padded_h, padded_w = height + window.padding + bottom, width + window.padding + right
+    # the padded map starts `padding` before the image, so a window starts at (i S, j S)
+    rows = (neurons.row * window.stride)[..., None] + xp.arange(window.height)
+    columns = (neurons.column * window.stride)[..., None] + xp.arange(window.width)
+    spatial = rows[..., None, :, None] * padded_w + columns[..., None, None, :]
+    image = padded_h * padded_w
+    member = (xp.arange(members) * (batch * channels * image)).reshape(-1, 1, 1, 1, 1, 1)
+    sample = (xp.arange(batch) * (channels * image)).reshape(1, -1, 1, 1, 1, 1)
+    channel = (xp.arange(channels) * image).reshape(1, 1, 1, -1, 1, 1)
+    index = member + sample + channel + spatial  # (P, B, R, C, K_h, K_w)
+    shape = index.shape[:1] + (1,) + index.shape[1:]
+    index = index.reshape(-1)
+    widths = [(0, 0), (0, 0), (0, 0), (window.padding, bottom), (window.padding, right)]
+    return [ops.getitem(ops.pad(values, widths).reshape((-1,)), index).reshape(shape)
+            for values in maps]
+
+
+def _unit_windows(neurons: NeuronRows, channels: int) -> Tensor:
+    """The rows themselves on z_end: one-hot over channels on a 1 × 1 window,
+    (P'_r, 1, B'_r, R, C, 1, 1)."""
+    xp = get_array_module(neurons.weight)
+    one_hot = (xp.arange(channels) == neurons.channel[..., None]) * neurons.weight[..., None]
+    lead = one_hot.shape
+    return Tensor(one_hot.reshape(lead[0], 1, lead[1], lead[2], channels, 1, 1))
+
+
+def _conv_back_step(step: ConvStep, coefficients: Tensor, window: Window) -> Tensor:
+    """A ↦ A W on a window: the "full" transposed convolution (padding 0)."""
+    if step.population > 1 and coefficients.shape[0] == 1:
+        coefficients = ops.broadcast_to(coefficients, (step.population, *coefficients.shape[1:]))
+    kernel_h, kernel_w = step.weight.shape[-2:]
+    size = ((window.height - 1) * step.stride + kernel_h,
+            (window.width - 1) * step.stride + kernel_w)
+    return ops.conv_transpose2d(coefficients, step.weight, size, step.stride, 0)
+
+
+def back_substitute_windows(network: Network, end: int, neurons: NeuronRows,
+                            sides: tuple[str, ...], relaxations: Mapping[int, ReluRelaxation]
+                            ) -> tuple[Tensor, Tensor | None, bool]:
+    """Eq. (4) on windows: (coefficients (P', S, B', R, C₀, K₀, K₀) on the input window,
+    bias (P', S, B', R) or None, whether one side entry serves all sides)."""
+    windows = node_windows(network, end)
+    coefficients = _unit_windows(neurons, network.steps[end].output_shape[0])
+    bias, shared = None, True
+    masked = True  # the coefficients are zero on window positions that are not neurons
+    for step in reversed(network.steps[:end + 1]):
+        window = windows[step.index + 1]
+        if isinstance(step, ReluStep):
+            relaxation = relaxations.get(step.index)
+            if relaxation is None:
+                raise ValueError(f"no relaxation for the ReLU at layer {step.index}")
+            lower_slope, upper_slope, intercept = gather_windows(
+                (relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept),
+                neurons, window)
+            coefficients, bias = relu_lines_back_step(
+                coefficients, bias, dict.fromkeys(sides, lower_slope), upper_slope,
+                intercept, sides, 3)
+            shared, masked = False, True  # padded positions got slope 0
+            continue
+        if not masked:
+            mask = _valid_mask(neurons, window, *step.output_shape[1:])
+            if mask is not None:
+                coefficients = coefficients * mask
+            masked = True
+        term = step.bias_term(coefficients)
+        if term is not None:
+            bias = term if bias is None else bias + term
+        if isinstance(step, ConvStep):
+            coefficients = _conv_back_step(step, coefficients, window)
+            masked = False
+        else:
+            coefficients = step.backward(coefficients)
+    return coefficients, bias, shared
+
+
+def concretize_windows(coefficients: Tensor, bias: Tensor | None, shared: bool,
+                       sides: tuple[str, ...], box: Box, neurons: NeuronRows,
+                       window: Window) -> dict[str, Tensor]:
+    """Eq. (2) on each row's window of the zero-padded box: {side: (P', B, R)}."""
+    center, radius = box.center, box.radius
+    if center.ndim == 4:  # (B, C, H, W): no population axis
+        center, radius = center.reshape((1, *center.shape)), radius.reshape((1, *radius.shape))
+    center, radius = gather_windows((center, radius), neurons, window)
+    window_axes = (-3, -2, -1)
+    value = (coefficients * center).sum(axis=window_axes)
+    if bias is not None:
+        value = value + bias
+    spread = (ops.abs(coefficients) * radius).sum(axis=window_axes)
+    out = {}
+    for position, side in enumerate(sides):
+        index = 0 if shared else position
+        sign_spread = spread[:, index] if side == "upper" else -spread[:, index]
+        out[side] = value[:, min(index, value.shape[1] - 1)] + sign_spread
+    return out
+
+
+def rows_per_chunk(network: Network, end: int, batch: int, sides: int, itemsize: int,
+                   memory_budget_bytes: int) -> int:
+    """How many window rows of node ``end`` fit in the budget at once.
+
+    As :func:`nobound.bounds.chunking.rows_per_chunk` with window sizes C_m K_m² for
+    feature sizes, and twice its factors: each ReLU step of a row also holds its own
+    gathered λ, s, t and their gather index (shared maps in the dense path)."""
+    sizes = [shape[0] * w.height * w.width for shape, w in
+             zip(_node_shapes(network, end), node_windows(network, end), strict=True)]
+    members = network.population or 1
+    factor = sum(sizes) * 8 if is_grad_enabled() else max(sizes) * 12
+    per_row = itemsize * members * sides * batch * factor
+    return max(1, int(memory_budget_bytes // max(per_row, 1)))
+
+
+def bound_neuron_rows(network: Network, end: int, box: Box, neurons: NeuronRows,
+                      sides: tuple[str, ...], relaxations: Mapping[int, ReluRelaxation],
+                      memory_budget_bytes: int) -> dict[str, Tensor]:
+    """Constant bounds {side: (P', B, R)} of the rows ``neurons`` of node ``end``, in
+    chunks of rows that fit the memory budget."""
+    chunk = rows_per_chunk(network, end, box.batch_size, len(sides),
+                           box.lower.data.itemsize, memory_budget_bytes)
+    input_window = node_windows(network, end)[0]
+    pieces: dict[str, list[Tensor]] = {side: [] for side in sides}
+    for start in range(0, neurons.count, chunk):
+        part = neurons.chunk(start, min(start + chunk, neurons.count))
+        coefficients, bias, shared = back_substitute_windows(network, end, part, sides,
+                                                             relaxations)
+        bounds = concretize_windows(coefficients, bias, shared, sides, box, part,
+                                    input_window)
+        for side, value in bounds.items():
+            pieces[side].append(value)
+    return {side: values[0] if len(values) == 1 else ops.concatenate(values, axis=-1)
+            for side, values in pieces.items()}
+
+
+__all__ = ["MODE", "MODES", "NeuronRows", "Window", "all_neurons", "applies",
+           "back_substitute_windows", "bound_neuron_rows", "chosen_neurons",
+           "concretize_windows", "gather_windows", "node_windows", "rows_per_chunk"]
