@@ -143,18 +143,17 @@ def chunk_size_for_budget(bytes_per_member: float, budget_bytes: float, populati
 
 def workers_for_budget(bytes_per_member: float, budget_bytes: float, workers: int,
                        multiple: int = 1) -> int:
-    """How many of ``workers`` to use: as many as can each hold a chunk of ``multiple``
-    members within the shared budget, and at least one.
+    """``workers``, or 1 when the smallest chunk (``multiple`` members) alone exceeds the
+    budget.
 
-    Workers beyond that would put more memory in flight than the budget allows, and they
-    do not pay: two DeepPoly members of ~1 GB each (cnn3, batch 512) evaluated by two
-    workers at once ran at 0.57× the member loop, against 0.83× for one worker — both
-    workers then stream arrays far larger than any cache through one memory bus.
+    Such members are far larger than any cache, and several workers would stream them
+    through one memory bus at once: two DeepPoly members of ~1 GB each (cnn3, batch 512,
+    before patches mode) evaluated by two workers ran at 0.57× the member loop, one worker
+    at 0.83×. Members of a fraction of the budget gain from the second core (1.5× for cnn3
+    DeepPoly at batch 32, 70 MB per member).
     """
     workers = max(1, workers)
-    if bytes_per_member <= 0:
-        return workers
-    return max(1, min(workers, int(budget_bytes // (multiple * bytes_per_member))))
+    return 1 if multiple * bytes_per_member > budget_bytes else workers
 
 
 def measure_peak_bytes(run: Callable[[], Any], xp: ModuleType = np) -> int:

@@ -87,13 +87,13 @@ def test_budget_is_shared_by_the_workers():
     assert chunk_size_for_budget(1.0, 1e9, 256, workers=1) == 256
 
 
-def test_workers_are_cut_to_those_whose_chunks_fit_the_budget():
+def test_one_worker_when_the_smallest_chunk_exceeds_the_budget():
     assert workers_for_budget(100.0, 2100.0, 2) == 2
-    assert workers_for_budget(100.0, 150.0, 2) == 1          # two members do not fit
-    assert workers_for_budget(100.0, 350.0, 2, multiple=2) == 1  # two pairs do not
-    assert workers_for_budget(100.0, 400.0, 4, multiple=2) == 2
-    assert workers_for_budget(1e9, 1.0, 3) == 1              # never fewer than one
-    assert workers_for_budget(0.0, 1.0, 3) == 3              # nothing measured: as asked
+    assert workers_for_budget(100.0, 150.0, 2) == 2               # one member fits
+    assert workers_for_budget(100.0, 90.0, 2) == 1                # one member does not
+    assert workers_for_budget(100.0, 150.0, 2, multiple=2) == 1   # a pair does not
+    assert workers_for_budget(100.0, 250.0, 4, multiple=2) == 4
+    assert workers_for_budget(0.0, 1.0, 3) == 3                   # nothing measured
 
 
 def test_pgpe_uses_one_worker_when_a_pair_exceeds_its_budget(tiny_training):
