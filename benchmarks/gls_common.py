@@ -8,6 +8,7 @@ minimum is the least disturbed measurement), in wall time (and, with
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,6 +22,16 @@ import numpy as np
 
 from nobound.nn.init import ibp_init
 from nobound.nn.zoo import build_model
+
+
+def gls_parser(description: str | None, relaxations: bool = True) -> argparse.ArgumentParser:
+    """The command line the GLS benchmarks share: ``--archs`` (and ``--relaxations``)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", nargs="+", default=["cnn3_tiny", "cnn3"])
+    if relaxations:
+        parser.add_argument("--relaxations", nargs="+", default=["ibp", "deeppoly"])
+    return parser
 
 
 def mnist_batch(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:

@@ -17,14 +17,13 @@ at batch 32, never slower at batch 512.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
-from gls_common import machine, mnist_batch, mnist_model, timed_with_cpu, write_results
+from gls_common import gls_parser, machine, mnist_batch, mnist_model, timed_with_cpu, write_results
 
 from nobound.training.certified_loss import certified_loss
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
@@ -94,10 +93,7 @@ def measure(arch: str, relaxation: str, batch: int, members: int, repeats: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=["cnn3_tiny", "cnn3"])
-    parser.add_argument("--relaxations", nargs="+", default=["ibp", "deeppoly"])
+    parser = gls_parser(__doc__)
     parser.add_argument("--settings", nargs="+", default=["32:32", "512:8"],
                         help="batch:members pairs (default 32:32 512:8)")
     parser.add_argument("--repeats", type=int, default=1)

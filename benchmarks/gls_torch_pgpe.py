@@ -14,7 +14,6 @@ PyTorch loop time / nobound fused time (> 1: nobound is faster).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import torch
-from gls_common import machine, mnist_batch, mnist_model, timed, write_results
+from gls_common import gls_parser, machine, mnist_batch, mnist_model, timed, write_results
 from gls_population import population
 
 from nobound.training.certified_loss import certified_loss
@@ -122,9 +121,7 @@ def measure(arch: str, batch: int, members: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=["cnn3_tiny", "cnn3"])
+    parser = gls_parser(__doc__, relaxations=False)
     parser.add_argument("--settings", nargs="+", default=["32:256", "512:32"],
                         help="batch:members pairs (default 32:256 512:32)")
     parser.add_argument("--repeats", type=int, default=1)

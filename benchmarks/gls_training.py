@@ -23,7 +23,6 @@ is what lets DeepPoly on cnn3 run at batch 512.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import time
 import tracemalloc
 
-from gls_common import machine, mnist_batch, mnist_model, write_results
+from gls_common import gls_parser, machine, mnist_batch, mnist_model, write_results
 
 from nobound.training.method import StepContext, create_method
 from nobound.training.micro_batches import accumulate_micro_batches
@@ -121,10 +120,7 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=["cnn3_tiny", "cnn3"])
-    parser.add_argument("--relaxations", nargs="+", default=["ibp", "deeppoly"])
+    parser = gls_parser(__doc__)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pgpe-members", type=int, default=8)
