@@ -11,7 +11,9 @@ is ≤ 1.7× a GRAD step (App. F.6: "just n_ps = 2 times larger"; batching the t
 should beat two sequential steps). PGPE with 256 members is linear in the population
 (App. F.6) and far too slow at batch 512 on a CPU, so it is measured on
 ``--pgpe-members`` members in one fused chunk and reported both as measured and scaled to
-256 (marked ``"extrapolated": true``).
+256 (marked ``"extrapolated": true``), or on all 256 with ``--pgpe-members 256``. PGPE
+evaluates its members as in training: chunks fitted to its memory budget, on
+``default_workers()`` threads (2 on two cores with one BLAS thread).
 
 The methods' timed calls are interleaved (GRAD, RGS, PGPE, GRAD, …) so a change of machine
 load hits all of them alike; both the wall-clock and the process CPU time are kept (the
@@ -85,8 +87,8 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
     methods = {
         "grad": create_method("grad", relaxation=relaxation),
         "rgs": create_method("rgs", relaxation=relaxation, population_size=2),
-        "pgpe": create_method("pgpe", relaxation=relaxation, population_size=pgpe_members,
-                              chunk_size=pgpe_members),
+        # PGPE's own chunking (memory budget) and worker threads, as in training
+        "pgpe": create_method("pgpe", relaxation=relaxation, population_size=pgpe_members),
     }
     record = {"arch": arch, "relaxation": relaxation, "batch": batch, "data": source,
               "pgpe_members_measured": pgpe_members, "micro_batch": micro_batch}
@@ -110,7 +112,8 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
         record[name] = entry
         print(f"{arch:9s} {relaxation:9s} B={batch} {name:5s} "
               f"{entry['seconds_per_step']:9.3f} s/step"
-              + (" (extrapolated to 256)" if name == "pgpe" else ""), flush=True)
+              + (f" ({'extrapolated to' if entry['extrapolated'] else 'measured with'} 256)"
+                 if name == "pgpe" else ""), flush=True)
     for name in ("rgs", "pgpe"):
         for key, suffix in (("seconds_per_step", ""), ("cpu_seconds_per_step", "_cpu")):
             record[f"{name}_over_grad{suffix}"] = record[name][key] / record["grad"][key]
