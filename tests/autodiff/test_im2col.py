@@ -25,7 +25,7 @@ SHAPES = [(1, 2, 1, 5, 6, 3, 1, 0), (1, 3, 2, 7, 7, 4, 2, 1), (2, 2, 3, 6, 5, 3,
 
 def numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make _im2col use its NumPy slicing path even when Numba is installed."""
-    monkeypatch.setattr(_im2col, "_kernels", False)
+    monkeypatch.setattr(_im2col, "_compiled", lambda: None)
 
 
 def by_definition(images: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:

@@ -29,15 +29,10 @@ import numpy as np
 from nobound.autodiff.ops._compiled import numba_kernels
 from nobound.backend import get_array_module
 
-_kernels: Any = None  # the Numba kernels module once imported; False when unavailable
-
 
 def _compiled() -> Any:
-    """The Numba kernels (see :mod:`._compiled`), or None without Numba."""
-    global _kernels
-    if _kernels is None:
-        _kernels = numba_kernels("_im2col_numba") or False
-    return _kernels or None
+    """The Numba kernels (imported once by :mod:`._compiled`), or None without Numba."""
+    return numba_kernels("_im2col_numba")
 
 
 def output_length(size: int, kernel: int, stride: int, padding: int) -> int:
