@@ -30,10 +30,10 @@ from nobound.training.perturbation import ParameterLayout, standard_normal_direc
 from nobound.training.population import (
     bytes_per_member,
     chunk_size_for_budget,
+    chunking_for_budget,
     default_workers,
     evaluate_members_one_by_one,
     evaluate_population,
-    workers_for_budget,
 )
 
 
@@ -60,8 +60,7 @@ def measure(arch: str, relaxation: str, batch: int, members: int, repeats: int,
 
     per_member = bytes_per_member(loss_of, layout, member_vectors)
     serial_chunk = chunk_size_for_budget(per_member, budget_bytes, members)
-    workers = workers_for_budget(per_member, budget_bytes, workers)  # as PGPE does
-    chunk = chunk_size_for_budget(per_member, budget_bytes, members, workers=workers)
+    chunk, workers = chunking_for_budget(per_member, budget_bytes, members, workers)  # as PGPE
     fused, fused_peak, fused_losses = timed_with_cpu(
         lambda: evaluate_population(loss_of, layout, member_vectors, members, chunk,
                                     workers), repeats)

@@ -51,10 +51,9 @@ from nobound.training.optim import Adam, Optimizer
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import (
     bytes_per_member,
-    chunk_size_for_budget,
+    chunking_for_budget,
     default_workers,
     evaluate_population,
-    workers_for_budget,
 )
 
 RANKINGS = ("raw", "centered")
@@ -211,7 +210,8 @@ class PGPETraining(TrainingMethod):
         self.sigma: Any = None
         self.layout: ParameterLayout | None = None
         self._pending_state: dict[str, Any] = {}
-        self._chunk_sizes: dict[tuple[int, int], tuple[int, int]] = {}  # → (chunk, workers)
+        # (batch size, requested workers) → (chunk size, workers used)
+        self._chunking_by_batch: dict[tuple[int, int], tuple[int, int]] = {}
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), **asdict(self.config)}
@@ -287,21 +287,19 @@ class PGPETraining(TrainingMethod):
 
     def _chunking(self, loss_of: Callable, member_vectors: Callable, xp: Any,
                   batch: int, workers: int = 1) -> tuple[int, int]:
-        """(chunk size, workers): the configured chunk with the requested workers, or the
-        workers whose pairs fit the memory budget and a chunk fitted to their share of it
-        (measured once per batch size from the marginal footprint of one member)."""
+        """(chunk size, workers): the configured chunk with the requested workers, or
+        :func:`chunking_for_budget` from the marginal footprint of one member (measured
+        once per batch size)."""
         population = self.config.population_size
         if self.config.chunk_size:
             return min(self.config.chunk_size, population), workers
-        if (batch, workers) not in self._chunk_sizes:
+        if (batch, workers) not in self._chunking_by_batch:
             budget = default_memory_budget(xp) if self.config.memory_budget_mb is None \
                 else self.config.memory_budget_mb * 1e6
             per_member = bytes_per_member(loss_of, self.layout, member_vectors, xp)
-            used = workers_for_budget(per_member, budget, workers, multiple=2)
-            chunk = chunk_size_for_budget(per_member, budget, population, multiple=2,
-                                          workers=used)
-            self._chunk_sizes[batch, workers] = (chunk, used)
-        return self._chunk_sizes[batch, workers]
+            self._chunking_by_batch[batch, workers] = chunking_for_budget(
+                per_member, budget, population, workers, multiple=2)
+        return self._chunking_by_batch[batch, workers]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -156,6 +156,16 @@ def workers_for_budget(bytes_per_member: float, budget_bytes: float, workers: in
     return 1 if multiple * bytes_per_member > budget_bytes else workers
 
 
+def chunking_for_budget(bytes_per_member: float, budget_bytes: float, population_size: int,
+                        workers: int, multiple: int = 1) -> tuple[int, int]:
+    """(chunk size, workers) for a population under a memory budget: the workers of
+    :func:`workers_for_budget`, each with a chunk of :func:`chunk_size_for_budget` from
+    its share of the budget. This is how PGPE sizes its evaluation."""
+    used = workers_for_budget(bytes_per_member, budget_bytes, workers, multiple)
+    return chunk_size_for_budget(bytes_per_member, budget_bytes, population_size, multiple,
+                                 used), used
+
+
 def measure_peak_bytes(run: Callable[[], Any], xp: ModuleType = np) -> int:
     """Peak bytes allocated while ``run()`` executes (host via tracemalloc, GPU via the
     CuPy memory pool, which keeps freed blocks and so ends at least at the peak)."""

@@ -22,6 +22,7 @@ from nobound.training.losses import cross_entropy
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import (
     chunk_size_for_budget,
+    chunking_for_budget,
     default_workers,
     evaluate_population,
     population_chunks,
@@ -96,6 +97,11 @@ def test_one_worker_when_the_smallest_chunk_exceeds_the_budget():
     assert workers_for_budget(0.0, 1.0, 3) == 3                   # nothing measured
 
 
+def test_chunking_combines_the_workers_and_their_share_of_the_budget():
+    assert chunking_for_budget(100.0, 2100.0, 256, workers=2) == (10, 2)
+    assert chunking_for_budget(100.0, 150.0, 256, workers=2, multiple=2) == (2, 1)
+
+
 def test_pgpe_uses_one_worker_when_a_pair_exceeds_its_budget(tiny_training):
     from nobound.training.method import create_method
 
@@ -104,7 +110,7 @@ def test_pgpe_uses_one_worker_when_a_pair_exceeds_its_budget(tiny_training):
                            memory_budget_mb=1e-6, workers=2)  # a 1-byte budget
     trainer = tiny_training.trainer(model, method, lr=0.05, grad_clip=0.0, epochs=1)
     trainer.fit()
-    assert set(method._chunk_sizes.values()) == {(2, 1)}  # one pair at a time, one worker
+    assert set(method._chunking_by_batch.values()) == {(2, 1)}  # one pair, one worker
 
 
 def test_default_workers_leave_no_core_oversubscribed(monkeypatch):
