@@ -14,7 +14,7 @@ import os
 import platform
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -72,19 +72,34 @@ def timed(run: Callable[[], Any], repeats: int) -> tuple[float, int, Any]:
 
 def timed_with_cpu(run: Callable[[], Any], repeats: int) -> tuple[Seconds, int, Any]:
     """As :func:`timed`, with the minimum CPU seconds (all threads) next to the wall's."""
+    peak, result = warm_up(run)
+    return interleaved_minimum({"run": run}, repeats)["run"], peak, result
+
+
+def warm_up(run: Callable[[], Any]) -> tuple[int, Any]:
+    """(peak traced bytes — NumPy buffers — of one call, its result); the call also warms
+    up caches and compiled kernels before timing."""
     tracemalloc.start()
     try:
         result = run()
-        peak = tracemalloc.get_traced_memory()[1]
+        return tracemalloc.get_traced_memory()[1], result
     finally:
         tracemalloc.stop()
-    walls, cpus = [], []
+
+
+def interleaved_minimum(runs: Mapping[str, Callable[[], Any]], repeats: int
+                        ) -> dict[str, Seconds]:
+    """name → minimum wall and CPU seconds over ``repeats`` rounds, each round calling every
+    run once in turn, so a change of machine load hits all of them alike."""
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(max(repeats, 1)):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        run()
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - cpu_start)
-    return Seconds(min(walls), min(cpus)), peak, result
+        for name, run in runs.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            run()
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - cpu_start)
+    return {name: Seconds(min(walls[name]), min(cpus[name])) for name in runs}
 
 
 def machine() -> dict[str, Any]:

@@ -30,10 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import time
-import tracemalloc
-
-from gls_common import gls_parser, machine, mnist_batch, mnist_model, write_results
+from gls_common import (
+    gls_parser,
+    interleaved_minimum,
+    machine,
+    mnist_batch,
+    mnist_model,
+    warm_up,
+    write_results,
+)
 
 from nobound.training.method import StepContext, create_method
 from nobound.training.micro_batches import accumulate_micro_batches
@@ -59,28 +64,6 @@ def step_runner(model, method, images, labels, micro_batch: int = 0):
     return run
 
 
-def peak_of_warm_up(run) -> int:
-    """Peak traced bytes (NumPy buffers) of one call, which also warms up caches/JIT."""
-    tracemalloc.start()
-    try:
-        run()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
-def interleaved_minimum(runs: dict, repeats: int) -> dict[str, tuple[float, float]]:
-    """name → (minimum wall seconds, minimum process CPU seconds) over interleaved calls."""
-    best = {name: (float("inf"), float("inf")) for name in runs}
-    for _ in range(max(repeats, 1)):
-        for name, run in runs.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            run()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
-
-
 def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: int,
             micro_batch: int = 0) -> dict:
     images, labels, source = mnist_batch(batch)
@@ -94,10 +77,10 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
               "pgpe_members_measured": pgpe_members, "micro_batch": micro_batch}
     runs = {name: step_runner(mnist_model(arch), method, images, labels, micro_batch)
             for name, method in methods.items()}
-    peaks = {name: peak_of_warm_up(run) for name, run in runs.items()}
+    peaks = {name: warm_up(run)[0] for name, run in runs.items()}
     timings = interleaved_minimum(runs, repeats)
     for name in methods:
-        seconds, cpu_seconds = timings[name]
+        seconds, cpu_seconds = timings[name].wall, timings[name].cpu
         entry = {"seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds,
                  "steps_per_second": 1.0 / seconds, "peak_bytes": peaks[name]}
         if name == "pgpe":
