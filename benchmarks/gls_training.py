@@ -1,8 +1,8 @@
 """Certified-training step cost: GRAD vs RGS (n_ps = 2) vs PGPE (n_ps = 256).
 
-    NOBOUND_DATA=../shared/data python benchmarks/gls_training.py \
+    OPENBLAS_NUM_THREADS=1 NOBOUND_DATA=../shared/data python benchmarks/gls_training.py \
         --archs cnn3_tiny cnn3 --relaxations ibp deeppoly --batch 512 \
-        --out benchmarks/results/gls_training.json
+        --grad-blas-threads 2 --out benchmarks/results/gls_training.json
 
 For each architecture × relaxation, on one MNIST batch: seconds per training step
 (``compute_step`` + the optimiser's update, i.e. what the trainer does per step) of GRAD,
@@ -14,6 +14,13 @@ should beat two sequential steps). PGPE with 256 members is linear in the popula
 256 (marked ``"extrapolated": true``), or on all 256 with ``--pgpe-members 256``. PGPE
 evaluates its members as in training: chunks fitted to its memory budget, on
 ``default_workers()`` threads (2 on two cores with one BLAS thread).
+
+RGS is timed twice: ``rgs_one_pass`` evaluates both members in one batched pass
+(``workers=1``), ``rgs`` with the trainer's default, ``default_workers()`` threads each
+taking a chunk of the members (2 on two cores with one BLAS thread: one member per core).
+Since threads give RGS the second core, ``--grad-blas-threads N`` also times GRAD with
+BLAS on N threads (via threadpoolctl, ``pip install threadpoolctl``), GRAD's own way of
+using the machine, and ``rgs_over_fastest_grad`` compares RGS with the faster GRAD.
 
 The methods' timed calls are interleaved (GRAD, RGS, PGPE, GRAD, …) so a change of machine
 load hits all of them alike; both the wall-clock and the process CPU time are kept (the
@@ -64,19 +71,39 @@ def step_runner(model, method, images, labels, micro_batch: int = 0):
     return run
 
 
+def with_blas_threads(run, threads: int):
+    """``run`` with BLAS on ``threads`` threads for its duration (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    def limited():
+        with threadpool_limits(threads, user_api="blas"):
+            return run()
+    return limited
+
+
 def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: int,
-            micro_batch: int = 0) -> dict:
+            micro_batch: int = 0, grad_threads: int = 0) -> dict:
     images, labels, source = mnist_batch(batch)
     methods = {
         "grad": create_method("grad", relaxation=relaxation),
+        # one batched pass over both members, and the members on default_workers() threads
+        "rgs_one_pass": create_method("rgs", relaxation=relaxation, population_size=2,
+                                      workers=1),
         "rgs": create_method("rgs", relaxation=relaxation, population_size=2),
         # PGPE's own chunking (memory budget) and worker threads, as in training
         "pgpe": create_method("pgpe", relaxation=relaxation, population_size=pgpe_members),
     }
     record = {"arch": arch, "relaxation": relaxation, "batch": batch, "data": source,
-              "pgpe_members_measured": pgpe_members, "micro_batch": micro_batch}
+              "pgpe_members_measured": pgpe_members, "micro_batch": micro_batch,
+              "rgs_workers": methods["rgs"].workers_for(mnist_model(arch), images)}
     runs = {name: step_runner(mnist_model(arch), method, images, labels, micro_batch)
             for name, method in methods.items()}
+    if grad_threads > 1:  # GRAD with the whole machine for BLAS, the fair peer of RGS's workers
+        methods["grad_blas_threads"] = methods["grad"]
+        runs["grad_blas_threads"] = with_blas_threads(
+            step_runner(mnist_model(arch), methods["grad"], images, labels, micro_batch),
+            grad_threads)
+        record["grad_blas_thread_count"] = grad_threads
     peaks = {name: warm_up(run)[0] for name, run in runs.items()}
     timings = interleaved_minimum(runs, repeats)
     for name in methods:
@@ -97,11 +124,15 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
               f"{entry['seconds_per_step']:9.3f} s/step"
               + (f" ({'extrapolated to' if entry['extrapolated'] else 'measured with'} 256)"
                  if name == "pgpe" else ""), flush=True)
-    for name in ("rgs", "pgpe"):
+    for name in ("rgs", "rgs_one_pass", "pgpe"):
         for key, suffix in (("seconds_per_step", ""), ("cpu_seconds_per_step", "_cpu")):
             record[f"{name}_over_grad{suffix}"] = record[name][key] / record["grad"][key]
+    fastest_grad = min(record[name]["seconds_per_step"] for name in ("grad", "grad_blas_threads")
+                       if name in record and isinstance(record[name], dict))
+    record["rgs_over_fastest_grad"] = record["rgs"]["seconds_per_step"] / fastest_grad
     print(f"{arch:9s} {relaxation:9s} B={batch} RGS/GRAD wall {record['rgs_over_grad']:.2f} "
-          f"CPU {record['rgs_over_grad_cpu']:.2f}", flush=True)
+          f"CPU {record['rgs_over_grad_cpu']:.2f}; one pass {record['rgs_one_pass_over_grad']:.2f}"
+          f"; RGS / fastest GRAD {record['rgs_over_fastest_grad']:.2f}", flush=True)
     return record
 
 
@@ -112,13 +143,17 @@ def main() -> None:
     parser.add_argument("--pgpe-members", type=int, default=8)
     parser.add_argument("--micro-batch", type=int, default=0,
                         help="GRAD and RGS steps over micro-batches of this size (0: off)")
+    parser.add_argument("--grad-blas-threads", type=int, default=0,
+                        help="also time GRAD with BLAS on this many threads (threadpoolctl), "
+                             "the peer of RGS's worker threads (0: off)")
     parser.add_argument("--out", default="benchmarks/results/gls_training.json")
     args = parser.parse_args()
     records = []
     for arch in args.archs:
         for relaxation in args.relaxations:
             records.append(measure(arch, relaxation, args.batch, args.repeats,
-                                   args.pgpe_members, args.micro_batch))
+                                   args.pgpe_members, args.micro_batch,
+                                   args.grad_blas_threads))
             # written after every configuration: a later one may run out of memory
             write_results(args.out, {"benchmark": "gls_training", "machine": machine(),
                                      "target_rgs_over_grad": 1.7, "records": records})

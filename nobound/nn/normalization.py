@@ -104,6 +104,13 @@ class BatchNorm(Module):
         return f"{self.num_features}, spatial={self.spatial}"
 
 
+def uses_batch_statistics(model: Module) -> bool:
+    """Whether the model has a BatchNorm in train mode, whose bounds need the batch
+    statistics of a clean forward pass under the same parameters (CTBench's convention)."""
+    return any(isinstance(layer, BatchNorm) and layer.training
+               for layer in getattr(model, "layers", [model]))
+
+
 def reset_batchnorm_statistics(model: Module, batches: Sequence[Any]) -> None:
     """Re-estimate every BatchNorm's running statistics as the plain average over ``batches``.
 

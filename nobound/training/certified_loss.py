@@ -27,6 +27,7 @@ from nobound.autodiff import no_grad, ops
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import unwrap
 from nobound.nn.module import Module
+from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.losses import cross_entropy, robust_cross_entropy
 
 RELAXATIONS = ("ibp", "hbox", "crown-ibp", "deeppoly", "alpha-crown")
@@ -71,7 +72,9 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
     logits = natural = None
     if not natural_only_for_metrics:
         logits = model(x, params)
-    elif natural_metrics:
+    elif natural_metrics or uses_batch_statistics(model):
+        # a train-mode BatchNorm is bounded with the statistics of this clean pass under
+        # these parameters (see nobound.bounds.network), so it cannot be skipped
         with no_grad():
             logits = model(x, params)
     if logits is not None:

@@ -37,6 +37,7 @@ import numpy as np
 
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
+from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.clipup import ClipUp
 from nobound.training.grad import (
     add_certified_arguments,
@@ -268,8 +269,10 @@ class PGPETraining(TrainingMethod):
             return result.loss
 
         centre = natural_metrics(model, images, labels)  # before θ moves
-        chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels),
-                                        config.workers or default_workers(xp))
+        # a train-mode BatchNorm keeps its batch statistics on the layer: one worker
+        requested = 1 if uses_batch_statistics(model) else \
+            config.workers or default_workers(xp)
+        chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels), requested)
         parts.clear()  # forget the footprint probe's evaluations
         losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
                                      chunk, workers)
@@ -351,10 +354,6 @@ class PGPETraining(TrainingMethod):
                            help="MB the population chunks in flight may use together "
                                 "(default 134 (128 MiB) on the CPU, half the free GPU "
                                 "memory)")
-        group.add_argument("--population-workers", type=int,
-                           help="threads evaluating population chunks at once (default: "
-                                "cores / BLAS threads on the CPU, e.g. 2 with "
-                                "OPENBLAS_NUM_THREADS=1 on 2 cores; 1 on a GPU)")
 
     @classmethod
     def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:

@@ -14,12 +14,24 @@ backward pass of their *sum* gives every member's own gradient at once — membe
 depends only on member i's parameters, so ∂(Σ_j L_j)/∂θ_i = ∇L_i(θ_i). Averaging over the
 population axis gives ĝ, which then goes through clipping and Adam exactly as in GRAD.
 The paper's settings: n_ps = 2, σ = 10⁻³ decayed ×0.4 at the lr milestones.
+
+On a multi-core host the members can instead be split among ``workers`` threads, one
+batched pass (forward and backward) per chunk of members, as PGPE evaluates its population
+(:func:`nobound.training.population.population_chunks`). Each chunk has its own leaf
+tensors and graph, and the grad mode is per thread, so the chunks never share state; by the
+same argument as above each chunk's backward gives its members' own gradients. This is
+what fills the second core when BLAS runs on one thread (the default is cores / BLAS
+threads, :func:`~nobound.training.population.default_workers`). A train-mode BatchNorm
+keeps one worker: its batch statistics live on the layer between the clean pass and the
+bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,7 +39,7 @@ import numpy as np
 from nobound.autodiff import ops
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
-from nobound.training.certified_loss import CertifiedLoss
+from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.grad import (
     add_certified_arguments,
     certified_metrics,
@@ -38,25 +50,39 @@ from nobound.training.grad import (
 )
 from nobound.training.method import StepContext, StepResult, TrainingMethod
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
-from nobound.training.population import PopulationLoss
+from nobound.training.population import PopulationLoss, default_workers, population_chunks
 from nobound.training.schedules import StepDecay
 
 
 def rgs_gradient(loss_of: PopulationLoss, layout: ParameterLayout, center: Any, sigma: float,
-                 directions: Any) -> tuple[Any, np.ndarray]:
+                 directions: Any, workers: int = 1) -> tuple[Any, np.ndarray]:
     """ĝ of eq. 6 and the member losses, from standard-normal ``directions`` (n_ps, d).
 
-    ``loss_of`` maps parameters with a leading population axis to losses (n_ps,).
+    ``loss_of`` maps parameters with a leading population axis (c, *shape) to losses (c,).
+    With ``workers`` > 1 the members are split into that many chunks evaluated in threads
+    at once (``loss_of`` must then be safe to call concurrently); otherwise one pass.
     """
     members = center[None, :] + sigma * directions
-    params = layout.to_tensors(members, requires_grad=True)
-    losses = loss_of(params)
-    ops.sum(losses).backward()
     xp = get_array_module(center)
-    grads = {name: p.grad if p.grad is not None else xp.zeros_like(p.data)
-             for name, p in params.items()}
-    member_gradients = layout.flatten_population(grads)
-    return member_gradients.mean(axis=0), to_numpy(losses.data).astype(np.float64)
+
+    def chunk_gradients(chunk: tuple[int, int]) -> tuple[Any, np.ndarray]:
+        start, stop = chunk
+        params = layout.to_tensors(members[start:stop], requires_grad=True)
+        losses = loss_of(params)
+        ops.sum(losses).backward()
+        grads = {name: p.grad if p.grad is not None else xp.zeros_like(p.data)
+                 for name, p in params.items()}
+        return (layout.flatten_population(grads),
+                to_numpy(losses.data).reshape(stop - start).astype(np.float64))
+
+    chunks = population_chunks(members.shape[0], workers=workers)
+    if len(chunks) == 1:
+        parts = [chunk_gradients(chunks[0])]
+    else:
+        with ThreadPoolExecutor(len(chunks), thread_name_prefix="rgs") as pool:
+            parts = list(pool.map(chunk_gradients, chunks))  # map keeps chunk order
+    member_gradients = xp.concatenate([gradients for gradients, _ in parts])
+    return member_gradients.mean(axis=0), np.concatenate([losses for _, losses in parts])
 
 
 class RGSTraining(TrainingMethod):
@@ -72,21 +98,25 @@ class RGSTraining(TrainingMethod):
     def __init__(self, relaxation: str = "deeppoly", robust_weight: float = 1.0,
                  l1: float = 0.0, bound_options: Mapping[str, Any] | None = None,
                  population_size: int = 2, sigma: float = 1e-3,
-                 sigma_milestones: Sequence[int] = (), sigma_factor: float = 0.4) -> None:
+                 sigma_milestones: Sequence[int] = (), sigma_factor: float = 0.4,
+                 workers: int | None = None) -> None:
         if population_size < 1:
             raise ValueError(f"RGS needs a population of at least 1, got {population_size}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"RGS needs at least 1 worker, got {workers}")
         if sigma < 0 or sigma_factor <= 0:
             raise ValueError("RGS needs sigma ≥ 0 and a positive sigma decay factor")
         self.objective = make_objective(relaxation, robust_weight, l1, bound_options)
         self.population_size = int(population_size)
         self.sigma_schedule = StepDecay(float(sigma), tuple(int(m) for m in sigma_milestones),
                                         float(sigma_factor))
+        self.workers = workers  # None: default_workers() of the parameters' device
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), "population_size": self.population_size,
                 "sigma": self.sigma_schedule.base,
                 "sigma_milestones": list(self.sigma_schedule.milestones),
-                "sigma_factor": self.sigma_schedule.factor}
+                "sigma_factor": self.sigma_schedule.factor, "workers": self.workers}
 
     def compute_step(self, model: Module, images: Any, labels: Any,
                      context: StepContext) -> StepResult:
@@ -97,17 +127,31 @@ class RGSTraining(TrainingMethod):
         directions = standard_normal_directions(
             context.seed, context.epoch, context.step, range(self.population_size),
             layout.size, name="rgs-noise", xp=get_array_module(center), dtype=center.dtype)
-        results: list[CertifiedLoss] = []
+        parts: list[tuple[int, dict[str, float]]] = []  # (members, their metrics) per chunk
 
         def loss_of(member_params: dict) -> Any:
-            results.append(self.objective(model, images, labels, context.eps,
-                                          params=member_params,
-                                          natural_metrics=self.objective.robust_weight < 1))
-            return results[-1].loss
+            result = self.objective(model, images, labels, context.eps, params=member_params,
+                                    natural_metrics=self.objective.robust_weight < 1)
+            parts.append((result.loss.shape[0], certified_metrics(result)))
+            return result.loss
 
-        gradient, _ = rgs_gradient(loss_of, layout, center, sigma, directions)
-        metrics = {**natural_metrics(model, images, labels), **certified_metrics(results[0])}
-        return StepResult(layout.unflatten(gradient), {**metrics, "sigma": sigma})
+        gradient, _ = rgs_gradient(loss_of, layout, center, sigma, directions,
+                                   self.workers_for(model, center))
+        total = sum(count for count, _ in parts)
+        # fsum is exactly rounded, so the order in which the chunks finished does not matter
+        metrics = {key: math.fsum(count * m[key] for count, m in parts) / total
+                   for key in parts[0][1]}
+        # natural loss and accuracy are reported at the centre θ, as PGPE does
+        metrics.update(natural_metrics(model, images, labels), sigma=sigma)
+        return StepResult(layout.unflatten(gradient), metrics)
+
+    def workers_for(self, model: Module, center: Any) -> int:
+        """Threads for this step: the configured number or ``default_workers()``, never
+        more than the members, and 1 with a train-mode BatchNorm (see the module doc)."""
+        if uses_batch_statistics(model):
+            return 1
+        requested = self.workers or default_workers(get_array_module(center))
+        return max(1, min(requested, self.population_size))
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -128,6 +172,7 @@ class RGSTraining(TrainingMethod):
                    "population_size": 2 if args.population_size is None
                    else args.population_size,
                    "sigma": 1e-3 if args.sigma is None else args.sigma,
-                   "sigma_milestones": list(milestones), "sigma_factor": args.sigma_factor}
+                   "sigma_milestones": list(milestones), "sigma_factor": args.sigma_factor,
+                   "workers": getattr(args, "population_workers", None)}
         cls(**options)  # validates
         return options

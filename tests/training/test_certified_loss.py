@@ -116,3 +116,27 @@ def test_skipping_natural_metrics_changes_nothing_else():
     mixed = certified_loss(model, x, targets, 0.03, "ibp", robust_weight=0.5,
                            natural_metrics=False)  # the loss needs the natural term
     assert mixed.natural_loss is not None
+
+
+@pytest.mark.parametrize("relaxation", ["ibp", "deeppoly"])
+def test_population_members_are_bounded_with_their_own_batch_statistics(relaxation):
+    # A train-mode BatchNorm is bounded with the statistics of a clean pass under the same
+    # parameters (CTBench). A population evaluated without natural metrics (RGS and PGPE
+    # members) must still give every member the loss it has on its own.
+    from nobound.nn.zoo import conv_net
+
+    rng = np.random.default_rng(3)
+    model = ibp_init(conv_net((1, 8, 8), 3, [(3, 3, 2, 1)], [6], batchnorm=True,
+                              dtype=np.float64), 0)
+    x, targets = rng.uniform(size=(5, 1, 8, 8)), rng.integers(0, 3, 5)
+    model(Tensor(rng.uniform(size=(7, 1, 8, 8))))  # stale statistics of another batch
+    params = dict(model.named_parameters())
+    layout = ParameterLayout.of(params)
+    vectors = layout.flatten(params) + 0.1 * rng.standard_normal((3, layout.size))
+    population = certified_loss(model, x, targets, 0.05, relaxation,
+                                params=layout.to_tensors(vectors), natural_metrics=False)
+    for member, vector in enumerate(vectors):
+        alone = certified_loss(model, x, targets, 0.05, relaxation,
+                               params=layout.to_tensors(vector))
+        np.testing.assert_allclose(population.loss.data[member], alone.loss.data,
+                                   rtol=1e-10)

@@ -12,11 +12,12 @@ def standard_normal(rows: int, d: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((rows, d))
 
 
-def test_batched_backward_gives_the_average_of_the_members_own_gradients(quadratic):
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_batched_backward_gives_the_average_of_the_members_own_gradients(quadratic, workers):
     sigma, count = 0.3, 5
     z = standard_normal(count, quadratic.center.size, seed=1)
     estimate, losses = rgs_gradient(quadratic.loss_of, quadratic.layout, quadratic.center,
-                                    sigma, z)
+                                    sigma, z, workers)
     members = quadratic.center + sigma * z
     own_gradients = members @ quadratic.matrix + quadratic.offset  # ∇L(θ_i), row by row
     np.testing.assert_allclose(estimate, own_gradients.mean(axis=0), rtol=1e-12, atol=1e-12)
@@ -121,3 +122,49 @@ def test_rgs_resumes_bit_for_bit(tiny_training, tmp_path):
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed_model.named_parameters(),
                                  strict=True):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
+def step_context():
+    from nobound.training.method import StepContext
+
+    return StepContext(epoch=0, step=0, batch_index=0, steps_per_epoch=3, seed=0, eps=0.03,
+                       lr=1e-3)
+
+
+@pytest.mark.parametrize("relaxation", ["ibp", "deeppoly"])
+def test_rgs_members_split_among_workers_give_the_one_pass_step(tiny_training, relaxation):
+    # Threads change only which members share a batched pass: the same gradient and metrics.
+    from nobound.training.method import create_method
+
+    model = tiny_training.model()
+    x, y = tiny_training.images[:8], tiny_training.labels[:8]
+    steps = {workers: create_method("rgs", relaxation=relaxation, population_size=4,
+                                    sigma=1e-2, workers=workers
+                                    ).compute_step(model, x, y, step_context())
+             for workers in (1, 2, 4)}
+    for workers in (2, 4):
+        for name, gradient in steps[1].gradients.items():
+            np.testing.assert_allclose(steps[workers].gradients[name], gradient, rtol=1e-10,
+                                       atol=1e-14, err_msg=name)
+        assert steps[workers].metrics == pytest.approx(steps[1].metrics, rel=1e-10)
+
+
+def test_rgs_with_a_train_mode_batchnorm_uses_one_worker_and_the_centres_metrics():
+    from nobound.nn.init import ibp_init
+    from nobound.nn.zoo import conv_net
+    from nobound.training.grad import natural_metrics
+    from nobound.training.method import create_method
+
+    rng = np.random.default_rng(0)
+    model = ibp_init(conv_net((1, 8, 8), 3, [(3, 3, 2, 1)], [6], batchnorm=True,
+                              dtype=np.float64), 0)
+    x, y = rng.uniform(size=(6, 1, 8, 8)), rng.integers(0, 3, 6)
+    method = create_method("rgs", relaxation="deeppoly", population_size=2, sigma=1e-2,
+                           workers=2)
+    assert method.workers_for(model, np.zeros(1)) == 1
+    step = method.compute_step(model, x, y, step_context())  # needed the members' pass
+    assert all(np.isfinite(g).all() for g in step.gradients.values())
+    centre = natural_metrics(model, x, y)
+    assert step.metrics["natural_loss"] == centre["natural_loss"]
+    model.eval()
+    assert method.workers_for(model, np.zeros(1)) == 2
