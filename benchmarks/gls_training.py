@@ -2,7 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 NOBOUND_DATA=../shared/data python benchmarks/gls_training.py \
         --archs cnn3_tiny cnn3 --relaxations ibp deeppoly --batch 512 \
-        --grad-blas-threads 2 --out benchmarks/results/gls_training.json
+        --grad-blas-threads 2 --data-parallel 2 --out benchmarks/results/gls_training.json
 
 For each architecture × relaxation, on one MNIST batch: seconds per training step
 (``compute_step`` + the optimiser's update, i.e. what the trainer does per step) of GRAD,
@@ -20,7 +20,9 @@ RGS is timed twice: ``rgs_one_pass`` evaluates both members in one batched pass
 taking a chunk of the members (2 on two cores with one BLAS thread: one member per core).
 Since threads give RGS the second core, ``--grad-blas-threads N`` also times GRAD with
 BLAS on N threads (via threadpoolctl, ``pip install threadpoolctl``), GRAD's own way of
-using the machine, and ``rgs_over_fastest_grad`` compares RGS with the faster GRAD.
+using the machine, ``--data-parallel N`` times GRAD with its micro-batches on N threads
+(``--micro-batch-workers``), and ``rgs_over_fastest_grad`` compares RGS with the fastest
+GRAD.
 
 The methods' timed calls are interleaved (GRAD, RGS, PGPE, GRAD, …) so a change of machine
 load hits all of them alike; both the wall-clock and the process CPU time are kept (the
@@ -52,8 +54,9 @@ from nobound.training.micro_batches import accumulate_micro_batches
 from nobound.training.optim import Adam, clip_by_global_norm
 
 
-def step_runner(model, method, images, labels, micro_batch: int = 0):
-    """One trainer step: the method's gradient (or own update), clipping, Adam."""
+def step_runner(model, method, images, labels, micro_batch: int = 0, workers: int = 1):
+    """One trainer step: the method's gradient (or own update), clipping, Adam; over
+    micro-batches of ``micro_batch`` examples, ``workers`` of them at once, when set."""
     optimizer = Adam(dict(model.named_parameters()), lr=1e-5)
     context = StepContext(epoch=0, step=0, batch_index=0, steps_per_epoch=100, seed=0,
                           eps=0.1, lr=1e-5)
@@ -61,7 +64,7 @@ def step_runner(model, method, images, labels, micro_batch: int = 0):
     def run():
         if micro_batch and method.splits_into_micro_batches:
             result = accumulate_micro_batches(method, model, images, labels, context,
-                                              micro_batch)
+                                              micro_batch, workers)
         else:
             result = method.compute_step(model, images, labels, context)
         if result.gradients is not None:
@@ -82,7 +85,7 @@ def with_blas_threads(run, threads: int):
 
 
 def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: int,
-            micro_batch: int = 0, grad_threads: int = 0) -> dict:
+            micro_batch: int = 0, grad_threads: int = 0, data_parallel: int = 0) -> dict:
     images, labels, source = mnist_batch(batch)
     methods = {
         "grad": create_method("grad", relaxation=relaxation),
@@ -104,6 +107,13 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
             step_runner(mnist_model(arch), methods["grad"], images, labels, micro_batch),
             grad_threads)
         record["grad_blas_thread_count"] = grad_threads
+    if data_parallel > 1:  # GRAD's micro-batches on threads (--micro-batch-workers)
+        parallel_micro_batch = micro_batch or -(-batch // data_parallel)
+        methods["grad_data_parallel"] = methods["grad"]
+        runs["grad_data_parallel"] = step_runner(mnist_model(arch), methods["grad"], images,
+                                                 labels, parallel_micro_batch, data_parallel)
+        record["grad_data_parallel_setting"] = {"micro_batch": parallel_micro_batch,
+                                                "workers": data_parallel}
     peaks = {name: warm_up(run)[0] for name, run in runs.items()}
     timings = interleaved_minimum(runs, repeats)
     for name in methods:
@@ -127,8 +137,9 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
     for name in ("rgs", "rgs_one_pass", "pgpe"):
         for key, suffix in (("seconds_per_step", ""), ("cpu_seconds_per_step", "_cpu")):
             record[f"{name}_over_grad{suffix}"] = record[name][key] / record["grad"][key]
-    fastest_grad = min(record[name]["seconds_per_step"] for name in ("grad", "grad_blas_threads")
-                       if name in record and isinstance(record[name], dict))
+    fastest_grad = min(record[name]["seconds_per_step"]
+                       for name in ("grad", "grad_blas_threads", "grad_data_parallel")
+                       if name in record)
     record["rgs_over_fastest_grad"] = record["rgs"]["seconds_per_step"] / fastest_grad
     print(f"{arch:9s} {relaxation:9s} B={batch} RGS/GRAD wall {record['rgs_over_grad']:.2f} "
           f"CPU {record['rgs_over_grad_cpu']:.2f}; one pass {record['rgs_one_pass_over_grad']:.2f}"
@@ -146,6 +157,9 @@ def main() -> None:
     parser.add_argument("--grad-blas-threads", type=int, default=0,
                         help="also time GRAD with BLAS on this many threads (threadpoolctl), "
                              "the peer of RGS's worker threads (0: off)")
+    parser.add_argument("--data-parallel", type=int, default=0,
+                        help="also time GRAD with its micro-batches (--micro-batch, else "
+                             "batch / N) on N threads (0: off)")
     parser.add_argument("--out", default="benchmarks/results/gls_training.json")
     args = parser.parse_args()
     records = []
@@ -153,7 +167,7 @@ def main() -> None:
         for relaxation in args.relaxations:
             records.append(measure(arch, relaxation, args.batch, args.repeats,
                                    args.pgpe_members, args.micro_batch,
-                                   args.grad_blas_threads))
+                                   args.grad_blas_threads, args.data_parallel))
             # written after every configuration: a later one may run out of memory
             write_results(args.out, {"benchmark": "gls_training", "machine": machine(),
                                      "target_rgs_over_grad": 1.7, "records": records})

@@ -69,6 +69,11 @@ def register(subparsers: Any) -> None:
                              "and sum their weighted gradients: the same gradient in less "
                              "memory (BatchNorm then uses micro-batch statistics; not for "
                              "pgpe, which chunks its population instead). 0: off")
+    parser.add_argument("--micro-batch-workers", type=int,
+                        help="threads computing micro-batches at once, the same gradient "
+                             "bit for bit (default: cores / BLAS threads, e.g. 2 with "
+                             "OPENBLAS_NUM_THREADS=1 on 2 cores; always 1 for rgs, which "
+                             "puts its members on threads, and with a train-mode BatchNorm)")
     parser.add_argument("--eps", type=float, default=0.0,
                         help="l_inf training radius in pixel units [0, 1] (ignored by "
                              "standard training)")
@@ -113,7 +118,8 @@ def trainer_config_from_args(args: argparse.Namespace) -> Any:
                          lr_decay=args.lr_decay, grad_clip=args.grad_clip, eps=args.eps,
                          log_every=args.log_every, checkpoint_every=args.checkpoint_every,
                          keep_checkpoints=args.keep_checkpoints,
-                         micro_batch=args.micro_batch)
+                         micro_batch=args.micro_batch,
+                         micro_batch_workers=args.micro_batch_workers)
 
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,6 +146,8 @@ def validate(args: argparse.Namespace) -> None:
     check_positive("--lr", args.lr)
     check_non_negative("--limit", args.limit)
     check_non_negative("--micro-batch", args.micro_batch)
+    if args.micro_batch_workers is not None:
+        check_positive("--micro-batch-workers", args.micro_batch_workers)
     check_non_negative("--eval-limit", args.eval_limit)
     check_positive("--max-steps", args.max_steps)
     if args.arch not in ARCHITECTURES:

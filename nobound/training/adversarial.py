@@ -12,6 +12,7 @@ With ε = 0 (e.g. the first steps of an eps ramp) this is standard training.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from nobound.attack.pgd import TRAINING_ATTACK, PGDConfig, pgd_attack
@@ -37,13 +38,13 @@ class PGDTraining(BackpropMethod):
         return {"steps": self.attack.steps, "restarts": self.attack.restarts,
                 "step_size": self.attack.step_size, "attack_loss": self.attack.loss}
 
-    def loss(self, model: Module, images: Any, labels: Any,
-             context: StepContext) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: Module, images: Any, labels: Any, context: StepContext,
+             params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         if context.eps > 0:
             images = pgd_attack(model, images, labels, context.eps, self.attack,
-                                seed=context.seed, counters=(context.epoch, context.step)
-                                ).adversarial
-        logits = model(Tensor(images))
+                                seed=context.seed, counters=(context.epoch, context.step),
+                                params=params).adversarial
+        logits = model(Tensor(images), params)
         return cross_entropy(logits, labels), {"accuracy": accuracy(logits, labels)}
 
     @classmethod

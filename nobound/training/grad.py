@@ -121,9 +121,9 @@ class GradTraining(BackpropMethod):
     def options(self) -> dict[str, Any]:
         return objective_options(self.objective)
 
-    def loss(self, model: Module, images: Any, labels: Any,
-             context: StepContext) -> tuple[Tensor, dict[str, float]]:
-        result = self.objective(model, images, labels, context.eps)
+    def loss(self, model: Module, images: Any, labels: Any, context: StepContext,
+             params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        result = self.objective(model, images, labels, context.eps, params=params)
         metrics = certified_metrics(result)
         del metrics["loss"]
         return result.loss, metrics

@@ -81,6 +81,9 @@ class TrainingMethod:
     #: (:mod:`nobound.training.micro_batches`): true for methods whose gradient is a mean
     #: of per-example terms, false for a method that updates the model itself.
     splits_into_micro_batches: ClassVar[bool] = True
+    #: Whether those micro-batches may be computed on several threads at once: the step
+    #: must keep no state outside its own graph. RGS parallelises its members instead.
+    parallel_micro_batches: ClassVar[bool] = False
 
     def options(self) -> dict[str, Any]:
         """Constructor keyword arguments that rebuild this method (JSON-serialisable)."""
@@ -113,23 +116,28 @@ class TrainingMethod:
 
 
 class BackpropMethod(TrainingMethod):
-    """A method whose gradient is ∇_θ of a scalar loss computed by :meth:`loss`."""
+    """A method whose gradient is ∇_θ of a scalar loss computed by :meth:`loss`.
 
-    def loss(self, model: Module, images: Any, labels: Any,
-             context: StepContext) -> tuple[Tensor, dict[str, float]]:
+    The loss is evaluated at leaf tensors of its own that share the model's parameter
+    arrays (``params``), so a step never touches the model's ``.grad`` and several steps
+    — micro-batches on worker threads — can run at once.
+    """
+
+    #: micro-batches of a step may run on several threads (:mod:`.micro_batches`)
+    parallel_micro_batches: ClassVar[bool] = True
+
+    def loss(self, model: Module, images: Any, labels: Any, context: StepContext,
+             params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def compute_step(self, model: Module, images: Any, labels: Any,
                      context: StepContext) -> StepResult:
-        params = dict(model.named_parameters())
-        for p in params.values():
-            p.grad = None
-        loss, metrics = self.loss(model, images, labels, context)
+        params = {name: Tensor(p.data, requires_grad=True)
+                  for name, p in model.named_parameters()}
+        loss, metrics = self.loss(model, images, labels, context, params)
         loss.backward()
         gradients = {name: p.grad if p.grad is not None else p.xp.zeros_like(p.data)
                      for name, p in params.items()}
-        for p in params.values():
-            p.grad = None
         return StepResult(gradients, {"loss": float(loss.item()), **metrics})
 
 

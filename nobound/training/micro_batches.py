@@ -21,14 +21,30 @@ training mode normalises with each micro-batch's statistics (and updates its run
 statistics once per micro-batch), and per-example randomness
 drawn per call (PGD's random start) is drawn per micro-batch. PGPE needs no graph and
 bounds its memory by evaluating population chunks (:mod:`nobound.training.population`).
+
+**Data parallelism.** The terms of the sum are independent, so ``workers`` threads may
+compute them at once (each micro-batch's forward and backward pass on its own leaf
+tensors, :class:`~nobound.training.method.BackpropMethod`); the sum is then formed in the
+micro-batches' order, so the gradient is bit for bit the serial one whatever the number of
+workers. On a multi-core host with one BLAS thread per worker this keeps every core busy
+through the single-threaded parts of a step (NumPy passes, the compiled loops), where BLAS
+threads cannot help. Memory: ``workers`` micro-batch graphs are alive at once. Not for a
+train-mode BatchNorm (its running statistics are updated per micro-batch, in order), nor
+for RGS, which puts its members on threads instead (``parallel_micro_batches``).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from nobound.nn.module import Module
+from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.method import StepContext, StepResult, TrainingMethod
+from nobound.training.population import default_workers
 
 
 def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
@@ -39,18 +55,40 @@ def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
             for start in range(0, batch_size, micro_batch_size)]
 
 
+def micro_batch_workers(method: TrainingMethod, model: Module, requested: int | None,
+                        xp: ModuleType = np) -> int:
+    """Threads for the micro-batches of a step: ``requested`` (None: ``default_workers``),
+    or 1 when the method or a train-mode BatchNorm does not allow parallel micro-batches."""
+    if not method.parallel_micro_batches or uses_batch_statistics(model):
+        return 1
+    return max(1, requested if requested is not None else default_workers(xp))
+
+
 def accumulate_micro_batches(method: TrainingMethod, model: Module, images: Any, labels: Any,
-                             context: StepContext, micro_batch_size: int) -> StepResult:
-    """The method's step on the whole batch, computed one micro-batch at a time.
+                             context: StepContext, micro_batch_size: int,
+                             workers: int = 1) -> StepResult:
+    """The method's step on the whole batch, computed one micro-batch at a time, or
+    ``workers`` at a time on threads (see :func:`micro_batch_workers` for when allowed).
 
     Gradients and metrics are the |M_k|/B-weighted sums of the micro-batches' (see the
-    module docstring); the method must return gradients (not update the model itself).
+    module docstring), summed in the micro-batches' order; the method must return
+    gradients (not update the model itself).
     """
     batch_size = len(labels)
+    parts = micro_batch_slices(batch_size, micro_batch_size)
+
+    def step(part: slice) -> StepResult:
+        return method.compute_step(model, images[part], labels[part], context)
+
+    if workers > 1 and len(parts) > 1:
+        with ThreadPoolExecutor(min(workers, len(parts)),
+                                thread_name_prefix="micro-batch") as pool:
+            results = list(pool.map(step, parts))  # map keeps the micro-batches' order
+    else:
+        results = [step(part) for part in parts]
     gradients: dict[str, Any] | None = None
     metric_sums: dict[str, float] = {}
-    for part in micro_batch_slices(batch_size, micro_batch_size):
-        result = method.compute_step(model, images[part], labels[part], context)
+    for part, result in zip(parts, results, strict=True):
         if result.gradients is None:
             raise ValueError(f"method {method.name!r} updates the model itself; it cannot be "
                              "split into micro-batches")

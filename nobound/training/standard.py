@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from nobound.autodiff.tensor import Tensor
@@ -18,7 +19,7 @@ class StandardTraining(BackpropMethod):
 
     name = "standard"
 
-    def loss(self, model: Module, images: Any, labels: Any,
-             context: StepContext) -> tuple[Tensor, dict[str, float]]:
-        logits = model(Tensor(images))
+    def loss(self, model: Module, images: Any, labels: Any, context: StepContext,
+             params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = model(Tensor(images), params)
         return cross_entropy(logits, labels), {"accuracy": accuracy(logits, labels)}

@@ -31,11 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nobound.backend import get_array_module
 from nobound.io.architecture import describe_model
 from nobound.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nobound.nn.sequential import Sequential
 from nobound.training.method import StepContext, TrainingMethod
-from nobound.training.micro_batches import accumulate_micro_batches
+from nobound.training.micro_batches import accumulate_micro_batches, micro_batch_workers
 from nobound.training.optim import OPTIMIZERS, MultiStepLR, clip_by_global_norm
 from nobound.training.progress import JsonLinesLogger, ProgressBar
 
@@ -63,6 +64,9 @@ class TrainerConfig:
     checkpoint_each_epoch: bool = True
     keep_checkpoints: int = 2
     micro_batch: int = 0  # examples per micro-batch of a step (0: the whole batch at once)
+    # threads computing micro-batches at once (None: default_workers(); the gradient is
+    # the same bit for bit, see nobound.training.micro_batches)
+    micro_batch_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -80,6 +84,8 @@ class TrainerConfig:
             raise ValueError(f"gradient clipping threshold must be ≥ 0, got {self.grad_clip}")
         if self.micro_batch < 0:
             raise ValueError(f"micro-batch size must be ≥ 0, got {self.micro_batch}")
+        if self.micro_batch_workers is not None and self.micro_batch_workers < 1:
+            raise ValueError(f"micro-batch workers must be ≥ 1, got {self.micro_batch_workers}")
         if self.log_every < 1 or self.checkpoint_every < 0 or self.keep_checkpoints < 0:
             raise ValueError("log_every must be ≥ 1, checkpoint_every and keep_checkpoints ≥ 0")
         self.lr_milestones = [int(m) for m in self.lr_milestones]
@@ -144,8 +150,11 @@ class Trainer:
         context = self.context()
         self.model.train()
         if self.config.micro_batch and self.config.micro_batch < len(labels):
+            workers = micro_batch_workers(self.method, self.model,
+                                          self.config.micro_batch_workers,
+                                          get_array_module(images))
             result = accumulate_micro_batches(self.method, self.model, images, labels,
-                                              context, self.config.micro_batch)
+                                              context, self.config.micro_batch, workers)
         else:
             result = self.method.compute_step(self.model, images, labels, context)
         metrics = dict(result.metrics)

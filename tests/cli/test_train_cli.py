@@ -85,6 +85,9 @@ def test_train_rejects_bad_input_and_writes_nothing(tmp_path, capsys):
                   "unknown training method 'magic'", out)
     fails_cleanly(capsys, ["train", "--micro-batch", "-4", "--out", str(out), *TINY],
                   "--micro-batch must be non-negative", out)
+    fails_cleanly(capsys, ["train", "--micro-batch", "4", "--micro-batch-workers", "0",
+                           "--out", str(out), *TINY], "--micro-batch-workers must be positive",
+                  out)
     fails_cleanly(capsys, ["train", "--method", "pgpe", "--micro-batch", "4", "--out",
                            str(out), *TINY], "--micro-batch does not apply to --method pgpe",
                   out)

@@ -8,7 +8,11 @@ import pytest
 from nobound.data import BatchLoader
 from nobound.nn import conv_net, kaiming_uniform
 from nobound.training.method import StepContext, create_method
-from nobound.training.micro_batches import accumulate_micro_batches, micro_batch_slices
+from nobound.training.micro_batches import (
+    accumulate_micro_batches,
+    micro_batch_slices,
+    micro_batch_workers,
+)
 from nobound.training.population import measure_peak_bytes
 from nobound.training.trainer import Trainer, TrainerConfig
 
@@ -102,12 +106,14 @@ def test_micro_batches_lower_the_peak_memory_of_a_deeppoly_step():
     assert split < 0.5 * whole, (split, whole)
 
 
-def trainer_run(micro_batch: int, method: str = "grad", **options) -> Trainer:
+def trainer_run(micro_batch: int, method: str = "grad", workers: int | None = 1,
+                **options) -> Trainer:
     images, labels = batch(24, seed=4)
     loader = BatchLoader((images, labels), 12, seed=1, dtype=np.float64)
     trainer = Trainer(small_conv_net(), create_method(method, **options), loader,
                       TrainerConfig(epochs=1, seed=3, lr=1e-2, eps=0.05, grad_clip=1.0,
-                                    micro_batch=micro_batch), quiet=True)
+                                    micro_batch=micro_batch, micro_batch_workers=workers),
+                      quiet=True)
     trainer.fit()
     return trainer
 
@@ -130,3 +136,43 @@ def test_pgpe_refuses_micro_batches():
 def test_a_negative_micro_batch_is_refused(value):
     with pytest.raises(ValueError, match="micro-batch"):
         TrainerConfig(micro_batch=value)
+
+
+@pytest.mark.parametrize("method, options", [
+    ("grad", {"relaxation": "deeppoly"}), ("grad", {"relaxation": "ibp"}),
+    ("standard", {}), ("pgd", {"steps": 3, "restarts": 1})])
+def test_micro_batches_on_threads_give_the_serial_step_bit_for_bit(method, options):
+    # each micro-batch is computed exactly as in the serial loop and summed in order
+    model, (images, labels) = small_conv_net(), batch(12)
+    training = create_method(method, **options)
+    serial = accumulate_micro_batches(training, model, images, labels, context(), 3)
+    threaded = accumulate_micro_batches(training, model, images, labels, context(), 3,
+                                        workers=3)
+    for name, gradient in serial.gradients.items():
+        assert np.abs(gradient).max() > 0, name
+        np.testing.assert_array_equal(threaded.gradients[name], gradient, err_msg=name)
+    assert threaded.metrics == serial.metrics
+    assert all(p.grad is None for p in model.parameters())  # the model's own leaves unused
+
+
+def test_micro_batch_workers_only_where_the_step_keeps_no_outside_state():
+    grad = create_method("grad", relaxation="ibp")
+    assert micro_batch_workers(grad, small_conv_net(), 2) == 2
+    assert micro_batch_workers(grad, small_conv_net(batchnorm=True), 2) == 1
+    evaluating = small_conv_net(batchnorm=True)
+    evaluating.eval()
+    assert micro_batch_workers(grad, evaluating, 2) == 2
+    rgs = create_method("rgs", relaxation="ibp", population_size=2)
+    assert micro_batch_workers(rgs, small_conv_net(), 2) == 1  # RGS threads its members
+
+
+def test_training_with_micro_batches_on_threads_follows_the_serial_trajectory():
+    serial = trainer_run(5, relaxation="ibp").model.state_dict()
+    threaded = trainer_run(5, relaxation="ibp", workers=2).model.state_dict()
+    for name in serial:
+        np.testing.assert_array_equal(threaded[name], serial[name], err_msg=name)
+
+
+def test_zero_micro_batch_workers_are_refused():
+    with pytest.raises(ValueError, match="micro-batch workers"):
+        TrainerConfig(micro_batch=4, micro_batch_workers=0)
