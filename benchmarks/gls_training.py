@@ -2,7 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 NOBOUND_DATA=../shared/data python benchmarks/gls_training.py \
         --archs cnn3_tiny cnn3 --relaxations ibp deeppoly --batch 512 \
-        --grad-blas-threads 2 --data-parallel 2 --out benchmarks/results/gls_training.json
+        --data-parallel 2 --out benchmarks/results/gls_training.json
 
 For each architecture × relaxation, on one MNIST batch: seconds per training step
 (``compute_step`` + the optimiser's update, i.e. what the trainer does per step) of GRAD,
@@ -18,11 +18,12 @@ evaluates its members as in training: chunks fitted to its memory budget, on
 RGS is timed twice: ``rgs_one_pass`` evaluates both members in one batched pass
 (``workers=1``), ``rgs`` with the trainer's default, ``default_workers()`` threads each
 taking a chunk of the members (2 on two cores with one BLAS thread: one member per core).
-Since threads give RGS the second core, ``--grad-blas-threads N`` also times GRAD with
-BLAS on N threads (via threadpoolctl, ``pip install threadpoolctl``), GRAD's own way of
-using the machine, ``--data-parallel N`` times GRAD with its micro-batches on N threads
-(``--micro-batch-workers``), and ``rgs_over_fastest_grad`` compares RGS with the fastest
-GRAD.
+Since threads give RGS the second core, ``--data-parallel N`` also times GRAD with its
+micro-batches (``--micro-batch``, else batch / N) on N threads (``--micro-batch-workers``),
+GRAD's own way of using the cores, and ``rgs_over_fastest_grad`` compares RGS with the
+faster GRAD. (GRAD with BLAS on two threads is measured by running the script with
+``OPENBLAS_NUM_THREADS=2``: in-process switching left OpenBLAS threads spinning into the
+next timed call.)
 
 The methods' timed calls are interleaved (GRAD, RGS, PGPE, GRAD, …) so a change of machine
 load hits all of them alike; both the wall-clock and the process CPU time are kept (the
@@ -74,18 +75,8 @@ def step_runner(model, method, images, labels, micro_batch: int = 0, workers: in
     return run
 
 
-def with_blas_threads(run, threads: int):
-    """``run`` with BLAS on ``threads`` threads for its duration (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
-
-    def limited():
-        with threadpool_limits(threads, user_api="blas"):
-            return run()
-    return limited
-
-
 def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: int,
-            micro_batch: int = 0, grad_threads: int = 0, data_parallel: int = 0) -> dict:
+            micro_batch: int = 0, data_parallel: int = 0) -> dict:
     images, labels, source = mnist_batch(batch)
     methods = {
         "grad": create_method("grad", relaxation=relaxation),
@@ -101,12 +92,6 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
               "rgs_workers": methods["rgs"].workers_for(mnist_model(arch), images)}
     runs = {name: step_runner(mnist_model(arch), method, images, labels, micro_batch)
             for name, method in methods.items()}
-    if grad_threads > 1:  # GRAD with the whole machine for BLAS, the fair peer of RGS's workers
-        methods["grad_blas_threads"] = methods["grad"]
-        runs["grad_blas_threads"] = with_blas_threads(
-            step_runner(mnist_model(arch), methods["grad"], images, labels, micro_batch),
-            grad_threads)
-        record["grad_blas_thread_count"] = grad_threads
     if data_parallel > 1:  # GRAD's micro-batches on threads (--micro-batch-workers)
         parallel_micro_batch = micro_batch or -(-batch // data_parallel)
         methods["grad_data_parallel"] = methods["grad"]
@@ -138,7 +123,7 @@ def measure(arch: str, relaxation: str, batch: int, repeats: int, pgpe_members: 
         for key, suffix in (("seconds_per_step", ""), ("cpu_seconds_per_step", "_cpu")):
             record[f"{name}_over_grad{suffix}"] = record[name][key] / record["grad"][key]
     fastest_grad = min(record[name]["seconds_per_step"]
-                       for name in ("grad", "grad_blas_threads", "grad_data_parallel")
+                       for name in ("grad", "grad_data_parallel")
                        if name in record)
     record["rgs_over_fastest_grad"] = record["rgs"]["seconds_per_step"] / fastest_grad
     print(f"{arch:9s} {relaxation:9s} B={batch} RGS/GRAD wall {record['rgs_over_grad']:.2f} "
@@ -154,9 +139,6 @@ def main() -> None:
     parser.add_argument("--pgpe-members", type=int, default=8)
     parser.add_argument("--micro-batch", type=int, default=0,
                         help="GRAD and RGS steps over micro-batches of this size (0: off)")
-    parser.add_argument("--grad-blas-threads", type=int, default=0,
-                        help="also time GRAD with BLAS on this many threads (threadpoolctl), "
-                             "the peer of RGS's worker threads (0: off)")
     parser.add_argument("--data-parallel", type=int, default=0,
                         help="also time GRAD with its micro-batches (--micro-batch, else "
                              "batch / N) on N threads (0: off)")
@@ -167,7 +149,7 @@ def main() -> None:
         for relaxation in args.relaxations:
             records.append(measure(arch, relaxation, args.batch, args.repeats,
                                    args.pgpe_members, args.micro_batch,
-                                   args.grad_blas_threads, args.data_parallel))
+                                   args.data_parallel))
             # written after every configuration: a later one may run out of memory
             write_results(args.out, {"benchmark": "gls_training", "machine": machine(),
                                      "target_rgs_over_grad": 1.7, "records": records})
