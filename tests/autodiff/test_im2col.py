@@ -87,10 +87,12 @@ def test_numba_and_numpy_col2im_agree(shape, monkeypatch):
     np.testing.assert_allclose(compiled, sliced, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("pixel_major", [True, False])
 @pytest.mark.parametrize("layout", ["plain", "shared input", "own inputs"])
-def test_blocked_products_equal_whole_products(layout, monkeypatch):
+def test_blocked_products_equal_whole_products(layout, pixel_major, monkeypatch):
     """Output, input gradient and weight gradient with the columns unfolded in blocks of
-    one image … everything, and without keeping them, equal the one-GEMM results."""
+    one image … everything, and without keeping them, equal the one-GEMM results — with
+    the blocks unfolded image-major or pixel-major (:mod:`._pixel_major`)."""
     rng = np.random.default_rng(3)
     population, batch = 3, 5
     x_shape = (population, batch, 2, 9, 8) if layout == "own inputs" else (batch, 2, 9, 8)
@@ -105,8 +107,10 @@ def test_blocked_products_equal_whole_products(layout, monkeypatch):
             inference = ops.conv2d(Tensor(x), Tensor(w), 2, 1).data
         return y.data, inference, x_t.grad, w_t.grad
 
+    monkeypatch.setattr(_conv_products, "pays_for", lambda *shape: False)
     whole = evaluate()
     np.testing.assert_allclose(whole[1], whole[0], rtol=1e-12, atol=1e-12)  # inference
+    monkeypatch.setattr(_conv_products, "pays_for", lambda *shape: pixel_major)
     monkeypatch.setattr(_conv_products, "KEEP_BYTES", 0)  # never materialise all columns
     for block_bytes in (1, 300, 3000, 1 << 30):
         monkeypatch.setattr(_conv_products, "BLOCK_BYTES", block_bytes)
