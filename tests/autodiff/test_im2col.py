@@ -112,7 +112,7 @@ def test_blocked_products_equal_whole_products(layout, pixel_major, monkeypatch)
     np.testing.assert_allclose(whole[1], whole[0], rtol=1e-12, atol=1e-12)  # inference
     monkeypatch.setattr(_conv_products, "pays_for", lambda *shape: pixel_major)
     monkeypatch.setattr(_conv_products, "KEEP_BYTES", 0)  # never materialise all columns
-    for block_bytes in (1, 300, 3000, 1 << 30):
+    for block_bytes in (1, 300, 3000, 6000, 1 << 30):  # 6000: blocks of 2, 2 and 1 image
         monkeypatch.setattr(_conv_products, "BLOCK_BYTES", block_bytes)
         for blocked, reference in zip(evaluate(), whole, strict=True):
             np.testing.assert_allclose(blocked, reference, rtol=1e-12, atol=1e-12)

@@ -17,14 +17,15 @@ from nobound.autodiff.ops import _compiled, _im2col, _pixel_major
 
 
 @st.composite
-def blocks(draw: st.DrawFn) -> tuple[tuple[int, int, int, int], int, int, int]:
-    """(image shape (n, C, H, W), kernel, stride, padding) with at least one output pixel."""
+def blocks(draw: st.DrawFn) -> tuple[tuple[int, ...], int, int, int]:
+    """(image shape (G, n, C, H, W), kernel, stride, padding), ≥ 1 output pixel."""
     kernel = draw(st.integers(1, 5))
     stride = draw(st.integers(1, 3))
     padding = draw(st.integers(0, kernel))
     height = draw(st.integers(max(1, kernel - 2 * padding), 9))
     width = draw(st.integers(max(1, kernel - 2 * padding), 9))
-    shape = (draw(st.integers(1, 6)), draw(st.integers(1, 3)), height, width)
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 3)),
+             height, width)
     return shape, kernel, stride, padding
 
 
@@ -37,8 +38,10 @@ def numba_installed() -> bool:
 
 
 def image_major(cols: np.ndarray, count: int, pixels: int) -> np.ndarray:
-    """(K, (i, j, image)) → (K, (image, i, j)), the order of _im2col's columns."""
-    return cols.reshape(cols.shape[0], pixels, count).swapaxes(1, 2).reshape(cols.shape[0], -1)
+    """(G, K, (i, j, image)) → (G, K, (image, i, j)), the order of _im2col's columns."""
+    groups, kernel_size = cols.shape[:2]
+    return cols.reshape(groups, kernel_size, pixels, count).swapaxes(2, 3).reshape(
+        groups, kernel_size, -1)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -56,9 +59,9 @@ def test_columns_are_im2col_columns_in_pixel_major_order(compiled, block, seed):
     finally:
         _compiled._loaded.clear()
         _compiled._loaded.update(saved)
-    reference = _im2col.im2col(images[None], kernel, kernel, stride, padding)[0]
-    pixels = reference.shape[1] // shape[0]
-    np.testing.assert_array_equal(image_major(cols, shape[0], pixels), reference)
+    reference = _im2col.im2col(images, kernel, kernel, stride, padding)
+    pixels = reference.shape[2] // shape[1]
+    np.testing.assert_array_equal(image_major(cols, shape[1], pixels), reference)
 
 
 @given(block=blocks(), seed=st.integers(0, 2**16))
@@ -75,8 +78,8 @@ def test_col2im_pixel_major_is_the_adjoint(block, seed):
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", [
-    ((5, 3, 9, 9), 3, 1, 1), ((7, 2, 8, 8), 3, 2, 0), ((4, 16, 14, 14), 4, 2, 1),
-    ((3, 1, 28, 28), 5, 2, 2), ((3, 4, 6, 6), 5, 3, 5)])
+    ((1, 5, 3, 9, 9), 3, 1, 1), ((2, 7, 2, 8, 8), 3, 2, 0), ((3, 4, 16, 14, 14), 4, 2, 1),
+    ((1, 3, 1, 28, 28), 5, 2, 2), ((2, 3, 4, 6, 6), 5, 3, 5)])
 def test_compiled_and_array_col2im_agree(shape, kernel, stride, padding, monkeypatch):
     if not numba_installed():
         pytest.skip("Numba is not installed")

@@ -19,7 +19,7 @@ again instead of keeping the columns. The products are the same (up to the order
 floating-point sums); memory traffic and peak memory drop by the factor K·M / BLOCK_BYTES,
 and no temporary is large enough to need fresh pages from the kernel on every call.
 When the columns outweigh the product (K > R rows, e.g. a 16-channel 4×4 layer: K = 256,
-R = 16), each block is unfolded *pixel-major*, one group at a time
+R = 16), each block is unfolded *pixel-major*
 (:mod:`nobound.autodiff.ops._pixel_major`: columns ordered (i, j, image), copied in
 contiguous runs over the images), and the block's R product rows are put back into
 (image, i, j) order — a pass over R·n·Ho·Wo elements instead of K·n·Ho·Wo slow ones.
@@ -64,7 +64,7 @@ class Window:
                       self.padding)
 
     def unfold_pixel_major(self, images: Any) -> Any:
-        """(n, C, H, W) → (K, Ho·Wo·n) columns ordered (i, j, image)."""
+        """(G, n, C, H, W) → (G, K, Ho·Wo·n) columns ordered (i, j, image)."""
         return im2col_pixel_major(images, self.kernel_h, self.kernel_w, self.stride,
                                   self.padding)
 
@@ -98,32 +98,18 @@ def _blocks(groups: int, count: int, image_bytes: int) -> list[tuple[slice, slic
 
 def _pixel_major_pays(window: Window, kernel_size: int, rows: int, width: int,
                       image_bytes: int, count: int) -> bool:
-    """:func:`pays_for` with the images a block of :func:`_pixel_major_blocks` holds."""
+    """:func:`pays_for` with the images of one group that a block of :func:`_blocks` holds."""
     images = min(count, max(1, BLOCK_BYTES // image_bytes))
     out_w = output_length(width, window.kernel_w, window.stride, window.padding)
     return pays_for(kernel_size, rows, window.stride, out_w, images)
 
 
-def _pixel_major_blocks(groups: int, count: int, image_bytes: int) -> list[tuple[int, slice]]:
-    """(group, images) pairs covering all images, one group at a time, ≤ BLOCK_BYTES of
-    columns each."""
-    per_block = max(1, BLOCK_BYTES // image_bytes)
-    return [(g, slice(i, min(i + per_block, count)))
-            for g in range(groups) for i in range(0, count, per_block)]
-
-
-def _image_major(rows: Any, images: int, pixels: int) -> Any:
-    """A block's product rows (R, Ho·Wo·n), columns (i, j, image), as (R, n, Ho·Wo)."""
-    return rows.reshape(rows.shape[0], pixels, images).swapaxes(1, 2)
-
-
 def _pixel_major_rows(rows: Any, part: slice, pixels: int) -> Any:
-    """Gradient rows (R, M) of the images in ``part``, columns re-ordered (i, j, image)."""
-    block = rows[:, _columns_of(part, pixels)]
-    images = part.stop - part.start
-    return np.ascontiguousarray(
-        block.reshape(rows.shape[0], images, pixels).swapaxes(1, 2)
-    ).reshape(rows.shape[0], -1)
+    """Rows (G', R, M) restricted to the images in ``part``, as (G', R, Ho·Wo·n) with the
+    columns ordered (i, j, image) like pixel-major columns."""
+    block = rows[:, :, _columns_of(part, pixels)]  # the last block may be short
+    block = block.reshape(*block.shape[:2], -1, pixels)
+    return np.ascontiguousarray(block.swapaxes(2, 3)).reshape(*block.shape[:2], -1)
 
 
 def _columns_of(part: slice, pixels: int) -> slice:
@@ -159,10 +145,12 @@ def forward(images: Any, w_rows: Any, window: Window, keep_columns: bool
     out = np.empty((groups, rows, count * pixels), dtype=np.result_type(images, w_rows))
     image_bytes = kernel_size * pixels * images.itemsize
     if _pixel_major_pays(window, kernel_size, rows, images.shape[-1], image_bytes, count):
-        for group, part in _pixel_major_blocks(groups, count, image_bytes):
-            product = w_rows[group] @ window.unfold_pixel_major(images[group, part])
-            out[group].reshape(rows, count, pixels)[:, part] = \
-                _image_major(product, part.stop - part.start, pixels)
+        grouped = out.reshape(groups, rows, count, pixels)
+        for group, part in _blocks(groups, count, image_bytes):
+            product = np.matmul(w_rows[group], window.unfold_pixel_major(images[group, part]))
+            # columns (i, j, image) back to (image, i, j)
+            grouped[group, :, part] = product.reshape(*product.shape[:2], pixels, -1
+                                                      ).swapaxes(2, 3)
         return out, None
     for group, part in _blocks(groups, count, image_bytes):
         # a block of images is a contiguous run of M: a view the GEMM writes into
@@ -188,8 +176,8 @@ def input_grad(rows: Any, w_rows: Any, images_shape: tuple[int, ...], window: Wi
     image_bytes = kernel_size * pixels * rows.itemsize
     if _pixel_major_pays(window, kernel_size, w_rows.shape[1], images_shape[-1], image_bytes,
                          count):
-        for group, part in _pixel_major_blocks(groups, count, image_bytes):
-            d_cols = w_columns[group] @ _pixel_major_rows(rows[group], part, pixels)
+        for group, part in _blocks(groups, count, image_bytes):
+            d_cols = np.matmul(w_columns[group], _pixel_major_rows(rows[group], part, pixels))
             grad[group, part] = window.fold_pixel_major(d_cols, grad[group, part].shape)
         return grad
     for group, part in _blocks(groups, count, image_bytes):
@@ -214,10 +202,10 @@ def weight_grad(rows: Any, cols: Any, images: Any, window: Window) -> Any:
     image_bytes = kernel_size * pixels * images.itemsize
     if _pixel_major_pays(window, kernel_size, rows.shape[1], images.shape[-1], image_bytes,
                          count):
-        for group, part in _pixel_major_blocks(groups, count, image_bytes):
+        for group, part in _blocks(groups, count, image_bytes):
             cols = window.unfold_pixel_major(images[group, part])
             g_block = _pixel_major_rows(rows[group], part, pixels)
-            grad[group] += (cols @ g_block.T).T
+            grad[group] += np.matmul(cols, g_block.swapaxes(-1, -2)).swapaxes(-1, -2)
         return grad
     for group, part in _blocks(groups, count, image_bytes):
         g_block = rows[group, :, _columns_of(part, pixels)]

@@ -1,14 +1,14 @@
-"""Pixel-major columns: im2col and col2im for a block of images, the image index innermost.
+"""Pixel-major columns: im2col and col2im for blocks of images, the image index innermost.
 
 The columns of :mod:`nobound.autodiff.ops._im2col` are ordered (image, i, j), so each row
 (c, p, q) of them is filled from the stride-s positions of one image row at a time: runs of
 Wo elements read s apart, which no vector instruction copies well (7 elements for cnn3's
 and cnn5's second layers). For one block of n images this module orders the columns
-(i, j, image) instead,
+(i, j, image) instead — per group g of a population, as everywhere in the conv code —
 
-    cols[(c, p, q), (i, j, m)] = x_pad[m, c, s·i + p, s·j + q],
+    cols[g, (c, p, q), (i, j, m)] = x_pad[g, m, c, s·i + p, s·j + q],
 
-and first transposes the block to "batch-last" layout x_t[c, y, x, m] = x[m, c, y, x], so
+and first transposes the block to "batch-last" layout x_t[g, c, y, x, m] = x[g, m, c, y, x], so
 every (row, i, j) is one contiguous run of n elements, copied (or, in col2im, added) at
 memory speed. The convolution's products are the same sums in any column order; the
 caller re-orders the product's columns, which are R rows against the columns' K = C·kh·kw,
@@ -53,53 +53,58 @@ def _compiled(array: Any) -> Any:
 
 def im2col_pixel_major(images: Any, kernel_h: int, kernel_w: int, stride: int,
                        padding: int) -> Any:
-    """(n, C, H, W) images → (C·kh·kw, Ho·Wo·n) columns ordered (i, j, image)."""
+    """(G, n, C, H, W) images → (G, C·kh·kw, Ho·Wo·n) columns ordered (i, j, image), for
+    each of the G groups."""
     xp = get_array_module(images)
-    count, channels, height, width = images.shape
+    groups, count, channels, height, width = images.shape
     out_h = output_length(height, kernel_h, stride, padding)
     out_w = output_length(width, kernel_w, stride, padding)
+    kernel_size = channels * kernel_h * kernel_w
     kernels = _compiled(images)
     if kernels is not None:
-        transposed = np.empty((channels, height, width, count), images.dtype)
+        transposed = np.empty((groups, channels, height, width, count), images.dtype)
         kernels.batch_last_into(np.ascontiguousarray(images), transposed)
-        cols = np.empty((channels * kernel_h * kernel_w, out_h * out_w * count), images.dtype)
+        cols = np.empty((groups, kernel_size, out_h * out_w * count), images.dtype)
         kernels.im2col_batch_last_into(transposed, cols, kernel_h, kernel_w, stride, padding)
         return cols
-    padded = xp.zeros((channels, height + 2 * padding, width + 2 * padding, count),
+    padded = xp.zeros((groups, channels, height + 2 * padding, width + 2 * padding, count),
                       dtype=images.dtype)
-    padded[:, padding:padding + height, padding:padding + width] = images.transpose(1, 2, 3, 0)
-    cols = xp.empty((channels, kernel_h, kernel_w, out_h, out_w, count), dtype=images.dtype)
+    padded[:, :, padding:padding + height, padding:padding + width] = \
+        images.transpose(0, 2, 3, 4, 1)
+    cols = xp.empty((groups, channels, kernel_h, kernel_w, out_h, out_w, count),
+                    dtype=images.dtype)
     for p in range(kernel_h):
         for q in range(kernel_w):
-            cols[:, p, q] = padded[:, p:p + stride * out_h:stride, q:q + stride * out_w:stride]
-    return cols.reshape(channels * kernel_h * kernel_w, out_h * out_w * count)
+            cols[:, :, p, q] = padded[:, :, p:p + stride * out_h:stride,
+                                      q:q + stride * out_w:stride]
+    return cols.reshape(groups, kernel_size, out_h * out_w * count)
 
 
 def col2im_pixel_major(cols: Any, image_shape: tuple[int, ...], kernel_h: int, kernel_w: int,
                        stride: int, padding: int) -> Any:
-    """Adjoint of :func:`im2col_pixel_major`: (C·kh·kw, Ho·Wo·n) → images (n, C, H, W),
+    """Adjoint of :func:`im2col_pixel_major`: (G, C·kh·kw, Ho·Wo·n) → images (G, n, C, H, W),
 
-    images[m, c, y, x] = Σ over (p, q, i, j) with s·i + p − pad = y and s·j + q − pad = x
-    of cols[(c, p, q), (i, j, m)].
+    images[g, m, c, y, x] = Σ over (p, q, i, j) with s·i + p − pad = y and s·j + q − pad = x
+    of cols[g, (c, p, q), (i, j, m)].
     """
     xp = get_array_module(cols)
-    count, channels, height, width = image_shape
+    groups, count, channels, height, width = image_shape
     out_h = output_length(height, kernel_h, stride, padding)
     out_w = output_length(width, kernel_w, stride, padding)
     kernels = _compiled(cols)
     if kernels is not None:
-        transposed = np.zeros((channels, height, width, count), cols.dtype)
+        transposed = np.zeros((groups, channels, height, width, count), cols.dtype)
         kernels.col2im_batch_last_into(np.ascontiguousarray(cols), transposed, kernel_h,
                                        kernel_w, stride, padding)
         images = np.empty(image_shape, cols.dtype)
         kernels.batch_first_into(transposed, images)
         return images
-    patches = cols.reshape(channels, kernel_h, kernel_w, out_h, out_w, count)
-    padded = xp.zeros((channels, height + 2 * padding, width + 2 * padding, count),
+    patches = cols.reshape(groups, channels, kernel_h, kernel_w, out_h, out_w, count)
+    padded = xp.zeros((groups, channels, height + 2 * padding, width + 2 * padding, count),
                       dtype=cols.dtype)
     for p in range(kernel_h):
         for q in range(kernel_w):
-            padded[:, p:p + stride * out_h:stride, q:q + stride * out_w:stride] += \
-                patches[:, p, q]
-    images = padded[:, padding:padding + height, padding:padding + width]
-    return xp.ascontiguousarray(images.transpose(3, 0, 1, 2))
+            padded[:, :, p:p + stride * out_h:stride, q:q + stride * out_w:stride] += \
+                patches[:, :, p, q]
+    images = padded[:, :, padding:padding + height, padding:padding + width]
+    return xp.ascontiguousarray(images.transpose(0, 4, 1, 2, 3))

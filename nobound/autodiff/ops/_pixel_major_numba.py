@@ -1,11 +1,12 @@
 """Compiled loops (Numba) for :mod:`nobound.autodiff.ops._pixel_major`.
 
-They compute exactly what the array versions there compute: two layout changes between
-(n, C, H, W) and batch-last (C, H, W, n), and the unfold / fold of batch-last images to
-and from pixel-major columns (C·kh·kw, Ho·Wo·n), whose innermost loop runs over the n
-images of one (row, i, j): a contiguous run in both arrays, which the compiler vectorises.
-Positions in the zero padding are written as zeros (unfold) or skipped (fold). Serial and
-``nogil``, like the other compiled passes: population workers run them concurrently.
+They compute exactly what the array versions there compute, for G groups of n images:
+two layout changes between (G, n, C, H, W) and batch-last (G, C, H, W, n), and the unfold /
+fold of batch-last images to and from pixel-major columns (G, C·kh·kw, Ho·Wo·n), whose
+innermost loop runs over the n images of one (row, i, j): a contiguous run in both arrays,
+which the compiler vectorises. Positions in the zero padding are written as zeros
+(unfold) or skipped (fold). Serial and ``nogil``, like the other compiled passes:
+population workers run them concurrently.
 Importing this module raises ``ImportError`` without Numba.
 """
 
@@ -18,71 +19,75 @@ from numba import njit
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def batch_last_into(images: Any, out: Any) -> None:
-    """out[c, y, x, m] = images[m, c, y, x]; both C-contiguous."""
-    count, channels, height, width = images.shape
-    for c in range(channels):
-        for y in range(height):
-            for x in range(width):
-                for m in range(count):
-                    out[c, y, x, m] = images[m, c, y, x]
+    """out[g, c, y, x, m] = images[g, m, c, y, x]; both C-contiguous."""
+    groups, count, channels, height, width = images.shape
+    for g in range(groups):
+        for c in range(channels):
+            for y in range(height):
+                for x in range(width):
+                    for m in range(count):
+                        out[g, c, y, x, m] = images[g, m, c, y, x]
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def batch_first_into(transposed: Any, out: Any) -> None:
-    """out[m, c, y, x] = transposed[c, y, x, m]; both C-contiguous."""
-    count, channels, height, width = out.shape
-    for m in range(count):
-        for c in range(channels):
-            for y in range(height):
-                for x in range(width):
-                    out[m, c, y, x] = transposed[c, y, x, m]
+    """out[g, m, c, y, x] = transposed[g, c, y, x, m]; both C-contiguous."""
+    groups, count, channels, height, width = out.shape
+    for g in range(groups):
+        for m in range(count):
+            for c in range(channels):
+                for y in range(height):
+                    for x in range(width):
+                        out[g, m, c, y, x] = transposed[g, c, y, x, m]
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def im2col_batch_last_into(transposed: Any, cols: Any, kernel_h: int, kernel_w: int,
                            stride: int, padding: int) -> None:
-    """cols[(c, p, q), (i, j, m)] = x_pad[m, c, s·i + p, s·j + q] from batch-last images
-    transposed[c, y, x, m]; ``cols`` overwritten."""
-    channels, height, width, count = transposed.shape
+    """cols[g, (c, p, q), (i, j, m)] = x_pad[g, m, c, s·i + p, s·j + q] from batch-last
+    images transposed[g, c, y, x, m]; ``cols`` overwritten."""
+    groups, channels, height, width, count = transposed.shape
     out_h = (height + 2 * padding - kernel_h) // stride + 1
     out_w = (width + 2 * padding - kernel_w) // stride + 1
-    for c in range(channels):
-        for p in range(kernel_h):
-            for q in range(kernel_w):
-                row = (c * kernel_h + p) * kernel_w + q
-                for i in range(out_h):
-                    y = stride * i + p - padding
-                    for j in range(out_w):
-                        x = stride * j + q - padding
-                        start = (i * out_w + j) * count
-                        if 0 <= y < height and 0 <= x < width:
-                            for m in range(count):
-                                cols[row, start + m] = transposed[c, y, x, m]
-                        else:
-                            for m in range(count):
-                                cols[row, start + m] = 0
+    for g in range(groups):
+        for c in range(channels):
+            for p in range(kernel_h):
+                for q in range(kernel_w):
+                    row = (c * kernel_h + p) * kernel_w + q
+                    for i in range(out_h):
+                        y = stride * i + p - padding
+                        for j in range(out_w):
+                            x = stride * j + q - padding
+                            start = (i * out_w + j) * count
+                            if 0 <= y < height and 0 <= x < width:
+                                for m in range(count):
+                                    cols[g, row, start + m] = transposed[g, c, y, x, m]
+                            else:
+                                for m in range(count):
+                                    cols[g, row, start + m] = 0
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def col2im_batch_last_into(cols: Any, transposed: Any, kernel_h: int, kernel_w: int,
                            stride: int, padding: int) -> None:
-    """transposed[c, s·i + p − pad, s·j + q − pad, m] += cols[(c, p, q), (i, j, m)] for the
-    positions inside the image; ``transposed`` (C, H, W, n) must be zero on entry."""
-    channels, height, width, count = transposed.shape
+    """transposed[g, c, s·i + p − pad, s·j + q − pad, m] += cols[g, (c, p, q), (i, j, m)]
+    for the positions inside the image; ``transposed`` (G, C, H, W, n) zero on entry."""
+    groups, channels, height, width, count = transposed.shape
     out_h = (height + 2 * padding - kernel_h) // stride + 1
     out_w = (width + 2 * padding - kernel_w) // stride + 1
-    for c in range(channels):
-        for p in range(kernel_h):
-            for q in range(kernel_w):
-                row = (c * kernel_h + p) * kernel_w + q
-                for i in range(out_h):
-                    y = stride * i + p - padding
-                    if y < 0 or y >= height:
-                        continue
-                    for j in range(out_w):
-                        x = stride * j + q - padding
-                        if x < 0 or x >= width:
+    for g in range(groups):
+        for c in range(channels):
+            for p in range(kernel_h):
+                for q in range(kernel_w):
+                    row = (c * kernel_h + p) * kernel_w + q
+                    for i in range(out_h):
+                        y = stride * i + p - padding
+                        if y < 0 or y >= height:
                             continue
-                        start = (i * out_w + j) * count
-                        for m in range(count):
-                            transposed[c, y, x, m] += cols[row, start + m]
+                        for j in range(out_w):
+                            x = stride * j + q - padding
+                            if x < 0 or x >= width:
+                                continue
+                            start = (i * out_w + j) * count
+                            for m in range(count):
+                                transposed[g, c, y, x, m] += cols[g, row, start + m]
