@@ -62,8 +62,7 @@ def im2col_pixel_major(images: Any, kernel_h: int, kernel_w: int, stride: int,
     kernel_size = channels * kernel_h * kernel_w
     kernels = _compiled(images)
     if kernels is not None:
-        transposed = np.empty((groups, channels, height, width, count), images.dtype)
-        kernels.batch_last_into(np.ascontiguousarray(images), transposed)
+        transposed = np.ascontiguousarray(images.transpose(0, 2, 3, 4, 1))
         cols = np.empty((groups, kernel_size, out_h * out_w * count), images.dtype)
         kernels.im2col_batch_last_into(transposed, cols, kernel_h, kernel_w, stride, padding)
         return cols
@@ -96,9 +95,7 @@ def col2im_pixel_major(cols: Any, image_shape: tuple[int, ...], kernel_h: int, k
         transposed = np.zeros((groups, channels, height, width, count), cols.dtype)
         kernels.col2im_batch_last_into(np.ascontiguousarray(cols), transposed, kernel_h,
                                        kernel_w, stride, padding)
-        images = np.empty(image_shape, cols.dtype)
-        kernels.batch_first_into(transposed, images)
-        return images
+        return np.ascontiguousarray(transposed.transpose(0, 4, 1, 2, 3))
     patches = cols.reshape(groups, channels, kernel_h, kernel_w, out_h, out_w, count)
     padded = xp.zeros((groups, channels, height + 2 * padding, width + 2 * padding, count),
                       dtype=cols.dtype)

@@ -1,12 +1,12 @@
 """Compiled loops (Numba) for :mod:`nobound.autodiff.ops._pixel_major`.
 
-They compute exactly what the array versions there compute, for G groups of n images:
-two layout changes between (G, n, C, H, W) and batch-last (G, C, H, W, n), and the unfold /
-fold of batch-last images to and from pixel-major columns (G, C·kh·kw, Ho·Wo·n), whose
-innermost loop runs over the n images of one (row, i, j): a contiguous run in both arrays,
-which the compiler vectorises. Positions in the zero padding are written as zeros
-(unfold) or skipped (fold). Serial and ``nogil``, like the other compiled passes:
-population workers run them concurrently.
+They compute exactly what the array versions there compute, for G groups of n images
+in batch-last layout (G, C, H, W, n): the unfold to and the fold from pixel-major columns
+(G, C·kh·kw, Ho·Wo·n), whose innermost loop runs over the n images of one (row, i, j): a
+contiguous run in both arrays, which the compiler vectorises. Positions in the zero
+padding are written as zeros (unfold) or skipped (fold). Serial and ``nogil``, like the
+other compiled passes: population workers run them concurrently. (The layout changes
+themselves are NumPy's transposing copies, as fast as a loop here.)
 Importing this module raises ``ImportError`` without Numba.
 """
 
@@ -15,30 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from numba import njit
-
-
-@njit(cache=True, boundscheck=False, nogil=True)
-def batch_last_into(images: Any, out: Any) -> None:
-    """out[g, c, y, x, m] = images[g, m, c, y, x]; both C-contiguous."""
-    groups, count, channels, height, width = images.shape
-    for g in range(groups):
-        for c in range(channels):
-            for y in range(height):
-                for x in range(width):
-                    for m in range(count):
-                        out[g, c, y, x, m] = images[g, m, c, y, x]
-
-
-@njit(cache=True, boundscheck=False, nogil=True)
-def batch_first_into(transposed: Any, out: Any) -> None:
-    """out[g, m, c, y, x] = transposed[g, c, y, x, m]; both C-contiguous."""
-    groups, count, channels, height, width = out.shape
-    for g in range(groups):
-        for m in range(count):
-            for c in range(channels):
-                for y in range(height):
-                    for x in range(width):
-                        out[g, m, c, y, x] = transposed[g, c, y, x, m]
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
