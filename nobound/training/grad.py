@@ -15,7 +15,8 @@ methods (GRAD, RGS, PGPE) share: their loss options and command-line flags.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nobound.autodiff import no_grad
@@ -52,6 +53,15 @@ def certified_metrics(result: CertifiedLoss) -> dict[str, float]:
         metrics["natural_loss"] = mean(result.natural_loss)
         metrics["accuracy"] = mean(result.natural_accuracy)
     return metrics
+
+
+def weighted_metrics(parts: Sequence[tuple[float, Mapping[str, float]]]) -> dict[str, float]:
+    """Σ_k w_k m_k / Σ_k w_k for every key of the metrics m_k of parts weighted by w_k (e.g.
+    population chunks by their member counts). ``math.fsum`` is exactly rounded, so the
+    order in which worker threads produced the parts does not change the result."""
+    total = math.fsum(weight for weight, _ in parts)
+    return {key: math.fsum(weight * metrics[key] for weight, metrics in parts) / total
+            for key in parts[0][1]}
 
 
 def natural_metrics(model: Module, images: Any, labels: Any) -> dict[str, float]:

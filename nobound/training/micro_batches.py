@@ -35,16 +35,14 @@ for RGS, which puts its members on threads instead (``parallel_micro_batches``).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from nobound.nn.module import Module
-from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.method import StepContext, StepResult, TrainingMethod
-from nobound.training.population import default_workers
+from nobound.training.population import map_in_order, workers_for_model
 
 
 def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
@@ -59,9 +57,9 @@ def micro_batch_workers(method: TrainingMethod, model: Module, requested: int | 
                         xp: ModuleType = np) -> int:
     """Threads for the micro-batches of a step: ``requested`` (None: ``default_workers``),
     or 1 when the method or a train-mode BatchNorm does not allow parallel micro-batches."""
-    if not method.parallel_micro_batches or uses_batch_statistics(model):
+    if not method.parallel_micro_batches:
         return 1
-    return max(1, requested if requested is not None else default_workers(xp))
+    return workers_for_model(model, requested, xp)
 
 
 def accumulate_micro_batches(method: TrainingMethod, model: Module, images: Any, labels: Any,
@@ -80,12 +78,7 @@ def accumulate_micro_batches(method: TrainingMethod, model: Module, images: Any,
     def step(part: slice) -> StepResult:
         return method.compute_step(model, images[part], labels[part], context)
 
-    if workers > 1 and len(parts) > 1:
-        with ThreadPoolExecutor(min(workers, len(parts)),
-                                thread_name_prefix="micro-batch") as pool:
-            results = list(pool.map(step, parts))  # map keeps the micro-batches' order
-    else:
-        results = [step(part) for part in parts]
+    results = map_in_order(step, parts, workers)
     gradients: dict[str, Any] | None = None
     metric_sums: dict[str, float] = {}
     for part, result in zip(parts, results, strict=True):

@@ -28,7 +28,6 @@ inside the loss (§4.3).
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +36,6 @@ import numpy as np
 
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
-from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.clipup import ClipUp
 from nobound.training.grad import (
     add_certified_arguments,
@@ -46,6 +44,7 @@ from nobound.training.grad import (
     make_objective,
     natural_metrics,
     objective_options,
+    weighted_metrics,
 )
 from nobound.training.method import StepContext, StepResult, TrainingMethod
 from nobound.training.optim import Adam, Optimizer
@@ -53,8 +52,8 @@ from nobound.training.perturbation import ParameterLayout, standard_normal_direc
 from nobound.training.population import (
     bytes_per_member,
     chunking_for_budget,
-    default_workers,
     evaluate_population,
+    workers_for_model,
 )
 
 RANKINGS = ("raw", "centered")
@@ -269,10 +268,8 @@ class PGPETraining(TrainingMethod):
             return result.loss
 
         centre = natural_metrics(model, images, labels)  # before θ moves
-        # a train-mode BatchNorm keeps its batch statistics on the layer: one worker
-        requested = 1 if uses_batch_statistics(model) else \
-            config.workers or default_workers(xp)
-        chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels), requested)
+        chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels),
+                                        workers_for_model(model, config.workers, xp))
         parts.clear()  # forget the footprint probe's evaluations
         losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
                                      chunk, workers)
@@ -281,10 +278,7 @@ class PGPETraining(TrainingMethod):
                                                          max(1, chunk // 2))
         self.optimizer.step(layout.unflatten(center_gradient))
         self.sigma = updated_sigma(sigma, sigma_gradient, config)
-        total = sum(count for count, _ in parts)
-        # fsum is exactly rounded, so the order in which workers finished does not matter
-        metrics = {key: math.fsum(count * m[key] for count, m in parts) / total
-                   for key in parts[0][1]}
+        metrics = weighted_metrics(parts)
         metrics.update(centre, sigma=float(self.sigma.mean()), population_chunk=chunk)
         return StepResult(None, metrics)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
@@ -34,6 +34,7 @@ import numpy as np
 from nobound.autodiff import no_grad
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import to_numpy, unwrap
+from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.perturbation import ParameterLayout
 
 PopulationLoss = Callable[[dict[str, Tensor]], Tensor]  # params (c, *shape) → losses (c,)
@@ -64,6 +65,29 @@ def default_workers(xp: ModuleType = np) -> int:
                     if os.environ.get(name, "").strip().isdigit()), None)
     blas_threads = int(setting) if setting else cores
     return max(1, cores // max(1, blas_threads))
+
+
+def workers_for_model(model: Any, requested: int | None, xp: ModuleType = np) -> int:
+    """Threads for evaluating a model's population: ``requested`` (None: ``default_workers``),
+    or 1 when the model has a train-mode BatchNorm, whose batch statistics live on the layer
+    between the clean pass and the bound and so cannot be shared by threads."""
+    if uses_batch_statistics(model):
+        return 1
+    return max(1, requested if requested is not None else default_workers(xp))
+
+
+def map_in_order(function: Callable[[Any], Any], items: Sequence[Any], workers: int = 1
+                 ) -> list[Any]:
+    """``[function(item) for item in items]``, on up to ``workers`` threads at once.
+
+    The results keep the items' order and each is computed exactly as in the serial loop,
+    so anything summed from them in that order is the serial result bit for bit.
+    """
+    workers = min(max(1, workers), len(items))
+    if workers == 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="nobound-worker") as pool:
+        return list(pool.map(function, items))
 
 
 def population_chunks(population_size: int, chunk_size: int | None = None,
@@ -103,11 +127,7 @@ def evaluate_population(loss_of: PopulationLoss, layout: ParameterLayout,
             chunk_losses = loss_of(params)
         return to_numpy(unwrap(chunk_losses)).reshape(stop - start).astype(np.float64)
 
-    workers = min(max(1, workers), len(chunks))
-    if workers == 1:
-        return np.concatenate([evaluate(chunk) for chunk in chunks])
-    with ThreadPoolExecutor(workers, thread_name_prefix="population") as pool:
-        return np.concatenate(list(pool.map(evaluate, chunks)))  # map keeps chunk order
+    return np.concatenate(map_in_order(evaluate, chunks, workers))
 
 
 def evaluate_members_one_by_one(loss_of: PopulationLoss, layout: ParameterLayout,

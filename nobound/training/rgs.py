@@ -29,9 +29,7 @@ bound.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,7 +37,6 @@ import numpy as np
 from nobound.autodiff import ops
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
-from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.grad import (
     add_certified_arguments,
     certified_metrics,
@@ -47,10 +44,16 @@ from nobound.training.grad import (
     make_objective,
     natural_metrics,
     objective_options,
+    weighted_metrics,
 )
 from nobound.training.method import StepContext, StepResult, TrainingMethod
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
-from nobound.training.population import PopulationLoss, default_workers, population_chunks
+from nobound.training.population import (
+    PopulationLoss,
+    map_in_order,
+    population_chunks,
+    workers_for_model,
+)
 from nobound.training.schedules import StepDecay
 
 
@@ -75,12 +78,8 @@ def rgs_gradient(loss_of: PopulationLoss, layout: ParameterLayout, center: Any, 
         return (layout.flatten_population(grads),
                 to_numpy(losses.data).reshape(stop - start).astype(np.float64))
 
-    chunks = population_chunks(members.shape[0], workers=workers)
-    if len(chunks) == 1:
-        parts = [chunk_gradients(chunks[0])]
-    else:
-        with ThreadPoolExecutor(len(chunks), thread_name_prefix="rgs") as pool:
-            parts = list(pool.map(chunk_gradients, chunks))  # map keeps chunk order
+    parts = map_in_order(chunk_gradients, population_chunks(members.shape[0], workers=workers),
+                         workers)
     member_gradients = xp.concatenate([gradients for gradients, _ in parts])
     return member_gradients.mean(axis=0), np.concatenate([losses for _, losses in parts])
 
@@ -137,21 +136,16 @@ class RGSTraining(TrainingMethod):
 
         gradient, _ = rgs_gradient(loss_of, layout, center, sigma, directions,
                                    self.workers_for(model, center))
-        total = sum(count for count, _ in parts)
-        # fsum is exactly rounded, so the order in which the chunks finished does not matter
-        metrics = {key: math.fsum(count * m[key] for count, m in parts) / total
-                   for key in parts[0][1]}
+        metrics = weighted_metrics(parts)
         # natural loss and accuracy are reported at the centre θ, as PGPE does
         metrics.update(natural_metrics(model, images, labels), sigma=sigma)
         return StepResult(layout.unflatten(gradient), metrics)
 
     def workers_for(self, model: Module, center: Any) -> int:
-        """Threads for this step: the configured number or ``default_workers()``, never
-        more than the members, and 1 with a train-mode BatchNorm (see the module doc)."""
-        if uses_batch_statistics(model):
-            return 1
-        requested = self.workers or default_workers(get_array_module(center))
-        return max(1, min(requested, self.population_size))
+        """Threads for this step: :func:`workers_for_model` of the configured number, never
+        more than the members."""
+        workers = workers_for_model(model, self.workers, get_array_module(center))
+        return min(workers, self.population_size)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -96,9 +96,16 @@ def _blocks(groups: int, count: int, image_bytes: int) -> list[tuple[slice, slic
             for g in range(groups) for i in range(0, count, per_block)]
 
 
-def _pixel_major_pays(window: Window, kernel_size: int, rows: int, width: int,
-                      image_bytes: int, count: int) -> bool:
-    """:func:`pays_for` with the images of one group that a block of :func:`_blocks` holds."""
+def _pixel_major(array: Any, images_shape: tuple[int, ...], window: Window, rows: int
+                 ) -> bool:
+    """Whether blocks of images (G, N, C, H, W) are unfolded pixel-major: NumPy arrays whose
+    blocks pass :func:`pays_for` (with the images of one group a block of :func:`_blocks`
+    holds)."""
+    if not isinstance(array, np.ndarray):
+        return False
+    groups, count, channels, height, width = images_shape
+    kernel_size = channels * window.kernel_h * window.kernel_w
+    image_bytes = window.column_bytes(images_shape, array.itemsize) // (groups * count)
     images = min(count, max(1, BLOCK_BYTES // image_bytes))
     out_w = output_length(width, window.kernel_w, window.stride, window.padding)
     return pays_for(kernel_size, rows, window.stride, out_w, images)
@@ -118,25 +125,21 @@ def _columns_of(part: slice, pixels: int) -> slice:
 
 
 def _blocked(array: Any, images_shape: tuple[int, ...], window: Window, limit: int,
-             rows: int) -> bool:
-    """Whether to work in blocks: NumPy columns above ``limit`` bytes, or any whose blocks
-    pay pixel-major (then faster than whole columns even when these could be kept: cnn5's
+             pixel_major: bool) -> bool:
+    """Whether to work in blocks: NumPy columns above ``limit`` bytes, or any unfolded
+    pixel-major (then faster than whole columns even when these could be kept: cnn5's
     second layer at batch 128, forward + backward 5.3 against 5.9 ms)."""
-    if not isinstance(array, np.ndarray):
-        return False
-    column_bytes = window.column_bytes(images_shape, array.itemsize)
-    groups, count, channels, height, width = images_shape
-    kernel_size = channels * window.kernel_h * window.kernel_w
-    return column_bytes > limit or _pixel_major_pays(
-        window, kernel_size, rows, width, column_bytes // (groups * count), count)
+    return isinstance(array, np.ndarray) and (
+        pixel_major or window.column_bytes(images_shape, array.itemsize) > limit)
 
 
 def forward(images: Any, w_rows: Any, window: Window, keep_columns: bool
             ) -> tuple[Any, Any]:
     """Y = W · cols, (G, R, M), and cols when ``keep_columns`` and they are small (else None)."""
     xp = get_array_module(images, w_rows)
+    pixel_major = _pixel_major(images, images.shape, window, w_rows.shape[1])
     if not _blocked(images, images.shape, window, KEEP_BYTES if keep_columns else 0,
-                    w_rows.shape[1]):
+                    pixel_major):
         cols = window.unfold(images)
         return xp.matmul(w_rows, cols), (cols if keep_columns else None)
     groups, count = images.shape[:2]
@@ -144,7 +147,7 @@ def forward(images: Any, w_rows: Any, window: Window, keep_columns: bool
     pixels = prod(window.out_shape(*images.shape[-2:]))
     out = np.empty((groups, rows, count * pixels), dtype=np.result_type(images, w_rows))
     image_bytes = kernel_size * pixels * images.itemsize
-    if _pixel_major_pays(window, kernel_size, rows, images.shape[-1], image_bytes, count):
+    if pixel_major:
         grouped = out.reshape(groups, rows, count, pixels)
         for group, part in _blocks(groups, count, image_bytes):
             product = np.matmul(w_rows[group], window.unfold_pixel_major(images[group, part]))
@@ -167,15 +170,15 @@ def input_grad(rows: Any, w_rows: Any, images_shape: tuple[int, ...], window: Wi
     """
     xp = get_array_module(rows, w_rows)
     w_columns = w_rows.swapaxes(-1, -2)  # (G, K, R)
-    if not _blocked(rows, images_shape, window, KEEP_BYTES, w_rows.shape[1]):
+    pixel_major = _pixel_major(rows, images_shape, window, w_rows.shape[1])
+    if not _blocked(rows, images_shape, window, KEEP_BYTES, pixel_major):
         return window.fold(xp.matmul(w_columns, rows), images_shape)
     groups, count = images_shape[:2]
     pixels = rows.shape[-1] // count
     grad = np.empty(images_shape, dtype=np.result_type(rows, w_rows))
     kernel_size = w_rows.shape[2]
     image_bytes = kernel_size * pixels * rows.itemsize
-    if _pixel_major_pays(window, kernel_size, w_rows.shape[1], images_shape[-1], image_bytes,
-                         count):
+    if pixel_major:
         for group, part in _blocks(groups, count, image_bytes):
             d_cols = np.matmul(w_columns[group], _pixel_major_rows(rows[group], part, pixels))
             grad[group, part] = window.fold_pixel_major(d_cols, grad[group, part].shape)
@@ -200,8 +203,7 @@ def weight_grad(rows: Any, cols: Any, images: Any, window: Window) -> Any:
     kernel_size = channels * window.kernel_h * window.kernel_w
     grad = np.zeros((groups, rows.shape[1], kernel_size), dtype=np.result_type(rows, images))
     image_bytes = kernel_size * pixels * images.itemsize
-    if _pixel_major_pays(window, kernel_size, rows.shape[1], images.shape[-1], image_bytes,
-                         count):
+    if _pixel_major(images, images.shape, window, rows.shape[1]):
         for group, part in _blocks(groups, count, image_bytes):
             cols = window.unfold_pixel_major(images[group, part])
             g_block = _pixel_major_rows(rows[group], part, pixels)
