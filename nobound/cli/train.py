@@ -31,7 +31,7 @@ from nobound.cli.common import (
 RUN_KEYS = ("arch", "dataset", "method", "method_options", "batch_size", "init",
             "augmentation", "limit", "eval_limit", "dtype")
 #: Keys added later (absent from older checkpoints): the eps ramp and the warm start.
-OPTIONAL_RUN_KEYS = ("eps_schedule", "init_from")
+OPTIONAL_RUN_KEYS = ("eps_schedule", "init_from", "normalize")
 
 
 def register(subparsers: Any) -> None:
@@ -78,6 +78,11 @@ def register(subparsers: Any) -> None:
                         help="l_inf training radius in pixel units [0, 1] (ignored by "
                              "standard training)")
     parser.add_argument("--init", default="kaiming", help="kaiming or ibp (default kaiming)")
+    parser.add_argument("--normalize", default="auto", choices=("auto", "dataset", "none"),
+                        help="input normalisation layer: 'dataset' puts Normalize(mean, std) "
+                             "in front, 'none' trains on raw pixels; 'auto' follows App. F.5: "
+                             "none for MNIST ('we do not apply any preprocessing'), the "
+                             "dataset's mean and std otherwise (default %(default)s)")
     parser.add_argument("--augmentation", default="default",
                         help="'default' (the dataset's, App. F.5) or 'none'")
     parser.add_argument("--limit", type=int, help="train on the first N examples only")
@@ -132,7 +137,20 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size, "init": args.init,
             "augmentation": args.augmentation, "limit": args.limit,
             "eval_limit": args.eval_limit, "dtype": args.dtype,
-            "eps_schedule": eps_ramp_from_args(args), "init_from": args.init_from}
+            "eps_schedule": eps_ramp_from_args(args), "init_from": args.init_from,
+            "normalize": resolve_normalization(args.normalize, args.dataset)}
+
+
+def resolve_normalization(choice: str, dataset: str) -> str:
+    """``auto`` → App. F.5: no preprocessing for MNIST, the dataset's statistics otherwise."""
+    if choice != "auto":
+        return choice
+    from nobound.data.specs import canonical_name
+
+    try:
+        return "none" if canonical_name(dataset) == "mnist" else "dataset"
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -224,8 +242,11 @@ def run(args: argparse.Namespace) -> int:
     eval_limit = run_config["eval_limit"]
     test = None if eval_limit == 0 else load_split(run_config["dataset"], "test",
                                                    args.data_dir, eval_limit)
+    # checkpoints written before the flag existed always normalised
+    normalize = (train.mean, train.std) if run_config.get("normalize", "dataset") != "none" \
+        else None
     model = build_model(run_config["arch"], train.input_shape, train.num_classes,
-                        normalize=(train.mean, train.std), dtype=dtype)
+                        normalize=normalize, dtype=dtype)
     initialise(model, run_config["init"], trainer_config.seed)
     if checkpoint is None and run_config.get("init_from"):
         from nobound.io.checkpoint import load_checkpoint

@@ -4,10 +4,13 @@ Kaiming uniform, as ``torch.nn.Linear``/``Conv2d`` initialise themselves (He et 
 with a = √5): W ~ U(−1/√fan_in, 1/√fan_in) and b ~ U(−1/√fan_in, 1/√fan_in).
 
 IBP initialisation (Shi et al., 2021, "Fast certified robust training with short warmup"):
-W ~ N(0, σ²) with σ = √(2π) / fan_in and b = 0. For a ReLU layer with random inputs the
-expected interval width then stays constant from layer to layer instead of exploding,
-which makes early IBP/CROWN training stable. The paper uses it for certified training on
-MNIST and CIFAR-10 (App. F.1) and Kaiming uniform for PGD training.
+W ~ N(0, σ²) with σ = √(2π) / fan_in for every Linear/Conv2d *except the last*. For a ReLU
+layer with random inputs the expected interval width then stays constant from layer to
+layer instead of exploding, which makes early IBP/CROWN training stable. Exactly as their
+``manual_init.py`` (``ibp_init``): the loop runs over all weights but the last, and nothing
+else is touched, so every bias and the whole output layer keep the framework's default —
+PyTorch's Kaiming uniform, which is what we draw for them. The paper uses it for certified
+training on MNIST and CIFAR-10 (App. F.1) and Kaiming uniform for PGD training.
 """
 
 from __future__ import annotations
@@ -48,13 +51,13 @@ def kaiming_uniform(model: Module, seed: int) -> Module:
 
 
 def ibp_init(model: Module, seed: int) -> Module:
-    """Shi et al. (2021): W ~ N(0, (√(2π)/fan_in)²), b = 0, for every Linear/Conv2d."""
-    for index, layer in enumerate(_affine_layers(model)):
+    """Shi et al. (2021): the framework default everywhere (Kaiming uniform, weights and
+    biases), then W ~ N(0, (√(2π)/fan_in)²) for every Linear/Conv2d weight but the last."""
+    kaiming_uniform(model, seed)
+    for index, layer in enumerate(_affine_layers(model)[:-1]):
         rng = random_stream(seed, index, name="init-ibp")
         std = math.sqrt(2 * math.pi) / fan_in(layer.weight.shape)
         _fill(layer.weight, rng.normal(0.0, std, layer.weight.shape))
-        if layer.bias is not None:
-            layer.bias.data[...] = 0.0
     return model
 
 

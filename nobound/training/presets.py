@@ -19,6 +19,16 @@ the ramp's shape — their published settings (CTBench's batch sizes for CIFAR-1
   (ClipUp, centred ranks, stdev_max_change 0.2) since the paper trained with evotorch.
 * alpha-CROWN + PGPE (F.2, §4.3, Table 2): CNN3-tiny, slopes initialised at 0.5 and one
   optimisation step of size 0.5.
+* PGD (the warm start of F.2, whose settings the paper does not state): F.1's MNIST/CIFAR
+  schedule (Adam, 70/160 epochs, ×0.2 at the same milestones, the same eps ramp) with
+  Kaiming uniform initialisation (F.1: "for PGD training … Kaiming uniform"), and CTBench's
+  PGD training attack (10 steps, one restart, cross-entropy, relative step 0.2), lr 5·10⁻⁴
+  and clipping at 10 as CTBench's defaults. ``paper-pgd-mnist-0.1`` then
+  ``--init-from <run>/model.h5`` with ``paper-pgpe-mnist-0.1`` is the whole F.2 recipe.
+
+A preset never chooses the relaxation silently: a certified method (grad, rgs, pgpe) run
+from a preset whose name does not say its relaxation needs ``--relaxation`` on the command
+line, so no row of a table trains with IBP by accident.
 """
 
 from __future__ import annotations
@@ -48,7 +58,26 @@ _PGPE_COMMON: dict[str, Any] = {
     "l1": 0.0,
 }
 
+_PGD_COMMON: dict[str, Any] = {
+    "method": "pgd", "arch": "cnn3", "optimizer": "adam", "lr": 5e-4, "lr_decay": 0.2,
+    "eps_ramp": "smoothed", "eps_ramp_exponent": 4.0, "eps_ramp_mid": 0.25,
+    "init": "kaiming", "grad_clip": 10.0, "attack_steps": 10, "attack_restarts": 1,
+    "attack_step_size": 0.2,
+}
+
 PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "paper-pgd-mnist-0.1": MappingProxyType({
+        **_PGD_COMMON, "dataset": "mnist", "eps": 0.1, "epochs": 70, "batch_size": 256,
+        "lr_milestones": (50, 60), "eps_start_epoch": 0, "eps_ramp_epochs": 20}),
+    "paper-pgd-mnist-0.3": MappingProxyType({
+        **_PGD_COMMON, "dataset": "mnist", "eps": 0.3, "epochs": 70, "batch_size": 256,
+        "lr_milestones": (50, 60), "eps_start_epoch": 0, "eps_ramp_epochs": 20}),
+    "paper-pgd-cifar-2/255": MappingProxyType({
+        **_PGD_COMMON, "dataset": "cifar10", "eps": 2 / 255, "epochs": 160, "batch_size": 128,
+        "lr_milestones": (120, 140), "eps_start_epoch": 1, "eps_ramp_epochs": 80}),
+    "paper-pgd-cifar-8/255": MappingProxyType({
+        **_PGD_COMMON, "dataset": "cifar10", "eps": 8 / 255, "epochs": 160, "batch_size": 128,
+        "lr_milestones": (120, 140), "eps_start_epoch": 1, "eps_ramp_epochs": 80}),
     "paper-mnist-0.1": MappingProxyType({**_MNIST_GRAD, "eps": 0.1}),
     "paper-mnist-0.3": MappingProxyType({**_MNIST_GRAD, "eps": 0.3}),
     "paper-cifar-2/255": MappingProxyType({**_CIFAR_GRAD, "eps": 2 / 255}),
@@ -71,9 +100,23 @@ PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "alpha_step_size": 0.5, "alpha_init": 0.5}),
 })
 
-#: ``paper-pgpe-mnist`` etc.: the small-eps PGPE setting of each dataset.
+#: ``paper-pgpe-mnist`` etc.: the small-eps setting of each dataset.
 ALIASES = MappingProxyType({"paper-pgpe-mnist": "paper-pgpe-mnist-0.1",
-                            "paper-pgpe-cifar": "paper-pgpe-cifar-2/255"})
+                            "paper-pgpe-cifar": "paper-pgpe-cifar-2/255",
+                            "paper-pgd-mnist": "paper-pgd-mnist-0.1",
+                            "paper-pgd-cifar": "paper-pgd-cifar-2/255"})
+
+#: Methods that bound the network with a relaxation (``--relaxation``).
+CERTIFIED_METHODS = ("grad", "rgs", "pgpe")
+_RELAXATION_NAMES = ("alpha-crown", "crown-ibp", "deeppoly", "hbox", "ibp")
+
+
+def relaxation_in_name(name: str) -> str | None:
+    """The relaxation a preset's name states (``paper-alpha-crown-pgpe-…``), if any."""
+    for relaxation in _RELAXATION_NAMES:  # longest names first: crown-ibp before ibp
+        if relaxation in name:
+            return relaxation
+    return None
 
 
 def get_preset(name: str) -> dict[str, Any]:
@@ -138,8 +181,14 @@ def apply_preset(args: Any) -> list[str]:
     if not getattr(args, "preset", None):
         return []
     explicit = getattr(args, "explicit_flags", set())
+    preset = get_preset(args.preset)
+    method = args.method if "method" in explicit else preset.get("method", args.method)
+    if method in CERTIFIED_METHODS and "relaxation" not in explicit and \
+            relaxation_in_name(args.preset) is None:
+        raise ValueError(f"preset {args.preset} trains with --method {method}: name the "
+                         f"relaxation with --relaxation ({', '.join(_RELAXATION_NAMES)})")
     notes = []
-    for key, value in get_preset(args.preset).items():
+    for key, value in preset.items():
         if key == "warm_start":
             if not getattr(args, "init_from", None):
                 notes.append(f"preset {args.preset} starts from a {value}-trained network "

@@ -31,16 +31,26 @@ def test_kaiming_uniform_stays_within_and_fills_its_bounds():
             assert abs(weight.var() / (bound ** 2 / 3) - 1) < 0.1
 
 
-def test_ibp_init_has_std_sqrt_two_pi_over_fan_in_and_zero_bias():
-    """Shi et al. (2021): W ~ N(0, (√(2π)/fan_in)²), b = 0."""
+def test_ibp_init_draws_gaussian_weights_for_all_but_the_last_layer():
+    """Shi et al. (2021): W ~ N(0, (√(2π)/fan_in)²) for every weight but the last; biases and
+    the output layer keep PyTorch's default (Kaiming uniform, exactly the kaiming draw)."""
     model = ibp_init(build_model("cnn5", (1, 28, 28), 10), seed=0)
-    for layer in affine_layers(model):
+    default = initialise(build_model("cnn5", (1, 28, 28), 10), "kaiming", seed=0)
+    layers, default_layers = affine_layers(model), affine_layers(default)
+    for layer in layers[:-1]:
         std = math.sqrt(2 * math.pi) / fan_in(layer.weight.shape)
         weight = layer.weight.numpy()
-        assert np.array_equal(layer.bias.numpy(), np.zeros_like(layer.bias.numpy()))
         tolerance = 6 / math.sqrt(2 * weight.size)  # 6 standard errors of a sample std
         assert abs(weight.std() / std - 1) < tolerance
         assert abs(weight.mean()) < 6 * std / math.sqrt(weight.size)
+        # Gaussian, not uniform: the kurtosis of N is 3, of a uniform 1.8
+        kurtosis = np.mean((weight - weight.mean()) ** 4) / weight.var() ** 2
+        assert abs(kurtosis - 3) < 0.5
+    for layer, reference in zip(layers, default_layers, strict=True):
+        assert np.array_equal(layer.bias.numpy(), reference.bias.numpy())
+        bound = 1.0 / math.sqrt(fan_in(layer.weight.shape))
+        assert 0 < np.abs(layer.bias.numpy()).max() <= bound
+    assert np.array_equal(layers[-1].weight.numpy(), default_layers[-1].weight.numpy())
 
 
 @pytest.mark.parametrize("scheme", ["kaiming", "ibp"])

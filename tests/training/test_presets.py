@@ -55,9 +55,11 @@ def test_pgpe_presets_follow_appendix_f2():
 def test_every_preset_key_is_a_train_flag_and_builds_its_method(name):
     from nobound.training.method import get_method_class
 
-    args = train_args("--preset", name)
-    apply_preset(args)
     preset = get_preset(name)
+    relaxation = preset.get("relaxation", "deeppoly")
+    flags = ("--relaxation", relaxation) if preset["method"] != "pgd" else ()
+    args = train_args("--preset", name, *flags)
+    apply_preset(args)
     for key, value in preset.items():
         if key != "warm_start":
             expected = list(value) if isinstance(value, tuple) else value
@@ -79,5 +81,33 @@ def test_explicit_flags_override_the_preset_and_warm_start_is_noted():
     assert args.batch_size == 128
     assert args.lr == 3e-4 and args.method == "pgpe"
     assert any("--init-from" in note for note in notes)
-    args = train_args("--preset", "paper-pgpe-mnist-0.1", "--init-from", "pgd/model.h5")
+    args = train_args("--preset", "paper-pgpe-mnist-0.1", "--init-from", "pgd/model.h5",
+                      "--relaxation", "deeppoly")
     assert apply_preset(args) == []
+
+
+@pytest.mark.parametrize("method", ["grad", "rgs"])
+def test_a_certified_preset_without_a_relaxation_in_its_name_needs_the_flag(method):
+    """No row trains with IBP silently: paper-mnist-0.1 names no relaxation."""
+    with pytest.raises(ValueError, match="--relaxation"):
+        apply_preset(train_args("--preset", "paper-mnist-0.1", "--method", method))
+    with pytest.raises(ValueError, match="--relaxation"):
+        apply_preset(train_args("--preset", "paper-pgpe-mnist-0.1"))
+    args = train_args("--preset", "paper-mnist-0.1", "--method", method,
+                      "--relaxation", "deeppoly")
+    apply_preset(args)
+    assert (args.method, args.relaxation) == (method, "deeppoly")
+    args = train_args("--preset", "paper-alpha-crown-pgpe-mnist-0.1")  # named: allowed
+    apply_preset(args)
+    assert args.relaxation == "alpha-crown"
+
+
+def test_pgd_preset_is_the_warm_start_of_appendix_f2():
+    """F.1's schedule with Kaiming init (F.1: PGD uses Kaiming) and CTBench's attack."""
+    pgd = get_preset("paper-pgd-mnist")
+    assert (pgd["method"], pgd["init"], pgd["eps"], pgd["epochs"]) == ("pgd", "kaiming", 0.1, 70)
+    assert (pgd["attack_steps"], pgd["attack_restarts"]) == (10, 1)
+    assert tuple(pgd["lr_milestones"]) == (50, 60) and pgd["eps_ramp_epochs"] == 20
+    args = train_args("--preset", "paper-pgd-mnist-0.1")
+    apply_preset(args)  # PGD needs no relaxation
+    assert args.method == "pgd" and args.attack_steps == 10
