@@ -32,41 +32,75 @@ def unwrap(value: Any) -> Any:
     return value.data if type(value).__name__ == "Tensor" else value
 
 
+GUARD_MODULE = "nobound.testing.guard_xp"
+
+
 def get_array_module(*arrays: Any) -> ModuleType:
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
 
     The decision is made from the type's module name, so CuPy is not imported here.
-    Tensors (anything with a ``.data`` array) are looked through.
+    Tensors (anything with a ``.data`` array) are looked through. Arrays of the CPU
+    stand-in for CuPy (:mod:`nobound.testing.guard_xp`, used by the tests) give that module.
     """
     for array in arrays:
-        array = unwrap(array)
-        if type(array).__module__.startswith("cupy"):
+        module = type(unwrap(array)).__module__
+        if module.startswith("cupy"):
             return sys.modules["cupy"]
+        if module == GUARD_MODULE:
+            return sys.modules[GUARD_MODULE]
     return np
 
 
 def cupy_available() -> bool:
-    """Whether CuPy imports and sees at least one GPU."""
-    try:
-        import cupy  # noqa: F401
+    """Whether CuPy is installed and sees at least one GPU.
 
+    CuPy not installed, or installed on a machine without a GPU: False. Anything else
+    (a CuPy that fails to import, a driver or runtime error) is raised with CuPy's own
+    message: a broken installation must not pass for an absent one.
+    """
+    try:
+        import cupy
+    except ModuleNotFoundError as error:
+        if error.name == "cupy":
+            return False
+        raise
+    try:
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    except cupy.cuda.runtime.CUDARuntimeError as error:
+        if error.status == _CUDA_ERROR_NO_DEVICE:
+            return False
+        raise
+
+
+_CUDA_ERROR_NO_DEVICE = 100  # cudaErrorNoDevice: the driver works and there is no GPU
+
+DEVICES = ("cpu", "cuda", "guard")
 
 
 def array_module_for(device: str) -> ModuleType:
-    """The array module for a device name: ``"cpu"`` → NumPy, ``"cuda"`` → CuPy."""
+    """The array module for a device name: ``"cpu"`` → NumPy, ``"cuda"`` → CuPy,
+    ``"guard"`` → the CPU stand-in for CuPy that tests use to catch host conversions."""
     if device == "cpu":
         return np
     if device in ("cuda", "gpu"):
         if not cupy_available():
             raise RuntimeError("device 'cuda' requested but CuPy or a GPU is not available "
-                               "(install nobound[cuda12])")
+                               "(install nobound[cuda12] or nobound[cuda13])")
         import cupy
 
         return cupy
+    if device == "guard":
+        from nobound.testing import guard_xp
+
+        return guard_xp
     raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+
+
+def device_of(xp: ModuleType) -> str:
+    """The device name of an array module: the inverse of :func:`array_module_for`."""
+    if xp is np:
+        return "cpu"
+    return "guard" if xp.__name__ == GUARD_MODULE else "cuda"
 
 
 def to_device(array: Any, device: str) -> Any:
@@ -74,13 +108,19 @@ def to_device(array: Any, device: str) -> Any:
     xp = array_module_for(device)
     if xp is np:
         return to_numpy(array)
+    array = unwrap(array)
+    if get_array_module(array) not in (np, xp):  # no direct path between two devices
+        array = to_numpy(array)
     return xp.asarray(array)
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    """Explicitly bring an array to the host (a no-op for NumPy arrays)."""
+    """Explicitly bring an array to the host (a no-op for NumPy arrays).
+
+    The one way data leaves a device: CuPy arrays (and the guard's) refuse ``np.asarray``.
+    """
     array = unwrap(array)
-    if type(array).__module__.startswith("cupy"):
+    if get_array_module(array) is not np:
         return array.get()
     return np.asarray(array)
 

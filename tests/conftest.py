@@ -1,4 +1,5 @@
-"""Shared fixtures: every test that takes ``xp`` runs on NumPy and (when a GPU is present) CuPy.
+"""Shared fixtures: every test that takes ``xp`` runs on NumPy, on the CPU guard for CuPy
+and (when a GPU is present) on CuPy.
 
 Tests use float64 so finite differences and exact comparisons are meaningful.
 """
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from nobound.backend import cupy_available
+from nobound.backend import array_module_for, cupy_available
 
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -21,18 +22,36 @@ settings.register_profile("nightly", max_examples=20000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(
-    not cupy_available(), reason="CuPy with a GPU is not available"))]
+# NOBOUND_REQUIRE_GPU=1 (benchmarks/gpu_check.sh sets it): the CuPy tests must run; a
+# missing CuPy or GPU fails them instead of skipping them.
+REQUIRE_GPU = os.environ.get("NOBOUND_REQUIRE_GPU", "") == "1"
+# NOBOUND_GUARD=0 leaves out the CPU stand-in for CuPy (on by default, so CI runs it).
+WITH_GUARD = os.environ.get("NOBOUND_GUARD", "0") != "0"
+
+
+def _cupy_backend():
+    if REQUIRE_GPU:
+        return "cupy"
+    # cupy_available raises (at collection, failing the run) when CuPy is installed but
+    # broken: only an absent CuPy or an absent GPU skips.
+    return pytest.param("cupy", marks=pytest.mark.skipif(
+        not cupy_available(), reason="CuPy with a GPU is not available"))
+
+
+BACKENDS = ["numpy"] + (["guard"] if WITH_GUARD else []) + [_cupy_backend()]
 
 
 @pytest.fixture(params=BACKENDS)
 def xp(request):
-    """The array module under test."""
+    """The array module under test: NumPy, the guard (nobound.testing.guard_xp: CuPy's
+    behaviour on the CPU) and, with a GPU, CuPy."""
     if request.param == "numpy":
         return np
-    import cupy
+    if request.param == "guard":
+        from nobound.testing import guard_xp
 
-    return cupy
+        return guard_xp
+    return array_module_for("cuda")  # with NOBOUND_REQUIRE_GPU=1, fails loudly without one
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 
@@ -90,3 +93,51 @@ def test_default_dtype_policy():
     finally:
         set_default_dtype(np.float32)
     assert default_dtype() == np.float32
+
+
+def test_cupy_available_is_false_only_when_cupy_is_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` → ModuleNotFoundError
+    assert backend.cupy_available() is False
+
+
+def test_a_broken_cupy_fails_loudly_instead_of_looking_absent(monkeypatch):
+    """A CuPy that imports but cannot reach its runtime must raise, not skip the GPU tests."""
+    def broken_device_count():
+        raise RuntimeError("libcudart.so.12: cannot open shared object file")
+
+    runtime = types.SimpleNamespace(getDeviceCount=broken_device_count,
+                                    CUDARuntimeError=type("CUDARuntimeError", (Exception,), {}))
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=runtime)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(RuntimeError, match="libcudart"):
+        backend.cupy_available()
+    with pytest.raises(RuntimeError, match="libcudart"):
+        backend.array_module_for("cuda")
+
+
+def test_a_cupy_without_a_gpu_is_absent_but_other_cuda_errors_raise(monkeypatch):
+    class CUDARuntimeError(Exception):
+        def __init__(self, status):
+            self.status = status
+
+    def count_with(status):
+        def device_count():
+            raise CUDARuntimeError(status)
+        return device_count
+
+    fake = types.ModuleType("cupy")
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceCount=count_with(100), CUDARuntimeError=CUDARuntimeError))
+    assert backend.cupy_available() is False  # cudaErrorNoDevice
+    fake.cuda.runtime.getDeviceCount = count_with(35)  # cudaErrorInsufficientDriver
+    with pytest.raises(CUDARuntimeError):
+        backend.cupy_available()
+
+
+def test_device_names_round_trip(xp):
+    assert backend.array_module_for(backend.device_of(xp)) is xp
+    moved = backend.to_device(np.arange(3.0), backend.device_of(xp))
+    assert get_array_module(moved) is xp
+    assert to_numpy(moved).tolist() == [0.0, 1.0, 2.0]

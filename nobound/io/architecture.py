@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nobound.backend import to_numpy
 from nobound.nn.activation import Flatten, ReLU
 from nobound.nn.layers import Conv2d, Linear
 from nobound.nn.module import Module
@@ -46,8 +47,9 @@ def describe_layer(layer: Module) -> dict[str, Any]:
         return {"type": "BatchNorm", "num_features": layer.num_features,
                 "spatial": layer.spatial, "eps": layer.eps, "momentum": layer.momentum}
     if isinstance(layer, Normalize):
-        return {"type": "Normalize", "mean": np.asarray(layer.mean).tolist(),
-                "std": np.asarray(layer.std).tolist()}
+        # to_numpy: after model.to("cuda") these buffers are on the GPU
+        return {"type": "Normalize", "mean": to_numpy(layer.mean).tolist(),
+                "std": to_numpy(layer.std).tolist()}
     raise ValueError(f"cannot describe layer {type(layer).__name__} for a checkpoint")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nobound.backend import to_numpy
+from nobound.backend import get_array_module, to_numpy
 from nobound.nn import BatchNorm, Conv2d, Flatten, Linear, Normalize, ReLU, Sequential
 
 OPSET = 15
@@ -43,6 +43,7 @@ def to_onnx(model: Sequential, input_shape: Sequence[int], name: str = "nobound"
 
     parameters = [p for p in model.parameters()]
     dtype = np.dtype(parameters[0].dtype if parameters else np.float32)
+    model_xp = get_array_module(*(p.data for p in parameters))
     elem_type = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     nodes, initialisers = [], []
     current = "input"
@@ -50,7 +51,7 @@ def to_onnx(model: Sequential, input_shape: Sequence[int], name: str = "nobound"
         out = f"layer{index}"
         prefix = f"{index}."
         if isinstance(layer, Normalize):
-            mean, std = (np.asarray(v).reshape(-1, 1, 1) for v in (layer.mean, layer.std))
+            mean, std = (to_numpy(v).reshape(-1, 1, 1) for v in (layer.mean, layer.std))
             initialisers += [_constant(prefix + "mean", mean, dtype),
                              _constant(prefix + "std", std, dtype)]
             nodes += [helper.make_node("Sub", [current, prefix + "mean"], [out + "_centred"]),
@@ -83,7 +84,7 @@ def to_onnx(model: Sequential, input_shape: Sequence[int], name: str = "nobound"
             raise ValueError(f"layer {index} ({type(layer).__name__}) has no ONNX export")
         current = out
     nodes[-1].output[0] = "output"
-    probe = np.zeros((1, *input_shape), dtype=dtype)
+    probe = model_xp.zeros((1, *input_shape), dtype=dtype)  # where the model lives
     num_outputs = int(to_numpy(model(probe).data).shape[-1])
     graph = helper.make_graph(
         nodes, name,

@@ -77,9 +77,8 @@ def gather(x: Tensor, indices: Any, axis: int) -> Tensor:
 
     def vjp(g: Any) -> tuple[Any]:
         grad = xp.zeros(x.shape, dtype=g.dtype)
-        full = xp.broadcast_to(indices, g.shape)
-        grid = list(xp.indices(g.shape, sparse=True))
-        grid[axis] = full
+        grid = _open_grid(xp, g.shape)
+        grid[axis] = xp.broadcast_to(indices, g.shape)
         for other in range(x.ndim):  # an axis of length 1 in x was broadcast: all go to 0
             if other != axis and x.shape[other] == 1:
                 grid[other] = xp.zeros_like(grid[other])
@@ -133,10 +132,14 @@ def _is_basic(index: Any) -> bool:
     return all(isinstance(p, int | slice) or p is None or p is Ellipsis for p in parts)
 
 
-def _scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
-    if xp.__name__ == "numpy":
-        xp.add.at(target, index, values)
-    else:  # CuPy's scatter_add is the equivalent of numpy.add.at
-        import cupyx
+def _open_grid(xp: Any, shape: Sequence[int]) -> list[Any]:
+    """NumPy's ``indices(shape, sparse=True)``: one arange per axis, shaped to broadcast
+    against the others. Built by hand because CuPy's ``indices`` has no ``sparse``."""
+    ndim = len(shape)
+    return [xp.arange(n).reshape((1,) * axis + (n,) + (1,) * (ndim - axis - 1))
+            for axis, n in enumerate(shape)]
 
-        cupyx.scatter_add(target, index, values)
+
+def _scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
+    """target[index] += values, repeated indices summed (NumPy's and CuPy's ``add.at``)."""
+    xp.add.at(target, index, values)
