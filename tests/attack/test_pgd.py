@@ -16,7 +16,7 @@ from nobound.attack.pgd import (
     step_size,
 )
 from nobound.autodiff.tensor import Tensor
-from nobound.backend import to_numpy
+from nobound.backend import device_of, to_numpy
 from nobound.nn import Flatten, Linear, ReLU, Sequential, kaiming_uniform
 from nobound.training.losses import cross_entropy
 
@@ -24,7 +24,7 @@ from nobound.training.losses import cross_entropy
 def relu_net(xp, seed=0, dtype=np.float64):
     model = Sequential(Flatten(), Linear(16, 12, dtype=dtype), ReLU(),
                        Linear(12, 3, dtype=dtype))
-    return kaiming_uniform(model, seed).to("cpu" if xp is np else "cuda")
+    return kaiming_uniform(model, seed).to(device_of(xp))
 
 
 def linear_classifier(xp, rng):
@@ -33,7 +33,7 @@ def linear_classifier(xp, rng):
     weight = rng.normal(size=(2, 16))
     bias = rng.normal(size=2)
     model.load_state_dict({"1.weight": weight, "1.bias": bias})
-    model.to("cpu" if xp is np else "cuda")
+    model.to(device_of(xp))
     return model, weight[1] - weight[0], bias[1] - bias[0]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff.tensor import Tensor, no_grad
-from nobound.backend import to_numpy
+from nobound.backend import device_of, to_numpy
 from nobound.bounds import (
     METHODS,
     Box,
@@ -196,7 +196,7 @@ def test_bounds_work_on_the_gpu_backend(xp):
     model, x, _, spec = problem("conv")
     expected = compute_bounds(model, linf_ball(x, 0.1), method="deeppoly", spec=spec)
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     result = compute_bounds(model, linf_ball(xp.asarray(x), 0.1), method="deeppoly",
                             spec=xp.asarray(spec))
     assert type(result.lower.data).__module__.split(".")[0] == xp.__name__

@@ -16,7 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from nobound.autodiff.tensor import Tensor
-from nobound.backend import to_numpy
+from nobound.backend import device_of, to_numpy
 from nobound.bounds import Box, compute_bounds, linf_ball, margin_spec, patches
 from nobound.bounds.chunking import bound_rows
 from nobound.bounds.deeppoly import deeppoly_relaxations
@@ -287,7 +287,7 @@ def test_windows_work_on_the_gpu_backend(xp):
     region, _ = random_region(input_shape, 2, 0.1, 4)
     dense, _ = bounds_in_mode("never", model, region)
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     device_region = Box(Tensor(xp.asarray(region.lower.data)),
                         Tensor(xp.asarray(region.upper.data)))
     windowed, window_rows = bounds_in_mode("always", model, device_region)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff.tensor import no_grad
-from nobound.backend import to_numpy
+from nobound.backend import device_of, to_numpy
 from nobound.bounds import compute_bounds, linf_ball, margin_spec
 from nobound.nn import Conv2d, Flatten, Linear, ReLU, Sequential
 
@@ -52,7 +52,7 @@ def _loaded(reference: dict, name: str, xp):
     model.load_state_dict({key[len(prefix):]: value for key, value in reference.items()
                            if key.startswith(prefix) and key.endswith(("weight", "bias"))})
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     return model
 
 

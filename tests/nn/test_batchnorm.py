@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from nobound.autodiff import Tensor
 from nobound.autodiff.gradcheck import check_grads
+from nobound.backend import device_of
 from nobound.nn import BatchNorm, Conv2d, Normalize, Sequential, reset_batchnorm_statistics
 
 FIXTURE_SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -17,7 +18,7 @@ FIXTURE_SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_f
 
 def on_device(module, xp):
     """The module with its parameters and buffers where ``xp`` keeps its arrays."""
-    return module if xp is np else module.to("cuda")
+    return module if xp is np else module.to(device_of(xp))
 
 
 def batch(xp, shape, seed=0, scale=3.0, offset=1.5):

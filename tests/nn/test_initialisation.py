@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from nobound.backend import device_of
 from nobound.nn import BatchNorm, Conv2d, Linear, build_model, ibp_init, initialise
 from nobound.nn.init import fan_in
 
@@ -91,6 +92,6 @@ def test_initialisation_is_the_same_on_every_device(xp, scheme):
     reference = initialise(build_model("cnn3"), scheme, seed=3).state_dict()
     model = build_model("cnn3")
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     state = initialise(model, scheme, seed=3).state_dict()
     assert all(np.array_equal(np.asarray(state[k].tolist()), reference[k]) for k in reference)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff import Tensor
+from nobound.backend import device_of
 from nobound.nn import (
     ARCHITECTURES,
     BatchNorm,
@@ -70,7 +71,7 @@ def test_every_architecture_builds_and_gives_batch_by_classes(xp, name, input_sh
     if model.num_parameters() > 20_000_000:
         return  # cnn7 on 64×64 (67M weights in one layer): the geometry check above suffices
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     x = xp.asarray(np.random.default_rng(0).random((2, *input_shape)), dtype=xp.float32)
     out = model(Tensor(x))
     assert out.shape == (2, classes) and out.dtype == xp.float32

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff.tensor import Tensor
-from nobound.backend import to_numpy
+from nobound.backend import device_of, to_numpy
 from nobound.bounds import compute_bounds, linf_ball, margin_spec
 from nobound.nn.activation import Flatten
 from nobound.nn.init import ibp_init
@@ -25,7 +25,7 @@ def tiny_problem(xp, batch=6, seed=0):
     for p in model.parameters():  # non-zero biases so every term matters
         p.data[...] += 0.05 * rng.normal(size=p.shape)
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     x = xp.asarray(rng.uniform(size=(batch, 1, 12, 12)))
     targets = xp.asarray(rng.integers(0, 4, size=batch))
     return model, x, targets

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff.tensor import Tensor
-from nobound.backend import to_numpy
+from nobound.backend import device_of, to_numpy
 from nobound.nn.init import kaiming_uniform
 from nobound.nn.zoo import build_model
 from nobound.training.losses import cross_entropy
@@ -23,7 +23,7 @@ def tiny_network(xp, seed=0):
     model = build_model("cnn3_tiny", (1, 12, 12), 4, dtype=np.float64)
     kaiming_uniform(model, seed)
     if xp is not np:
-        model.to("cuda")
+        model.to(device_of(xp))
     return model
 
 
