@@ -11,11 +11,22 @@ proved —
 4. branch and bound (:mod:`nobound.certify.bab`) on what is left, most violated first,
    sharing one deadline and one node budget.
 
-The verdict (:mod:`nobound.certify.verdicts`) names the stage that decided. Everything is
-computed in float64 on a CPU copy of the model. With ``certificate=True`` only DeepPoly
-(and branch and bound over DeepPoly) may prove, because that is what the independent
-checker (:mod:`nobound.certify.checker`) re-derives; the certificate of every problem is
-its split tree (one leaf when the box was proved at once).
+The verdict (:mod:`nobound.certify.verdicts`) names the stage that decided. The search is
+computed in float64 on a CPU copy of the model, without outward rounding; no verdict is
+taken from it unchecked:
+
+* a proof (a whole-box bound or a branch-and-bound tree) counts only after the
+  independent checker (:mod:`nobound.certify.checker`) re-derives it with outward
+  rounding on the stored weights in real arithmetic. A whole-box proof it rejects leaves
+  the problem open for the next stage; a rejected tree makes the verdict ``unknown`` with
+  the checker's reason. ``allow_roundoff_errors=True`` skips the check (and risks a wrong
+  ``certified`` from round-off);
+* a counterexample counts only after it replays in the model's own arithmetic (its dtype,
+  or ``replay``, e.g. ONNX's reference evaluator) inside the box.
+
+With ``certificate=True`` only DeepPoly (and branch and bound over DeepPoly) may prove, so
+that the stored bounds are the ones the checker reproduces; the certificate of every
+problem is its split tree (one leaf when the box was proved at once).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from nobound.certify.certificate import (
     model_fingerprint,
     problem_certificate,
 )
+from nobound.certify.checker import check_proofs
 from nobound.certify.falsify import attack_problem, robustness_attack
 from nobound.certify.problem import (
     PROOF_TOLERANCE,
@@ -43,6 +55,8 @@ from nobound.certify.problem import (
     float64_model,
     robustness_problems,
 )
+from nobound.certify.replay import ModelReplay, Replay
+from nobound.certify.stored_network import StoredNetwork, stored_network
 from nobound.certify.verdicts import CERTIFIED, FALSIFIED, UNKNOWN, Verdict
 from nobound.exact.dense import DenseNetwork, dense_network
 
@@ -65,19 +79,25 @@ class CertifierConfig:
     robustness_attack_restarts: int = 3
     certificate: bool = False
     seed: int = 0
+    # skip the rigorous re-check of proofs: faster, but round-off can make it wrong
+    allow_roundoff_errors: bool = False
 
 
 class Certifier:
     """Decides problems about one model (copied to float64 once)."""
 
     def __init__(self, model: Any, input_shape: tuple[int, ...],
-                 config: CertifierConfig | None = None) -> None:
+                 config: CertifierConfig | None = None, replay: Replay | None = None) -> None:
+        """``replay`` runs the model in its own arithmetic (default: ``model``'s forward
+        pass in its own dtype)."""
         self.model = float64_model(model)
         self.input_shape = tuple(int(n) for n in input_shape)
         self.config = config or CertifierConfig()
         if self.config.certificate:
             self.config = replace(self.config, methods=("deeppoly",), bab_method="deeppoly")
+        self.replay = replay if replay is not None else ModelReplay(model)
         self._dense: DenseNetwork | None = None
+        self._stored: StoredNetwork | None = None
 
     @property
     def dense(self) -> DenseNetwork:
@@ -85,13 +105,30 @@ class Certifier:
             self._dense = dense_network(self.model, self.input_shape)
         return self._dense
 
+    @property
+    def stored(self) -> StoredNetwork:
+        """The stored weights as the rigorous checker reads them."""
+        if self._stored is None:
+            self._stored = stored_network(self.model, self.input_shape)
+        return self._stored
+
+    def rejection(self, problem: VerificationProblem, nodes: list[TreeNode]) -> str:
+        """'' when the rigorous checker accepts ``nodes`` as a proof of ``problem``, else
+        its first reason (the check is skipped with ``allow_roundoff_errors``)."""
+        if self.config.allow_roundoff_errors:
+            return ""
+        report = check_proofs(self.stored, [problem_certificate(problem, nodes)],
+                              reproduce=False)
+        return "" if report.valid else report.errors[0]
+
     # ---------------------------------------------------------------- robustness
     def certify_sample(self, x: Any, label: int, eps: float, low: float | None = 0.0,
                        high: float | None = 1.0) -> Verdict:
         """Is (x, label) robust on B_ε(x) ∩ [low, high]? Adds natural/adversarial flags."""
         start = time.perf_counter()
         x = np.asarray(to_numpy(x), np.float64).reshape(self.input_shape)
-        problems = robustness_problems(self.model, x, int(label), eps, low, high)
+        problems = [replace(p, replay=self.replay)
+                    for p in robustness_problems(self.model, x, int(label), eps, low, high)]
         flags = {"natural_correct": True, "adversarial_robust": True}
         for problem in problems:
             found = problem.find_counterexample(x[None])
@@ -119,6 +156,8 @@ class Certifier:
         """Prove every problem, or find a counterexample to one (see the module doc)."""
         config = self.config
         start = time.perf_counter() if start is None else start
+        problems = [p if p.replay is not None else replace(p, replay=self.replay)
+                    for p in problems]
         deadline = start + config.timeout
         proofs: dict[int, list[TreeNode]] = {}
         open_ = []
@@ -137,6 +176,7 @@ class Certifier:
                                    details={"problem": index})
         decided_by = "empty"
         values = {index: -np.inf for index in open_}
+        rejections: dict[int, str] = {}  # proofs the rigorous check refused, by problem
         for method in config.methods:
             if not open_:
                 break
@@ -150,15 +190,23 @@ class Certifier:
                 if rows[row] > PROOF_TOLERANCE:
                     weights = np.zeros(problems[index].num_rows)
                     weights[row] = 1.0
-                    proofs[index] = [TreeNode(proof=LeafProof(weights.tolist(), [],
-                                                              float(rows[row]), method))]
-                    decided_by = method
-                else:
-                    still_open.append(index)
+                    nodes = [TreeNode(proof=LeafProof(weights.tolist(), [], float(rows[row]),
+                                                      method))]
+                    rejected = self.rejection(problems[index], nodes)
+                    if not rejected:
+                        proofs[index] = nodes
+                        decided_by = method
+                        continue
+                    rejections[index] = f"{method}: {rejected}"
+                still_open.append(index)
             open_ = still_open
         bounded = 0
         if open_ and not config.bab:
-            return self._unknown(start, "not proved by bounds (branch and bound off)", values)
+            reason = "not proved by bounds (branch and bound off)"
+            if rejections:
+                reason += "; the rigorous check rejected " + "; ".join(
+                    f"problem {i} ({why})" for i, why in sorted(rejections.items()))
+            return self._unknown(start, reason, values)
         unknown_reason = ""
         for index in sorted(open_, key=lambda i: values[i]):
             if time.perf_counter() > deadline:
@@ -178,9 +226,18 @@ class Certifier:
                 if result.reason == "timeout":
                     break
                 continue
+            rejected = self.rejection(problems[index], result.nodes)
+            if rejected:
+                rejections[index] = f"bab: {rejected}"
+                unknown_reason = unknown_reason or (
+                    f"the rigorous check rejected the proof of problem {index} ({rejected})")
+                continue
             proofs[index] = result.nodes
             decided_by = "bab"
         if len(proofs) < len(problems):
+            if not unknown_reason and not config.bab and rejections:
+                unknown_reason = "the rigorous check rejected " + "; ".join(
+                    f"problem {i} ({why})" for i, why in sorted(rejections.items()))
             return self._unknown(start, unknown_reason or "timeout", values, bounded)
         certificate = None
         if config.certificate:
@@ -189,7 +246,9 @@ class Certifier:
                 [problem_certificate(p, proofs[i]) for i, p in enumerate(problems)],
                 {"method": decided_by})
         return Verdict(CERTIFIED, decided_by, time.perf_counter() - start,
-                       certificate=certificate, bounded=bounded)
+                       certificate=certificate, bounded=bounded,
+                       details={"proof_check": "skipped" if config.allow_roundoff_errors
+                                else "passed"})
 
     def _unknown(self, start: float, reason: str, values: dict[int, float],
                  bounded: int = 0) -> Verdict:

@@ -6,7 +6,13 @@ A problem is the statement that its **unsafe set** is empty:
 
 It holds iff every x in the box has some row r_i(x) > 0, so a sub-domain D of the box is
 *proved* as soon as one row has a lower bound > 0 on D. A *counterexample* is a point of
-the box where every row is ≤ 0, checked by a float64 forward pass.
+the box where every row is ≤ 0, found by a float64 forward pass and then replayed in the
+model's own arithmetic (its dtype; ``replay``), where it must hold again.
+
+The two verdicts are about two readings of the same stored weights: "no unsafe point"
+holds for f computed in *real* arithmetic from the stored parameters (checked with outward
+rounding, :mod:`nobound.certify.checker`); a counterexample holds for f as the model
+computes it (float32 for a float32 model). See docs/certifier.md, "What a verdict means".
 
 Robustness of (x, t) under an l∞ ball is the conjunction, over j ≠ t, of the problems with
 the single row r(x) = f_t(x) − f_j(x) (the unsafe set "class j scores at least as high as
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.backend import to_numpy
 from nobound.nn.sequential import Sequential
+
+if TYPE_CHECKING:
+    from nobound.certify.replay import Replay
 
 
 def float64_model(model: Sequential) -> Sequential:
@@ -35,11 +44,11 @@ def float64_model(model: Sequential) -> Sequential:
 
 
 
-# A row counts as *proved* only when its float64 lower bound exceeds this margin. Bounds
-# are computed in float64 without outward rounding, so a margin of 1e-15 could be an
-# artefact of round-off; requiring 1e-9 absorbs that error (it only makes the certifier
-# more conservative: a true margin below 1e-9 is left to branching or reported unknown).
-PROOF_TOLERANCE = 1e-9
+# A row is a *candidate* proof when its (unrounded float64) lower bound is above this.
+# No margin: whether the candidate really proves anything is decided by the rigorous
+# check of :mod:`nobound.certify.checker` (outward rounding), not by a guessed tolerance.
+PROOF_TOLERANCE = 0.0
+
 
 @dataclass
 class VerificationProblem:
@@ -51,6 +60,8 @@ class VerificationProblem:
     spec: np.ndarray         # (rows, outputs)
     offset: np.ndarray       # (rows,)
     name: str = ""
+    # the model in its own arithmetic (dtype); None: the float64 model is the model
+    replay: Replay | None = None
 
     def __post_init__(self) -> None:
         self.lower = np.asarray(self.lower, np.float64)
@@ -61,6 +72,11 @@ class VerificationProblem:
             raise ValueError("box lower and upper differ in shape")
         if self.offset.shape[0] != self.spec.shape[0]:
             raise ValueError("one offset per spec row is needed")
+        for what, values in (("input bounds", (self.lower, self.upper)),
+                             ("output constraints", (self.spec, self.offset))):
+            if not all(np.all(np.isfinite(v)) for v in values):
+                raise ValueError(f"{self.name or 'the property'}: the {what} contain NaN "
+                                 f"or infinite numbers")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -85,24 +101,43 @@ class VerificationProblem:
         return outputs @ self.spec.T + self.offset
 
     def find_counterexample(self, candidates: Any) -> Counterexample | None:
-        """The first candidate that, clipped into the box, violates the property in float64."""
+        """The first candidate that, clipped into the box, violates the property: in
+        float64, then alone (a batched product may round differently from a single one),
+        then in the model's own arithmetic (:mod:`nobound.certify.replay`)."""
         points = np.clip(np.asarray(candidates, np.float64).reshape(-1, *self.input_shape),
                          self.lower, self.upper)
         if points.shape[0] == 0 or self.is_empty:
             return None
         outputs = self.outputs(points)
         for candidate in np.flatnonzero(np.all(self.row_values(outputs) <= 0, axis=1)):
-            # replay alone: a batched product may round differently from a single one
             point = points[candidate]
             output = self.outputs(point[None])[0]
-            if np.all(self.row_values(output[None]) <= 0):
+            if not np.all(self.row_values(output[None]) <= 0):
+                continue
+            if self.replay is None:
                 return Counterexample(point, output)
+            found = self._replayed(point)
+            if found is not None:
+                return found
+        return None
+
+    def _replayed(self, point: np.ndarray) -> Counterexample | None:
+        from nobound.certify.replay import in_dtype_and_box, violates
+
+        stored = in_dtype_and_box(point, self.replay.dtype, self.lower, self.upper)
+        if stored is None:
+            return None
+        output = self.replay(stored[None])[0]
+        if violates(output, self.spec, self.offset):
+            return Counterexample(stored, output)
         return None
 
 
 @dataclass
 class Counterexample:
-    """An input in the box and its float64 outputs, which violate every row."""
+    """An input in the box and the model's outputs there, which violate every row (in the
+    model's own arithmetic when the problem has a replay; the input is then a value of
+    the model's dtype)."""
 
     input: np.ndarray
     output: np.ndarray

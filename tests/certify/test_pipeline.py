@@ -87,7 +87,8 @@ def test_robustness_sample_natural_error_and_eps_zero() -> None:
     assert not verdict.details["natural_correct"]
     verdict = certifier.certify_sample(x, label, 0.0)
     assert verdict.status == "certified"
-    assert verdict.details == {"natural_correct": True, "adversarial_robust": True}
+    assert verdict.details == {"natural_correct": True, "adversarial_robust": True,
+                               "proof_check": "passed"}
 
 
 def test_exhausted_time_gives_unknown_timeout(branching_instance) -> None:
