@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: tuple[str, ...] = ("train", "evaluate", "demo", "plot_training", "certify", "verify",
-                             "analysis", "bounds")
+                             "analysis", "bounds", "vnncomp", "export")
 
 
 class UsageError(Exception):

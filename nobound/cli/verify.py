@@ -1,21 +1,38 @@
-"""``nobound verify``: decide a VNNLIB property of an ONNX network, VNN-COMP style.
+"""``nobound verify``: decide a VNNLIB property of a network, VNN-COMP style.
 
     nobound verify net.onnx spec.vnnlib --timeout 120 [--counterexample cex.txt]
+    nobound verify net.onnx.gz spec.vnnlib.gz --timeout 60 --results-file out.txt
 
-The property file describes the *unsafe* set; the first line printed is the result:
+The network is an ONNX file (``.onnx``/``.onnx.gz``, checked against its graph on the
+property's box before anything is decided) or a nobound checkpoint (``.h5``). The property
+file describes the *unsafe* set; the first line printed is the result:
 
 =========  ===========================================================  =========
 printed    meaning                                                      exit code
 =========  ===========================================================  =========
 unsat      the unsafe set is empty: the property holds                  0
 sat        a counterexample was found; it follows on stdout (and goes   10
-           to --counterexample) as ((X_0 v) … (Y_0 v) …)
+           to --counterexample) as ((X_0 v) … (Y_0 v) …), X in the
+           file's input order, Y the file's own outputs at X
 unknown    undecided within the node limit                              20
 timeout    undecided within --timeout seconds                           30
 =========  ===========================================================  =========
 
 Errors in the files or flags (unsupported ONNX operators, malformed VNNLIB with its line
 number, mismatched sizes) print one line on stderr and exit with status 2.
+
+``--results-file F`` is the competition mode: the verdict (``sat`` with the counterexample,
+``unsat``, ``timeout``, ``unknown`` or ``error`` with the reason) is written to F, atomically,
+and the exit status is 0 whenever a verdict was written; any F from an earlier run is
+removed first. ``--timeout`` then counts from the start of the process (start-up and the
+import included); the work runs in a child process which is stopped at the deadline,
+whatever it is doing, and ``timeout`` is written.
+
+A counterexample is reported only after it replays in the file's own arithmetic
+(``onnx.reference`` on the graph, in the file's dtype): inside the box and every row of
+its disjunct ≤ 0. One that holds only in nobound's float64 is reported as ``unknown``.
+A network whose trailing Softmax was dropped (see :mod:`nobound.io.onnx_import`) only
+takes properties whose output rows compare two outputs (c·(Y_i − Y_j) with no constant).
 ``--certificate PATH`` saves the split trees of an ``unsat`` answer for
 ``nobound.certify.checker`` (proofs by DeepPoly and branch and bound only).
 """
@@ -24,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,68 +51,168 @@ from nobound.cli.certify import add_certifier_flags, certifier_config
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 30}
 
+# Seconds kept back from --timeout in competition mode: the verifier stops this much
+# before the deadline so that its own verdict, not the watchdog's, is written.
+_SAFETY_MARGIN = 0.4
+# Seconds before the deadline at which the child is stopped, left for writing and exiting.
+_EXIT_MARGIN = 0.1
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "verify", help="decide a VNNLIB property of an ONNX network (unsat/sat/unknown)",
+        "verify", help="decide a VNNLIB property of a network (unsat/sat/unknown)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("onnx", help="the network (.onnx)")
-    parser.add_argument("vnnlib", help="the property (.vnnlib, the unsafe set)")
+    parser.add_argument("onnx", help="the network (.onnx, .onnx.gz or a .h5 checkpoint)")
+    parser.add_argument("vnnlib", help="the property (.vnnlib or .vnnlib.gz, the unsafe set)")
     add_certifier_flags(parser, timeout=120.0)
     parser.add_argument("--counterexample", help="write a counterexample here when sat")
     parser.add_argument("--certificate", help="write a certificate here when unsat "
                                               "(.json or .json.gz)")
+    parser.add_argument("--results-file", help="VNN-COMP mode: write the verdict here, exit "
+                                               "0 whenever one was written")
     parser.set_defaults(func=run)
 
 
-def load_problems(onnx_path: str, vnnlib_path: str) -> tuple[Any, list[Any]]:
-    """(imported network, one VerificationProblem per disjunct of the property)."""
+def _softmax_invariant(prop: Any) -> bool:
+    """Every output row compares two outputs, c·(y_i − y_j) + 0 (Softmax keeps its sign)."""
+    for disjunct in prop.disjuncts:
+        for row, offset in zip(disjunct.spec, disjunct.offset, strict=True):
+            nonzero = row[row != 0]
+            if offset != 0 or nonzero.size != 2 or nonzero.sum() != 0:
+                return False
+    return True
+
+
+def load_problems(model_path: str, vnnlib_path: str) -> tuple[Any, Any, list[Any]]:
+    """(imported network, property, one VerificationProblem per disjunct)."""
     import numpy as np
 
     from nobound.certify.problem import VerificationProblem, float64_model
-    from nobound.io.onnx_import import import_onnx
+    from nobound.io.models import load_network
     from nobound.io.vnnlib import read_vnnlib
 
-    for path in (onnx_path, vnnlib_path):
+    for path in (model_path, vnnlib_path):
         if not Path(path).is_file():
             raise UsageError(f"{path}: no such file")
-    network = import_onnx(onnx_path, dtype=np.float64)
     prop = read_vnnlib(vnnlib_path)
+    lower = np.min([d.input_lower for d in prop.disjuncts], axis=0)
+    upper = np.max([d.input_upper for d in prop.disjuncts], axis=0)
+    network = load_network(model_path, check_box=(lower, upper))
     size = int(np.prod(network.input_shape))
     if prop.num_inputs != size or prop.num_outputs != network.num_outputs:
         raise UsageError(f"the property has {prop.num_inputs} inputs and {prop.num_outputs} "
                          f"outputs, the network {size} and {network.num_outputs}")
+    if network.dropped_softmax and not _softmax_invariant(prop):
+        raise UsageError("the network's trailing Softmax was dropped for verification, but "
+                         "the property does not only compare outputs pairwise")
     model = float64_model(network.model)
-    problems = [VerificationProblem(model, d.input_lower.reshape(network.input_shape),
-                                    d.input_upper.reshape(network.input_shape), d.spec,
-                                    d.offset, name=f"disjunct {i}")
+    problems = [VerificationProblem(model, network.to_model_input(d.input_lower),
+                                    network.to_model_input(d.input_upper), d.spec, d.offset,
+                                    name=f"disjunct {i}")
                 for i, d in enumerate(prop.disjuncts)]
-    return network, problems
+    return network, prop, problems
 
 
-def run(args: argparse.Namespace) -> int:
+def replay_counterexample(network: Any, prop: Any, problem_index: int,
+                          model_input: Any) -> tuple[Any, Any] | None:
+    """(x in file order, the file's outputs at x) when x violates its disjunct in the
+    file's arithmetic, else None (see the module doc)."""
+    import numpy as np
+
+    x = network.to_file_input(model_input)
+    disjunct = prop.disjuncts[problem_index]
+    if not (np.all(x >= disjunct.input_lower) and np.all(x <= disjunct.input_upper)):
+        return None
+    if network.onnx_model is None:
+        from nobound.autodiff.tensor import Tensor, no_grad
+        from nobound.backend import to_numpy
+
+        with no_grad():
+            y = to_numpy(network.model(Tensor(np.asarray(model_input)[None])).data)[0]
+    else:
+        from nobound.io.onnx_check import graph_input, reference_values
+
+        shape = [d.dim_value for d in graph_input(network.onnx_model).type.tensor_type.shape.dim]
+        output = network.onnx_model.graph.output[0].name
+        y = reference_values(network.onnx_model, x.reshape(shape))[output]
+    y = np.asarray(y, np.float64).reshape(-1)
+    if np.all(disjunct.spec @ y + disjunct.offset <= 0):
+        return x, y
+    return None
+
+
+def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, str, str]:
+    """(verdict, counterexample text or reason, one-line summary)."""
     from nobound.certify.certificate import save_certificate
     from nobound.certify.pipeline import Certifier
     from nobound.io.vnnlib import format_counterexample
 
-    config = certifier_config(args, certificate=args.certificate is not None)
-    network, problems = load_problems(args.onnx, args.vnnlib)
+    network, prop, problems = load_problems(args.onnx, args.vnnlib)
+    remaining = config.timeout - (time.time() - start)
+    if remaining <= 0:
+        return "timeout", "", "timeout while loading the network and the property"
+    config = replace(config, timeout=remaining)
     verdict = Certifier(network.model, network.input_shape, config).verify(problems)
+    body, reason = "", verdict.reason
     if verdict.status == "certified":
         result = "unsat"
         if args.certificate:
             save_certificate(verdict.certificate, args.certificate)
     elif verdict.status == "falsified":
-        result = "sat"
+        index = int(verdict.details.get("problem", 0))
+        replayed = replay_counterexample(network, prop, index, verdict.counterexample.input)
+        if replayed is None:
+            result, reason = "unknown", ("a counterexample in float64 does not replay in the "
+                                         "file's arithmetic")
+        else:
+            result, body = "sat", format_counterexample(*replayed)
     else:
         result = "timeout" if verdict.reason == "timeout" else "unknown"
+    notes = "; ".join(network.notes)
+    summary = (f"{result} by {verdict.method} in {time.time() - start:.2f} s (since start), "
+               f"{verdict.bounded} sub-problems{'; ' + reason if reason else ''}"
+               f"{'; ' + notes if notes else ''}")
+    return result, body if result == "sat" else reason, summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from nobound.vnncomp.deadline import process_start_time
+
+    start = process_start_time() if args.results_file else time.time()
+    config = certifier_config(args, certificate=args.certificate is not None)
+    if args.results_file:
+        return run_competition(args, config, start)
+    result, text, summary = decide(args, config, start)
     print(result)
     if result == "sat":
-        text = format_counterexample(verdict.counterexample.input,
-                                     verdict.counterexample.output)
         print(text, end="")
         if args.counterexample:
             Path(args.counterexample).write_text(f"{result}\n{text}", encoding="utf-8")
-    print(f"{result} by {verdict.method} in {verdict.seconds:.2f} s, {verdict.bounded} "
-          f"sub-problems{'; ' + verdict.reason if verdict.reason else ''}", file=sys.stderr)
+    print(summary, file=sys.stderr)
     return EXIT_CODES[result]
+
+
+def run_competition(args: argparse.Namespace, config: Any, start: float) -> int:
+    """--results-file mode (see the module doc): the work runs in a child process that
+    the deadline can stop (:func:`nobound.vnncomp.deadline.run_until`)."""
+    from nobound.vnncomp.deadline import TimedOut, run_until
+    from nobound.vnncomp.result_file import ResultFile
+
+    results = ResultFile(args.results_file)
+    config = replace(config, timeout=max(0.0, args.timeout - _SAFETY_MARGIN))
+    try:
+        result, text, summary = run_until(lambda: list(decide(args, config, start)),
+                                          start + args.timeout - _EXIT_MARGIN)
+    except TimedOut:
+        result, text = "timeout", ""
+        summary = f"timeout: stopped at the {args.timeout:g} s deadline (since start)"
+    except RuntimeError as error:
+        result, text, summary = "error", str(error), f"error: {error}"
+    results.write(result, text)
+    print(result)
+    if result == "sat":
+        print(text, end="")
+        if args.counterexample:
+            Path(args.counterexample).write_text(f"{result}\n{text}", encoding="utf-8")
+    print(summary, file=sys.stderr)
+    return 0

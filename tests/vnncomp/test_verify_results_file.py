@@ -1,0 +1,105 @@
+"""``nobound verify --results-file``: every outcome written in the competition's format,
+exit 0, no stale file, the timeout kept from process start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+from nobound.cli import main  # noqa: E402
+from nobound.io.vnnlib import read_vnnlib  # noqa: E402
+from nobound.vnncomp.deadline import TimedOut, process_start_time, run_until  # noqa: E402
+from nobound.vnncomp.result_file import ResultFile, read_result  # noqa: E402
+
+
+def parse_counterexample(text: str) -> dict[str, float]:
+    return {name: float(value) for name, value in
+            (item.strip("() \n").split() for item in text.strip().splitlines())}
+
+
+def test_unsat_sat_and_error_are_written_with_exit_0(instances, tmp_path) -> None:
+    out = tmp_path / "result.txt"
+    assert main(["verify", str(instances["net.onnx"]), str(instances["unsat.vnnlib"]),
+                 "--timeout", "30", "--results-file", str(out)]) == 0
+    assert read_result(out) == ("unsat", "")
+
+    assert main(["verify", str(instances["net_gz.onnx.gz"]), str(instances["sat.vnnlib.gz"]),
+                 "--timeout", "30", "--results-file", str(out)]) == 0
+    verdict, body = read_result(out)
+    assert verdict == "sat"
+    values = parse_counterexample(body)
+    x = np.array([values[f"X_{i}"] for i in range(3)], np.float32)
+    # the counterexample replays in the file's own arithmetic, as the competition checks
+    from tests.vnncomp.conftest import small_network
+
+    y = ReferenceEvaluator(small_network()).run(None, {"x": x.reshape(1, 1, 1, 3)})[0][0]
+    np.testing.assert_allclose([values["Y_0"], values["Y_1"]], y, rtol=1e-6)
+    disjunct = read_vnnlib(instances["sat.vnnlib"]).disjuncts[0]
+    assert np.all(disjunct.spec @ y + disjunct.offset <= 0)
+    assert np.all(np.abs(x) <= 1.0)
+
+    assert main(["verify", str(instances["net.onnx"]), str(instances["broken.vnnlib"]),
+                 "--results-file", str(out)]) == 0
+    verdict, body = read_result(out)
+    assert verdict == "error" and "line" in body
+
+
+def test_unsupported_network_is_an_error_verdict_and_flags_stay_usage_errors(
+        instances, tmp_path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Sin", ["x"], ["y"], name="wave")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    net = tmp_path / "sin.onnx"
+    net.write_bytes(helper.make_model(graph).SerializeToString())
+    out = tmp_path / "result.txt"
+    assert main(["verify", str(net), str(instances["unsat.vnnlib"]), "--results-file",
+                 str(out)]) == 0
+    verdict, body = read_result(out)
+    assert verdict == "error" and "'wave' (Sin)" in body
+    assert main(["verify", str(net), str(instances["unsat.vnnlib"]), "--timeout", "-1",
+                 "--results-file", str(out)]) == 2
+
+
+def test_a_stale_result_file_is_removed_first(tmp_path) -> None:
+    stale = tmp_path / "result.txt"
+    stale.write_text("unsat\n")
+    ResultFile(stale)
+    assert read_result(stale) == ("missing", "")
+    results = ResultFile(stale)
+    assert results.write("timeout") and not results.write("unsat")
+    assert read_result(stale) == ("timeout", "")
+
+
+def test_timeout_is_kept_from_process_start(instances, tmp_path) -> None:
+    out = tmp_path / "result.txt"
+    out.write_text("unsat\n")              # stale: must not survive a timeout
+    timeout = 4.0
+    start = time.time()
+    completed = subprocess.run(
+        [sys.executable, "-m", "nobound", "verify", str(instances["twin.onnx"]),
+         str(instances["twin.vnnlib"]), "--timeout", str(timeout), "--results-file", str(out)],
+        capture_output=True, text=True, check=False)
+    elapsed = time.time() - start
+    assert completed.returncode == 0, completed.stderr
+    assert read_result(out)[0] == "timeout", completed.stderr
+    assert elapsed < timeout + 1.0, f"{elapsed:.2f} s for a {timeout} s timeout"
+
+
+def test_run_until_returns_raises_and_stops_at_the_deadline() -> None:
+    assert run_until(lambda: {"a": [1, 2]}, time.time() + 30) == {"a": [1, 2]}
+    with pytest.raises(RuntimeError, match="boom"):
+        run_until(lambda: (_ for _ in ()).throw(ValueError("boom")), time.time() + 30)
+    start = time.time()
+    with pytest.raises(TimedOut):
+        run_until(lambda: time.sleep(30), start + 0.5)
+    assert time.time() - start < 2.0
+    assert process_start_time() <= time.time()
