@@ -54,6 +54,8 @@ def _host(value: Any, transfer: bool = False) -> Any:
         raise _mixing_error(value)
     if isinstance(value, list | tuple):
         return type(value)(_host(v, transfer) for v in value)
+    if isinstance(value, dict):
+        return {k: _host(v, transfer) for k, v in value.items()}
     return value
 
 
@@ -174,16 +176,16 @@ class ndarray:  # noqa: N801  (CuPy's name, so ``isinstance(x, xp.ndarray)`` rea
         return self
 
     def __neg__(self) -> ndarray:
-        return ndarray(-self._host)
+        return _device(-self._host)
 
     def __pos__(self) -> ndarray:
-        return ndarray(+self._host)
+        return _device(+self._host)
 
     def __abs__(self) -> ndarray:
-        return ndarray(np.abs(self._host))
+        return _device(np.abs(self._host))
 
     def __invert__(self) -> ndarray:
-        return ndarray(~self._host)
+        return _device(~self._host)
 
 
 def _binary_operators() -> None:
@@ -312,6 +314,11 @@ zeros_like, ones_like, empty_like = (_like(f) for f in (np.zeros_like, np.ones_l
 def eye(N: int, M: int | None = None, k: int = 0, dtype: Any = float,  # noqa: N803
         order: str = "C") -> ndarray:
     return ndarray(np.eye(N, M, k, dtype, order))
+
+
+def linspace(start: Any, stop: Any, num: int = 50, endpoint: bool = True,
+             retstep: bool = False, dtype: Any = None, axis: int = 0) -> Any:
+    return _device(np.linspace(start, stop, num, endpoint, retstep, dtype, axis))
 
 
 def indices(dimensions: Sequence[int], dtype: Any = int) -> ndarray:
