@@ -51,23 +51,12 @@ def register(subparsers: Any) -> None:
 
 
 def load_network(path: str, device: str) -> tuple[Any, dict[str, Any]]:
-    """(model in eval mode, facts) from a checkpoint or an ONNX file."""
-    source = Path(path)
-    if not source.is_file():
-        raise UsageError(f"--model {path}: no such file")
-    if source.suffix.lower() == ".onnx":
-        try:
-            from nobound.io.onnx_import import import_onnx
-        except ImportError as error:
-            raise UsageError(f"ONNX import is unavailable ({error}); install nobound[onnx]") \
-                from None
-        imported = import_onnx(source)
-        if device != "cpu":
-            imported.model.to(device)
-        return imported.model.eval(), {"input_shape": imported.input_shape, "dataset": None}
-    from nobound.io.checkpoint import load_checkpoint
+    """(model in eval mode, facts) from a checkpoint or an ONNX file (.onnx, .onnx.gz)."""
+    from nobound.io.models import load_model_checkpoint
 
-    checkpoint = load_checkpoint(source, device=device)
+    if not Path(path).is_file():
+        raise UsageError(f"--model {path}: no such file")
+    checkpoint = load_model_checkpoint(path, device=device)
     facts = {"input_shape": checkpoint.architecture.get("input_shape"),
              "dataset": checkpoint.config.get("run", {}).get("dataset")}
     return checkpoint.model.eval(), facts

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         summarize,
     )
     from nobound.certify.pipeline import Certifier
-    from nobound.io.checkpoint import load_checkpoint
+    from nobound.io.models import load_model_checkpoint as load_checkpoint  # .h5 or .onnx
     from nobound.training.progress import ProgressBar
 
     check_non_negative("--eps", args.eps)

@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
 def prepare(args: argparse.Namespace) -> tuple[Any, Any, float, Any]:
     """Validate everything and load (checkpoint, dataset, eps, attack) — writes nothing."""
     from nobound.attack.pgd import PGDConfig
-    from nobound.io.checkpoint import load_checkpoint
+    from nobound.io.models import load_model_checkpoint as load_checkpoint  # .h5 or .onnx
 
     check_non_negative("--eps", args.eps)
     check_non_negative("--n", args.n)

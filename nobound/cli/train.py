@@ -248,10 +248,10 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(run_config["arch"], train.input_shape, train.num_classes,
                         normalize=normalize, dtype=dtype)
     initialise(model, run_config["init"], trainer_config.seed)
-    if checkpoint is None and run_config.get("init_from"):
-        from nobound.io.checkpoint import load_checkpoint
+    if run_config.get("init_from"):  # a zoo network's weights, or any .h5/.onnx chain
+        from nobound.io.models import initial_model
 
-        model.load_state_dict(load_checkpoint(run_config["init_from"]).model.state_dict())
+        model = initial_model(run_config["init_from"], model, resumed=checkpoint)
     model.to(args.device)
     augmentation = None if run_config["augmentation"] == "none" else "default"
     loader = BatchLoader(train, run_config["batch_size"], seed=trainer_config.seed,

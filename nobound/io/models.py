@@ -102,3 +102,43 @@ def save_network(network: ImportedNetwork, path: str | Path, name: str | None = 
                            architecture=describe_model(network.model, network.input_shape,
                                                        network.num_outputs, name),
                            config=config)
+
+
+def load_model_checkpoint(path: str | Path, device: str = "cpu") -> Any:
+    """A :class:`~nobound.io.checkpoint.Checkpoint` for a ``.h5`` file *or* an ONNX file.
+
+    For the commands that read a checkpoint's model and metadata (``certify``,
+    ``evaluate``): an ONNX network becomes a checkpoint without training metadata — its
+    config is empty, so the dataset must be given with ``--dataset``.
+    """
+    from nobound.io.checkpoint import Checkpoint, load_checkpoint
+
+    if model_kind(path) == "checkpoint":
+        return load_checkpoint(path, device=device)
+    network = load_network(path, device=device)
+    architecture = {"input_shape": list(network.input_shape),
+                    "num_classes": network.num_outputs, "name": Path(path).name}
+    return Checkpoint(Path(path), network.model, architecture)
+
+
+def initial_model(path: str | Path, model: Any, resumed: Any = None) -> Any:
+    """The model ``train --init-from PATH`` trains: ``model`` with the weights of PATH when
+    they fit its layers (a zoo network), else PATH's own network (any chain of supported
+    layers, e.g. imported from ONNX), in ``model``'s dtype. When resuming, the network the
+    checkpoint ``resumed`` rebuilt from its own description is used if ``model``'s layers
+    do not fit it."""
+    def fits(other: Any) -> bool:
+        mine, theirs = model.state_dict(), other.state_dict()
+        return mine.keys() == theirs.keys() and all(
+            np.shape(mine[k]) == np.shape(theirs[k]) for k in mine)
+
+    params = list(model.parameters())
+    dtype = params[0].dtype if params else np.float32
+    if resumed is not None:
+        return model if fits(resumed.model) else resumed.model
+    source = load_network(path, dtype=dtype).model
+    if fits(source):
+        model.load_state_dict(source.state_dict())
+        return model
+    source.astype(dtype)
+    return source
