@@ -30,24 +30,60 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nobound.certify.branching import choose_neurons, unstable_mask
-from nobound.certify.certificate import LeafProof, TreeNode
+from nobound.certify.beta_crown import (
+    Multipliers,
+    SplitDomains,
+    input_coefficients,
+    optimise,
+    tighten_intermediate,
+)
+from nobound.certify.branching import choose_neurons, clamp_to_splits, unstable_mask
+from nobound.certify.certificate import LeafProof, NeuronBound, TreeNode
 from nobound.certify.falsify import attack_problem
+from nobound.certify.fsb import choose_by_children
+from nobound.certify.input_split import MAX_SPLIT_INPUTS, input_split_search
 from nobound.certify.leaf_lp import MAX_LP_INPUTS, solve_leaf
 from nobound.certify.problem import PROOF_TOLERANCE, Counterexample, VerificationProblem
-from nobound.certify.subproblems import Interval, bound_subproblems
+from nobound.certify.subproblems import BoundedSubproblems, Interval, bound_subproblems
 from nobound.exact.dense import DenseNetwork
+
+BAB_METHODS = ("deeppoly", "alpha-crown", "beta-crown")
+BRANCHING_RULES = ("babsr", "intercept", "fsb")
 
 
 @dataclass
 class BabConfig:
-    method: str = "deeppoly"
+    method: str = "deeppoly"    # or "alpha-crown", "beta-crown" (split constraints, β)
     batch_size: int = 32        # at most this many sub-domains split per round (adaptive)
     max_nodes: int = 20_000     # bounded sub-problems before giving up
-    branching: str = "babsr"    # or "intercept"
+    branching: str = "babsr"    # or "intercept", "fsb" (filtered smart branching)
     attack_every: int = 5       # rounds between PGD runs on the worst sub-domains
     attack_steps: int = 20
     seed: int = 0
+    # beta-CROWN: "inherit" keeps the parent's intermediate bounds (clamped by the new
+    # split: cheap), "recompute" re-runs DeepPoly on each child first (tighter, and what
+    # the certificate checker re-derives)
+    intermediate: str = "inherit"
+    optimise_alpha: bool = True  # False: DeepPoly's slopes, β only (checkable proofs)
+    beta_steps: int = 20         # projected-gradient steps per round (children warm-started)
+    root_steps: int = 50
+    tighten_steps: int = 10      # "inherit": optimise the root's intermediate bounds too
+    fsb_candidates: int = 3      # FSB: children bounded for the top-k scored neurons
+    # what to split: "relu", "input" (nobound.certify.input_split), or "auto" = the input
+    # for networks with at most MAX_SPLIT_INPUTS inputs (no certificate: ReLU splits only)
+    domain: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.method not in BAB_METHODS:
+            raise ValueError(f"unknown branch-and-bound method {self.method!r}; "
+                             f"choose from {', '.join(BAB_METHODS)}")
+        if self.branching not in BRANCHING_RULES:
+            raise ValueError(f"unknown branching rule {self.branching!r}; "
+                             f"choose from {', '.join(BRANCHING_RULES)}")
+        if self.domain not in ("auto", "relu", "input"):
+            raise ValueError("domain must be 'auto', 'relu' or 'input'")
+        if self.intermediate not in ("inherit", "recompute"):
+            raise ValueError("intermediate must be 'inherit' or 'recompute'")
 
 
 @dataclass
@@ -71,6 +107,15 @@ class _Open:
     bounds: list[Interval] = field(compare=False)
     lower: np.ndarray = field(compare=False)
     minimiser: np.ndarray | None = field(compare=False)
+    multipliers: Multipliers | None = field(compare=False, default=None)  # α, β (K, n_j)
+
+
+def _neuron_bound(record: tuple) -> NeuronBound:
+    """A certificate entry from a tighten_intermediate record (β kept where nonzero)."""
+    _, layer, neuron, side, alphas, betas, value = record
+    return NeuronBound(layer, neuron, side, [a.tolist() for a in alphas],
+                       [(j, int(i), float(b[i])) for j, b in enumerate(betas)
+                        for i in np.flatnonzero(b)], value)
 
 
 class _BatchSizer:
@@ -116,23 +161,31 @@ class _Search:
         self.order = itertools.count()
         self.bounded = 0
         self.unresolved = 0
+        self.root_tightened: list[NeuronBound] = []
+        # beta-CROWN that keeps the parents' bounds: children say so to the checker
+        self.inherit = config.method == "beta-crown" and config.intermediate == "inherit"
 
-    def new_node(self) -> int:
-        self.nodes.append(TreeNode())
+    def new_node(self, inherit: bool = False) -> int:
+        self.nodes.append(TreeNode(inherit=inherit))
         return len(self.nodes) - 1
 
-    def prove(self, index: int, lower: np.ndarray) -> None:
+    def prove(self, index: int, lower: np.ndarray, multipliers: Multipliers | None) -> None:
         row = int(np.argmax(lower))
         weights = np.zeros(self.problem.num_rows)
         weights[row] = 1.0
-        self.nodes[index].proof = LeafProof(weights.tolist(), [], float(lower[row]),
-                                            self.config.method)
+        betas = [] if multipliers is None else [
+            (k, int(neuron), float(beta[row, neuron]))
+            for k, beta in enumerate(multipliers.beta) for neuron in np.flatnonzero(beta[row])]
+        alphas = [] if multipliers is None else [a[row].tolist() for a in multipliers.alpha]
+        self.nodes[index].proof = LeafProof(weights.tolist(), betas, float(lower[row]),
+                                            self.config.method, alphas)
 
     def settle(self, index: int, signs: list[np.ndarray], bounds: list[Interval],
-               lower: np.ndarray, minimiser: np.ndarray | None) -> Counterexample | None:
+               lower: np.ndarray, minimiser: np.ndarray | None,
+               multipliers: Multipliers | None = None) -> Counterexample | None:
         """Prove, solve or queue one freshly bounded sub-domain."""
         if lower.max() > PROOF_TOLERANCE:
-            self.prove(index, lower)
+            self.prove(index, lower, multipliers)
             return None
         if any(np.any(lo > hi) for lo, hi in bounds):  # sound bounds: the domain is empty
             weights = [0.0] * self.problem.num_rows
@@ -141,7 +194,7 @@ class _Search:
         if _fully_fixed(bounds, signs):
             return self.solve_fixed(index, signs, bounds)
         heapq.heappush(self.heap, _Open(float(lower.max()), next(self.order), index, signs,
-                                        bounds, lower, minimiser))
+                                        bounds, lower, minimiser, multipliers))
         return None
 
     def solve_fixed(self, index: int, signs: list[np.ndarray],
@@ -167,15 +220,21 @@ class _Search:
         return None
 
     def expand(self, parents: list[_Open]) -> Counterexample | None:
+        """Split each parent on one neuron and bound all children in one batched call."""
         objectives = np.stack([self.problem.spec[int(np.argmax(p.lower))] for p in parents])
         stacked_bounds = [(np.stack([p.bounds[k][0] for p in parents]),
                            np.stack([p.bounds[k][1] for p in parents]))
                           for k in range(len(parents[0].bounds))]
         stacked_signs = [np.stack([p.signs[k] for p in parents])
                          for k in range(len(parents[0].signs))]
-        choices = choose_neurons(self.dense, stacked_bounds, stacked_signs, objectives,
-                                 self.config.branching)
-        child_signs, child_known, child_nodes = [], [], []
+        if self.config.branching == "fsb":
+            choices = choose_by_children(self.problem, self.dense, stacked_bounds,
+                                         stacked_signs, self._stacked_multipliers(parents),
+                                         objectives, self.config.fsb_candidates)
+        else:
+            choices = choose_neurons(self.dense, stacked_bounds, stacked_signs, objectives,
+                                     self.config.branching)
+        child_signs, child_known, child_nodes, child_start = [], [], [], []
         for parent, choice in zip(parents, choices, strict=True):
             if choice is None:  # cannot happen: fully fixed domains are never queued
                 raise RuntimeError("a queued sub-domain has no unstable neuron")
@@ -186,15 +245,22 @@ class _Search:
                 signs[k][neuron] = sign
                 child_signs.append(signs)
                 child_known.append(parent.bounds)
-                children.append(self.new_node())
+                child_start.append(parent.multipliers)
+                children.append(self.new_node(self.inherit))
             self.nodes[parent.tree_index].split = (k, neuron)
             self.nodes[parent.tree_index].children = (children[0], children[1])
             child_nodes += children
         layers = range(len(parents[0].signs))
-        result = bound_subproblems(
-            self.problem, self.dense, [np.stack([s[k] for s in child_signs]) for k in layers],
-            [(np.stack([b[k][0] for b in child_known]), np.stack([b[k][1] for b in child_known]))
-             for k in layers], self.config.method)
+        signs = [np.stack([s[k] for s in child_signs]) for k in layers]
+        known = [(np.stack([b[k][0] for b in child_known]),
+                  np.stack([b[k][1] for b in child_known])) for k in layers]
+        if self.config.method == "beta-crown":
+            result, multipliers = self.bound_with_beta(signs, known, child_start,
+                                                       self.config.beta_steps)
+        else:
+            result = bound_subproblems(self.problem, self.dense, signs, known,
+                                       self.config.method)
+            multipliers = None
         self.bounded += len(child_nodes)
         if result.minimisers is not None:
             found = self.problem.find_counterexample(result.minimisers)
@@ -203,10 +269,53 @@ class _Search:
         for n, index in enumerate(child_nodes):
             bounds = [(lo[n], hi[n]) for lo, hi in result.bounds]
             minimiser = None if result.minimisers is None else result.minimisers[n]
-            found = self.settle(index, child_signs[n], bounds, result.lower[n], minimiser)
+            found = self.settle(index, child_signs[n], bounds, result.lower[n], minimiser,
+                                None if multipliers is None else multipliers.take(n))
             if found is not None:
                 return found
         return None
+
+    @staticmethod
+    def _stacked_multipliers(parents: list[_Open]) -> Multipliers | None:
+        if any(p.multipliers is None for p in parents):
+            return None
+        layers = range(len(parents[0].multipliers.alpha))
+        return Multipliers([np.stack([p.multipliers.alpha[k] for p in parents]) for k in layers],
+                           [np.stack([p.multipliers.beta[k] for p in parents]) for k in layers])
+
+    def bound_with_beta(self, signs: list[np.ndarray], known: list[Interval] | None,
+                        starts: list[Multipliers | None], steps: int
+                        ) -> tuple[BoundedSubproblems, Multipliers]:
+        """beta-CROWN bounds of N sub-domains (signs (N, n_j)), warm-started from ``starts``
+        (the parents' multipliers, or None: DeepPoly's slopes and β = 0)."""
+        problem, count = self.problem, signs[0].shape[0]
+        if known is None or self.config.intermediate == "recompute":
+            bounds = bound_subproblems(problem, self.dense, signs, known, "deeppoly").bounds
+        else:
+            bounds = clamp_to_splits(known, signs)
+        domains = SplitDomains([lo for lo, _ in bounds], [hi for _, hi in bounds], signs,
+                               problem.lower.reshape(-1), problem.upper.reshape(-1))
+        if known is None and self.config.intermediate == "inherit" and \
+                self.config.tighten_steps:
+            records: list = []
+            domains = tighten_intermediate(self.dense, domains, self.config.tighten_steps,
+                                           records=records)
+            bounds = list(zip(domains.lower, domains.upper, strict=True))
+            self.root_tightened = [_neuron_bound(r) for r in records]
+        objective = np.broadcast_to(problem.spec, (count, *problem.spec.shape))
+        offset = np.broadcast_to(problem.offset, (count, problem.num_rows))
+        start = None
+        if all(s is not None for s in starts):
+            layers = range(len(signs))
+            start = Multipliers([np.stack([s.alpha[k] for s in starts]) for k in layers],
+                                [np.stack([s.beta[k] for s in starts]) for k in layers])
+        lower, best = optimise(self.dense, domains, objective, offset, start, steps,
+                               optimise_alpha=self.config.optimise_alpha)
+        coefficients = input_coefficients(self.dense, domains, objective, offset, best)
+        chosen = coefficients[np.arange(count), np.argmax(lower, axis=1)]
+        minimisers = np.where(chosen < 0, problem.upper.reshape(1, -1),
+                              problem.lower.reshape(1, -1)).reshape(count, *problem.input_shape)
+        return BoundedSubproblems(lower, bounds, minimisers), best
 
     def attack_worst(self, round_index: int) -> Counterexample | None:
         worst = heapq.nsmallest(4, self.heap)
@@ -224,6 +333,14 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     config = config or BabConfig()
     start = time.perf_counter()
     deadline = np.inf if deadline is None else deadline
+    if config.domain == "input" or (config.domain == "auto"
+                                    and dense.input_size <= MAX_SPLIT_INPUTS):
+        found = input_split_search(problem, dense, deadline, config.max_nodes,
+                                   max(config.batch_size, 64), attack_every=config.attack_every,
+                                   attack_steps=config.attack_steps, seed=config.seed)
+        return BabResult(found["status"], [], found["bounded"], found["counterexample"],
+                         found["lower_bound"], found["reason"], found["seconds"],
+                         found["rounds"])
     search = _Search(problem, dense, config, deadline)
 
     def finish(status: str, reason: str = "", counterexample: Counterexample | None = None,
@@ -234,17 +351,24 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
 
     signs = [np.zeros((1, w.shape[0]), np.int8) for w in dense.weights[:-1]]
     root_start = time.perf_counter()
-    root = bound_subproblems(problem, dense, signs, None, config.method)
+    root_multipliers = None
+    if config.method == "beta-crown":
+        root, best = search.bound_with_beta(signs, None, [None], config.root_steps)
+        root_multipliers = best.take(0)
+    else:
+        root = bound_subproblems(problem, dense, signs, None, config.method)
     per_subproblem = time.perf_counter() - root_start  # refined after every round
     sizes = _BatchSizer(config.batch_size)
     search.bounded = 1
     index = search.new_node()
+    search.nodes[index].tightened = search.root_tightened
     found = problem.find_counterexample(root.minimisers) if root.minimisers is not None \
         else None
     if found is None:
         found = search.settle(index, [s[0] for s in signs],
                               [(lo[0], hi[0]) for lo, hi in root.bounds], root.lower[0],
-                              None if root.minimisers is None else root.minimisers[0])
+                              None if root.minimisers is None else root.minimisers[0],
+                              root_multipliers)
     if found is not None:
         return finish("falsified", "counterexample", found)
     for round_index in itertools.count(1):

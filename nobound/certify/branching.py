@@ -30,17 +30,23 @@ def unstable_mask(bounds: Interval, signs: np.ndarray) -> np.ndarray:
     return (lower < 0) & (upper > 0) & (signs == 0)
 
 
+def clamp_to_splits(bounds: list[Interval], signs: list[np.ndarray]) -> list[Interval]:
+    """Pre-activation bounds with split neurons clamped: l ← max(l, 0) where z ≥ 0 is
+    imposed, u ← min(u, 0) where z ≤ 0 is (valid on the sub-domain, which has the split)."""
+    return [(np.where(s > 0, np.maximum(lo, 0.0), lo), np.where(s < 0, np.minimum(hi, 0.0), hi))
+            for (lo, hi), s in zip(bounds, signs, strict=True)]
+
+
 def intercepts(bounds: Interval, unstable: np.ndarray) -> np.ndarray:
     lower, upper = bounds
     width = np.where(unstable, upper - lower, 1.0)
     return np.where(unstable, -lower * upper / width, 0.0)
 
 
-def choose_neurons(dense: DenseNetwork, bounds: list[Interval], signs: list[np.ndarray],
-                   objective: np.ndarray, rule: str = "babsr") -> list[tuple[int, int] | None]:
-    """For each of N sub-problems, the (hidden layer, flat neuron) to split, or None when
-    no neuron is unstable. ``objective`` is (N, outputs); arrays in bounds/signs (N, n_k)."""
-    count = objective.shape[0]
+def score_tables(dense: DenseNetwork, bounds: list[Interval], signs: list[np.ndarray],
+                 objective: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per hidden layer (N, n_k): the BaBSR score and the intercept score, −inf where a
+    neuron cannot be split (stable or already split)."""
     scores: list[np.ndarray] = [np.zeros(0)] * len(bounds)
     fallback: list[np.ndarray] = [np.zeros(0)] * len(bounds)
     coefficients = objective
@@ -50,16 +56,23 @@ def choose_neurons(dense: DenseNetwork, bounds: list[Interval], signs: list[np.n
         gap = intercepts(bounds[k], unstable)
         fallback[k] = np.where(unstable, gap, -np.inf)
         lower, upper = bounds[k]
-        if rule == "babsr":
-            lower_gap = np.where(unstable, np.minimum(upper, -lower), 0.0)
-            score = np.maximum(-mu, 0) * gap + TIE_BREAK * np.abs(mu) * lower_gap
-            scores[k] = np.where(unstable, score, -np.inf)
+        lower_gap = np.where(unstable, np.minimum(upper, -lower), 0.0)
+        score = np.maximum(-mu, 0) * gap + TIE_BREAK * np.abs(mu) * lower_gap
+        scores[k] = np.where(unstable, score, -np.inf)
         width = np.where(unstable, upper - lower, 1.0)
         slope = np.where(unstable, upper / width, (lower >= 0).astype(float))
         alpha = np.where(unstable, (upper > -lower).astype(float), slope)
         coefficients = np.maximum(mu, 0) * alpha + np.minimum(mu, 0) * slope
+    return scores, fallback
+
+
+def choose_neurons(dense: DenseNetwork, bounds: list[Interval], signs: list[np.ndarray],
+                   objective: np.ndarray, rule: str = "babsr") -> list[tuple[int, int] | None]:
+    """For each of N sub-problems, the (hidden layer, flat neuron) to split, or None when
+    no neuron is unstable. ``objective`` is (N, outputs); arrays in bounds/signs (N, n_k)."""
+    scores, fallback = score_tables(dense, bounds, signs, objective)
     choices: list[tuple[int, int] | None] = []
-    for n in range(count):
+    for n in range(objective.shape[0]):
         choice = None
         for table in ((scores, fallback) if rule == "babsr" else (fallback,)):
             best_value, best = 0.0, None

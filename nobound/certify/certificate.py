@@ -10,8 +10,12 @@ cover their parent, so the leaves cover the box. Each leaf holds a *proof*: row 
     Σ_i λ_i (spec_i · f(x) + offset_i) − Σ_j β_j s_j z_j(x)
 
 over the leaf, computed by back-substitution, is positive (λ = e_i and β = 0 for a leaf
-proved by bounding one row; λ, β from the LP dual on fully split leaves). ``bound`` is the
-value the certifier found, which the checker must reproduce (within a tolerance).
+proved by bounding one row; λ, β from the LP dual on fully split leaves; with beta-CROWN
+also the lower slopes α of the leaf's ReLUs). ``bound`` is the value the certifier found.
+A node's pre-activation bounds are re-derived by the checker (DeepPoly, intersected with
+the parent's), or, for a node marked ``inherit``, are the parent's clamped by the split;
+``tightened`` entries then tighten single neurons with recorded multipliers (beta-CROWN's
+optimised intermediate bounds), layer by layer.
 
 Files are JSON (``.json`` or gzip-compressed ``.json.gz``); the model is identified by a
 SHA-256 fingerprint of its parameters in float64.
@@ -40,6 +44,23 @@ class LeafProof:
     betas: list[tuple[int, int, float]]  # (hidden layer k, neuron i, β)
     bound: float
     method: str
+    # lower ReLU slopes α ∈ [0, 1] per hidden layer (n_k numbers, used on unstable
+    # neurons); [] (or an empty layer) means DeepPoly's α = [u > −l]
+    alphas: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class NeuronBound:
+    """A bound on one hidden pre-activation z_k[i] on a node's domain, proved by the
+    back-substitution of side·z_k[i] through layers < k with these multipliers:
+    side +1 proves z ≥ value, side −1 proves z ≤ −value (value = the certifier's)."""
+
+    layer: int
+    neuron: int
+    side: int
+    alphas: list[list[float]]
+    betas: list[tuple[int, int, float]]
+    value: float
 
 
 @dataclass
@@ -47,6 +68,9 @@ class TreeNode:
     split: tuple[int, int] | None = None        # (hidden layer k, neuron i)
     children: tuple[int, int] | None = None     # (z ≥ 0 child, z ≤ 0 child)
     proof: LeafProof | None = None
+    # True: this node's bounds are its parent's, clamped by the split (not re-derived)
+    inherit: bool = False
+    tightened: list[NeuronBound] = field(default_factory=list)  # applied layer by layer
 
 
 @dataclass
@@ -97,11 +121,17 @@ def save_certificate(certificate: Certificate, path: str | Path) -> Path:
 
 def _node(raw: dict[str, Any]) -> TreeNode:
     proof = raw.get("proof")
+    tightened = [NeuronBound(int(t["layer"]), int(t["neuron"]), int(t["side"]),
+                             [list(a) for a in t["alphas"]], [tuple(b) for b in t["betas"]],
+                             float(t["value"])) for t in raw.get("tightened", [])]
     return TreeNode(tuple(raw["split"]) if raw.get("split") is not None else None,
                     tuple(raw["children"]) if raw.get("children") is not None else None,
                     LeafProof(list(proof["row_weights"]),
                               [tuple(b) for b in proof["betas"]], float(proof["bound"]),
-                              str(proof["method"])) if proof is not None else None)
+                              str(proof["method"]),
+                              [list(a) for a in proof.get("alphas", [])])
+                    if proof is not None else None,
+                    bool(raw.get("inherit", False)), tightened)
 
 
 def certificate_from_dict(raw: dict[str, Any]) -> Certificate:

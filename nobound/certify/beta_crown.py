@@ -1,0 +1,266 @@
+"""beta-CROWN: split constraints inside the bound, for many sub-domains in one call.
+
+A sub-domain D of the box fixes the signs s_j ∈ {+1, −1} of some hidden pre-activations:
+D = {x ∈ [l₀, u₀] : s_j z_j(x) ≥ 0 for every split j}. On D every pre-activation has
+bounds [l, u] (inherited from the parent and clamped by the splits), so each ReLU is
+relaxed, as in DeepPoly, by  α z ≤ ReLU(z) ≤ s z + t  (s = u/(u − l), t = −s l,
+α ∈ [0, 1] free for an unstable neuron; exact for a stable one). For multipliers β ≥ 0,
+
+    c·f(x)  ≥  c·f(x) − Σ_j β_j s_j z_j(x)          on D (every s_j z_j(x) ≥ 0),
+
+and the right-hand side is bounded below on D by back-substitution, the split term
+adding −β_j s_j to the coefficient of z_j as it passes layer j (Wang et al., 2021):
+
+    Λ_H = c;   for k = H … 1:  Λ̂ = Λ_k W_k  (coefficient of a_{k−1}),  const += Λ_k·b_k,
+               Λ_{k−1} = Λ̂⁺ α_{k−1} + Λ̂⁻ s_{k−1} − β_{k−1} s_{k−1}^split,  const += Λ̂⁻·t_{k−1};
+    bound = const + Λ_0·b_0 + (Λ_0 W_0)⁺ l₀ + (Λ_0 W_0)⁻ u₀.
+
+Every step is valid on D for *any* α ∈ [0, 1] and *any* β ≥ 0, so the bound is sound
+whatever the optimiser returns; α and β are only chosen to make it large, by projected
+gradient ascent (Adam steps, then α clipped to [0, 1] and β to ≥ 0). The gradient is the
+reverse of the loop above, written out in :func:`bound_and_gradient` (an exact
+derivative of a piecewise-linear function; tested against finite differences).
+
+Shapes: N sub-domains, K objective rows each, hidden widths n_j. α and β are (N, K, n_j)
+— one slope and one multiplier per row, as each row's bound is a separate Lagrangian.
+Arrays may be NumPy or CuPy (the module is taken from the data); the network's dense
+weights are moved to it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nobound.backend import get_array_module, to_numpy
+from nobound.exact.dense import DenseNetwork
+
+Array = Any
+
+
+@dataclass
+class SplitDomains:
+    """N sub-domains of one box: per hidden layer j, bounds (N, n_j) and signs (N, n_j)."""
+
+    lower: list[Array]
+    upper: list[Array]
+    signs: list[Array]
+    box_lower: Array   # (N, n₀) or (n₀,)
+    box_upper: Array
+
+
+@dataclass
+class Multipliers:
+    """α (N, K, n_j) in [0, 1] and β (N, K, n_j) ≥ 0 per hidden layer (β = 0 off splits)."""
+
+    alpha: list[Array]
+    beta: list[Array]
+
+    def take(self, index: Array) -> Multipliers:
+        return Multipliers([a[index].copy() for a in self.alpha],
+                           [b[index].copy() for b in self.beta])
+
+
+def _weights(network: DenseNetwork, xp: Any) -> tuple[list[Array], list[Array]]:
+    return ([xp.asarray(w) for w in network.weights], [xp.asarray(b) for b in network.biases])
+
+
+def relaxation(lower: Array, upper: Array) -> tuple[Array, Array, Array]:
+    """(unstable mask, upper slope s, upper intercept t) of ReLU on [l, u]."""
+    xp = get_array_module(lower)
+    unstable = (lower < 0) & (upper > 0)
+    width = xp.where(unstable, upper - lower, 1.0)
+    slope = xp.where(unstable, upper / width, (lower >= 0).astype(lower.dtype))
+    intercept = xp.where(unstable, -slope * lower, 0.0)
+    return unstable, slope, intercept
+
+
+def initial_multipliers(domains: SplitDomains, rows: int) -> Multipliers:
+    """DeepPoly's slopes (α = 1 where u > −l) and β = 0."""
+    xp = get_array_module(domains.lower[0])
+    alpha, beta = [], []
+    for lower, upper in zip(domains.lower, domains.upper, strict=True):
+        start = (upper > -lower).astype(lower.dtype)
+        alpha.append(xp.repeat(start[:, None, :], rows, axis=1))
+        beta.append(xp.zeros((lower.shape[0], rows, lower.shape[1]), lower.dtype))
+    return Multipliers(alpha, beta)
+
+
+def bound_and_gradient(network: DenseNetwork, domains: SplitDomains, objective: Array,
+                       offset: Array, multipliers: Multipliers, gradient: bool = True
+                       ) -> tuple[Array, Multipliers | None]:
+    """Lower bounds (N, K) of objective·f + offset on each sub-domain, and their gradient
+    w.r.t. α and β (module docstring). ``objective`` is (N, K, outputs)."""
+    bound, first, grads = _back_substitute(network, domains, objective, offset, multipliers,
+                                           gradient)
+    return bound, grads
+
+
+def input_coefficients(network: DenseNetwork, domains: SplitDomains, objective: Array,
+                       offset: Array, multipliers: Multipliers) -> Array:
+    """(N, K, n₀): the coefficient of x in each row's linear lower bound (its minimiser
+    over the box is the corner picked by the signs: a counterexample candidate)."""
+    return _back_substitute(network, domains, objective, offset, multipliers, False)[1]
+
+
+def _back_substitute(network: DenseNetwork, domains: SplitDomains, objective: Array,
+                     offset: Array, multipliers: Multipliers, gradient: bool
+                     ) -> tuple[Array, Array, Multipliers | None]:
+    xp = get_array_module(objective)
+    weights, biases = _weights(network, xp)
+    hidden = len(weights) - 1
+    relaxations = [relaxation(lo, hi) for lo, hi in zip(domains.lower, domains.upper,
+                                                        strict=True)]
+    lower_slopes = []
+    for j, (unstable, _, _) in enumerate(relaxations):
+        fixed = (domains.lower[j] >= 0).astype(objective.dtype)
+        lower_slopes.append(xp.where(unstable[:, None, :], multipliers.alpha[j],
+                                     fixed[:, None, :]))
+    coefficient = objective                           # Λ on z_H
+    constant = xp.asarray(offset, objective.dtype)
+    through: list[Array] = [None] * (hidden + 1)      # Λ̂ = Λ_k W_k, coefficient of a_{k−1}
+    for k in range(hidden, -1, -1):
+        constant = constant + coefficient @ biases[k]
+        through[k] = coefficient @ weights[k]
+        if k == 0:
+            break
+        j = k - 1
+        unstable, slope, intercept = relaxations[j]
+        positive, negative = xp.maximum(through[k], 0), xp.minimum(through[k], 0)
+        constant = constant + xp.einsum("nkj,nj->nk", negative, intercept)
+        coefficient = positive * lower_slopes[j] + negative * slope[:, None, :] \
+            - multipliers.beta[j] * domains.signs[j][:, None, :]
+    box_lower = xp.broadcast_to(domains.box_lower, (objective.shape[0],
+                                                    weights[0].shape[1]))
+    box_upper = xp.broadcast_to(domains.box_upper, box_lower.shape)
+    first = through[0]
+    bound = constant + xp.einsum("nki,ni->nk", xp.maximum(first, 0), box_lower) \
+        + xp.einsum("nki,ni->nk", xp.minimum(first, 0), box_upper)
+    if not gradient:
+        return bound, first, None
+    # reverse pass: g = d(Σ bound)/d(coefficient of z_j), walking up from the input
+    grad_through = xp.where(first > 0, box_lower[:, None, :], box_upper[:, None, :])
+    grad_alpha, grad_beta = [], []
+    for j in range(hidden):
+        grad_coefficient = grad_through @ weights[j].T + biases[j]
+        unstable, slope, intercept = relaxations[j]
+        above = through[j + 1]
+        grad_alpha.append(xp.where(unstable[:, None, :], grad_coefficient
+                                   * xp.maximum(above, 0), 0.0))
+        grad_beta.append(-grad_coefficient * domains.signs[j][:, None, :])
+        grad_through = xp.where(above > 0, grad_coefficient * lower_slopes[j],
+                                grad_coefficient * slope[:, None, :] + intercept[:, None, :])
+    return bound, first, Multipliers(grad_alpha, grad_beta)
+
+
+def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, offset: Array,
+             start: Multipliers | None = None, steps: int = 20, learning_rate: float = 0.1,
+             optimise_alpha: bool = True) -> tuple[Array, Multipliers]:
+    """Projected Adam ascent on (α, β) from ``start`` (default: DeepPoly's α, β = 0).
+
+    Returns the best bound found per sub-domain and row (every iterate is sound, so the
+    elementwise maximum over iterates is too) and the multipliers that gave it.
+    """
+    xp = get_array_module(objective)
+    rows = objective.shape[1]
+    current = start if start is not None else initial_multipliers(domains, rows)
+    if not optimise_alpha:  # DeepPoly's slopes on *these* bounds (what a checker re-derives)
+        current = Multipliers(initial_multipliers(domains, rows).alpha, current.beta)
+    split = [(s != 0)[:, None, :] for s in domains.signs]
+    current = Multipliers([xp.clip(a, 0.0, 1.0) for a in current.alpha],
+                          [xp.where(m, xp.maximum(b, 0.0), 0.0)
+                           for b, m in zip(current.beta, split, strict=True)])
+    best_bound = None
+    best = Multipliers([a.copy() for a in current.alpha], [b.copy() for b in current.beta])
+    parameters = (current.alpha if optimise_alpha else []) + current.beta
+    first_moment = [xp.zeros_like(p) for p in parameters]
+    second_moment = [xp.zeros_like(p) for p in parameters]
+    for step in range(steps + 1):
+        bound, grads = bound_and_gradient(network, domains, objective, offset, current,
+                                          gradient=step < steps)
+        # the bound of the current iterate: keep it where it beats the best so far
+        if best_bound is None:
+            best_bound = bound
+        else:
+            improved = bound > best_bound
+            best_bound = xp.where(improved, bound, best_bound)
+            for kept, now in zip(best.alpha + best.beta, current.alpha + current.beta,
+                                 strict=True):
+                kept[...] = xp.where(improved[:, :, None], now, kept)
+        if step == steps:
+            break
+        gradients = (grads.alpha if optimise_alpha else []) + grads.beta
+        for p, g, m, v in zip(parameters, gradients, first_moment, second_moment,
+                              strict=True):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            p += learning_rate * (m / (1 - 0.9 ** (step + 1))) / (
+                xp.sqrt(v / (1 - 0.999 ** (step + 1))) + 1e-8)
+        for a in current.alpha:
+            xp.clip(a, 0.0, 1.0, out=a)
+        for b, m in zip(current.beta, split, strict=True):
+            b[...] = xp.where(m, xp.maximum(b, 0.0), 0.0)
+    return best_bound, best
+
+
+
+def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: int = 10,
+                         learning_rate: float = 0.1, records: list | None = None
+                         ) -> SplitDomains:
+    """Optimised (α, β) bounds on every hidden pre-activation, layer by layer, intersected
+    with the given ones (alpha-CROWN's intermediate bounds, with split multipliers).
+
+    Layer k's bounds are the bounds of ±z_k through the truncated network W_0 … W_k, whose
+    ReLUs use the (already tightened) bounds of layers < k; only neurons still unstable in
+    some sub-domain get rows. Each result is a valid bound on the sub-domain for any α, β,
+    so the intersection is too; split neurons are clamped again afterwards. With
+    ``records`` (a list), each bound that improved is appended as (sub-domain, k, neuron,
+    side, α per layer < k, β per layer < k, value) — what a checker needs to re-derive it.
+    """
+    xp = get_array_module(domains.lower[0])
+    lower = [lo.copy() for lo in domains.lower]
+    upper = [hi.copy() for hi in domains.upper]
+    count = lower[0].shape[0]
+    for k in range(1, len(lower)):
+        unstable = xp.flatnonzero(((lower[k] < 0) & (upper[k] > 0)).any(axis=0))
+        if unstable.size == 0:
+            continue
+        truncated = DenseNetwork(network.weights[:k + 1], network.biases[:k + 1],
+                                 network.input_shape, network.relu_layers[:k],
+                                 network.relu_shapes[:k])
+        part = SplitDomains(lower[:k], upper[:k], domains.signs[:k], domains.box_lower,
+                            domains.box_upper)
+        size = int(unstable.size)
+        rows = xp.zeros((2 * size, lower[k].shape[1]), lower[k].dtype)
+        rows[xp.arange(size), unstable] = 1.0
+        rows[size + xp.arange(size), unstable] = -1.0
+        objective = xp.broadcast_to(rows, (count, *rows.shape))
+        bound, best = optimise(truncated, part, objective, xp.zeros((count, 2 * size)),
+                               steps=steps, learning_rate=learning_rate)
+        if records is not None:
+            old_lower = lower[k][:, unstable].copy()
+            old_upper = upper[k][:, unstable].copy()
+        lower[k][:, unstable] = xp.maximum(lower[k][:, unstable], bound[:, :size])
+        upper[k][:, unstable] = xp.minimum(upper[k][:, unstable], -bound[:, size:])
+        if records is not None:
+            for n, r in zip(*(to_numpy(a) for a in xp.nonzero(bound[:, :size] > old_lower)),
+                            strict=True):
+                records.append(_record(n, k, int(unstable[r]), 1, best, int(r),
+                                       float(bound[n, r])))
+            for n, r in zip(*(to_numpy(a) for a in xp.nonzero(-bound[:, size:] < old_upper)),
+                            strict=True):
+                records.append(_record(n, k, int(unstable[r]), -1, best, size + int(r),
+                                       float(bound[n, size + r])))
+        signs = domains.signs[k]
+        lower[k] = xp.where(signs > 0, xp.maximum(lower[k], 0.0), lower[k])
+        upper[k] = xp.where(signs < 0, xp.minimum(upper[k], 0.0), upper[k])
+    return SplitDomains(lower, upper, domains.signs, domains.box_lower, domains.box_upper)
+
+
+def _record(n: int, k: int, neuron: int, side: int, best: Multipliers, row: int,
+            value: float) -> tuple:
+    alphas = [to_numpy(a[n, row]) for a in best.alpha]
+    betas = [to_numpy(b[n, row]) for b in best.beta]
+    return (int(n), k, neuron, side, alphas, betas, value)

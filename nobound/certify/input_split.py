@@ -1,0 +1,143 @@
+"""Branch and bound over the input box, for networks with few inputs (ACAS Xu: 5).
+
+With few inputs, halving the box along one input dimension shrinks *every* neuron's
+range, so the relaxation tightens everywhere at once — far more per split than fixing
+one ReLU. A sub-domain here is a box [l, u] ⊆ [l₀, u₀]; the two halves along dimension d
+at the midpoint m = (l_d + u_d)/2 cover it (both keep m: a point on the cut belongs to
+both). Each box is bounded independently by CROWN on the dense network
+(:mod:`nobound.certify.beta_crown` with no splits): interval bounds first, then every
+hidden layer's bounds by back-substitution through the layers below (the intermediate
+bounds of that box), then the rows; optionally α is optimised for the rows.
+
+Which dimension: the row's linear lower bound a·x + c has min over the box
+c + Σ_i min(a_i l_i, a_i u_i), so dimension i costs |a_i| (u_i − l_i) of it; halving
+the widest contribution (|a_i| × width, "bound gradient times width") is the greedy
+choice. A box is proved when a row's lower bound is positive; the corner minimising the
+best row's linear bound and the box centre are replayed in float64 as candidates, and
+PGD runs from the worst boxes' corners every few rounds. Boxes are taken worst first, up
+to ``batch_size`` per round, all halves bounded in one batched call.
+
+Input splits are not recorded in certificates (the checker's tree splits ReLUs only), so
+the certifier uses this search only when no certificate is asked for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+
+from nobound.backend import get_array_module
+from nobound.certify.beta_crown import (
+    SplitDomains,
+    input_coefficients,
+    optimise,
+    tighten_intermediate,
+)
+from nobound.certify.falsify import attack_problem
+from nobound.certify.problem import PROOF_TOLERANCE, VerificationProblem
+from nobound.exact.dense import DenseNetwork
+
+# The certifier splits the input instead of ReLUs for networks with at most this many inputs.
+MAX_SPLIT_INPUTS = 16
+
+Array = Any
+
+
+def interval_domains(network: DenseNetwork, lower: Array, upper: Array) -> SplitDomains:
+    """Interval bounds of every hidden pre-activation for N boxes (N, n₀), no splits."""
+    xp = get_array_module(lower)
+    lows, highs, low, high = [], [], lower, upper
+    for k in range(len(network.weights) - 1):
+        weight = xp.asarray(network.weights[k])
+        centre, radius = (low + high) / 2, (high - low) / 2
+        middle = centre @ weight.T + xp.asarray(network.biases[k])
+        spread = radius @ xp.abs(weight).T
+        lows.append(middle - spread)
+        highs.append(middle + spread)
+        low, high = xp.maximum(lows[-1], 0.0), xp.maximum(highs[-1], 0.0)
+    signs = [xp.zeros(lo.shape, xp.int8) for lo in lows]
+    return SplitDomains(lows, highs, signs, lower, upper)
+
+
+def bound_boxes(network: DenseNetwork, lower: Array, upper: Array, spec: Array,
+                offset: Array, alpha_steps: int = 0) -> tuple[Array, Array]:
+    """(lower bounds (N, K) of spec·f + offset on each box, input coefficients (N, K, n₀))."""
+    xp = get_array_module(lower)
+    count = lower.shape[0]
+    domains = tighten_intermediate(network, interval_domains(network, lower, upper), steps=0)
+    objective = xp.broadcast_to(xp.asarray(spec), (count, *spec.shape))
+    offsets = xp.broadcast_to(xp.asarray(offset), (count, spec.shape[0]))
+    bound, multipliers = optimise(network, domains, objective, offsets, steps=alpha_steps)
+    return bound, input_coefficients(network, domains, objective, offsets, multipliers)
+
+
+def split_dimension(coefficients: Array, lower: Array, upper: Array) -> Array:
+    """(N,) the input dimension with the largest |a_i| (u_i − l_i) (rows: (N, n₀))."""
+    xp = get_array_module(coefficients)
+    return xp.argmax(xp.abs(coefficients) * (upper - lower), axis=1)
+
+
+def input_split_search(problem: VerificationProblem, network: DenseNetwork,
+                       deadline: float = np.inf, max_boxes: int = 200_000,
+                       batch_size: int = 256, alpha_steps: int = 0, attack_every: int = 10,
+                       attack_steps: int = 20, seed: int = 0) -> dict:
+    """Decide ``problem`` by splitting its input box (module docstring).
+
+    Returns {"status", "counterexample", "bounded", "lower_bound", "reason", "rounds"}.
+    """
+    start = time.perf_counter()
+    spec, offset = problem.spec, problem.offset
+    flat_lower, flat_upper = problem.lower.reshape(1, -1), problem.upper.reshape(1, -1)
+    # (best row's bound, tie-break, box lower, box upper, that row's input coefficients)
+    heap: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    order = itertools.count()
+    bounded = 0
+
+    def result(status: str, reason: str = "", found: Any = None, rounds: int = 0) -> dict:
+        return {"status": status, "counterexample": found, "bounded": bounded,
+                "lower_bound": heap[0][0] if heap else np.inf, "reason": reason,
+                "rounds": rounds, "seconds": time.perf_counter() - start}
+
+    boxes_lower, boxes_upper = flat_lower, flat_upper
+    for round_index in itertools.count():
+        bound, coefficients = bound_boxes(network, boxes_lower, boxes_upper, spec, offset,
+                                          alpha_steps)
+        bounded += len(boxes_lower)
+        best = bound.max(axis=1)
+        chosen = coefficients[np.arange(len(best)), np.argmax(bound, axis=1)]
+        corners = np.where(chosen < 0, boxes_upper, boxes_lower)
+        candidates = np.concatenate([corners, (boxes_lower + boxes_upper) / 2])
+        found = problem.find_counterexample(candidates.reshape(-1, *problem.input_shape))
+        if found is not None:
+            return result("falsified", "counterexample", found, round_index)
+        for n in np.flatnonzero(best <= PROOF_TOLERANCE):
+            heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
+                                  boxes_upper[n], chosen[n]))
+        if not heap:
+            return result("certified", rounds=round_index)
+        if attack_every and round_index % attack_every == attack_every - 1:
+            starts = np.stack([np.where(e[4] < 0, e[3], e[2]) for e in heapq.nsmallest(8, heap)])
+            found = attack_problem(problem, starts.reshape(-1, *problem.input_shape),
+                                   steps=attack_steps, restarts=0, seed=seed + round_index)
+            if found is not None:
+                return result("falsified", "counterexample", found, round_index)
+        if time.perf_counter() > deadline:
+            return result("unknown", "timeout", rounds=round_index)
+        if bounded >= max_boxes:
+            return result("unknown", "node limit", rounds=round_index)
+        parents = [heapq.heappop(heap) for _ in range(min(batch_size, len(heap)))]
+        lower = np.stack([p[2] for p in parents])
+        upper = np.stack([p[3] for p in parents])
+        dimension = split_dimension(np.stack([p[4] for p in parents]), lower, upper)
+        middle = (lower[np.arange(len(parents)), dimension]
+                  + upper[np.arange(len(parents)), dimension]) / 2
+        left_upper, right_lower = upper.copy(), lower.copy()
+        left_upper[np.arange(len(parents)), dimension] = middle
+        right_lower[np.arange(len(parents)), dimension] = middle
+        boxes_lower = np.concatenate([lower, right_lower])
+        boxes_upper = np.concatenate([left_upper, upper])
+    raise AssertionError("unreachable")

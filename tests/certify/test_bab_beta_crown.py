@@ -1,0 +1,281 @@
+"""beta-CROWN (split constraints inside the bound): sound for any α ∈ [0, 1] and β ≥ 0,
+exact gradient, tighter than DeepPoly after optimisation, and checkable proofs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from certify_instances import near_boundary_problem, tiny_network
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nobound.certify.bab import BabConfig, branch_and_bound
+from nobound.certify.beta_crown import (
+    Multipliers,
+    SplitDomains,
+    bound_and_gradient,
+    initial_multipliers,
+    optimise,
+)
+from nobound.certify.certificate import Certificate, model_fingerprint, problem_certificate
+from nobound.certify.checker import check_certificate
+from nobound.exact import dense_network, minimise_output
+from nobound.exact.intervals import interval_bounds
+
+SIZES = (3, 7, 6, 2)
+
+
+def split_instance(seed: int, splits_wanted: int):
+    """(model, dense, box, signs per hidden layer, IBP bounds valid on the split region)."""
+    rng = np.random.default_rng(seed)
+    model = tiny_network(seed, SIZES)
+    dense = dense_network(model, (SIZES[0],))
+    centre = rng.uniform(-1, 1, SIZES[0])
+    lower, upper = centre - 0.6, centre + 0.6
+    free = interval_bounds(dense, lower, upper)
+    signs = [np.zeros(n, np.int8) for n in SIZES[1:-1]]
+    unstable = [(k, i) for k in range(len(signs)) for i in range(SIZES[k + 1])
+                if free[k][0][i] < 0 < free[k][1][i]]
+    for pick in rng.permutation(len(unstable))[:splits_wanted]:
+        k, i = unstable[pick]
+        signs[k][i] = rng.choice([-1, 1])
+    splits = {layer: s for layer, s in zip(dense.relu_layers, signs, strict=True)}
+    bounds = interval_bounds(dense, lower, upper, splits)
+    return model, dense, (lower, upper), signs, bounds, splits
+
+
+def domains_of(box, signs, bounds, xp=np) -> SplitDomains:
+    hidden = len(signs)
+    return SplitDomains([xp.asarray(bounds[k][0][None]) for k in range(hidden)],
+                        [xp.asarray(bounds[k][1][None]) for k in range(hidden)],
+                        [xp.asarray(s[None]) for s in signs], xp.asarray(box[0]),
+                        xp.asarray(box[1]))
+
+
+def random_multipliers(rng, signs, rows: int, scale: float) -> Multipliers:
+    alpha = [rng.uniform(0, 1, (1, rows, s.size)) for s in signs]
+    beta = [rng.exponential(scale, (1, rows, s.size)) * (s != 0) for s in signs]
+    return Multipliers(alpha, beta)
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 10_000), splits=st.integers(0, 5),
+       beta_scale=st.sampled_from([0.0, 0.1, 1.0, 100.0]))
+def test_any_alpha_and_beta_give_a_bound_below_the_exact_split_minimum(seed, splits,
+                                                                       beta_scale) -> None:
+    model, dense, box, signs, bounds, split_map = split_instance(seed, splits)
+    if any(np.any(lo > hi) for lo, hi in bounds[:-1]):
+        return  # the splits leave nothing; nothing to bound
+    row = np.array([[1.0, -1.0], [-0.5, 2.0]])
+    rng = np.random.default_rng(seed)
+    multipliers = random_multipliers(rng, signs, 2, beta_scale)
+    value, _ = bound_and_gradient(dense, domains_of(box, signs, bounds), row[None],
+                                  np.zeros((1, 2)), multipliers, gradient=False)
+    for r in range(2):
+        exact = minimise_output(model, box[0], box[1], row[r], splits=split_map)
+        if np.isfinite(exact.value):
+            assert value[0, r] <= exact.value + 1e-7
+    # sampled points and box vertices that satisfy the splits
+    corners = np.array(np.meshgrid(*np.stack(box).T)).reshape(SIZES[0], -1).T
+    points = np.concatenate([corners, rng.uniform(box[0], box[1], (4000, SIZES[0]))])
+    hidden = dense.pre_activations(points)
+    inside = np.ones(len(points), bool)
+    for k, s in enumerate(signs):
+        inside &= np.all(s * hidden[k] >= 0, axis=1)
+    outputs = hidden[-1][inside] @ row.T
+    if len(outputs):
+        assert np.all(value[0] <= outputs.min(axis=0) + 1e-9)
+
+
+def test_gradient_matches_finite_differences() -> None:
+    _, dense, box, signs, bounds, _ = split_instance(3, 4)
+    domains = domains_of(box, signs, bounds)
+    rows = np.array([[[1.0, -1.0]]])
+    multipliers = random_multipliers(np.random.default_rng(0), signs, 1, 1.0)
+    _, gradient = bound_and_gradient(dense, domains, rows, np.zeros((1, 1)), multipliers)
+    step = 1e-6
+    for name in ("alpha", "beta"):
+        for k, values in enumerate(getattr(multipliers, name)):
+            numeric = np.zeros_like(values)
+            for index in np.ndindex(values.shape):
+                values[index] += step
+                up, _ = bound_and_gradient(dense, domains, rows, np.zeros((1, 1)),
+                                           multipliers, gradient=False)
+                values[index] -= 2 * step
+                down, _ = bound_and_gradient(dense, domains, rows, np.zeros((1, 1)),
+                                             multipliers, gradient=False)
+                values[index] += step
+                numeric[index] = (up - down).sum() / (2 * step)
+            # α only matters on unstable neurons, β only on split ones: both exact there
+            np.testing.assert_allclose(getattr(gradient, name)[k], numeric, atol=1e-6)
+
+
+def test_optimisation_only_raises_the_bound_and_stays_sound() -> None:
+    raised = 0
+    for seed in range(6):
+        model, dense, box, signs, bounds, split_map = split_instance(seed, 3)
+        if any(np.any(lo > hi) for lo, hi in bounds[:-1]):
+            continue
+        domains = domains_of(box, signs, bounds)
+        rows = np.array([[[1.0, -1.0]]])
+        start, _ = bound_and_gradient(dense, domains, rows, np.zeros((1, 1)),
+                                      initial_multipliers(domains, 1), gradient=False)
+        best, chosen = optimise(dense, domains, rows, np.zeros((1, 1)), steps=30)
+        assert best[0, 0] >= start[0, 0]
+        raised += best[0, 0] > start[0, 0] + 1e-6
+        assert all(np.all((a >= 0) & (a <= 1)) for a in chosen.alpha)
+        assert all(np.all(b >= 0) for b in chosen.beta)
+        exact = minimise_output(model, box[0], box[1], rows[0, 0], splits=split_map)
+        assert best[0, 0] <= exact.value + 1e-7
+    assert raised  # the optimiser does something on these instances
+
+
+def test_same_numbers_on_every_backend(xp) -> None:
+    _, dense, box, signs, bounds, _ = split_instance(1, 3)
+    rows = np.array([[[1.0, -1.0]]])
+    multipliers = random_multipliers(np.random.default_rng(1), signs, 1, 1.0)
+    expected, grads = bound_and_gradient(dense, domains_of(box, signs, bounds), rows,
+                                         np.zeros((1, 1)), multipliers)
+    moved = Multipliers([xp.asarray(a) for a in multipliers.alpha],
+                        [xp.asarray(b) for b in multipliers.beta])
+    value, moved_grads = bound_and_gradient(dense, domains_of(box, signs, bounds, xp),
+                                            xp.asarray(rows), xp.asarray(np.zeros((1, 1))),
+                                            moved)
+    from nobound.backend import to_numpy
+
+    np.testing.assert_allclose(to_numpy(value), expected, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(moved_grads.beta[0]), grads.beta[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("branching", ["babsr", "fsb"])
+@pytest.mark.parametrize("intermediate", ["inherit", "recompute"])
+def test_beta_bab_decisions_match_milp(branching, intermediate) -> None:
+    for seed in (0, 5):
+        model = tiny_network(seed, (3, 8, 8, 2))
+        centre = np.random.default_rng(5).uniform(-1, 1, 3)
+        config = BabConfig(method="beta-crown", branching=branching, batch_size=8,
+                           max_nodes=3000, intermediate=intermediate)
+        for margin in (0.01, -0.01):
+            problem, _ = near_boundary_problem(model, centre, 0.5, np.array([1.0, -1.0]),
+                                               margin)
+            result = branch_and_bound(problem, dense_network(model, (3,)), config)
+            assert result.status == ("certified" if margin > 0 else "falsified")
+
+
+def checkable_proof():
+    """(model, problem, nodes) of a beta-CROWN search whose proofs use some β > 0."""
+    for seed in range(40):
+        model = tiny_network(seed, (3, 8, 8, 2))
+        centre = np.random.default_rng(seed).uniform(-1, 1, 3)
+        problem, _ = near_boundary_problem(model, centre, 0.5, np.array([1.0, -1.0]), 0.02)
+        config = BabConfig(method="beta-crown", intermediate="recompute",
+                           optimise_alpha=False, batch_size=4, max_nodes=2000)
+        result = branch_and_bound(problem, dense_network(model, (3,)), config)
+        assert result.status == "certified"
+        if any(n.proof is not None and n.proof.betas for n in result.nodes):
+            return model, problem, result.nodes
+    raise RuntimeError("no proof used a split multiplier")
+
+
+def test_checker_accepts_beta_proofs_and_rejects_tampered_multipliers() -> None:
+    model, problem, nodes = checkable_proof()
+
+    def certificate(tree):
+        return Certificate(model_fingerprint(model), (3,), [problem_certificate(problem, tree)])
+
+    report = check_certificate(model, certificate(nodes), [problem])
+    assert report.valid, report.errors
+    leaf = next(i for i, n in enumerate(nodes) if n.proof is not None and n.proof.betas)
+    import copy
+
+    for tamper in (lambda b: -abs(b) - 1.0, lambda b: b + 50.0):
+        tampered = copy.deepcopy(nodes)
+        k, neuron, beta = tampered[leaf].proof.betas[0]
+        tampered[leaf].proof.betas[0] = (k, neuron, tamper(beta))
+        assert not check_certificate(model, certificate(tampered), [problem]).valid
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 10_000), splits=st.integers(0, 4))
+def test_tightened_intermediate_bounds_hold_and_only_shrink(seed, splits) -> None:
+    from nobound.certify.beta_crown import tighten_intermediate
+
+    _, dense, box, signs, bounds, _ = split_instance(seed, splits)
+    if any(np.any(lo > hi) for lo, hi in bounds[:-1]):
+        return
+    domains = domains_of(box, signs, bounds)
+    tight = tighten_intermediate(dense, domains, steps=10)
+    rng = np.random.default_rng(seed)
+    corners = np.array(np.meshgrid(*np.stack(box).T)).reshape(SIZES[0], -1).T
+    points = np.concatenate([corners, rng.uniform(box[0], box[1], (4000, SIZES[0]))])
+    hidden = dense.pre_activations(points)
+    inside = np.ones(len(points), bool)
+    for k, s in enumerate(signs):
+        inside &= np.all(s * hidden[k] >= 0, axis=1)
+    for k in range(len(signs)):
+        assert np.all(tight.lower[k] >= domains.lower[k])
+        assert np.all(tight.upper[k] <= domains.upper[k])
+        values = hidden[k][inside]
+        assert np.all(values >= tight.lower[k][0] - 1e-9)
+        assert np.all(values <= tight.upper[k][0] + 1e-9)
+
+
+def _check(model, problem, tree):
+    certificate = Certificate(model_fingerprint(model), (3,), [problem_certificate(problem, tree)])
+    return check_certificate(model, certificate, [problem])
+
+
+def inherit_proof():
+    """(model, problem, nodes) of an inherit-mode beta-CROWN search (optimised α, root
+    bounds tightened) whose proof needs its tightened bounds, its α and some β."""
+    import copy
+
+    for seed in range(40):
+        model = tiny_network(seed, (3, 10, 10, 10, 2))
+        centre = np.random.default_rng(seed).uniform(-1, 1, 3)
+        problem, _ = near_boundary_problem(model, centre, 0.5, np.array([1.0, -1.0]), 0.002)
+        config = BabConfig(method="beta-crown", batch_size=4, max_nodes=2000)
+        result = branch_and_bound(problem, dense_network(model, (3,)), config)
+        assert result.status == "certified"
+        nodes = result.nodes
+        if not any(n.proof is not None and n.proof.betas for n in nodes):
+            continue
+        untightened = copy.deepcopy(nodes)
+        untightened[0].tightened = []
+        default_alpha = copy.deepcopy(nodes)
+        for node in default_alpha:
+            if node.proof is not None:
+                node.proof.alphas = []
+        if not _check(model, problem, untightened).valid and \
+                not _check(model, problem, default_alpha).valid:
+            return model, problem, nodes
+    raise RuntimeError("no instance needing tightened bounds, α and β")
+
+
+def test_checker_accepts_inherited_tightened_alpha_beta_proofs() -> None:
+    """The checker re-derives tightened bounds and leaves with the recorded multipliers
+    (the proof fails without them, so they are used) and rejects out-of-range ones."""
+    import copy
+
+    model, problem, nodes = inherit_proof()
+    assert all(n.inherit for n in nodes[1:]) and not nodes[0].inherit
+    report = _check(model, problem, nodes)
+    assert report.valid, report.errors[:3]
+    leaf = next(i for i, n in enumerate(nodes) if n.proof is not None and n.proof.alphas)
+    bad_alpha = copy.deepcopy(nodes)
+    bad_alpha[leaf].proof.alphas[0][0] = 1.5
+    assert not _check(model, problem, bad_alpha).valid
+    bad_tightened = copy.deepcopy(nodes)
+    bad_tightened[0].tightened[0].alphas[0][0] = -0.5
+    assert not _check(model, problem, bad_tightened).valid
+
+
+def test_certificates_with_multipliers_survive_a_file_round_trip(tmp_path) -> None:
+    from nobound.certify.certificate import load_certificate, save_certificate
+
+    model, problem, nodes = inherit_proof()
+    certificate = Certificate(model_fingerprint(model), (3,),
+                              [problem_certificate(problem, nodes)])
+    loaded = load_certificate(save_certificate(certificate, tmp_path / "c.json.gz"))
+    assert loaded.problems[0].nodes == nodes
+    assert check_certificate(model, loaded, [problem]).valid
