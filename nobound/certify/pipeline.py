@@ -31,6 +31,7 @@ problem is its split tree (one leaf when the box was proved at once).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from nobound.autodiff.tensor import Tensor, no_grad
-from nobound.backend import to_numpy
+from nobound.backend import to_device, to_numpy
 from nobound.certify.bab import BabConfig, branch_and_bound
 from nobound.certify.certificate import (
     Certificate,
@@ -79,6 +80,9 @@ class CertifierConfig:
     robustness_attack_restarts: int = 3
     certificate: bool = False
     seed: int = 0
+    # where the whole-box bounds (IBP ... alpha-CROWN) run: "cpu" or "cuda". The attacks,
+    # branch and bound with its LPs, and the rigorous proof check stay on the host.
+    device: str = "cpu"
     # skip the rigorous re-check of proofs: faster, but round-off can make it wrong
     allow_roundoff_errors: bool = False
 
@@ -96,6 +100,9 @@ class Certifier:
         if self.config.certificate:
             self.config = replace(self.config, methods=("deeppoly",), bab_method="deeppoly")
         self.replay = replay if replay is not None else ModelReplay(model)
+        # the bounding stages' copy on the device (the float64 host model itself on "cpu")
+        self.bound_model = self.model if self.config.device == "cpu" else \
+            copy.deepcopy(self.model).to(self.config.device)
         self._dense: DenseNetwork | None = None
         self._stored: StoredNetwork | None = None
 
@@ -268,10 +275,12 @@ class Certifier:
         for n, problem in enumerate(problems):
             spec[n, :problem.num_rows] = problem.spec
             offset[n, :problem.num_rows] = problem.offset
-        box = Box(Tensor(np.stack([p.lower for p in problems])),
-                  Tensor(np.stack([p.upper for p in problems])))
+        device = self.config.device  # explicit transfers there and back
+        box = Box(Tensor(to_device(np.stack([p.lower for p in problems]), device)),
+                  Tensor(to_device(np.stack([p.upper for p in problems]), device)))
         with no_grad():
-            result = compute_bounds(self.model, box, method=method, spec=spec)
+            result = compute_bounds(self.bound_model, box, method=method,
+                                    spec=to_device(spec, device))
         lower = to_numpy(result.lower.data).reshape(len(problems), rows) + offset
         return [lower[n, :p.num_rows] for n, p in enumerate(problems)]
 

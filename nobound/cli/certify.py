@@ -21,6 +21,7 @@ from typing import Any
 from nobound.cli import UsageError
 from nobound.cli.common import (
     add_checkpoint_arguments,
+    check_device,
     check_non_negative,
     check_output_directory,
     check_positive,
@@ -50,6 +51,9 @@ def add_certifier_flags(parser: argparse.ArgumentParser, timeout: float) -> None
     parser.add_argument("--branching", default="babsr", choices=("babsr", "intercept"),
                         help="neuron choice (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks")
+    parser.add_argument("--device", default="cpu",
+                        help="where the whole-box bounds run: cpu or cuda (attacks, branch "
+                             "and bound with its LPs and the proof check stay on the host)")
 
 
 def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -60,6 +64,7 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
     check_positive("--max-nodes", args.max_nodes)
     check_positive("--batch-size", args.batch_size)
     check_non_negative("--seed", args.seed)
+    check_device(args.device)
     try:
         methods = tuple(resolve_method(m) for m in args.methods.split(",") if m.strip())
     except ValueError as error:
@@ -67,7 +72,7 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
     return CertifierConfig(timeout=args.timeout, max_nodes=args.max_nodes,
                            batch_size=args.batch_size, methods=methods, bab=not args.no_bab,
                            bab_method=args.bab_method, branching=args.branching,
-                           seed=args.seed, **extra)
+                           seed=args.seed, device=args.device, **extra)
 
 
 def register(subparsers: Any) -> None:
