@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from nobound.backend import to_numpy
-from nobound.nn.activation import Flatten, ReLU
+from nobound.nn.activation import Flatten, ReLU, Sigmoid, Tanh
 from nobound.nn.layers import Conv2d, Linear
 from nobound.nn.module import Module
 from nobound.nn.normalization import BatchNorm, Normalize
+from nobound.nn.pooling import MaxPool2d
 from nobound.nn.sequential import Sequential
 
 FORMAT = "nobound-sequential"
@@ -39,8 +40,11 @@ def describe_layer(layer: Module) -> dict[str, Any]:
                 "out_channels": layer.out_channels, "kernel_size": layer.kernel_size,
                 "stride": layer.stride, "padding": layer.padding,
                 "bias": layer.bias is not None}
-    if isinstance(layer, ReLU):
-        return {"type": "ReLU"}
+    if isinstance(layer, ReLU | Sigmoid | Tanh):
+        return {"type": type(layer).__name__}
+    if isinstance(layer, MaxPool2d):
+        return {"type": "MaxPool2d", "kernel_size": layer.kernel_size, "stride": layer.stride,
+                "padding": layer.padding}
     if isinstance(layer, Flatten):
         return {"type": "Flatten", "feature_dims": layer.feature_dims}
     if isinstance(layer, BatchNorm):
@@ -73,8 +77,10 @@ def build_layer(spec: dict[str, Any], dtype: Any) -> Module:
         return Linear(dtype=dtype, **args)
     if kind == "Conv2d":
         return Conv2d(dtype=dtype, **args)
-    if kind == "ReLU":
-        return ReLU()
+    if kind in ("ReLU", "Sigmoid", "Tanh"):
+        return {"ReLU": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh}[kind]()
+    if kind == "MaxPool2d":
+        return MaxPool2d(**args)
     if kind == "Flatten":
         return Flatten(**args)
     if kind == "BatchNorm":

@@ -10,6 +10,8 @@ Conv2d         Conv (kernel, strides, symmetric pads)
 Linear         Gemm with transB = 1 (y = x Wᵀ + b)
 BatchNorm      BatchNormalization with the running statistics (eval semantics)
 ReLU           Relu
+Sigmoid, Tanh  Sigmoid, Tanh
+MaxPool2d      MaxPool (square kernel, strides, symmetric pads)
 Flatten        Flatten(axis = 1)
 =============  ===============================================================
 
@@ -26,7 +28,18 @@ from typing import Any
 import numpy as np
 
 from nobound.backend import get_array_module, to_numpy
-from nobound.nn import BatchNorm, Conv2d, Flatten, Linear, Normalize, ReLU, Sequential
+from nobound.nn import (
+    BatchNorm,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Normalize,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 
 OPSET = 15
 
@@ -74,8 +87,12 @@ def to_onnx(model: Sequential, input_shape: Sequence[int], name: str = "nobound"
             initialisers += [_constant(n, v, dtype) for n, v in zip(names, values, strict=True)]
             nodes.append(helper.make_node("BatchNormalization", [current, *names], [out],
                                           epsilon=float(layer.eps)))
-        elif isinstance(layer, ReLU):
-            nodes.append(helper.make_node("Relu", [current], [out]))
+        elif isinstance(layer, ReLU | Sigmoid | Tanh):
+            nodes.append(helper.make_node(type(layer).__name__.capitalize(), [current], [out]))
+        elif isinstance(layer, MaxPool2d):
+            k, s, p = layer.kernel_size, layer.stride, layer.padding
+            nodes.append(helper.make_node("MaxPool", [current], [out], kernel_shape=[k, k],
+                                          strides=[s, s], pads=[p, p, p, p]))
         elif isinstance(layer, Flatten):
             if layer.feature_dims != 3:
                 raise ValueError("only Flatten of (C, H, W) features can be exported")

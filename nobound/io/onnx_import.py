@@ -26,7 +26,8 @@ Conv (+ Add), Pad         Conv2d; a constant-zero Pad is merged into the next Co
                           :func:`symmetric_convolution`)
 AveragePool,              Conv2d with fixed weights 1/(kh·kw) on the channel diagonal (a
 GlobalAveragePool         linear map, so exact in every relaxation)
-Relu                      ReLU
+Relu, Sigmoid, Tanh       ReLU, Sigmoid, Tanh
+MaxPool                   MaxPool2d (square kernel, equal strides, symmetric pads)
 Sub, Add, Div, Mul        per-feature affine y = scale·x + shift: ``Normalize`` for positive
   by constants            per-channel scales on (C, H, W) data (consecutive ones merged),
                           otherwise an eval-mode BatchNorm with ε = 0, mean 0, variance 1
@@ -58,7 +59,19 @@ from nobound.io.onnx_graph import (
     normalise,
     value_shapes,
 )
-from nobound.nn import BatchNorm, Conv2d, Flatten, Linear, Module, Normalize, ReLU, Sequential
+from nobound.nn import (
+    BatchNorm,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Module,
+    Normalize,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 
 __all__ = ["ImportedNetwork", "OnnxImportError", "import_onnx", "symmetric_convolution"]
 
@@ -360,6 +373,31 @@ class _Importer:
         strides = [1, 1] if global_ else list(attrs.get("strides", [1, 1]))
         self.conv_layer(weight, None, pads, strides, node, index)
 
+    def max_pool(self, node: Any, index: int) -> None:
+        self.operands(node, index)
+        if self.pads is not None:
+            raise self.fail(node, index, "a zero Pad before MaxPool is not a −∞ padding")
+        self.identity_layout(node, index)
+        attrs = self.attributes(node)
+        kernel = list(attrs["kernel_shape"])
+        strides = list(attrs.get("strides", [1, 1]))
+        pads = self.padding(attrs, 2, node, index)
+        if len(node.output) > 1 and node.output[1] or attrs.get("ceil_mode", 0) or \
+                any(d != 1 for d in attrs.get("dilations", [1, 1])):
+            raise self.fail(node, index, "indices output, ceil_mode and dilations are "
+                                         "unsupported")
+        if len(set(kernel)) != 1 or len(set(strides)) != 1 or len(set(pads)) != 1 or \
+                len(self.shape) != 3:
+            raise self.fail(node, index, "needs (C, H, W) data, a square kernel, equal "
+                                         "strides and equal pads")
+        layer = MaxPool2d(kernel[0], strides[0], pads[0])
+        self.shape = layer.output_shape(self.shape)
+        if self.shape != self.output_shape(node, index):
+            raise self.fail(node, index, f"output {self.shape} differs from ONNX's "
+                                         f"{self.output_shape(node, index)}")
+        self.append(layer)
+        self.index = np.arange(prod(self.shape)).reshape(self.shape)
+
     def pad(self, node: Any, index: int) -> None:
         position, operands = self.operands(node, index)
         attrs = self.attributes(node)
@@ -470,10 +508,14 @@ class _Importer:
             self.elementwise(node, index)
         elif op == "BatchNormalization":
             self.batchnorm(node, index)
-        elif op == "Relu":
+        elif op in ("Relu", "Sigmoid", "Tanh"):
             self.operands(node, index)
             self.materialise()
-            self.append(ReLU())
+            if self.pads is not None:
+                raise self.fail(node, index, "a Pad must be followed by Conv or AveragePool")
+            self.append({"Relu": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh}[op]())
+        elif op == "MaxPool":
+            self.max_pool(node, index)
         elif op in ("AveragePool", "GlobalAveragePool"):
             self.average_pool(node, index, op == "GlobalAveragePool")
         elif op == "Pad":

@@ -1,4 +1,4 @@
-"""Parameter-free layers: ReLU and Flatten."""
+"""Parameter-free layers: ReLU, Sigmoid, Tanh and Flatten."""
 
 from __future__ import annotations
 
@@ -14,6 +14,26 @@ class ReLU(Module):
 
     def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         return ops.relu(x)
+
+
+class Sigmoid(Module):
+    """y = σ(x) = 1 / (1 + e⁻ˣ), elementwise;  vjp = g · y (1 − y).
+
+    Computed as e^{min(x,0)} / (1 + e^{−|x|}), which overflows for no x.
+    """
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        xp = x.xp
+        out = xp.exp(xp.minimum(x.data, 0)) / (1 + xp.exp(-xp.abs(x.data)))
+        return Tensor.from_op(out, (x,), lambda g: (g * out * (1 - out),))
+
+
+class Tanh(Module):
+    """y = tanh x, elementwise;  vjp = g · (1 − y²)."""
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        out = x.xp.tanh(x.data)
+        return Tensor.from_op(out, (x,), lambda g: (g * (1 - out * out),))
 
 
 class Flatten(Module):

@@ -176,6 +176,27 @@ def test_average_and_global_average_pool() -> None:
     matches_reference(make_model(nodes, constants, [1, 2, 8, 8], [1, 3]))
 
 
+def test_max_pool_sigmoid_and_tanh() -> None:
+    rng = np.random.default_rng(15)
+    nodes = [helper.make_node("Conv", ["x", "K"], ["c"], kernel_shape=[2, 2]),
+             helper.make_node("Tanh", ["c"], ["t"]),
+             helper.make_node("MaxPool", ["t"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["m"], ["f"]),
+             helper.make_node("Gemm", ["f", "W"], ["g"], transB=1),
+             helper.make_node("Sigmoid", ["g"], ["out"])]
+    constants = {"K": rng.normal(size=(2, 1, 2, 2)), "W": rng.normal(size=(3, 2 * 4 * 4))}
+    proto = make_model(nodes, constants, [1, 1, 8, 8], [1, 3])
+    imported = matches_reference(proto)
+    names = [type(layer).__name__ for layer in imported.model.layers]
+    assert names == ["Conv2d", "Tanh", "MaxPool2d", "Flatten", "Linear", "Sigmoid"]
+    from nobound.io.onnx_export import to_onnx
+
+    again = import_onnx(to_onnx(imported.model, imported.input_shape), dtype=np.float64)
+    x = rng.normal(size=(2, 1, 8, 8))
+    np.testing.assert_allclose(again.model(x).data, imported.model(x).data, rtol=1e-12)
+
+
 def test_nhwc_input_and_transpose_before_flatten_keras_style() -> None:
     """tf2onnx: Transpose(0,3,1,2) at the input, Transpose(0,2,3,1) before the Reshape."""
     rng = np.random.default_rng(8)
@@ -299,10 +320,5 @@ REAL_NETWORKS = sorted(
                                   p.name.startswith("ACASXU_run2a_1_1")],
                          ids=lambda p: p.name)
 def test_real_vnncomp_networks_import_and_match(path) -> None:
-    try:
-        imported = import_onnx(path, dtype=np.float64)
-    except OnnxImportError as error:
-        if "MaxPool" in str(error) or "Sigmoid" in str(error):
-            pytest.xfail(str(error))
-        raise
+    imported = import_onnx(path, dtype=np.float64)
     assert imported.num_outputs in (5, 10)
