@@ -85,6 +85,9 @@ def solve_leaf(network: DenseNetwork, lower: np.ndarray, upper: np.ndarray,
     cost = np.zeros(num_inputs + 1)
     cost[-1] = 1.0
     bounds = list(zip(lower, upper, strict=True)) + [(None, None)]
+    if not (np.all(np.isfinite(constraints)) and np.all(np.isfinite(right))):
+        # the region's affine map overflows float64: no LP answer (left undecided)
+        return LeafSolution(-np.inf, None, np.zeros(num_rows), {}, -np.inf)
     result = linprog(cost, A_ub=constraints, b_ub=right, bounds=bounds, method="highs")
     if result.status != 0:
         return LeafSolution(-np.inf, None, np.zeros(num_rows), {}, -np.inf)

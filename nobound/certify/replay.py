@@ -15,6 +15,7 @@ float32). So a counterexample counts only when
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,9 +54,14 @@ class ModelReplay:
 
 
 class OnnxReplay:
-    """ONNX's reference evaluator (``onnx.reference``) on the original file, in its dtype."""
+    """ONNX's reference evaluator (``onnx.reference``) on the original graph, in its dtype.
 
-    def __init__(self, source: str | Path | Any) -> None:
+    ``to_file_input`` maps one model-layout input to the file's flat input order (an
+    imported network's :meth:`to_file_input`; default: the same order).
+    """
+
+    def __init__(self, source: str | Path | Any,
+                 to_file_input: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         import onnx
         from onnx.reference import ReferenceEvaluator
 
@@ -67,17 +73,29 @@ class OnnxReplay:
         tensor_type = inputs[0].type.tensor_type
         self.name = inputs[0].name
         self.dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
-        self.shape = tuple(dims)
+        self.shape = tuple(d.dim_value if d.HasField("dim_value") else 1
+                           for d in tensor_type.shape.dim)
+        self.output = model.graph.output[0].name
+        self.to_file_input = to_file_input or (lambda x: np.asarray(x).reshape(-1))
         self.evaluator = ReferenceEvaluator(model)
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         outputs = []
         for point in np.asarray(points):
-            feed = np.asarray(point, self.dtype).reshape(self.shape)
-            result = self.evaluator.run(None, {self.name: feed})[0]
+            feed = np.asarray(self.to_file_input(point), self.dtype).reshape(self.shape)
+            with np.errstate(over="ignore"):
+                result = self.evaluator.run([self.output], {self.name: feed})[0]
             outputs.append(np.asarray(result, np.float64).reshape(-1))
         return np.stack(outputs)
+
+
+def network_replay(network: Any) -> Replay:
+    """The replay of an imported network: its ONNX graph when it came from one, else its
+    model's forward pass in its own dtype."""
+    onnx_model = getattr(network, "onnx_model", None)
+    if onnx_model is not None:
+        return OnnxReplay(onnx_model, network.to_file_input)
+    return ModelReplay(network.model)
 
 
 def in_dtype_and_box(point: np.ndarray, dtype: np.dtype, lower: np.ndarray,

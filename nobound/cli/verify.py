@@ -33,6 +33,8 @@ A counterexample is reported only after it replays in the file's own arithmetic
 its disjunct ≤ 0. One that holds only in nobound's float64 is reported as ``unknown``.
 A network whose trailing Softmax was dropped (see :mod:`nobound.io.onnx_import`) only
 takes properties whose output rows compare two outputs (c·(Y_i − Y_j) with no constant).
+Branch and bound splits ReLUs only: on a network with Sigmoid, Tanh or MaxPool layers the
+answer comes from the attacks and the bounds alone (the summary line says so).
 ``--certificate PATH`` saves the split trees of an ``unsat`` answer for
 ``nobound.certify.checker`` (proofs by DeepPoly and branch and bound only).
 """
@@ -50,6 +52,9 @@ from nobound.cli import UsageError
 from nobound.cli.certify import add_certifier_flags, certifier_config
 
 EXIT_CODES = {"unsat": 0, "sat": 10, "unknown": 20, "timeout": 30}
+# Layers branch and bound cannot represent (it splits ReLUs of an affine/ReLU chain): on
+# such networks verification stops after the attacks and the bounds, and says so.
+NOT_SPLIT_BY_BAB = ("Sigmoid", "Tanh", "MaxPool2d")
 
 # Seconds kept back from --timeout in competition mode: the verifier stops this much
 # before the deadline so that its own verdict, not the watchdog's, is written.
@@ -145,6 +150,7 @@ def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, st
     """(verdict, counterexample text or reason, one-line summary)."""
     from nobound.certify.certificate import save_certificate
     from nobound.certify.pipeline import Certifier
+    from nobound.certify.replay import network_replay
     from nobound.io.vnnlib import format_counterexample
 
     network, prop, problems = load_problems(args.onnx, args.vnnlib)
@@ -152,7 +158,15 @@ def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, st
     if remaining <= 0:
         return "timeout", "", "timeout while loading the network and the property"
     config = replace(config, timeout=remaining)
-    verdict = Certifier(network.model, network.input_shape, config).verify(problems)
+    not_split = sorted({type(layer).__name__ for layer in network.model.layers
+                        if type(layer).__name__ in NOT_SPLIT_BY_BAB})
+    if not_split and config.bab:
+        config = replace(config, bab=False)
+        network.notes.append(f"branch and bound splits ReLUs only and this network has "
+                             f"{', '.join(not_split)} layers: decided by attacks and bounds "
+                             f"alone")
+    verdict = Certifier(network.model, network.input_shape, config,
+                        replay=network_replay(network)).verify(problems)
     body, reason = "", verdict.reason
     if verdict.status == "certified":
         result = "unsat"

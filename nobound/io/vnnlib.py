@@ -145,10 +145,13 @@ class _Parser:
                     raise VNNLibError(node.line, f"{node.text} used before declare-const")
                 return _Linear({key: 1.0})
             try:
-                return _Linear(constant=float(node.text))
+                value = float(node.text)
             except ValueError:
                 raise VNNLibError(node.line, f"expected a number or X_i/Y_j, got "
                                              f"{node.text!r}") from None
+            if not np.isfinite(value):  # nan would be silently ignored by min/max below
+                raise VNNLibError(node.line, f"constant {node.text!r} is not a finite number")
+            return _Linear(constant=value)
         op, args = _head(node), [self.term(a) for a in node.children[1:]]
         if op == "+" and args:
             total = _Linear()
