@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 
 from nobound.certify.pipeline import Certifier, CertifierConfig
 from nobound.testing.ill_conditioned import IllConditionedCase, ill_conditioned_cases
@@ -42,6 +42,7 @@ def wrong_verdict(case: IllConditionedCase) -> str:
     model = case.model()
     with np.errstate(all="ignore"):
         verdict = Certifier(model, (1,), CONFIG).verify([case.problem(model)])
+    event(f"verdict: {verdict.status}")
     if verdict.status == "certified":
         minimum = case.exact_minimum()
         if not minimum > 0:
