@@ -67,8 +67,9 @@ def certify_dataset(certifier: Certifier, images: np.ndarray, labels: np.ndarray
                     certificate_dir: Path | None = None) -> list[dict[str, Any]]:
     """Certify samples (all, or ``indices``), resuming from ``results_path``."""
     records = read_results(results_path, header)
-    if not results_path.exists() or not results_path.read_text(encoding="utf-8").strip():
-        results_path.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
+    # the header is written with the first finished sample: a run that stops before any
+    # (an error, an interruption) leaves no file that would refuse the next run
+    fresh = not results_path.exists() or not results_path.read_text(encoding="utf-8").strip()
     indices = range(len(labels)) if indices is None else indices
     for index in indices:
         if index in records:
@@ -82,6 +83,9 @@ def certify_dataset(certifier: Certifier, images: np.ndarray, labels: np.ndarray
             path = save_certificate(verdict.certificate,
                                     certificate_dir / f"sample{index:05d}.json.gz")
             record["certificate"] = str(path)
+        if fresh:
+            results_path.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
+            fresh = False
         _append(results_path, record)
         records[index] = record
         if on_sample is not None:

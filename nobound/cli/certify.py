@@ -22,6 +22,8 @@ from nobound.cli import UsageError
 from nobound.cli.common import (
     add_checkpoint_arguments,
     check_device,
+    check_finite,
+    check_model_fits_data,
     check_non_negative,
     check_output_directory,
     check_positive,
@@ -69,6 +71,9 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
         methods = tuple(resolve_method(m) for m in args.methods.split(",") if m.strip())
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if not methods:
+        raise UsageError(f"--methods is empty; name at least one bound (e.g. "
+                         f"{DEFAULT_METHODS})")
     return CertifierConfig(timeout=args.timeout, max_nodes=args.max_nodes,
                            batch_size=args.batch_size, methods=methods, bab=not args.no_bab,
                            bab_method=args.bab_method, branching=args.branching,
@@ -112,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from nobound.training.progress import ProgressBar
 
     check_non_negative("--eps", args.eps)
+    check_finite("--eps", args.eps)
     check_positive("--n", args.n)
     check_non_negative("--attack-steps", args.attack_steps)
     check_positive("--attack-restarts", args.attack_restarts)
@@ -123,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if dataset_name is None:
         raise UsageError(f"{args.model} does not record its dataset; pass --dataset")
     data = load_split(dataset_name, args.split, args.data_dir, args.n)
+    if len(data) < args.n:
+        raise UsageError(f"--n {args.n} is more than the {len(data)} samples of "
+                         f"{data.name} ({data.split})")
+    check_model_fits_data(checkpoint.model, checkpoint.architecture, data, args.model)
     out = Path(args.out) if args.out else checkpoint.path.parent
     check_output_directory(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nobound.cli import UsageError
 
 
@@ -36,8 +38,13 @@ def check_device(device: str) -> None:
 
 
 def check_non_negative(name: str, value: float | int | None) -> None:
-    if value is not None and value < 0:
+    if value is not None and not value >= 0:  # also refuses nan
         raise UsageError(f"{name} must be non-negative, got {value}")
+
+
+def check_finite(name: str, value: float | int | None) -> None:
+    if value is not None and not np.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")
 
 
 def check_positive(name: str, value: float | int | None) -> None:
@@ -65,6 +72,36 @@ def load_split(name: str, split: str, data_dir: str | None, limit: int | None = 
         return load_dataset(name, split, data_dir=data_dir, limit=limit)
     except ValueError as error:  # DataError and unknown names are ValueErrors
         raise UsageError(str(error).splitlines()[0]) from None
+
+
+def check_model_fits_data(model: Any, architecture: dict[str, Any], data: Any,
+                          model_path: str) -> None:
+    """Refuse a network whose input shape or number of outputs does not match the dataset
+    (before anything is written): one forward pass of a zero input, in eval mode."""
+    from nobound.autodiff.tensor import Tensor, no_grad
+    from nobound.backend import device_of, get_array_module, to_device
+
+    expected = architecture.get("input_shape")
+    if expected is not None and tuple(expected) != tuple(data.input_shape):
+        raise UsageError(f"wrong input shape: {model_path} expects inputs of shape "
+                         f"{tuple(expected)} but {data.name} has {tuple(data.input_shape)}")
+    parameters = list(model.parameters())
+    dtype = parameters[0].dtype if parameters else np.float32
+    device = device_of(get_array_module(parameters[0].data)) if parameters else "cpu"
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            output = model(Tensor(to_device(np.zeros((1, *data.input_shape), dtype), device)))
+    except (ValueError, TypeError, IndexError) as error:
+        raise UsageError(f"{model_path} cannot take {data.name} inputs of shape "
+                         f"{tuple(data.input_shape)}: {str(error).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    outputs = int(output.shape[-1])
+    if output.ndim != 2 or outputs != data.num_classes:
+        raise UsageError(f"{model_path} has {outputs} outputs but {data.name} has "
+                         f"{data.num_classes} classes")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -22,6 +22,8 @@ from nobound.cli import UsageError
 from nobound.cli.common import (
     add_checkpoint_arguments,
     check_device,
+    check_finite,
+    check_model_fits_data,
     check_non_negative,
     check_output_directory,
     check_positive,
@@ -66,6 +68,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, float, Any]:
     from nobound.io.models import load_model_checkpoint as load_checkpoint  # .h5 or .onnx
 
     check_non_negative("--eps", args.eps)
+    check_finite("--eps", args.eps)
     check_non_negative("--n", args.n)
     check_non_negative("--seed", args.seed)
     check_positive("--batch-size", args.batch_size)
@@ -79,10 +82,9 @@ def prepare(args: argparse.Namespace) -> tuple[Any, Any, float, Any]:
     eps = args.eps if args.eps is not None else float(
         checkpoint.config.get("trainer", {}).get("eps", 0.0))
     data = load_split(dataset_name, args.split, args.data_dir, args.n or None)
-    expected = checkpoint.architecture.get("input_shape")
-    if expected is not None and tuple(expected) != tuple(data.input_shape):
-        raise UsageError(f"wrong input shape: {args.model} expects inputs of shape "
-                         f"{tuple(expected)} but {dataset_name} has {data.input_shape}")
+    check_non_negative("--eps", eps)  # the training eps of the checkpoint, too
+    check_finite("--eps", eps)
+    check_model_fits_data(checkpoint.model, checkpoint.architecture, data, args.model)
     return checkpoint, data, eps, attack
 
 
