@@ -20,9 +20,9 @@ from nobound.vnncomp.benchmark import (  # noqa: E402
 
 def write_benchmark(folder, consensus: dict[str, str]) -> None:
     (folder / "instances.csv").write_text(
-        "net.onnx,unsat.vnnlib,60\n"
-        "./net_gz.onnx,sat.vnnlib,60\n"          # .gz added by the runner, as shipped
-        "net.onnx,broken.vnnlib,60\n")
+        "net.onnx,unsat.vnnlib,200\n"
+        "./net_gz.onnx,sat.vnnlib,200\n"          # .gz added by the runner, as shipped
+        "net.onnx,broken.vnnlib,200\n")
     with open(folder / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["onnx", "vnnlib", "timeout_s", "consensus"])
@@ -53,7 +53,7 @@ def test_runs_resumes_and_reports_contradictions(instances, tmp_path, capsys) ->
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["verdict"] for r in rows] == ["unsat", "sat", "error"]
-    assert {r["timeout_s"] for r in rows} == {"30"}
+    assert {r["timeout_s"] for r in rows} == {"100"}
     assert (out / "net__unsat.txt").read_text() == "unsat\n"
 
     # resume: nothing runs again, the ledger keeps one row per instance

@@ -19,7 +19,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "vnncomp_scripts"
 def script(name: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, NOBOUND_PYTHON=sys.executable)
     return subprocess.run(["bash", str(SCRIPTS / name), *args], capture_output=True,
-                          text=True, env=env, check=False, timeout=120)
+                          text=True, env=env, check=False, timeout=300)
 
 
 def test_install_prepare_and_run_an_instance(instances, tmp_path) -> None:
@@ -29,7 +29,7 @@ def test_install_prepare_and_run_an_instance(instances, tmp_path) -> None:
     prepared = script("prepare_instance.sh", "v1", "test", net, spec)
     assert prepared.returncode == 0, prepared.stderr
     out = tmp_path / "out.txt"
-    ran = script("run_instance.sh", "v1", "test", net, spec, str(out), "30")
+    ran = script("run_instance.sh", "v1", "test", net, spec, str(out), "100")
     assert ran.returncode == 0, ran.stderr
     verdict, body = read_result(out)
     assert verdict == "sat" and body.startswith("((X_0 ")

@@ -27,11 +27,11 @@ def parse_counterexample(text: str) -> dict[str, float]:
 def test_unsat_sat_and_error_are_written_with_exit_0(instances, tmp_path) -> None:
     out = tmp_path / "result.txt"
     assert main(["verify", str(instances["net.onnx"]), str(instances["unsat.vnnlib"]),
-                 "--timeout", "30", "--results-file", str(out)]) == 0
+                 "--timeout", "120", "--results-file", str(out)]) == 0
     assert read_result(out) == ("unsat", "")
 
     assert main(["verify", str(instances["net_gz.onnx.gz"]), str(instances["sat.vnnlib.gz"]),
-                 "--timeout", "30", "--results-file", str(out)]) == 0
+                 "--timeout", "120", "--results-file", str(out)]) == 0
     verdict, body = read_result(out)
     assert verdict == "sat"
     values = parse_counterexample(body)
