@@ -26,7 +26,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # missing CuPy or GPU fails them instead of skipping them.
 REQUIRE_GPU = os.environ.get("NOBOUND_REQUIRE_GPU", "") == "1"
 # NOBOUND_GUARD=0 leaves out the CPU stand-in for CuPy (on by default, so CI runs it).
-WITH_GUARD = os.environ.get("NOBOUND_GUARD", "0") != "0"
+WITH_GUARD = os.environ.get("NOBOUND_GUARD", "1") != "0"
 
 
 def _cupy_backend():
