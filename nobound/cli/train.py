@@ -13,6 +13,7 @@ continues bit-for-bit as if it had never stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from nobound.cli import UsageError
 from nobound.cli.common import (
     check_device,
+    check_finite,
     check_non_negative,
     check_output_directory,
     check_positive,
@@ -32,6 +34,12 @@ RUN_KEYS = ("arch", "dataset", "method", "method_options", "batch_size", "init",
             "augmentation", "limit", "eval_limit", "dtype")
 #: Keys added later (absent from older checkpoints): the eps ramp and the warm start.
 OPTIONAL_RUN_KEYS = ("eps_schedule", "init_from", "normalize")
+#: Flags stored in a run (config["run"] or config["trainer"] under the same name): given
+#: with --resume, they must agree with the stored run.
+STORED_FLAGS = ("arch", "dataset", "method", "batch_size", "init", "augmentation", "limit",
+                "eval_limit", "dtype", "init_from", "epochs", "seed", "optimizer", "lr",
+                "momentum", "lr_milestones", "lr_decay", "grad_clip", "eps", "log_every",
+                "checkpoint_every", "keep_checkpoints", "micro_batch", "micro_batch_workers")
 
 
 def register(subparsers: Any) -> None:
@@ -162,7 +170,12 @@ def validate(args: argparse.Namespace) -> None:
     check_positive("--epochs", args.epochs)
     check_positive("--batch-size", args.batch_size)
     check_positive("--lr", args.lr)
-    check_non_negative("--limit", args.limit)
+    check_positive("--limit", args.limit)
+    check_non_negative("--grad-clip", args.grad_clip)
+    check_non_negative("--momentum", args.momentum)
+    check_positive("--lr-decay", args.lr_decay)
+    for name in ("--eps", "--lr", "--grad-clip", "--momentum", "--lr-decay"):
+        check_finite(name, getattr(args, name[2:].replace("-", "_")))
     check_non_negative("--micro-batch", args.micro_batch)
     if args.micro_batch_workers is not None:
         check_positive("--micro-batch-workers", args.micro_batch_workers)
@@ -190,29 +203,96 @@ def validate(args: argparse.Namespace) -> None:
 
 def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
     """(run config, trainer config, checkpoint to resume from or None)."""
-    from nobound.io.checkpoint import load_checkpoint
-    from nobound.training.trainer import TrainerConfig, latest_checkpoint
-
     out = Path(args.out)
     check_output_directory(out)
-    checkpoint_path = latest_checkpoint(out) if args.resume else None
-    if not args.resume and out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"output directory {out} is not empty; pass --resume to continue "
-                         "its run or choose another --out")
-    if checkpoint_path is None:
-        validate(args)
+    if not args.resume or not out.is_dir() or not any(out.iterdir()):
+        if not args.resume and out.is_dir() and any(out.iterdir()):
+            raise UsageError(f"output directory {out} is not empty; pass --resume to continue "
+                             "its run or choose another --out")
+        validate(args)  # a new run (--resume on a new directory starts one)
         return run_config_from_args(args), trainer_config_from_args(args), None
-    checkpoint = load_checkpoint(checkpoint_path, device=args.device)
     check_device(args.device)
-    stored = checkpoint.config
+    checkpoint = newest_intact_checkpoint(out, args.device)
+    if checkpoint is not None:
+        stored, source = checkpoint.config, checkpoint.path
+    elif (out / "config.json").is_file():  # stopped before its first checkpoint
+        source = out / "config.json"
+        try:
+            stored = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{source}: unreadable ({error})") from None
+    else:
+        raise UsageError(f"nothing to resume in {out}: no checkpoint and no config.json")
+    run, trainer_config = stored_configuration(stored, source)
+    reject_conflicting_flags(args, run, trainer_config, source)
+    return run, trainer_config, checkpoint
+
+
+def newest_intact_checkpoint(out: Path, device: str) -> Any:
+    """The newest checkpoint of ``out`` that loads; unreadable newer ones are renamed to
+    ``*.corrupt`` (so they never shadow it again) and reported. Stale temporaries of
+    killed writes are removed first."""
+    from nobound.io.checkpoint import CheckpointError, load_checkpoint
+    from nobound.training.trainer import checkpoints_newest_first, remove_stale_temporaries
+
+    for removed in remove_stale_temporaries(out):
+        print(f"note: removed {removed.name}, left by a checkpoint write that was killed",
+              file=sys.stderr)
+    candidates = checkpoints_newest_first(out)
+    broken = []
+    for path in candidates:
+        try:
+            checkpoint = load_checkpoint(path, device=device)
+        except CheckpointError as error:
+            broken.append((path, str(error).splitlines()[0]))
+            continue
+        for bad, why in broken:
+            bad.rename(bad.with_name(bad.name + ".corrupt"))
+            print(f"note: {why}; renamed it to {bad.name}.corrupt and resumed from "
+                  f"{path.name}, the newest intact checkpoint", file=sys.stderr)
+        return checkpoint
+    if broken:
+        raise UsageError(f"no intact checkpoint in {out}: {broken[0][1]}")
+    return None
+
+
+def stored_configuration(stored: Any, source: Path) -> tuple[dict, Any]:
+    from nobound.training.trainer import TrainerConfig
+
     try:
         run = {key: stored["run"][key] for key in RUN_KEYS}
         run.update({key: stored["run"].get(key) for key in OPTIONAL_RUN_KEYS})
         trainer_config = TrainerConfig(**stored["trainer"])
     except (KeyError, TypeError) as error:
-        raise UsageError(f"{checkpoint_path}: not a checkpoint of `nobound train` "
-                         f"(missing {error})") from None
-    return run, trainer_config, checkpoint
+        raise UsageError(f"{source}: not a run of `nobound train` (missing {error})") from None
+    return run, trainer_config
+
+
+def reject_conflicting_flags(args: argparse.Namespace, run: dict, trainer_config: Any,
+                             source: Path) -> None:
+    """Flags given with --resume must agree with the stored run: resuming never silently
+    trains a different job (given = on the command line, presets.track_explicit_flags)."""
+    from dataclasses import asdict
+
+    given = getattr(args, "explicit_flags", set())
+    stored = {**asdict(trainer_config), **run}
+    conflicts = []
+    for key in STORED_FLAGS:
+        value = getattr(args, key, None)
+        if key in given and key in stored and _as_stored(value) != _as_stored(stored[key]):
+            conflicts.append(f"--{key.replace('_', '-')} {value} (stored: {stored[key]})")
+    if "normalize" in given and run.get("normalize") is not None and \
+            resolve_normalization(args.normalize, run["dataset"]) != run["normalize"]:
+        conflicts.append(f"--normalize {args.normalize} (stored: {run['normalize']})")
+    if conflicts:
+        raise UsageError(f"--resume continues the run stored in {source}; these flags "
+                         f"conflict with it: {'; '.join(conflicts)} (drop them, or start a "
+                         f"new run in another --out)")
+
+
+def _as_stored(value: Any) -> Any:
+    """Lists and tuples compare alike (JSON keeps lists)."""
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,10 +359,15 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         trainer.restore(checkpoint)
         print(f"resuming {out} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)
-    else:
+    elif not (out / "config.json").exists():  # resuming before a checkpoint keeps it
         from dataclasses import asdict
 
         write_json(out / "config.json", {"run": run_config, "trainer": asdict(trainer_config)})
+    else:
+        if trainer.logger is not None:
+            trainer.logger.truncate_after(0)  # the lines of the attempt that is redone
+        print(f"resuming {out} from its config.json (no checkpoint was written yet)",
+              file=sys.stderr)
     record = trainer.fit(max_steps=args.max_steps)
     if trainer.epoch < trainer_config.epochs:
         print(f"stopped at step {trainer.step}; continue with: nobound train --out {out} "

@@ -24,6 +24,7 @@ end; the newest ``keep_checkpoints`` are kept) and ``model.h5`` when training co
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from nobound.training.progress import JsonLinesLogger, ProgressBar
 
 EpsSchedule = Callable[[int, int], float]
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)\.h5$")
+# save_checkpoint writes ".<name>.<pid>.tmp" and renames it (nobound.io.checkpoint)
+_TEMPORARY = re.compile(r"^\.(?:checkpoint-\d+|model)\.h5\.(\d+)\.tmp$")
 #: Certified methods' metrics shown on the progress bar too (metric → label).
 _EXTRA_BAR = {"certified_accuracy": "cert", "sigma": "sigma"}
 
@@ -91,14 +94,46 @@ class TrainerConfig:
         self.lr_milestones = [int(m) for m in self.lr_milestones]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The ``checkpoint-<step>.h5`` in ``run_dir`` with the largest step, or None."""
+def checkpoints_newest_first(run_dir: str | Path) -> list[Path]:
+    """The ``checkpoint-<step>.h5`` files in ``run_dir``, largest step first."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in run_dir.iterdir()
              if (m := _CHECKPOINT.match(p.name))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The ``checkpoint-<step>.h5`` in ``run_dir`` with the largest step, or None."""
+    found = checkpoints_newest_first(run_dir)
+    return found[0] if found else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the ``.<name>.h5.<pid>.tmp`` files of checkpoint writes whose process is gone
+    (a write killed mid-way); a live writer's file is left alone. Returns what was removed."""
+    run_dir = Path(run_dir)
+    removed = []
+    if not run_dir.is_dir():
+        return removed
+    for path in run_dir.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and int(match.group(1)) != os.getpid() and \
+                not _process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 class Trainer:

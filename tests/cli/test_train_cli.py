@@ -67,9 +67,11 @@ def test_cli_resume_is_bit_for_bit(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "b"), *common, "--max-steps", "4"]) == 0
     assert "--resume" in capsys.readouterr().out
     assert not (tmp_path / "b" / "model.h5").exists()
-    # The resumed run takes its configuration from the checkpoint, not from these flags.
-    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet",
-                 "--epochs", "9"]) == 0
+    # The resumed run takes its configuration from the checkpoint; a flag that would change
+    # it is refused, not silently ignored.
+    fails_cleanly(capsys, ["train", "--out", str(tmp_path / "b"), "--resume", "--quiet",
+                           "--epochs", "9"], "--epochs 9 (stored: 2)")
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet"]) == 0
     first = load_checkpoint(tmp_path / "a" / "model.h5").model.state_dict()
     second = load_checkpoint(tmp_path / "b" / "model.h5").model.state_dict()
     assert all(np.array_equal(first[k], second[k]) for k in first)
