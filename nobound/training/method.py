@@ -64,6 +64,17 @@ class StepContext:
                              xp=self.xp if xp is None else xp)
 
 
+@dataclass(frozen=True)
+class PopulationBatch:
+    """What a population method evaluates its members on: the model (its architecture and
+    buffers), the batch and the step's counters (which name its noise streams)."""
+
+    model: Module
+    images: Any
+    labels: Any
+    context: StepContext
+
+
 @dataclass
 class StepResult:
     """``gradients`` by parameter name (None: the method updated the model itself);

@@ -46,7 +46,7 @@ from nobound.training.grad import (
     objective_options,
     weighted_metrics,
 )
-from nobound.training.method import StepContext, StepResult, TrainingMethod
+from nobound.training.method import PopulationBatch, StepContext, StepResult, TrainingMethod
 from nobound.training.optim import Adam, Optimizer
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import (
@@ -271,8 +271,8 @@ class PGPETraining(TrainingMethod):
         chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels),
                                         workers_for_model(model, config.workers, xp))
         parts.clear()  # forget the footprint probe's evaluations
-        losses = evaluate_population(loss_of, layout, member_vectors, config.population_size,
-                                     chunk, workers)
+        losses = self.member_losses(loss_of, member_vectors, chunk, workers,
+                                    PopulationBatch(model, images, labels, context), parts)
         weights = fitness_weights(losses, config.ranking)
         center_gradient, sigma_gradient = pgpe_gradients(weights, sigma, directions,
                                                          max(1, chunk // 2))
@@ -281,6 +281,15 @@ class PGPETraining(TrainingMethod):
         metrics = weighted_metrics(parts)
         metrics.update(centre, sigma=float(self.sigma.mean()), population_chunk=chunk)
         return StepResult(None, metrics)
+
+    def member_losses(self, loss_of: Callable, member_vectors: Callable, chunk: int,
+                      workers: int, batch: PopulationBatch,
+                      parts: list[tuple[int, dict[str, float]]]) -> np.ndarray:
+        """Losses of the members +,−,+,−,… in chunks of ``chunk``; ``loss_of`` records
+        each chunk's metrics in ``parts``. (nobound.distributed evaluates the same chunks on
+        Ray workers instead, from ``batch`` and the noise streams.)"""
+        return evaluate_population(loss_of, self.layout, member_vectors,
+                                   self.config.population_size, chunk, workers)
 
     def _chunking(self, loss_of: Callable, member_vectors: Callable, xp: Any,
                   batch: int, workers: int = 1) -> tuple[int, int]:
@@ -366,4 +375,3 @@ class PGPETraining(TrainingMethod):
                    "workers": getattr(args, "population_workers", None)}
         cls(**options)  # validates
         return options
-

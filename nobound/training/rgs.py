@@ -46,7 +46,7 @@ from nobound.training.grad import (
     objective_options,
     weighted_metrics,
 )
-from nobound.training.method import StepContext, StepResult, TrainingMethod
+from nobound.training.method import PopulationBatch, StepContext, StepResult, TrainingMethod
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import (
     PopulationLoss,
@@ -134,12 +134,22 @@ class RGSTraining(TrainingMethod):
             parts.append((result.loss.shape[0], certified_metrics(result)))
             return result.loss
 
-        gradient, _ = rgs_gradient(loss_of, layout, center, sigma, directions,
-                                   self.workers_for(model, center))
+        gradient = self.smoothed_gradient(loss_of, layout, center, sigma, directions,
+                                          PopulationBatch(model, images, labels, context),
+                                          parts)
         metrics = weighted_metrics(parts)
         # natural loss and accuracy are reported at the centre θ, as PGPE does
         metrics.update(natural_metrics(model, images, labels), sigma=sigma)
         return StepResult(layout.unflatten(gradient), metrics)
+
+    def smoothed_gradient(self, loss_of: PopulationLoss, layout: ParameterLayout,
+                          center: Any, sigma: float, directions: Any,
+                          batch: PopulationBatch,
+                          parts: list[tuple[int, dict[str, float]]]) -> Any:
+        """ĝ of eq. 6 on this process's threads (``loss_of`` records each chunk's metrics
+        in ``parts``); nobound.distributed sums chunk gradients on Ray workers instead."""
+        return rgs_gradient(loss_of, layout, center, sigma, directions,
+                            self.workers_for(batch.model, center))[0]
 
     def workers_for(self, model: Module, center: Any) -> int:
         """Threads for this step: :func:`workers_for_model` of the configured number, never
