@@ -150,6 +150,7 @@ def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, st
     """(verdict, counterexample text or reason, one-line summary)."""
     from nobound.certify.certificate import save_certificate
     from nobound.certify.pipeline import Certifier
+    from nobound.certify.replay import network_replay
     from nobound.io.vnnlib import format_counterexample
 
     network, prop, problems = load_problems(args.onnx, args.vnnlib)
@@ -164,7 +165,8 @@ def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, st
         network.notes.append(f"branch and bound splits ReLUs only and this network has "
                              f"{', '.join(not_split)} layers: decided by attacks and bounds "
                              f"alone")
-    verdict = Certifier(network.model, network.input_shape, config).verify(problems)
+    verdict = Certifier(network.model, network.input_shape, config,
+                        replay=network_replay(network)).verify(problems)
     body, reason = "", verdict.reason
     if verdict.status == "certified":
         result = "unsat"
