@@ -15,8 +15,10 @@ per 4 KiB. Measured on the benchmark machine: ~2,500 faults and ~6 ms of kernel 
   instead of being returned to the kernel after every step.
 
 The cost is that the process keeps up to the trim threshold of freed heap memory. Only
-glibc (Linux) has ``mallopt``; elsewhere nothing changes. ``import nobound`` applies this
-unless the environment sets ``NOBOUND_TUNE_MALLOC=0``.
+glibc (Linux) has ``mallopt``; elsewhere nothing changes. Importing nobound changes nothing:
+the ``nobound`` command applies this at start (``nobound.cli.main``), and a script that runs
+training loops of its own may call :func:`tune_host_allocator` itself; the environment
+variable ``NOBOUND_TUNE_MALLOC=0`` turns it off.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The glibc allocator settings applied by ``import nobound`` (nobound.host_memory)."""
+"""The glibc allocator settings the ``nobound`` command applies (nobound.host_memory); importing
+nobound applies nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-import nobound  # noqa: F401 - importing nobound applies the settings under test
 from nobound.host_memory import tune_host_allocator
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"

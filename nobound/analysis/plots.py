@@ -39,7 +39,7 @@ def _save(figure: Any, path: str | Path) -> Path:
 def plot_relu_relaxations(path: str | Path, lower: float = -1.0, upper: float = 1.5) -> Path:
     """Fig. 2: the IBP box and DeepPoly's two choices of lower slope for l < 0 < u."""
     from nobound.autodiff.tensor import Tensor
-    from nobound.bounds.relu_relaxation import deeppoly_relaxation
+    from nobound.bounds.deeppoly import relax_relu as deeppoly_relaxation
 
     plt = _pyplot()
     v = np.linspace(lower, upper, 200)

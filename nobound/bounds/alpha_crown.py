@@ -26,26 +26,32 @@ as α-CROWN is a non-differentiable relaxation: the paper trains it with PGPE).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Any
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
-from nobound.bounds.back_substitution import BOTH_SIDES
-from nobound.bounds.deeppoly import deeppoly_relaxations, output_bounds
-from nobound.bounds.linear_bounds import LinearBounds
+from nobound.bounds.deeppoly import DeepPoly, ReluRelaxation, deeppoly_relaxations, output_bounds
+from nobound.bounds.linear_bounds import BoundResult
 from nobound.bounds.network import Network
+from nobound.bounds.plan import BoundsPlan
 from nobound.bounds.regions import Box
-from nobound.bounds.relu_relaxation import ReluRelaxation
+
+BOTH_SIDES = ("lower", "upper")
 
 Slopes = dict[str, dict[int, Tensor]]  # side → ReLU index → α (P', B, R, *neurons)
 
 
 def _with_slopes(relaxations: Mapping[int, ReluRelaxation], slopes: Slopes,
                  detach: bool) -> dict[int, ReluRelaxation]:
-    """Relaxations whose unstable neurons use α (per side and row); stable ones keep 0/1."""
+    """Relaxations whose unstable neurons use α (per side and row); stable ones keep 0/1.
+    Activations without α (:func:`_optimised`) keep their lines."""
     out = {}
     for index, relaxation in relaxations.items():
+        if index not in slopes["lower"]:
+            out[index] = relaxation
+            continue
         unstable = relaxation.unstable
         mask = unstable.reshape(unstable.shape[:2] + (1,) + unstable.shape[2:])
         fixed = relaxation.lower_slope
@@ -54,15 +60,23 @@ def _with_slopes(relaxations: Mapping[int, ReluRelaxation], slopes: Slopes,
         upper_slope, intercept = relaxation.upper_slope, relaxation.upper_intercept
         if detach:
             upper_slope, intercept = Tensor(upper_slope.data), Tensor(intercept.data)
-        out[index] = ReluRelaxation(relaxation.lower_slope, upper_slope, intercept, unstable,
-                                    rows)
+        out[index] = replace(relaxation, upper_slope=upper_slope, upper_intercept=intercept,
+                             row_lower_slopes=rows)
     return out
+
+
+def _optimised(relaxation: object) -> bool:
+    """Whether α applies: a ReLU's eq. (5), whose lower line λ v has no intercept (another
+    activation's lines, or a relaxation that is not two lines, stay as they are)."""
+    return isinstance(relaxation, ReluRelaxation) and relaxation.lower_intercept is None
 
 
 def _initial_slopes(relaxations: Mapping[int, ReluRelaxation], rows: int,
                     init: str | float) -> Slopes:
     slopes: Slopes = {side: {} for side in BOTH_SIDES}
     for index, relaxation in relaxations.items():
+        if not _optimised(relaxation):
+            continue
         start = relaxation.lower_slope.data
         shape = start.shape[:2] + (rows,) + start.shape[2:]
         xp = relaxation.lower_slope.xp
@@ -76,22 +90,18 @@ def _initial_slopes(relaxations: Mapping[int, ReluRelaxation], rows: int,
     return slopes
 
 
-def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None = None,
-                       splits: Mapping[int, Any] | None = None,
-                       intermediate: Mapping[int, Any] | None = None,
-                       memory_budget_bytes: int = 1 << 30, return_linear: bool = False,
-                       steps: int = 20, step_size: float = 0.1,
-                       init: str | float = "deeppoly",
-                       ) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]],
-                                  LinearBounds | None]:
-    """alpha-CROWN bounds (P', B, R) of C · f (or f) over ``box``."""
+def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None,
+                       splits: Mapping[int, Any] | None, intermediate: Mapping[int, Any] | None,
+                       plan: BoundsPlan, return_linear: bool, steps: int = 20,
+                       step_size: float = 0.1, init: str | float = "deeppoly") -> BoundResult:
+    """alpha-CROWN bounds (P', B, R) of C · f (or f) over ``box``: DeepPoly's intermediate
+    bounds and driver, with λ of the output pass chosen per row by sign-gradient steps."""
     if init != "deeppoly" and not 0.0 <= float(init) <= 1.0:
         raise ValueError(f"alpha init must be 'deeppoly' or a slope in [0, 1], got {init!r}")
     if steps < 0 or step_size < 0:
         raise ValueError(f"alpha steps and step size must be ≥ 0, got {steps}, {step_size}")
     differentiable = is_grad_enabled() and network.requires_grad
-    relaxations, recorded = deeppoly_relaxations(network, box, splits, intermediate,
-                                                 memory_budget_bytes)
+    relaxations, recorded = deeppoly_relaxations(network, box, splits, intermediate, plan)
     rows = spec.shape[1] if spec is not None else prod(network.output_shape)
     detached_network = network.detached()
     detached_box = Box(Tensor(box.lower.data), Tensor(box.upper.data))
@@ -100,8 +110,7 @@ def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None = None,
 
     def evaluate(current: Slopes) -> dict[str, Tensor]:
         bounds, _ = output_bounds(detached_network, detached_box, detached_spec,
-                                  _with_slopes(relaxations, current, detach=True),
-                                  memory_budget_bytes)
+                                  _with_slopes(relaxations, current, detach=True), plan)
         return bounds
 
     best: dict[str, Tensor] | None = None
@@ -119,13 +128,29 @@ def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None = None,
     with no_grad():
         best, best_slopes = _keep_best(best, best_slopes, evaluate(slopes), slopes)
     if not differentiable and not return_linear:
-        return best["lower"], best["upper"], recorded, None
-    final, symbolic = output_bounds(network, box, spec,
-                                    _with_slopes(relaxations, best_slopes, detach=False),
-                                    memory_budget_bytes, keep_symbolic=return_linear)
-    linear = symbolic.to_linear_bounds(box.batch_size, network.input_shape) \
-        if symbolic is not None else None
-    return final["lower"], final["upper"], recorded, linear
+        return BoundResult(best["lower"], best["upper"], "alpha-crown", recorded)
+    final, linear = output_bounds(network, box, spec,
+                                  _with_slopes(relaxations, best_slopes, detach=False), plan,
+                                  keep_symbolic=return_linear)
+    return BoundResult(final["lower"], final["upper"], "alpha-crown", recorded, linear)
+
+
+@dataclass(frozen=True)
+class AlphaCrown(DeepPoly):
+    """alpha-CROWN as a Relaxation: DeepPoly's [l, u] and driver, λ optimised per output row.
+    Its gradient is DeepPoly's at the chosen slopes (the search is not differentiated), so
+    it counts as non-differentiable: the paper trains it with PGPE."""
+
+    name: str = "alpha-crown"
+    differentiable: bool = False
+
+    def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
+              intermediate: Any, plan: BoundsPlan, return_linear: bool,
+              options: dict[str, Any]) -> BoundResult:
+        return alpha_crown_bounds(network, box, spec, splits, intermediate, plan,
+                                  return_linear, steps=options["alpha_steps"],
+                                  step_size=options["alpha_step_size"],
+                                  init=options["alpha_init"])
 
 
 def _ascend(variable: Tensor, step_size: float) -> Tensor:

@@ -35,8 +35,9 @@ from nobound.autodiff.tensor import Tensor
 from nobound.bounds.ibp import with_population_axis
 from nobound.bounds.linear_bounds import LinearBounds
 from nobound.bounds.network import Network, ReluStep
+from nobound.bounds.plan import BoundsPlan
 from nobound.bounds.regions import Box
-from nobound.bounds.relu_relaxation import refine_bounds
+from nobound.bounds.splits import refine_bounds
 
 
 def _input_generators(radius: Tensor) -> Tensor:
@@ -50,7 +51,7 @@ def _input_generators(radius: Tensor) -> Tensor:
 
 def hbox_bounds(network: Network, box: Box, splits: Mapping[int, Any] | None = None,
                 intermediate: Mapping[int, Any] | None = None, return_linear: bool = False,
-                memory_budget_bytes: int = 1 << 30
+                plan: BoundsPlan | None = None
                 ) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]],
                            LinearBounds | None]:
     """HBox bounds (P', B, *output) of the network output over ``box``.
@@ -58,12 +59,12 @@ def hbox_bounds(network: Network, box: Box, splits: Mapping[int, Any] | None = N
     Returns (lower, upper, {ReLU index: pre-activation bounds}, LinearBounds or None);
     the LinearBounds have shape (P', B, outputs, *x) (output features flattened to rows).
     The generators take m · (largest layer) numbers per sample and member, so the batch
-    is processed in chunks that fit ``memory_budget_bytes``.
+    is processed in chunks that fit the plan's memory budget.
     """
     members = network.population or 1
     largest = max([prod(network.input_shape)] + [prod(s.output_shape) for s in network.steps])
     per_sample = box.lower.data.itemsize * members * prod(network.input_shape) * largest * 3
-    chunk = max(1, memory_budget_bytes // per_sample)
+    chunk = max(1, (plan or BoundsPlan()).memory_budget_bytes // per_sample)
     if chunk >= box.batch_size:
         return _hbox(network, box, splits, intermediate, return_linear)
     pieces = [_hbox(network.samples(start, start + chunk), box[start:start + chunk],
@@ -104,7 +105,7 @@ def _hbox(network: Network, box: Box, splits: Mapping[int, Any] | None,
     box_radius = None
     recorded: dict[int, tuple[Tensor, Tensor]] = {}
     for step in network.steps:
-        if not isinstance(step, ReluStep):
+        if not step.activation:
             center = step.forward(center)
             generators = step.linear(generators)
             box_radius = None if box_radius is None else step.forward_abs(box_radius)
@@ -113,6 +114,12 @@ def _hbox(network: Network, box: Box, splits: Mapping[int, Any] | None,
         lower, upper = refine_bounds(step.index, center - spread, center + spread,
                                      intermediate, splits)
         recorded[step.index] = (lower, upper)
+        if not isinstance(step, ReluStep):  # another activation: its interval image, a box
+            lower, upper = step.interval(lower, upper)
+            center, box_radius = (upper + lower) * 0.5, (upper - lower) * 0.5
+            shape = generators.shape[:3] + step.output_shape  # (pooling may change shapes)
+            generators = Tensor(generators.xp.zeros(shape, dtype=generators.dtype))
+            continue
         active = lower.data >= 0
         unstable = (lower.data < 0) & (upper.data > 0)
         half_upper = ops.where(unstable, upper * 0.5, 0.0)

@@ -6,7 +6,8 @@ r = (u − l)/2. An affine layer y = W v + b maps it to
     c' = W c + b,     r' = |W| r,                                                   (3)
 
 the exact interval hull of the image of the box (eq. 3 written with c and r). A ReLU is
-monotone, so it maps [l, u] to [ReLU(l), ReLU(u)] (Fig. 2a). With a specification C folded
+monotone, so it maps [l, u] to [ReLU(l), ReLU(u)] (Fig. 2a); any activation step gives its
+own image of [l, u] (``step.interval``). With a specification C folded
 into the last Linear layer (see :mod:`nobound.bounds.specification`) the last step bounds
 C · f directly.
 """
@@ -16,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
-from nobound.bounds.network import Network, ReluStep, Step
+from nobound.bounds.network import Network, Step
 from nobound.bounds.regions import Box
-from nobound.bounds.relu_relaxation import refine_bounds
+from nobound.bounds.splits import refine_bounds
 
 
 def with_population_axis(tensor: Tensor) -> Tensor:
@@ -32,8 +32,8 @@ def propagate_affine(steps: Sequence[Step], center: Tensor, radius: Tensor
                      ) -> tuple[Tensor, Tensor]:
     """Eq. (3) through ReLU-free steps: exact for one dense map between diagonal ones."""
     for step in steps:
-        if isinstance(step, ReluStep):
-            raise ValueError("propagate_affine met a ReLU")
+        if step.activation:
+            raise ValueError(f"propagate_affine met an activation (layer {step.index})")
         center, radius = step.forward(center), step.forward_abs(radius)
     return center, radius
 
@@ -50,12 +50,12 @@ def interval_bounds(network: Network, box: Box, splits: Mapping[int, Any] | None
     radius = with_population_axis(box.radius)
     recorded: dict[int, tuple[Tensor, Tensor]] = {}
     for step in network.steps:
-        if not isinstance(step, ReluStep):
+        if not step.activation:
             center, radius = step.forward(center), step.forward_abs(radius)
             continue
         lower, upper = refine_bounds(step.index, center - radius, center + radius,
                                      intermediate, splits)
         recorded[step.index] = (lower, upper)
-        lower, upper = ops.relu(lower), ops.relu(upper)
+        lower, upper = step.interval(lower, upper)
         center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
     return center - radius, center + radius, recorded

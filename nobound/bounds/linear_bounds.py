@@ -1,18 +1,13 @@
-"""Symbolic linear bounds (eq. 4) and their concretisation over a box (eq. 2).
+"""What a relaxation returns: numbers (:class:`BoundResult`) and, on request, the symbolic
+linear bounds (eq. 4) behind them (:class:`LinearBounds`).
 
 DeepPoly/CROWN describe a node v by two affine functions of an earlier node x (usually
 the network input):
 
     A_l x + b_l  ≤  v  ≤  A_u x + b_u        for every x in the region.            (4)
 
-Over a box l ≤ x ≤ u the best constant bounds follow coordinate by coordinate — take the
-box end that makes each term smallest (largest):
-
-    v ≥ A_l⁺ l + A_l⁻ u + b_l  =  A_l c − |A_l| r + b_l,
-    v ≤ A_u⁺ u + A_u⁻ l + b_u  =  A_u c + |A_u| r + b_u,                          (2)
-
-with A⁺ = max(A, 0), A⁻ = min(A, 0), centre c = (l + u)/2, radius r = (u − l)/2. The
-centre/radius form needs two matrix-vector products per side and no sign masks.
+Their concretisation over a box (eq. 2) is :func:`nobound.bounds.deeppoly.concretise`,
+which :meth:`LinearBounds.concretize` calls.
 
 Shapes: A is (B, R, *x_shape) — or (P, B, R, *x_shape) for a population — with R the
 bounded rows (neurons of v, or rows of a specification); b is (B, R) or (P, B, R).
@@ -20,7 +15,7 @@ bounded rows (neurons of v, or rows of a specification); b is (B, R) or (P, B, R
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -31,30 +26,6 @@ from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import to_numpy
 from nobound.bounds.regions import Box
-
-
-def flat_column(tensor: Tensor, feature_ndim: int, insert_axes: tuple[int, ...] = ()) -> Tensor:
-    """(*lead, *features) → (*lead with length-1 axes inserted, n, 1) for matrix products."""
-    lead = list(tensor.shape[:tensor.ndim - feature_ndim])
-    for axis in insert_axes:
-        lead.insert(axis, 1)
-    return tensor.reshape((*lead, -1, 1))
-
-
-def bound_coefficients(coefficients: Tensor, bias: Tensor | None, center_column: Tensor,
-                       radius_column: Tensor, feature_ndim: int, sign: float) -> Tensor:
-    """A c + b + sign · |A| r (eq. 2): the lower bound for sign −1, the upper for +1.
-
-    ``coefficients`` is (*lead, R, *features); the columns are (…, n, 1) and broadcast
-    against ``lead``. Returns (*lead, R).
-    """
-    lead_rows = coefficients.shape[:coefficients.ndim - feature_ndim]
-    matrix = coefficients.reshape((*lead_rows, -1))
-    value = ops.matmul(matrix, center_column)
-    spread = ops.matmul(ops.abs(matrix), radius_column)
-    value = (value + spread) if sign > 0 else (value - spread)
-    value = value.reshape(value.shape[:-1])
-    return value if bias is None else value + bias
 
 
 @dataclass
@@ -81,24 +52,48 @@ class LinearBounds:
 
         ``box`` holds x: (B, *input_shape), or (P, B, *input_shape) per population member.
         """
+        from nobound.bounds.deeppoly import concretise
+        from nobound.bounds.rows import DenseRows
+
         feature_ndim = len(self.input_shape)
         if tuple(box.shape[box.lower.ndim - feature_ndim:]) != self.input_shape:
             raise ValueError(f"box of shape {box.shape} does not match the bounds' input "
                              f"shape {self.input_shape}")
-        center = flat_column(box.center, feature_ndim)
-        radius = flat_column(box.radius, feature_ndim)
-        lower = bound_coefficients(self.A_l, self.b_l, center, radius, feature_ndim, -1.0)
-        upper = bound_coefficients(self.A_u, self.b_u, center, radius, feature_ndim, +1.0)
-        return lower, upper
+        population = self.A_l.ndim == feature_ndim + 3
+
+        def side(A: Tensor, b: Tensor, name: str) -> Tensor:  # noqa: N803
+            lead = A.shape[:1] if population else (1,)
+            rows = DenseRows(A.reshape(lead + (1,) + A.shape[1 if population else 0:]))
+            bound = concretise(rows, b.reshape(lead + (1,) + b.shape[-2:]), box)[name]
+            return bound if population else bound.reshape(bound.shape[1:])
+
+        return side(self.A_l, self.b_l, "lower"), side(self.A_u, self.b_u, "upper")
 
     def evaluate(self, x: Any) -> tuple[Tensor, Tensor]:
         """(A_l x + b_l, A_u x + b_u) at points x of shape (B, *input_shape)."""
         x = x if isinstance(x, Tensor) else Tensor(x)
-        column = flat_column(x, len(self.input_shape))
-        feature_ndim = len(self.input_shape)
-        zero = column * 0.0
-        return (bound_coefficients(self.A_l, self.b_l, column, zero, feature_ndim, -1.0),
-                bound_coefficients(self.A_u, self.b_u, column, zero, feature_ndim, +1.0))
+        return self.concretize(Box(x, x))
+
+    @staticmethod
+    def from_rows(pieces: list[tuple[Tensor, Tensor | None]], batch: int,
+                  input_shape: tuple[int, ...], reference: int | None = None) -> LinearBounds:
+        """Join chunks of back-substituted rows, coefficients (P', S, B', r, *x) and biases
+        (P', S, B', r) or None, into LinearBounds (P', B, R, *x): the side axis split
+        (S = 1 serves both sides), B' broadcast to B."""
+        def join(tensors: list[Tensor]) -> Tensor:
+            return tensors[0] if len(tensors) == 1 else ops.concatenate(tensors, axis=3)
+
+        A = join([A for A, _ in pieces])  # noqa: N806
+        b = None if pieces[0][1] is None else join([b for _, b in pieces])
+        parts = []
+        for position in (0, 1):
+            coefficients = A[:, min(position, A.shape[1] - 1)]
+            shape = (coefficients.shape[0], batch) + coefficients.shape[2:]
+            coefficients = ops.broadcast_to(coefficients, shape)
+            bias = Tensor(A.xp.zeros(shape[:3], dtype=A.dtype)) if b is None else \
+                b[:, min(position, b.shape[1] - 1)]
+            parts += [coefficients, ops.broadcast_to(bias, (bias.shape[0], *shape[1:3]))]
+        return LinearBounds(*parts, tuple(input_shape), reference)
 
     def to_dense(self) -> dict[str, np.ndarray]:
         """NumPy arrays with the input flattened: A_* (…, B, R, n), b_* (…, B, R)."""
@@ -153,3 +148,20 @@ class LinearBounds:
         return LinearBounds(unflatten(arrays["A_l"]), Tensor(arrays["b_l"]),
                             unflatten(arrays["A_u"]), Tensor(arrays["b_u"]), input_shape,
                             None if reference < 0 else reference)
+
+
+@dataclass
+class BoundResult:
+    """Bounds of C · f(x) (or of f(x) without a specification) over the region.
+
+    ``lower``/``upper``: (B, K) or (P, B, K). ``intermediate``: {index of a ReLU layer:
+    (lower, upper) of that ReLU's input}, each (B, *neurons) or (P, B, *neurons).
+    ``linear``: LinearBounds of the output rows w.r.t. the input (``return_linear``).
+    Inside the package every field carries a population axis P' (1 or P).
+    """
+
+    lower: Tensor
+    upper: Tensor
+    method: str
+    intermediate: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    linear: LinearBounds | None = None

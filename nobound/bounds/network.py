@@ -25,9 +25,10 @@ from nobound.bounds.steps import (
     SpecifiedLinearStep,
     Step,
 )
-from nobound.nn.activation import Flatten, ReLU
+from nobound.nn.activation import Flatten, ReLU, Sigmoid, Tanh
 from nobound.nn.layers import Conv2d, Linear
 from nobound.nn.normalization import BatchNorm, Normalize
+from nobound.nn.pooling import MaxPool2d
 from nobound.nn.sequential import split_parameters
 
 __all__ = ["ChannelAffineStep", "ConvStep", "FlattenStep", "LinearStep", "Network",
@@ -53,6 +54,11 @@ class Network:
     @property
     def relu_indices(self) -> list[int]:
         return [step.index for step in self.steps if isinstance(step, ReluStep)]
+
+    @property
+    def activation_indices(self) -> list[int]:
+        """Layers whose input bounds every relaxation computes (ReLUs and other activations)."""
+        return [step.index for step in self.steps if step.activation]
 
     def shape_before(self, index: int) -> tuple[int, ...]:
         """Feature shape of the input of layer ``index``."""
@@ -165,6 +171,11 @@ def _make_step(index: int, layer: Any, params: Mapping[str, Tensor],
                shape: tuple[int, ...], like: Tensor | None) -> Step:
     if isinstance(layer, ReLU):
         return ReluStep(index, shape)
+    if isinstance(layer, Sigmoid | Tanh | MaxPool2d):  # steps of their own (helper C)
+        from nobound.bounds.activations import s_shape_step
+        from nobound.bounds.pooling import MaxPoolStep
+
+        return s_shape_step(index, layer, shape) or MaxPoolStep(index, layer, shape)
     if isinstance(layer, Flatten):
         if len(shape) != layer.feature_dims:
             raise ValueError(f"layer {index}: Flatten expects {layer.feature_dims} feature "

@@ -28,27 +28,29 @@ outside the window are zero in the dense path), so the bounds agree up to round-
 row costs Σ_m C_m K_m² instead of Σ_m C_m H_m W_m (cnn3's second conv layer on MNIST:
 8·4² and 11² instead of 8·14² and 28²).
 
-``MODE`` switches the path: ``"auto"`` uses windows where they are smaller than the
-dense maps, ``"always"`` wherever they apply, ``"never"`` keeps the dense path.
+The plan's ``patches`` switches the path (:mod:`nobound.bounds.plan`): ``"auto"`` uses
+windows where they are smaller than the dense maps, ``"always"`` wherever they apply,
+``"never"`` keeps the dense path. :class:`WindowRows` is the layout the back-substitution
+of :mod:`nobound.bounds.deeppoly` moves through the layers, as it moves dense rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from math import prod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nobound.autodiff import ops
-from nobound.autodiff.tensor import Tensor, is_grad_enabled
+from nobound.autodiff.tensor import Tensor
 from nobound.backend import get_array_module
-from nobound.bounds.back_substitution import relu_lines_back_step
-from nobound.bounds.network import ChannelAffineStep, ConvStep, Network, ReluStep
+from nobound.bounds.network import ChannelAffineStep, ConvStep, Network, ReluStep, Step
+from nobound.bounds.plan import BoundsPlan
 from nobound.bounds.regions import Box
-from nobound.bounds.relu_relaxation import ReluRelaxation
+from nobound.bounds.rows import ReluLines, RowSet
 
-MODE = "auto"  # "auto" | "always" | "never"
-MODES = ("auto", "always", "never")
+if TYPE_CHECKING:
+    from nobound.bounds.deeppoly import ReluRelaxation
 
 
 @dataclass(frozen=True)
@@ -108,15 +110,14 @@ def chosen_neurons(flat_index: Any, keep: Any, shape: tuple[int, int, int],
     return NeuronRows(channel, row, column, keep.astype(like.dtype))
 
 
-def applies(network: Network, end: int, relaxations: Mapping[int, ReluRelaxation]) -> bool:
-    """Whether node ``end`` is bounded in patches mode (see ``MODE``).
+def applies(network: Network, end: int, relaxations: Mapping[int, ReluRelaxation],
+            plan: BoundsPlan) -> bool:
+    """Whether node ``end`` is bounded in patches mode (see the plan's ``patches``).
 
     Needs (C, H, W) nodes reached only through Conv2d, per-channel affine maps and ReLUs,
     and relaxations shared by all rows (alpha-CROWN's per-row slopes stay dense).
     """
-    if MODE not in MODES:
-        raise ValueError(f"patches MODE must be one of {MODES}, got {MODE!r}")
-    if MODE == "never" or end < 0 or len(network.input_shape) != 3:
+    if plan.patches == "never" or end < 0 or len(network.input_shape) != 3:
         return False
     steps = network.steps[:end + 1]
     if not all(isinstance(step, ConvStep | ChannelAffineStep | ReluStep)
@@ -124,7 +125,7 @@ def applies(network: Network, end: int, relaxations: Mapping[int, ReluRelaxation
         return False
     if any(relaxation.row_lower_slopes is not None for relaxation in relaxations.values()):
         return False
-    if MODE == "always":
+    if plan.patches == "always":
         return True
     windows = node_windows(network, end)
     window_size = sum(shape[0] * w.height * w.width for shape, w in
@@ -214,102 +215,74 @@ def _conv_back_step(step: ConvStep, coefficients: Tensor, window: Window) -> Ten
     return ops.conv_transpose2d(coefficients, step.weight, size, step.stride, 0)
 
 
-def back_substitute_windows(network: Network, end: int, neurons: NeuronRows,
-                            sides: tuple[str, ...], relaxations: Mapping[int, ReluRelaxation]
-                            ) -> tuple[Tensor, Tensor | None, bool]:
-    """Eq. (4) on windows: (coefficients (P', S, B', R, C₀, K₀, K₀) on the input window,
-    bias (P', S, B', R) or None, whether one side entry serves all sides)."""
-    windows = node_windows(network, end)
-    coefficients = _unit_windows(neurons, network.steps[end].output_shape[0])
-    bias, shared = None, True
-    masked = True  # the coefficients are zero on window positions that are not neurons
-    for step in reversed(network.steps[:end + 1]):
-        window = windows[step.index + 1]
-        if isinstance(step, ReluStep):
-            relaxation = relaxations.get(step.index)
-            if relaxation is None:
-                raise ValueError(f"no relaxation for the ReLU at layer {step.index}")
-            lower_slope, upper_slope, intercept = gather_windows(
-                (relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept),
-                neurons, window)
-            coefficients, bias = relu_lines_back_step(
-                coefficients, bias, dict.fromkeys(sides, lower_slope), upper_slope,
-                intercept, sides, 3)
-            shared, masked = False, True  # padded positions got slope 0
-            continue
-        if not masked:
-            mask = _valid_mask(neurons, window, *step.output_shape[1:])
+@dataclass(frozen=True)
+class WindowRows:
+    """Coefficients A (P', S, B', R, C_m, K_m, K_m) of the rows ``neurons`` on their windows
+    of the node they have reached; ``windows`` holds the windows on nodes −1 … end.
+
+    ``masked``: A is zero on window positions that are not neurons of the node (a "full"
+    transposed convolution spreads onto the next conv's zero padding; the mask removes
+    that before a bias is collected or the window shrinks into an image border).
+    """
+
+    A: Tensor  # noqa: N815
+    neurons: NeuronRows
+    windows: tuple[Window, ...]
+    masked: bool = True
+
+    ndim = 3
+    per_row = True  # every row sees its own window of the input box
+
+    def through(self, step: Step) -> tuple[WindowRows, Tensor | None]:
+        """(A W, A b) on windows: the "full" transposed convolution for a conv, the step's
+        own rescaling for a per-channel affine map."""
+        window = self.windows[step.index + 1]
+        A = self.A  # noqa: N806
+        if not self.masked:
+            mask = _valid_mask(self.neurons, window, *step.output_shape[1:])
             if mask is not None:
-                coefficients = coefficients * mask
-            masked = True
-        term = step.bias_term(coefficients)
-        if term is not None:
-            bias = term if bias is None else bias + term
+                A = A * mask  # noqa: N806
+        term = step.bias_term(A)
         if isinstance(step, ConvStep):
-            coefficients = _conv_back_step(step, coefficients, window)
-            masked = False
-        else:
-            coefficients = step.backward(coefficients)
-    return coefficients, bias, shared
+            return replace(self, A=_conv_back_step(step, A, window), masked=False), term
+        return replace(self, A=step.backward(A), masked=True), term
+
+    def relu_lines(self, relaxation: ReluRelaxation, index: int) -> ReluLines:
+        """λ, s, t gathered at each row's window (0 on padded positions, so they drop out)."""
+        lam, slope, intercept = gather_windows(
+            (relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept),
+            self.neurons, self.windows[index + 1])
+        return ReluLines({"lower": lam, "upper": lam}, slope, intercept)
+
+    def replaced(self, A: Tensor) -> WindowRows:  # noqa: N803
+        return replace(self, A=A, masked=True)  # the ReLU gave padded positions slope 0
+
+    def input_box(self, box: Box) -> tuple[Tensor, Tensor]:
+        """Centre and radius of each row's window of the zero-padded input box."""
+        center, radius = box.center, box.radius
+        if center.ndim == 4:  # (B, C, H, W): no population axis
+            center, radius = center.reshape((1, *center.shape)), radius.reshape((1, *radius.shape))
+        center, radius = gather_windows((center, radius), self.neurons, self.windows[0])
+        return center, radius
 
 
-def concretize_windows(coefficients: Tensor, bias: Tensor | None, shared: bool,
-                       sides: tuple[str, ...], box: Box, neurons: NeuronRows,
-                       window: Window) -> dict[str, Tensor]:
-    """Eq. (2) on each row's window of the zero-padded box: {side: (P', B, R)}."""
-    center, radius = box.center, box.radius
-    if center.ndim == 4:  # (B, C, H, W): no population axis
-        center, radius = center.reshape((1, *center.shape)), radius.reshape((1, *radius.shape))
-    center, radius = gather_windows((center, radius), neurons, window)
-    window_axes = (-3, -2, -1)
-    value = (coefficients * center).sum(axis=window_axes)
-    if bias is not None:
-        value = value + bias
-    spread = (ops.abs(coefficients) * radius).sum(axis=window_axes)
-    out = {}
-    for position, side in enumerate(sides):
-        index = 0 if shared else position
-        sign_spread = spread[:, index] if side == "upper" else -spread[:, index]
-        out[side] = value[:, min(index, value.shape[1] - 1)] + sign_spread
-    return out
-
-
-def rows_per_chunk(network: Network, end: int, batch: int, sides: int, itemsize: int,
-                   memory_budget_bytes: int) -> int:
-    """How many window rows of node ``end`` fit in the budget at once.
-
-    As :func:`nobound.bounds.chunking.rows_per_chunk` with window sizes C_m K_m² for
-    feature sizes, and twice its factors: each ReLU step of a row also holds its own
-    gathered λ, s, t and their gather index (shared maps in the dense path)."""
+def window_rows(network: Network, end: int, box: Box, plan: BoundsPlan, neurons: NeuronRows,
+                place: Callable[[dict[str, Tensor]], Any]) -> RowSet:
+    """The rows ``neurons`` of node ``end`` as window layouts, in chunks that fit the plan:
+    a window row holds C_m K_m² coefficients per node and its gathered λ, s, t (factor 2)."""
+    windows = tuple(node_windows(network, end))
     sizes = [shape[0] * w.height * w.width for shape, w in
-             zip(_node_shapes(network, end), node_windows(network, end), strict=True)]
-    members = network.population or 1
-    factor = sum(sizes) * 8 if is_grad_enabled() else max(sizes) * 12
-    per_row = itemsize * members * sides * batch * factor
-    return max(1, int(memory_budget_bytes // max(per_row, 1)))
+             zip(_node_shapes(network, end), windows, strict=True)]
+    chunk = plan.rows_per_chunk(sizes, 2, box.lower.data.itemsize, network.population or 1,
+                                2, box.batch_size)
+    channels = network.steps[end].output_shape[0]
+
+    def make(start: int, stop: int) -> WindowRows:
+        part = neurons.chunk(start, stop)
+        return WindowRows(_unit_windows(part, channels), part, windows)
+
+    return RowSet(neurons.count, chunk, make, place)
 
 
-def bound_neuron_rows(network: Network, end: int, box: Box, neurons: NeuronRows,
-                      sides: tuple[str, ...], relaxations: Mapping[int, ReluRelaxation],
-                      memory_budget_bytes: int) -> dict[str, Tensor]:
-    """Constant bounds {side: (P', B, R)} of the rows ``neurons`` of node ``end``, in
-    chunks of rows that fit the memory budget."""
-    chunk = rows_per_chunk(network, end, box.batch_size, len(sides),
-                           box.lower.data.itemsize, memory_budget_bytes)
-    input_window = node_windows(network, end)[0]
-    pieces: dict[str, list[Tensor]] = {side: [] for side in sides}
-    for start in range(0, neurons.count, chunk):
-        part = neurons.chunk(start, min(start + chunk, neurons.count))
-        coefficients, bias, shared = back_substitute_windows(network, end, part, sides,
-                                                             relaxations)
-        bounds = concretize_windows(coefficients, bias, shared, sides, box, part,
-                                    input_window)
-        for side, value in bounds.items():
-            pieces[side].append(value)
-    return {side: values[0] if len(values) == 1 else ops.concatenate(values, axis=-1)
-            for side, values in pieces.items()}
-
-
-__all__ = ["MODE", "MODES", "NeuronRows", "Window", "all_neurons", "applies",
-           "back_substitute_windows", "bound_neuron_rows", "chosen_neurons",
-           "concretize_windows", "gather_windows", "node_windows", "rows_per_chunk"]
+__all__ = ["NeuronRows", "Window", "WindowRows", "all_neurons", "applies", "chosen_neurons",
+           "gather_windows", "node_windows", "window_rows"]

@@ -3,7 +3,10 @@
 * dense affine maps y = W v + b (``Linear``, ``Conv2d``);
 * diagonal affine maps y = s ⊙ v + t per channel (``BatchNorm``, ``Normalize``);
 * ``Flatten``, a reshape;
-* ``ReLU``, the only non-linearity, relaxed differently by each method.
+* ``ReLU``, an *activation*: an elementwise non-linearity, relaxed differently by each
+  method. An activation step has ``activation = True`` and gives its interval image,
+  ``interval(l, u)`` (IBP); DeepPoly's two lines for a ReLU are eq. (5) in
+  :mod:`nobound.bounds.deeppoly`; any other activation brings them as ``relax(l, u)``.
 
 Each affine step offers the four operations the relaxations are built from, on tensors of
 shape (P', *middle, *features) — a leading population axis P' ∈ {1, P}, then any number of
@@ -45,6 +48,7 @@ class Step:
     """One layer of the chain; ``index`` is its position in ``model.layers``."""
 
     dense = False  # whether the map mixes coordinates (Linear, Conv2d)
+    activation = False  # an elementwise non-linearity (relaxed, not back-substituted exactly)
 
     def __init__(self, index: int, input_shape: tuple[int, ...],
                  output_shape: tuple[int, ...]) -> None:
@@ -69,8 +73,14 @@ class Step:
 class ReluStep(Step):
     """y = max(v, 0); relaxed by the method (eq. 3 for IBP, eq. 5 for DeepPoly)."""
 
+    activation = True
+
     def __init__(self, index: int, shape: tuple[int, ...]) -> None:
         super().__init__(index, shape, shape)
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """[ReLU(l), ReLU(u)]: a monotone function maps a box to the box of its ends."""
+        return ops.relu(lower), ops.relu(upper)
 
 
 class FlattenStep(Step):

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nobound.host_memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed host memory across steps (a process-wide setting)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -26,11 +26,12 @@ from typing import Any
 from nobound.autodiff import no_grad, ops
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import unwrap
+from nobound.bounds.api import METHODS
 from nobound.nn.module import Module
 from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.losses import cross_entropy, robust_cross_entropy
 
-RELAXATIONS = ("ibp", "hbox", "crown-ibp", "deeppoly", "alpha-crown")
+RELAXATIONS = METHODS  # the bound methods' names (nobound.bounds.relaxation.RELAXATIONS)
 
 
 @dataclass

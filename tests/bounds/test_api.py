@@ -14,6 +14,7 @@ from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.backend import device_of, get_array_module, to_numpy
 from nobound.bounds import (
     METHODS,
+    BoundsPlan,
     Box,
     LinearBounds,
     compute_bounds,
@@ -482,17 +483,14 @@ def test_alpha_crown_training_variant_is_sound_and_differs_from_its_start():
 
 
 @pytest.mark.parametrize("method", ["deeppoly", "alpha-crown"])
-def test_back_substituting_only_unstable_rows_changes_no_bound(method, monkeypatch):
-    """Rows of neurons the interval pre-check proves stable are skipped (unstable_rows)."""
-    import nobound.bounds.unstable_rows as unstable_rows
-
+def test_back_substituting_only_unstable_rows_changes_no_bound(method):
+    """Rows of neurons the interval pre-check proves stable are skipped (rows.neuron_rows)."""
     model, _, box, spec = problem("conv", eps=0.05)
     params = population_params(model, 2)
     results = []
     for fraction in (0.0, 1.0):  # always all rows / always only the unstable ones
-        monkeypatch.setattr(unstable_rows, "DENSE_FRACTION", fraction)
         results.append(compute_bounds(model, box, method=method, spec=spec, params=params,
-                                      **ALPHA))
+                                      plan=BoundsPlan(dense_fraction=fraction), **ALPHA))
     every_row, unstable_only = results
     np.testing.assert_allclose(unstable_only.lower.data, every_row.lower.data, rtol=0,
                                atol=1e-12)

@@ -1,8 +1,8 @@
 """Patches mode (receptive-field windows) gives DeepPoly's dense back-substitution bounds.
 
 Every DeepPoly bound — each ReLU input and each output — is computed twice, with the rows
-of convolutional neurons back-substituted on windows (``patches.MODE = "always"``) and as
-dense maps (``"never"``); both must agree to round-off (1e-10 relative, float64), with a
+of convolutional neurons back-substituted on windows (``BoundsPlan(patches="always")``) and
+as dense maps (``"never"``); both must agree to round-off (1e-10 relative, float64), with a
 population axis too, and so must the gradients of the bounds w.r.t. the weights and the
 input. The networks cover kernels 1–5, strides 1–3, paddings 0–2, 1–4 channels, optional
 Normalize and BatchNorm (eval mode), so windows hang over every border of the image.
@@ -17,11 +17,10 @@ from hypothesis import strategies as st
 
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import device_of, get_array_module, to_numpy
-from nobound.bounds import Box, compute_bounds, linf_ball, margin_spec, patches
-from nobound.bounds.chunking import bound_rows
-from nobound.bounds.deeppoly import deeppoly_relaxations
+from nobound.bounds import BoundsPlan, Box, compute_bounds, linf_ball, margin_spec, patches
+from nobound.bounds.deeppoly import ReluRelaxation, bound_rows, deeppoly_relaxations
 from nobound.bounds.network import Network
-from nobound.bounds.relu_relaxation import ReluRelaxation
+from nobound.bounds.rows import DenseRows, RowSet
 from nobound.nn.zoo import conv_net
 from nobound.testing.strategies import randomise
 
@@ -57,19 +56,20 @@ def patch_networks(draw: st.DrawFn):
 
 def bounds_in_mode(mode: str, model, region, spec=None, params=None):
     """(compute_bounds with patches ``mode``, how many rows were bounded on windows);
-    restores the module's mode afterwards."""
-    previous, original = patches.MODE, patches.bound_neuron_rows
+    restores the module's window-row constructor afterwards."""
+    original = patches.window_rows
     window_rows = []
 
-    def counting(network, end, box, neurons, *args):
+    def counting(network, end, box, plan, neurons, *args):
         window_rows.append(neurons.count)
-        return original(network, end, box, neurons, *args)
+        return original(network, end, box, plan, neurons, *args)
 
-    patches.MODE, patches.bound_neuron_rows = mode, counting
+    patches.window_rows = counting
     try:
-        result = compute_bounds(model, region, method="deeppoly", spec=spec, params=params)
+        result = compute_bounds(model, region, method="deeppoly", spec=spec, params=params,
+                                plan=BoundsPlan(patches=mode))
     finally:
-        patches.MODE, patches.bound_neuron_rows = previous, original
+        patches.window_rows = original
     return result, sum(window_rows)
 
 
@@ -98,12 +98,8 @@ def random_region(input_shape, batch: int, eps: float, seed: int):
 def uses_windows(model, input_shape) -> bool:
     """Whether some ReLU input of the model is a node patches mode can bound."""
     network = Network.from_model(model, input_shape)
-    previous = patches.MODE
-    patches.MODE = "always"
-    try:
-        return any(patches.applies(network, index - 1, {}) for index in network.relu_indices)
-    finally:
-        patches.MODE = previous
+    always = BoundsPlan(patches="always")
+    return any(patches.applies(network, index - 1, {}, always) for index in network.relu_indices)
 
 
 @settings(max_examples=80)
@@ -198,7 +194,7 @@ def test_chosen_rows_per_sample_and_member_with_padding_rows_equal_dense_rows():
     params = population_params(model, 2, rng)
     region, _ = random_region(input_shape, 3, 0.1, 1)
     network = Network.from_model(model, input_shape, params)
-    relaxations, _ = deeppoly_relaxations(network, region, None, None, 1 << 30)
+    relaxations, _ = deeppoly_relaxations(network, region, None, None, BoundsPlan())
     end = network.relu_indices[-1] - 1
     shape = network.steps[end].output_shape
     count = int(np.prod(shape))
@@ -211,13 +207,16 @@ def test_chosen_rows_per_sample_and_member_with_padding_rows_equal_dense_rows():
         one_hot = np.zeros(order[..., start:stop].shape + (count,))
         np.put_along_axis(one_hot, order[..., start:stop, None],
                           keep[..., start:stop, None].astype(float), axis=-1)
-        return Tensor(one_hot.reshape(2, 1, 3, stop - start, *shape))
+        return DenseRows(Tensor(one_hot.reshape(2, 1, 3, stop - start, *shape)))
 
     sides = ("lower", "upper")
-    dense, _ = bound_rows(network, end, region, make_rows, rows, sides, relaxations, 1 << 30)
+    dense, _ = bound_rows(network, end, region, RowSet(rows, rows, make_rows), relaxations)
     neurons = patches.chosen_neurons(order, keep, shape, region.lower)
     # a tiny budget forces one row per chunk: chunking must not change a number either
-    windowed = patches.bound_neuron_rows(network, end, region, neurons, sides, relaxations, 1)
+    tiny = BoundsPlan(memory_budget_bytes=1)
+    window_set = patches.window_rows(network, end, region, tiny, neurons, lambda bounds: bounds)
+    assert window_set.chunk == 1
+    windowed, _ = bound_rows(network, end, region, window_set, relaxations)
     for side in sides:
         assert windowed[side].shape == (2, 3, rows)
         assert_close(windowed[side].data, dense[side].data, side)
@@ -242,24 +241,22 @@ def test_an_off_by_one_window_origin_is_caught(monkeypatch):
         assert_same_bounds(windowed, dense)
 
 
-def test_patches_apply_only_to_conv_chains_with_shared_slopes(monkeypatch):
+def test_patches_apply_only_to_conv_chains_with_shared_slopes():
     model, input_shape = cnn_with_unstable_neurons()
     network = Network.from_model(model, input_shape)
     conv_node = network.relu_indices[1] - 1
     dense_node = network.relu_indices[-1] + 2  # after Flatten and the last Linear
-    monkeypatch.setattr(patches, "MODE", "always")
-    assert patches.applies(network, conv_node, {})
-    assert not patches.applies(network, len(network.steps) - 1, {})
-    assert not patches.applies(network, min(dense_node, len(network.steps) - 1), {})
+    always = BoundsPlan(patches="always")
+    assert patches.applies(network, conv_node, {}, always)
+    assert not patches.applies(network, len(network.steps) - 1, {}, always)
+    assert not patches.applies(network, min(dense_node, len(network.steps) - 1), {}, always)
     ones = Tensor(np.ones((1, 1, *network.steps[0].output_shape)))
     per_row = ReluRelaxation(ones, ones, ones, np.ones(ones.shape, bool),
                              {"lower": Tensor(np.ones((1, 1, 2, *ones.shape[2:])))})
-    assert not patches.applies(network, conv_node, {network.relu_indices[0]: per_row})
-    monkeypatch.setattr(patches, "MODE", "never")
-    assert not patches.applies(network, conv_node, {})
-    monkeypatch.setattr(patches, "MODE", "sometimes")
-    with pytest.raises(ValueError, match="MODE"):
-        patches.applies(network, conv_node, {})
+    assert not patches.applies(network, conv_node, {network.relu_indices[0]: per_row}, always)
+    assert not patches.applies(network, conv_node, {}, BoundsPlan(patches="never"))
+    with pytest.raises(ValueError, match="patches"):
+        BoundsPlan(patches="sometimes")
 
 
 def test_windows_grow_as_the_receptive_field():
@@ -272,14 +269,14 @@ def test_windows_grow_as_the_receptive_field():
     assert windows[0] == patches.Window(11, 11, 4, 4)  # the input: 11 × 11
 
 
-def test_auto_mode_picks_windows_only_where_they_are_smaller(monkeypatch):
-    monkeypatch.setattr(patches, "MODE", "auto")
+def test_auto_mode_picks_windows_only_where_they_are_smaller():
+    auto = BoundsPlan(patches="auto")
     small = conv_net((1, 28, 28), 10, [(8, 5, 2, 2), (8, 4, 2, 1)], [], dtype=np.float64)
     assert uses_windows(small, (1, 28, 28))
-    assert patches.applies(Network.from_model(small, (1, 28, 28)), 2, {})
+    assert patches.applies(Network.from_model(small, (1, 28, 28)), 2, {}, auto)
     # stride-1 5×5 convs on a 4×4 image: every window is larger than the image
     wide = conv_net((1, 4, 4), 2, [(1, 5, 1, 2), (1, 5, 1, 2)], [], dtype=np.float64)
-    assert not patches.applies(Network.from_model(wide, (1, 4, 4)), 2, {})
+    assert not patches.applies(Network.from_model(wide, (1, 4, 4)), 2, {}, auto)
 
 
 def test_windows_work_on_the_gpu_backend(xp):

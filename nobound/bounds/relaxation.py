@@ -1,0 +1,127 @@
+"""One object per bound method: what :func:`compute_bounds`, ``layer_linear_bounds`` and
+training need to know about a relaxation, in one place. IBP's and HBox's objects are here;
+DeepPoly's and CROWN-IBP's live beside their algorithm (:mod:`nobound.bounds.deeppoly`),
+alpha-CROWN's in :mod:`nobound.bounds.alpha_crown`.
+
+A :class:`Relaxation` has a ``name``; says whether it is ``differentiable`` (its bound's
+gradient is the gradient of the bound it returns, so GRAD/RGS training may use it);
+``bound``s a network over a box; gives the ``relu_relaxations`` (eq. 5 on its own [l, u])
+that symbolic bounds of any layer are built from; and says how many population members fit
+the plan's memory budget together (``members_per_chunk``, its cost per member). Adding a
+method means writing its module with its object and listing it in :data:`RELAXATIONS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nobound.autodiff.tensor import Tensor
+from nobound.bounds.alpha_crown import AlphaCrown
+from nobound.bounds.deeppoly import CrownIbp, DeepPoly, ReluRelaxation, relax
+from nobound.bounds.hbox import hbox_bounds
+from nobound.bounds.ibp import interval_bounds
+from nobound.bounds.linear_bounds import BoundResult, LinearBounds
+from nobound.bounds.network import Network
+from nobound.bounds.plan import BoundsPlan
+from nobound.bounds.regions import Box
+
+Bounds = dict[int, tuple[Tensor, Tensor]]
+
+
+class Relaxation(Protocol):
+    name: str
+    differentiable: bool
+
+    def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
+              intermediate: Any, plan: BoundsPlan, return_linear: bool,
+              options: dict[str, Any]) -> BoundResult:
+        """Bounds (P', B, R) of C · f (or f) over ``box``, with the P' axis kept."""
+
+    def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
+                         plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
+        """Eq. (5) for every ReLU on this method's bounds [l, u] of its input, and those."""
+
+    def members_per_chunk(self, network: Network, box: Box, plan: BoundsPlan) -> int:
+        """How many population members to bound together within the plan's budget."""
+
+
+def _rows(bound: Tensor) -> Tensor:
+    """(P', B, *output) → (P', B, R): output features as rows."""
+    return bound.reshape(bound.shape[:2] + (-1,))
+
+
+def _relaxed(network: Network, recorded: Bounds) -> tuple[dict[int, ReluRelaxation], Bounds]:
+    return {index: relax(network.steps[index], lower, upper) for index, (lower, upper) in
+            recorded.items()}, recorded
+
+
+class _ForwardRelaxation:
+    """Shared by IBP and HBox: a forward pass, the whole population at once."""
+
+    differentiable = True
+
+    def members_per_chunk(self, network: Network, box: Box, plan: BoundsPlan) -> int:
+        return network.population or 1
+
+
+@dataclass(frozen=True)
+class Interval(_ForwardRelaxation):
+    """IBP (eq. 3); C folded into the last Linear layer."""
+
+    name: str = "ibp"
+
+    def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
+              intermediate: Any, plan: BoundsPlan, return_linear: bool,
+              options: dict[str, Any]) -> BoundResult:
+        lower, upper, recorded = interval_bounds(
+            network if spec is None else network.with_spec(spec), box, splits, intermediate)
+        lower, upper = _rows(lower), _rows(upper)
+        linear = None
+        if return_linear:  # IBP's bounds as (trivial) linear bounds: A = 0, b = the bounds
+            zeros = Tensor(lower.xp.zeros(lower.shape + network.input_shape, dtype=lower.dtype))
+            linear = LinearBounds(zeros, lower, zeros, upper, network.input_shape, None)
+        return BoundResult(lower, upper, self.name, recorded, linear)
+
+    def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
+                         plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
+        return _relaxed(network, interval_bounds(network, box, splits, intermediate)[2])
+
+
+@dataclass(frozen=True)
+class HBox(_ForwardRelaxation):
+    """Hybrid Box (:mod:`nobound.bounds.hbox`)."""
+
+    name: str = "hbox"
+
+    def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
+              intermediate: Any, plan: BoundsPlan, return_linear: bool,
+              options: dict[str, Any]) -> BoundResult:
+        lower, upper, recorded, linear = hbox_bounds(
+            network if spec is None else network.with_spec(spec), box, splits, intermediate,
+            return_linear, plan)
+        return BoundResult(_rows(lower), _rows(upper), self.name, recorded, linear)
+
+    def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
+                         plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
+        return _relaxed(network, hbox_bounds(network, box, splits, intermediate)[2])
+
+
+RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
+    Interval(), HBox(), CrownIbp(), DeepPoly(), AlphaCrown())}
+ALIASES = {"crown": "deeppoly"}
+
+
+def relaxation_named(method: str) -> Relaxation:
+    """The relaxation called ``method`` (case, '_' for '-', the alias 'crown' accepted);
+    unknown names raise a ValueError listing the choices."""
+    name = str(method).strip().lower().replace("_", "-")
+    name = ALIASES.get(name, name)
+    if name not in RELAXATIONS:
+        raise ValueError(f"unknown bound method {method!r}; choose from "
+                         f"{', '.join(RELAXATIONS)} (or 'crown' for deeppoly)")
+    return RELAXATIONS[name]
+
+
+__all__ = ["ALIASES", "RELAXATIONS", "AlphaCrown", "CrownIbp", "DeepPoly", "HBox", "Interval",
+           "Relaxation", "relaxation_named"]
