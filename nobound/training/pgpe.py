@@ -155,6 +155,19 @@ def pgpe_gradients(weights: np.ndarray, sigma: Any,
     return sigma * center_sum, sigma * sigma_sum
 
 
+def symmetric_members(center: Any, sigma: Any, directions: Callable[[int, int], Any],
+                      start: int, stop: int) -> Any:
+    """Members start … stop−1 of the population θ+ε₀, θ−ε₀, θ+ε₁, … (ε_i = σ ⊙ z_i), shape
+    (stop − start, d): a chunk may start or end inside a pair."""
+    xp = get_array_module(center)
+    first, last = start // 2, (stop + 1) // 2
+    offsets = sigma * directions(first, last)
+    rows = xp.empty((2 * (last - first), center.shape[-1]), dtype=offsets.dtype)
+    rows[0::2] = center + offsets
+    rows[1::2] = center - offsets
+    return rows[start - 2 * first:stop - 2 * first]
+
+
 def updated_sigma(sigma: Any, sigma_gradient: Any, config: PGPEConfig) -> Any:
     """σ − η_σ g_σ, kept within σ(1 ± c) and [stdev_min, stdev_max] (evotorch's order)."""
     xp = get_array_module(sigma)
@@ -252,12 +265,7 @@ class PGPETraining(TrainingMethod):
             directions = lambda first, last: stored[first:last]  # noqa: E731
 
         def member_vectors(start: int, stop: int) -> Any:
-            first, last = start // 2, (stop + 1) // 2
-            offsets = sigma * directions(first, last)
-            rows = xp.empty((2 * (last - first), layout.size), dtype=offsets.dtype)
-            rows[0::2] = center + offsets
-            rows[1::2] = center - offsets
-            return rows[start - 2 * first:stop - 2 * first]
+            return symmetric_members(center, sigma, directions, start, stop)
 
         parts: list[tuple[int, dict[str, float]]] = []
 
