@@ -7,11 +7,11 @@
 Reads the category's ``results.csv`` (onnx, vnnlib, timeout, consensus, published tool
 verdicts; see the README of the benchmark folder) by path, takes ``--sample`` instances
 spread evenly over the file (or all), runs :class:`nobound.certify.pipeline.Certifier` on
-each at ``--scale`` times the competition's timeout, and counts an answer *solved* when it
-is ``unsat``/``sat`` and agrees with the consensus, *wrong* when it contradicts it. A
-``sat`` answer is always a float64-replayed counterexample; it can only be wrong if the
-consensus is. Instances whose network does not import are counted ``error`` with the
-reason (the ONNX importer is still growing). Load time is not part of the timeout.
+each at ``--scale`` times the competition's timeout, and counts an answer *solved* when
+it is ``unsat``/``sat`` and agrees with the consensus, *wrong* when it contradicts it. A
+``sat`` answer counts only when its counterexample replays in the ONNX file's arithmetic
+(as ``nobound verify`` does). Instances whose network does not import are counted
+``error`` with the reason. Load time is not part of the timeout.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _find(folder: Path, name: str) -> Path:
 
 def run_instances(folder: Path, sample: int, scale: float, config: CertifierConfig,
                   only: str | None = None) -> list[dict]:
-    from nobound.cli.verify import load_problems
+    from nobound.cli.verify import load_problems, replay_counterexample
 
     with open(folder / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -64,7 +64,7 @@ def run_instances(folder: Path, sample: int, scale: float, config: CertifierConf
                       "consensus": row["consensus"],
                       "timeout": float(row["timeout_s"]) * scale}
             try:
-                network, problems = load_problems(_plain(_find(folder, row["onnx"]),
+                network, prop, problems = load_problems(_plain(_find(folder, row["onnx"]),
                                                          Path(scratch)),
                                                   _plain(_find(folder, row["vnnlib"]),
                                                          Path(scratch)))
@@ -78,7 +78,13 @@ def run_instances(folder: Path, sample: int, scale: float, config: CertifierConf
             start = time.perf_counter()
             verdict = certifier.verify(problems)
             answer = {"certified": "unsat", "falsified": "sat"}.get(verdict.status, "unknown")
+            if answer == "sat" and replay_counterexample(
+                    network, prop, int(verdict.details.get("problem", 0)),
+                    verdict.counterexample.input) is None:
+                answer = "unknown"  # as `nobound verify`: only a replayed input counts
             record.update(answer=answer, method=verdict.method, bounded=verdict.bounded,
+                          lower_bound=float(verdict.lower_bound)
+                          if verdict.lower_bound is not None else None,
                           seconds=time.perf_counter() - start, reason=verdict.reason)
             record["outcome"] = ("unknown" if answer == "unknown" else
                                  "solved" if answer == row["consensus"] else
@@ -108,16 +114,18 @@ def main() -> None:
                         help="fraction of the competition's timeout")
     parser.add_argument("--bab-method", default="deeppoly")
     parser.add_argument("--branching", default="babsr")
+    parser.add_argument("--bab-domain", default="auto", choices=("auto", "relu", "input"))
     parser.add_argument("--max-nodes", type=int, default=10**9)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (args.folder / "results.csv").is_file():
         parser.exit(2, f"{args.folder}: no results.csv (not a benchmark category)\n")
     config = CertifierConfig(bab_method=args.bab_method, branching=args.branching,
-                             max_nodes=args.max_nodes)
+                             bab_domain=args.bab_domain, max_nodes=args.max_nodes)
     records = run_instances(args.folder, args.sample, args.scale, config, args.only)
     result = {"folder": str(args.folder), "scale": args.scale, "sample": args.sample,
               "bab_method": args.bab_method, "branching": args.branching,
+              "bab_domain": args.bab_domain,
               "cpus": os.cpu_count(), "summary": summary(records), "instances": records}
     print(json.dumps(result["summary"]))
     if args.out:

@@ -338,7 +338,8 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
         found = input_split_search(problem, dense, deadline, config.max_nodes,
                                    max(config.batch_size, 64), attack_every=config.attack_every,
                                    attack_steps=config.attack_steps, seed=config.seed)
-        return BabResult(found["status"], [], found["bounded"], found["counterexample"],
+        return BabResult(found["status"], found["nodes"], found["bounded"],
+                         found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
                          found["rounds"])
     search = _Search(problem, dense, config, deadline)

@@ -71,6 +71,8 @@ class TreeNode:
     # True: this node's bounds are its parent's, clamped by the split (not re-derived)
     inherit: bool = False
     tightened: list[NeuronBound] = field(default_factory=list)  # applied layer by layer
+    # (input dimension d, m): children are the box halves x_d ≤ m and x_d ≥ m
+    input_split: tuple[int, float] | None = None
 
 
 @dataclass
@@ -131,7 +133,9 @@ def _node(raw: dict[str, Any]) -> TreeNode:
                               str(proof["method"]),
                               [list(a) for a in proof.get("alphas", [])])
                     if proof is not None else None,
-                    bool(raw.get("inherit", False)), tightened)
+                    bool(raw.get("inherit", False)), tightened,
+                    (int(raw["input_split"][0]), float(raw["input_split"][1]))
+                    if raw.get("input_split") is not None else None)
 
 
 def certificate_from_dict(raw: dict[str, Any]) -> Certificate:

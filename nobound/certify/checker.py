@@ -137,17 +137,16 @@ def _back_substitute(net: StoredNetwork, rows: np.ndarray, constant: np.ndarray,
 
 def _interval_lower(weight: np.ndarray, bias: np.ndarray, radius: np.ndarray,
                     bias_radius: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """A lower bound of W* a + b* over 0 ≤ low ≤ a ≤ high (real arithmetic)."""
+    """A lower bound of W* a + b* over low ≤ a ≤ high (real arithmetic)."""
     value = down(lower_dot(np.maximum(weight, 0), low) + lower_dot(np.minimum(weight, 0), high))
     value = down(value + down(bias - bias_radius))
     if np.any(radius):
-        value = down(value - upper_product(radius, high))
+        value = down(value - upper_product(radius, _magnitude((low, high))))
     return value
 
 
-def interval_step(net: StoredNetwork, k: int, previous: Interval) -> Interval:
-    """Interval bounds of z_k from the bounds of z_{k−1} (through ReLU and stage k)."""
-    low, high = np.maximum(previous[0], 0.0), np.maximum(previous[1], 0.0)
+def _interval(net: StoredNetwork, k: int, low: np.ndarray, high: np.ndarray) -> Interval:
+    """Interval bounds of z_k = W_k a + b_k for a in [low, high]."""
     weight, bias = net.weights[k], net.biases[k]
     radius, bias_radius = net.weight_radii[k], net.bias_radii[k]
     lower = _interval_lower(weight, bias, radius, bias_radius, low, high)
@@ -155,25 +154,37 @@ def interval_step(net: StoredNetwork, k: int, previous: Interval) -> Interval:
     return lower, upper
 
 
+def interval_step(net: StoredNetwork, k: int, previous: Interval) -> Interval:
+    """Interval bounds of z_k from the bounds of z_{k−1} (through ReLU and stage k)."""
+    return _interval(net, k, np.maximum(previous[0], 0.0), np.maximum(previous[1], 0.0))
+
+
 def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
                 parent: list[Interval] | None) -> list[Interval]:
-    """Rigorous pre-activation bounds of every hidden layer on one node's domain: the
-    back-substitution, intersected with interval bounds from the layer before (as the
-    certifier's interval pre-check does), with the parent's bounds, then the splits."""
+    """Rigorous pre-activation bounds of every hidden layer on one node's domain.
+
+    As the certifier does: interval bounds first (from the box for the first layer, where
+    they are what back-substitution gives; from the layer before otherwise), intersected
+    with the parent's bounds and clamped by the splits; then a back-substitution row only
+    for the neurons still unstable (a stable neuron's relaxation is exact whatever its
+    bounds), intersected again."""
     bounds: list[Interval] = []
     relaxations: list[tuple[np.ndarray, ...]] = []
     for k in range(net.num_hidden_layers):
-        size = net.weights[k].shape[0]
-        identity = np.eye(size)
-        lower = _back_substitute(net, identity, np.zeros(size), k, relaxations, bounds, box)
-        upper = -_back_substitute(net, -identity, np.zeros(size), k, relaxations, bounds, box)
-        if k:
-            low, high = interval_step(net, k, bounds[k - 1])
-            lower, upper = np.maximum(lower, low), np.minimum(upper, high)
+        lower, upper = _interval(net, 0, *box) if k == 0 else interval_step(net, k, bounds[-1])
         if parent is not None:
             lower, upper = np.maximum(lower, parent[k][0]), np.minimum(upper, parent[k][1])
         lower = np.where(signs[k] > 0, np.maximum(lower, 0), lower)
         upper = np.where(signs[k] < 0, np.minimum(upper, 0), upper)
+        unstable = np.flatnonzero((lower < 0) & (upper > 0))
+        if k and unstable.size:
+            rows = np.eye(net.weights[k].shape[0])[unstable]
+            both = _back_substitute(net, np.concatenate([rows, -rows]),
+                                    np.zeros(2 * unstable.size), k, relaxations, bounds, box)
+            lower[unstable] = np.maximum(lower[unstable], both[:unstable.size])
+            upper[unstable] = np.minimum(upper[unstable], -both[unstable.size:])
+            lower = np.where(signs[k] > 0, np.maximum(lower, 0), lower)
+            upper = np.where(signs[k] < 0, np.minimum(upper, 0), upper)
         bounds.append((lower, upper))
         relaxations.append(_relaxation(lower, upper))
     return bounds
@@ -181,13 +192,109 @@ def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
 
 def leaf_value(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: np.ndarray,
                offset: np.ndarray, weights: np.ndarray,
-               betas: dict[int, np.ndarray] | None = None) -> float:
-    """A rigorous lower bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) over a leaf's domain."""
+               betas: dict[int, np.ndarray] | None = None,
+               alphas: list[np.ndarray | None] | None = None) -> float:
+    """A rigorous lower bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) over a leaf's domain
+    (``alphas``: recorded lower slopes per hidden layer, None = DeepPoly's)."""
     rows, row_error = matmul_error(weights[None], spec)
     constant = np.atleast_1d(lower_dot(weights, offset))
-    relaxations = [_relaxation(lo, hi) for lo, hi in bounds]
+    relaxations = _with_alphas([_relaxation(lo, hi) for lo, hi in bounds], alphas)
     return float(_back_substitute(net, rows, constant, net.num_hidden_layers, relaxations,
                                   bounds, box, betas, row_error)[0])
+
+
+def _with_alphas(relaxations: list[tuple[np.ndarray, ...]],
+                 alphas: list[np.ndarray | None] | None) -> list[tuple[np.ndarray, ...]]:
+    """Relaxations whose unstable neurons take recorded lower slopes (any α ∈ [0, 1] gives
+    a valid lower line α z ≤ ReLU(z); stable neurons keep their exact slope)."""
+    if not alphas:
+        return relaxations
+    out = []
+    for k, (alpha, slope, intercept) in enumerate(relaxations):
+        recorded = alphas[k] if k < len(alphas) else None
+        if recorded is not None:
+            unstable = intercept > 0  # exactly the neurons relaxed by a triangle
+            alpha = np.where(unstable, recorded, alpha)
+        out.append((alpha, slope, intercept))
+    return out
+
+
+def recorded_alphas(raw: list[list[float]], sizes: list[int]) -> list[np.ndarray | None] | None:
+    """Per-layer α vectors from a certificate ([] = DeepPoly's); None when malformed."""
+    alphas: list[np.ndarray | None] = []
+    for k, values in enumerate(raw):
+        if k >= len(sizes):
+            return None
+        if len(values) == 0:
+            alphas.append(None)
+            continue
+        vector = np.asarray(values, float)
+        if vector.shape != (sizes[k],) or not np.all((vector >= 0) & (vector <= 1)):
+            return None
+        alphas.append(vector)
+    return alphas
+
+
+def split_betas(raw: list[tuple[int, int, float]], signs: list[np.ndarray],
+                sizes: list[int]) -> dict[int, np.ndarray] | None:
+    """{layer: β_j s_j} from (k, i, β) triples; None unless every β ≥ 0 is finite and on
+    a split neuron."""
+    betas: dict[int, np.ndarray] = {}
+    for k, neuron, beta in raw:
+        k, neuron = int(k), int(neuron)
+        if not (0 <= k < len(sizes) and 0 <= neuron < sizes[k]) or not beta >= 0 or \
+                not np.isfinite(beta) or not signs[k][neuron]:
+            return None
+        betas.setdefault(k, np.zeros(sizes[k]))[neuron] += beta * signs[k][neuron]
+    return betas
+
+
+def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
+                    signs: list[np.ndarray], tightened: list[Any]) -> list[Interval] | str:
+    """Node bounds tightened by recorded single-neuron proofs (beta-CROWN's intermediate
+    bounds), layer by layer so that each uses the tightened layers below it; the error
+    text when an entry is malformed."""
+    if not tightened:
+        return bounds
+    sizes = net.hidden_sizes
+    bounds = [(lo.copy(), hi.copy()) for lo, hi in bounds]
+    for entry in sorted(tightened, key=lambda e: int(e.layer)):
+        k, neuron, side = int(entry.layer), int(entry.neuron), int(entry.side)
+        if not (0 < k < len(sizes) and 0 <= neuron < sizes[k] and side in (1, -1)):
+            return f"invalid tightened bound ({k}, {neuron}, {side})"
+        alphas = recorded_alphas(entry.alphas, sizes[:k])
+        betas = split_betas(entry.betas, signs, sizes[:k])
+        if alphas is None or betas is None:
+            return f"tightened bound ({k}, {neuron}): α must lie in [0, 1] and β ≥ 0 on splits"
+        relaxations = _with_alphas([_relaxation(lo, hi) for lo, hi in bounds[:k]], alphas)
+        rows = np.zeros((1, sizes[k]))
+        rows[0, neuron] = side
+        value = _back_substitute(net, rows, np.zeros(1), k, relaxations, bounds[:k], box,
+                                 betas)[0]
+        lower, upper = bounds[k]
+        if side > 0:
+            lower[neuron] = max(lower[neuron], value)
+        else:
+            upper[neuron] = min(upper[neuron], -value)
+        bounds[k] = (np.where(signs[k] > 0, np.maximum(lower, 0), lower),
+                     np.where(signs[k] < 0, np.minimum(upper, 0), upper))
+    return bounds
+
+
+def input_halves(box: Interval, split: Any) -> tuple[Interval, Interval] | None:
+    """The two halves x_d ≤ m and x_d ≥ m of a box (they cover it); None if malformed."""
+    dimension, middle = int(split[0]), float(split[1])
+    if not (0 <= dimension < box[0].size and box[0][dimension] <= middle <= box[1][dimension]):
+        return None
+    below, above = box[1].copy(), box[0].copy()
+    below[dimension] = above[dimension] = middle
+    return (box[0], below), (above, box[1])
+
+
+def inherited_bounds(parent: list[Interval], signs: list[np.ndarray]) -> list[Interval]:
+    """A node's bounds taken from its parent (valid on the smaller domain), clamped."""
+    return [(np.where(s > 0, np.maximum(lo, 0), lo), np.where(s < 0, np.minimum(hi, 0), hi))
+            for (lo, hi), s in zip(parent, signs, strict=True)]
 
 
 def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: CheckReport,
@@ -206,10 +313,11 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         return
     sizes = net.hidden_sizes
     root_signs = [np.zeros(n, np.int8) for n in sizes]
-    stack: list[tuple[int, list[np.ndarray], Any]] = [(0, root_signs, None)]
+    # (node, split signs, parent's bounds, the node's box: input splits narrow it)
+    stack: list[tuple[int, list[np.ndarray], Any, Interval]] = [(0, root_signs, None, box)]
     seen: set[int] = set()
     while stack:
-        index, signs, parent = stack.pop()
+        index, signs, parent, box = stack.pop()
         where = f"{label} node {index}"
         if not 0 <= index < len(nodes) or index in seen:
             report.errors.append(f"{where}: missing or reached twice (not a tree)")
@@ -222,9 +330,23 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             if key not in root_cache:
                 root_cache[key] = node_bounds(net, box, signs, None)
             bounds = root_cache[key]
+        elif node.inherit:
+            bounds = inherited_bounds(parent, signs)
         else:
             bounds = node_bounds(net, box, signs, parent)
+        bounds = apply_tightened(net, box, bounds, signs, node.tightened)
+        if isinstance(bounds, str):
+            report.errors.append(f"{where}: {bounds}")
+            continue
         empty = any(np.any(lo > hi) for lo, hi in bounds)
+        if node.proof is None and node.input_split is not None:
+            halves = input_halves(box, node.input_split)
+            if node.children is None or len(node.children) != 2 or halves is None:
+                report.errors.append(f"{where}: invalid input split {node.input_split}")
+                continue
+            for child, half in zip(node.children, halves, strict=True):
+                stack.append((int(child), signs, bounds, half))
+            continue
         if node.proof is None:
             if node.split is None or node.children is None or len(node.children) != 2:
                 report.errors.append(f"{where}: neither a proof nor a split into two")
@@ -236,7 +358,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             for child, sign in zip(node.children, (1, -1), strict=True):
                 child_signs = [s.copy() for s in signs]
                 child_signs[k][neuron] = sign
-                stack.append((int(child), child_signs, bounds))
+                stack.append((int(child), child_signs, bounds, box))
             continue
         report.leaves += 1
         proof = node.proof
@@ -258,7 +380,11 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             continue
         if empty:
             continue
-        value = leaf_value(net, box, bounds, spec, offset, weights, betas)
+        alphas = recorded_alphas(proof.alphas, sizes)
+        if alphas is None:
+            report.errors.append(f"{where}: α must be one number in [0, 1] per neuron")
+            continue
+        value = leaf_value(net, box, bounds, spec, offset, weights, betas, alphas)
         if not value > 0:
             report.errors.append(f"{where}: rigorous bound {value:.6g} does not prove the leaf")
         elif reproduce and proof.method in REPRODUCED_METHODS and \
@@ -271,13 +397,15 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
 
 
 def check_proofs(net: StoredNetwork, problems: list[ProblemCertificate],
-                 reproduce: bool = True) -> CheckReport:
+                 reproduce: bool = True,
+                 root_cache: dict[bytes, list[Interval]] | None = None) -> CheckReport:
     """Check the split trees of ``problems`` against the interval network ``net``.
 
     ``reproduce=False`` skips the comparison with the stored bounds (the self-check of
-    the certifier: only the rigorous sign matters there)."""
+    the certifier: only the rigorous sign matters there). ``root_cache`` keeps the root
+    bounds of each box between calls (the problems of one robustness sample share one)."""
     report = CheckReport(valid=False)
-    root_cache: dict[bytes, list[Interval]] = {}
+    root_cache = {} if root_cache is None else root_cache
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         for i, problem in enumerate(problems):
             _check_problem(net, problem, report, f"problem {i}", reproduce, root_cache)

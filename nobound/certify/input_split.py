@@ -17,8 +17,10 @@ best row's linear bound and the box centre are replayed in float64 as candidates
 PGD runs from the worst boxes' corners every few rounds. Boxes are taken worst first, up
 to ``batch_size`` per round, all halves bounded in one batched call.
 
-Input splits are not recorded in certificates (the checker's tree splits ReLUs only), so
-the certifier uses this search only when no certificate is asked for.
+The split tree is a certificate like a ReLU-split tree: internal nodes name
+(dimension, m), children are the halves x_d ≤ m and x_d ≥ m, leaves are proved by one row
+with DeepPoly's (or the recorded optimised) slopes, which the checker re-derives on the
+leaf's own box.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from nobound.certify.beta_crown import (
     optimise,
     tighten_intermediate,
 )
+from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.falsify import attack_problem
 from nobound.certify.problem import PROOF_TOLERANCE, VerificationProblem
 from nobound.exact.dense import DenseNetwork
@@ -64,15 +67,17 @@ def interval_domains(network: DenseNetwork, lower: Array, upper: Array) -> Split
 
 
 def bound_boxes(network: DenseNetwork, lower: Array, upper: Array, spec: Array,
-                offset: Array, alpha_steps: int = 0) -> tuple[Array, Array]:
-    """(lower bounds (N, K) of spec·f + offset on each box, input coefficients (N, K, n₀))."""
+                offset: Array, alpha_steps: int = 0) -> tuple[Array, Array, list | None]:
+    """(lower bounds (N, K) of spec·f + offset on each box, input coefficients (N, K, n₀),
+    the optimised α per hidden layer (N, K, n_j), or None with DeepPoly's)."""
     xp = get_array_module(lower)
     count = lower.shape[0]
     domains = tighten_intermediate(network, interval_domains(network, lower, upper), steps=0)
     objective = xp.broadcast_to(xp.asarray(spec), (count, *spec.shape))
     offsets = xp.broadcast_to(xp.asarray(offset), (count, spec.shape[0]))
     bound, multipliers = optimise(network, domains, objective, offsets, steps=alpha_steps)
-    return bound, input_coefficients(network, domains, objective, offsets, multipliers)
+    return bound, input_coefficients(network, domains, objective, offsets, multipliers), \
+        multipliers.alpha if alpha_steps else None
 
 
 def split_dimension(coefficients: Array, lower: Array, upper: Array) -> Array:
@@ -87,36 +92,48 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                        attack_steps: int = 20, seed: int = 0) -> dict:
     """Decide ``problem`` by splitting its input box (module docstring).
 
-    Returns {"status", "counterexample", "bounded", "lower_bound", "reason", "rounds"}.
+    Returns {"status", "nodes" (the split tree, for certificates), "counterexample",
+    "bounded", "lower_bound", "reason", "rounds", "seconds"}.
     """
     start = time.perf_counter()
     spec, offset = problem.spec, problem.offset
-    flat_lower, flat_upper = problem.lower.reshape(1, -1), problem.upper.reshape(1, -1)
-    # (best row's bound, tie-break, box lower, box upper, that row's input coefficients)
-    heap: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    nodes: list[TreeNode] = [TreeNode()]
+    # (best row's bound, tie-break, box lower, box upper, that row's input coefficients,
+    #  tree node)
+    heap: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
     order = itertools.count()
     bounded = 0
 
     def result(status: str, reason: str = "", found: Any = None, rounds: int = 0) -> dict:
-        return {"status": status, "counterexample": found, "bounded": bounded,
-                "lower_bound": heap[0][0] if heap else np.inf, "reason": reason,
-                "rounds": rounds, "seconds": time.perf_counter() - start}
+        return {"status": status, "nodes": nodes, "counterexample": found,
+                "bounded": bounded, "lower_bound": heap[0][0] if heap else np.inf,
+                "reason": reason, "rounds": rounds, "seconds": time.perf_counter() - start}
 
-    boxes_lower, boxes_upper = flat_lower, flat_upper
+    boxes_lower = problem.lower.reshape(1, -1)
+    boxes_upper = problem.upper.reshape(1, -1)
+    indices = [0]
     for round_index in itertools.count():
-        bound, coefficients = bound_boxes(network, boxes_lower, boxes_upper, spec, offset,
-                                          alpha_steps)
+        bound, coefficients, alphas = bound_boxes(network, boxes_lower, boxes_upper, spec,
+                                                  offset, alpha_steps)
         bounded += len(boxes_lower)
-        best = bound.max(axis=1)
-        chosen = coefficients[np.arange(len(best)), np.argmax(bound, axis=1)]
+        rows = np.argmax(bound, axis=1)
+        best = bound[np.arange(len(rows)), rows]
+        chosen = coefficients[np.arange(len(rows)), rows]
         corners = np.where(chosen < 0, boxes_upper, boxes_lower)
         candidates = np.concatenate([corners, (boxes_lower + boxes_upper) / 2])
         found = problem.find_counterexample(candidates.reshape(-1, *problem.input_shape))
         if found is not None:
             return result("falsified", "counterexample", found, round_index)
-        for n in np.flatnonzero(best <= PROOF_TOLERANCE):
-            heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
-                                  boxes_upper[n], chosen[n]))
+        for n, index in enumerate(indices):
+            if best[n] > PROOF_TOLERANCE:
+                weights = np.zeros(problem.num_rows)
+                weights[rows[n]] = 1.0
+                recorded = [] if alphas is None else [a[n, rows[n]].tolist() for a in alphas]
+                nodes[index].proof = LeafProof(weights.tolist(), [], float(best[n]), "crown",
+                                               recorded)
+            else:
+                heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
+                                      boxes_upper[n], chosen[n], index))
         if not heap:
             return result("certified", rounds=round_index)
         if attack_every and round_index % attack_every == attack_every - 1:
@@ -132,12 +149,18 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         parents = [heapq.heappop(heap) for _ in range(min(batch_size, len(heap)))]
         lower = np.stack([p[2] for p in parents])
         upper = np.stack([p[3] for p in parents])
+        count = np.arange(len(parents))
         dimension = split_dimension(np.stack([p[4] for p in parents]), lower, upper)
-        middle = (lower[np.arange(len(parents)), dimension]
-                  + upper[np.arange(len(parents)), dimension]) / 2
-        left_upper, right_lower = upper.copy(), lower.copy()
-        left_upper[np.arange(len(parents)), dimension] = middle
-        right_lower[np.arange(len(parents)), dimension] = middle
-        boxes_lower = np.concatenate([lower, right_lower])
-        boxes_upper = np.concatenate([left_upper, upper])
+        middle = (lower[count, dimension] + upper[count, dimension]) / 2
+        below, above = upper.copy(), lower.copy()   # halves x_d ≤ m and x_d ≥ m
+        below[count, dimension] = middle
+        above[count, dimension] = middle
+        boxes_lower = np.concatenate([lower, above])
+        boxes_upper = np.concatenate([below, upper])
+        first = len(nodes)
+        nodes += [TreeNode() for _ in range(2 * len(parents))]
+        for n, parent in enumerate(parents):
+            nodes[parent[5]].input_split = (int(dimension[n]), float(middle[n]))
+            nodes[parent[5]].children = (first + n, first + len(parents) + n)
+        indices = list(range(first, first + 2 * len(parents)))
     raise AssertionError("unreachable")

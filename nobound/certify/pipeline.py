@@ -74,6 +74,7 @@ class CertifierConfig:
     bab: bool = True
     bab_method: str = "deeppoly"
     branching: str = "babsr"
+    bab_domain: str = "relu"   # "input" splits the box, "auto" does for few inputs (ACAS)
     attack_steps: int = 50
     attack_restarts: int = 3
     robustness_attack_steps: int = 50
@@ -220,7 +221,8 @@ class Certifier:
                 return self._unknown(start, "timeout", values, bounded)
             bab_config = BabConfig(method=config.bab_method, batch_size=config.batch_size,
                                    max_nodes=max(1, config.max_nodes - bounded),
-                                   branching=config.branching, seed=config.seed)
+                                   branching=config.branching, seed=config.seed,
+                                   domain=config.bab_domain)
             result = branch_and_bound(problems[index], self.dense, bab_config, deadline)
             bounded += result.bounded
             if result.status == FALSIFIED:

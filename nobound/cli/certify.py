@@ -47,11 +47,17 @@ def add_certifier_flags(parser: argparse.ArgumentParser, timeout: float) -> None
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help="bounds tried on the whole box, in order (default %(default)s)")
     parser.add_argument("--no-bab", action="store_true", help="no branch and bound")
-    parser.add_argument("--bab-method", default="deeppoly", choices=("deeppoly", "alpha-crown"),
+    parser.add_argument("--bab-method", default="deeppoly",
+                        choices=("deeppoly", "alpha-crown", "beta-crown"),
                         help="relaxation of the branch-and-bound sub-problems (alpha-crown "
-                             "optimises slopes per sub-problem; default %(default)s)")
-    parser.add_argument("--branching", default="babsr", choices=("babsr", "intercept"),
-                        help="neuron choice (default %(default)s)")
+                             "optimises slopes per sub-problem, beta-crown adds the split "
+                             "constraints' multipliers; default %(default)s)")
+    parser.add_argument("--branching", default="babsr", choices=("babsr", "intercept", "fsb"),
+                        help="neuron choice (fsb bounds the children of the best-scored "
+                             "candidates; default %(default)s)")
+    parser.add_argument("--bab-domain", default="auto", choices=("auto", "relu", "input"),
+                        help="split ReLUs or the input box (auto: the input box for "
+                             "networks with at most 16 inputs; default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks")
     parser.add_argument("--device", default="cpu",
                         help="where the whole-box bounds run: cpu or cuda (attacks, branch "
@@ -77,6 +83,7 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
     return CertifierConfig(timeout=args.timeout, max_nodes=args.max_nodes,
                            batch_size=args.batch_size, methods=methods, bab=not args.no_bab,
                            bab_method=args.bab_method, branching=args.branching,
+                           bab_domain=args.bab_domain,
                            seed=args.seed, device=args.device, **extra)
 
 
