@@ -1,0 +1,151 @@
+"""Soundness of every relaxation on networks with Sigmoid, Tanh and MaxPool2d.
+
+As for the ReLU (tests/bounds/test_soundness.py): random small networks, random boxes and
+specifications; every method in ``METHODS`` must satisfy lower ≤ C f(x) ≤ upper at box
+vertices (low dimensions), near-corner and uniform points, and its recorded bounds of every
+activation's input must contain the input the activation really receives. The two lines of
+an S-shape and the max relaxation are also checked on their own, densely, on boxes that lie
+in the convex part, the concave part, across 0, or are a single point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nobound.autodiff.tensor import Tensor, no_grad
+from nobound.bounds import METHODS, Box, compute_bounds
+from nobound.bounds.activations import SigmoidStep, TanhStep
+from nobound.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, Tanh
+from nobound.testing.sampling import region_samples
+from nobound.testing.soundness import assert_above, assert_below
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
+
+
+def randomise(model: Sequential, rng: np.random.Generator, scale: float) -> Sequential:
+    for layer in model.layers:
+        if isinstance(layer, Linear | Conv2d):
+            layer.weight.data = rng.normal(size=layer.weight.shape) * scale
+            if layer.bias is not None:
+                layer.bias.data = rng.normal(size=layer.bias.shape) * scale
+    return model.eval()
+
+
+@st.composite
+def networks(draw: st.DrawFn) -> tuple[Sequential, tuple[int, ...]]:
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([0.5, 1.0, 2.5]))
+    if draw(st.booleans()):  # fully connected with S-shapes
+        sizes = [draw(st.integers(2, 4))] + [draw(st.integers(2, 6)) for _ in range(2)]
+        acts = [draw(st.sampled_from(sorted(ACTIVATIONS))) for _ in range(2)]
+        layers = []
+        for n_in, n_out, act in zip(sizes, sizes[1:], acts, strict=False):
+            layers += [Linear(n_in, n_out, dtype=np.float64), ACTIVATIONS[act]()]
+        layers.append(Linear(sizes[-1], 3, dtype=np.float64))
+        return randomise(Sequential(*layers), rng, scale), (sizes[0],)
+    size = draw(st.integers(4, 6))
+    channels = draw(st.integers(1, 2))
+    kernel = draw(st.integers(2, 3))
+    stride = draw(st.integers(1, kernel))
+    padding = draw(st.integers(0, kernel // 2))
+    act = draw(st.sampled_from(["none", *sorted(ACTIVATIONS)]))
+    conv = Conv2d(1, channels, 2, 1, 0, dtype=np.float64)
+    pool = MaxPool2d(kernel, stride, padding)
+    shape = pool.output_shape(conv.output_shape((1, size, size)))
+    layers = [conv] + ([] if act == "none" else [ACTIVATIONS[act]()]) + \
+        [pool, Flatten(), Linear(int(np.prod(shape)), 3, dtype=np.float64)]
+    if draw(st.booleans()):
+        layers += [Tanh(), Linear(3, 3, dtype=np.float64)]
+    return randomise(Sequential(*layers), rng, scale), (1, size, size)
+
+
+def activation_inputs(model: Sequential, x: np.ndarray) -> dict[int, np.ndarray]:
+    seen = {}
+    with no_grad():
+        out = Tensor(x)
+        for index, layer in enumerate(model.layers):
+            if isinstance(layer, ReLU | Sigmoid | Tanh | MaxPool2d):
+                seen[index] = out.data
+            out = layer(out)
+    return seen
+
+
+@settings(max_examples=max(40, settings.default.max_examples), deadline=None)
+@given(networks(), st.integers(0, 2**31 - 1), st.sampled_from([0.05, 0.5, 2.0]),
+       st.booleans())
+def test_every_method_is_sound_on_pooling_and_s_shapes(problem, seed, eps, with_spec) -> None:
+    model, shape = problem
+    rng = np.random.default_rng(seed)
+    batch = 2
+    centre = rng.normal(size=(batch, *shape))
+    lower, upper = centre - eps * rng.random((batch, *shape)), centre + eps
+    spec = rng.normal(size=(batch, 2, 3)) if with_spec else None
+    points = region_samples(lower, upper, 48, rng)                  # (B, N, *shape)
+    flat = points.reshape(-1, *shape)
+    with no_grad():
+        outputs = model(Tensor(flat)).data.reshape(batch, -1, 3)
+    values = outputs if spec is None else np.einsum("bkc,bnc->bnk", spec, outputs)
+    inputs = activation_inputs(model, flat)
+    for method in METHODS:
+        result = compute_bounds(model, Box(Tensor(lower), Tensor(upper)), method=method,
+                                spec=spec)
+        what = f"{method} on {[type(a).__name__ for a in model.layers]}"
+        assert_below(result.lower.numpy()[:, None], values, what)
+        assert_above(result.upper.numpy()[:, None], values, what)
+        for index, (low, high) in (result.intermediate or {}).items():
+            seen = inputs[index].reshape(batch, -1, *low.shape[1:])
+            assert_below(low.numpy()[:, None], seen, f"{what}: input of layer {index}")
+            assert_above(high.numpy()[:, None], seen, f"{what}: input of layer {index}")
+
+
+@pytest.mark.parametrize("step_type, function", [(SigmoidStep, lambda v: 1 / (1 + np.exp(-v))),
+                                                 (TanhStep, np.tanh)])
+def test_s_shape_lines_hold_densely_in_every_case(step_type, function) -> None:
+    rng = np.random.default_rng(0)
+    ends = np.sort(rng.normal(scale=4.0, size=(2, 400)), axis=0)
+    lower = np.concatenate([ends[0], [-3.0, 0.5, -2.0, 1.0, -30.0, 0.0]])
+    upper = np.concatenate([ends[1], [-1.0, 2.0, 2.5, 1.0, 30.0, 0.0]])   # incl. points
+    step = step_type(0, (lower.size,))
+    lines = step.relax(Tensor(lower[None, None]), Tensor(upper[None, None]))
+    lam, t_l = lines.lower_slope.data[0, 0], lines.lower_intercept.data[0, 0]
+    s, t = lines.upper_slope.data[0, 0], lines.upper_intercept.data[0, 0]
+    v = lower + (upper - lower) * np.linspace(0, 1, 201)[:, None]
+    y = function(v)
+    assert np.all(lam * v + t_l <= y + 1e-12), "lower line above the function"
+    assert np.all(y <= s * v + t + 1e-12), "upper line below the function"
+    assert not np.any(lines.unstable)
+    low, high = step.interval(Tensor(lower), Tensor(upper))
+    np.testing.assert_allclose(low.data, function(lower), rtol=1e-12)
+    np.testing.assert_allclose(high.data, function(upper), rtol=1e-12)
+
+
+def test_max_pool_relaxation_is_exact_on_decided_windows() -> None:
+    """A window whose j* beats every other input everywhere: DeepPoly bounds are exact."""
+    model = Sequential(MaxPool2d(2), Flatten()).eval()
+    lower = np.zeros((1, 1, 2, 4))
+    lower[0, 0, 0, 0], lower[0, 0, 1, 3] = 5.0, 7.0
+    upper = lower + 1.0
+    result = compute_bounds(model, Box(Tensor(lower), Tensor(upper)), method="deeppoly")
+    np.testing.assert_allclose(result.lower.numpy(), [[5.0, 7.0]])
+    np.testing.assert_allclose(result.upper.numpy(), [[6.0, 8.0]])
+
+
+def test_max_pool_back_substitution_is_the_adjoint_and_differentiable() -> None:
+    """<A, placed rows> against a direct evaluation: the bound of a linear function of the
+    outputs on a decided box equals the function at the winners; gradients flow."""
+    rng = np.random.default_rng(3)
+    model = Sequential(MaxPool2d(3, 2, 1), Flatten(), Linear(8, 2, dtype=np.float64)).eval()
+    model.layers[2].weight.data = rng.normal(size=(2, 8))
+    x = rng.normal(size=(1, 2, 4, 4))
+    lower = Tensor(x, requires_grad=True)
+    result = compute_bounds(model, Box(lower, lower + 0.0), method="deeppoly")
+    with no_grad():
+        exact = model(Tensor(x)).data
+    np.testing.assert_allclose(result.lower.numpy(), exact, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result.upper.numpy(), exact, rtol=1e-12, atol=1e-12)
+    result.upper.sum().backward()
+    assert lower.grad is not None and np.any(lower.grad != 0)
