@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nobound.backend import random_stream
 from nobound.certify.beta_crown import (
     Multipliers,
     SplitDomains,
@@ -154,8 +155,9 @@ def _fully_fixed(bounds: list[Interval], signs: list[np.ndarray]) -> bool:
 
 class _Search:
     def __init__(self, problem: VerificationProblem, dense: DenseNetwork, config: BabConfig,
-                 deadline: float) -> None:
+                 deadline: float, shared: dict | None = None) -> None:
         self.problem, self.dense, self.config, self.deadline = problem, dense, config, deadline
+        self.shared = {} if shared is None else shared
         self.nodes: list[TreeNode] = []
         self.heap: list[_Open] = []
         self.order = itertools.count()
@@ -289,19 +291,25 @@ class _Search:
         """beta-CROWN bounds of N sub-domains (signs (N, n_j)), warm-started from ``starts``
         (the parents' multipliers, or None: DeepPoly's slopes and β = 0)."""
         problem, count = self.problem, signs[0].shape[0]
-        if known is None or self.config.intermediate == "recompute":
+        tighten = known is None and self.config.intermediate == "inherit" and \
+            self.config.tighten_steps > 0
+        # the root's bounds depend on the box only: problems sharing a box share them
+        key = (problem.lower.tobytes(), problem.upper.tobytes(), self.config.tighten_steps)
+        if tighten and key in self.shared:
+            bounds, self.root_tightened = self.shared[key]
+        elif known is None or self.config.intermediate == "recompute":
             bounds = bound_subproblems(problem, self.dense, signs, known, "deeppoly").bounds
         else:
             bounds = clamp_to_splits(known, signs)
         domains = SplitDomains([lo for lo, _ in bounds], [hi for _, hi in bounds], signs,
                                problem.lower.reshape(-1), problem.upper.reshape(-1))
-        if known is None and self.config.intermediate == "inherit" and \
-                self.config.tighten_steps:
+        if tighten and key not in self.shared:
             records: list = []
             domains = tighten_intermediate(self.dense, domains, self.config.tighten_steps,
                                            records=records)
             bounds = list(zip(domains.lower, domains.upper, strict=True))
             self.root_tightened = [_neuron_bound(r) for r in records]
+            self.shared[key] = (bounds, self.root_tightened)
         objective = np.broadcast_to(problem.spec, (count, *problem.spec.shape))
         offset = np.broadcast_to(problem.offset, (count, problem.num_rows))
         start = None
@@ -318,18 +326,25 @@ class _Search:
         return BoundedSubproblems(lower, bounds, minimisers), best
 
     def attack_worst(self, round_index: int) -> Counterexample | None:
-        worst = heapq.nsmallest(4, self.heap)
-        starts = [w.minimiser for w in worst if w.minimiser is not None]
-        if not starts:
-            return None
-        return attack_problem(self.problem, np.stack(starts), steps=self.config.attack_steps,
-                              restarts=0, seed=self.config.seed + round_index)
+        """PGD from the bound-minimising inputs of the most violated sub-domains, and from
+        random points near them (restarts seeded where the bound says a violation hides)."""
+        worst = heapq.nsmallest(8, self.heap)
+        starts = np.stack([w.minimiser for w in worst if w.minimiser is not None] or
+                          [(self.problem.lower + self.problem.upper) / 2])
+        rng = random_stream(self.config.seed, round_index, name="bab-attack")
+        width = self.problem.upper - self.problem.lower
+        nearby = starts + 0.25 * width * rng.uniform(-1, 1, starts.shape)
+        return attack_problem(self.problem, np.concatenate([starts, nearby]),
+                              steps=self.config.attack_steps, restarts=0,
+                              seed=self.config.seed + round_index)
 
 
 def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
-                     config: BabConfig | None = None, deadline: float | None = None
-                     ) -> BabResult:
-    """Decide ``problem`` by branch and bound (see the module docstring)."""
+                     config: BabConfig | None = None, deadline: float | None = None,
+                     shared: dict | None = None) -> BabResult:
+    """Decide ``problem`` by branch and bound (see the module docstring). ``shared``: a
+    dict kept across the problems of one property (same network), where beta-CROWN keeps
+    the root's tightened bounds of each box."""
     config = config or BabConfig()
     start = time.perf_counter()
     deadline = np.inf if deadline is None else deadline
@@ -342,7 +357,7 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                          found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
                          found["rounds"])
-    search = _Search(problem, dense, config, deadline)
+    search = _Search(problem, dense, config, deadline, shared)
 
     def finish(status: str, reason: str = "", counterexample: Counterexample | None = None,
                rounds: int = 0) -> BabResult:

@@ -106,6 +106,7 @@ class Certifier:
             copy.deepcopy(self.model).to(self.config.device)
         self._dense: DenseNetwork | None = None
         self._stored: StoredNetwork | None = None
+        self._root_bounds: dict[bytes, Any] = {}  # the checker's, per box of one verify()
 
     @property
     def dense(self) -> DenseNetwork:
@@ -126,7 +127,7 @@ class Certifier:
         if self.config.allow_roundoff_errors:
             return ""
         report = check_proofs(self.stored, [problem_certificate(problem, nodes)],
-                              reproduce=False)
+                              reproduce=False, root_cache=self._root_bounds)
         return "" if report.valid else report.errors[0]
 
     # ---------------------------------------------------------------- robustness
@@ -166,6 +167,7 @@ class Certifier:
         start = time.perf_counter() if start is None else start
         problems = [p if p.replay is not None else replace(p, replay=self.replay)
                     for p in problems]
+        self._root_bounds = {}
         deadline = start + config.timeout
         proofs: dict[int, list[TreeNode]] = {}
         open_ = []
@@ -216,6 +218,7 @@ class Certifier:
                     f"problem {i} ({why})" for i, why in sorted(rejections.items()))
             return self._unknown(start, reason, values)
         unknown_reason = ""
+        shared: dict = {}  # branch and bound's per-box work, shared by the problems
         for index in sorted(open_, key=lambda i: values[i]):
             if time.perf_counter() > deadline:
                 return self._unknown(start, "timeout", values, bounded)
@@ -223,7 +226,8 @@ class Certifier:
                                    max_nodes=max(1, config.max_nodes - bounded),
                                    branching=config.branching, seed=config.seed,
                                    domain=config.bab_domain)
-            result = branch_and_bound(problems[index], self.dense, bab_config, deadline)
+            result = branch_and_bound(problems[index], self.dense, bab_config, deadline,
+                                      shared)
             bounded += result.bounded
             if result.status == FALSIFIED:
                 return Verdict(FALSIFIED, "bab", time.perf_counter() - start,
