@@ -1,4 +1,4 @@
-"""PGPE and RGS on a local Ray cluster (2 CPUs) equal the single-process run: PGPE bit for
+"""PGPE and RGS on the local Ray cluster (2 CPUs, conftest.py) equal the single-process run: PGPE bit for
 bit, RGS to the round-off of its changed summation order; a dead worker's task is retried;
 a run resumes from a checkpoint with or without Ray."""
 
@@ -23,12 +23,8 @@ TRAFFIC = ("ray_sent_bytes", "ray_returned_bytes")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}})
+def test_functions_travel_by_value():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # for crash_once
-    yield
-    ray.shutdown()
 
 
 def problem(n: int = 16):
