@@ -106,6 +106,15 @@ def register(subparsers: Any) -> None:
                              "by DeepPoly and branch and bound only)")
     parser.add_argument("--out", help="output directory (default: the checkpoint's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    parser.add_argument("--shard", metavar="I/K",
+                        help="certify only samples I, I+K, I+2K, ... (0 <= I < K) into their "
+                             "own results file; combine the K files with --merge")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge the --shard results files in --out into the results "
+                             "and table of the whole run")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="certify the samples as tasks on Ray: a local cluster, or the "
+                             "one at ADDRESS (default $NOBOUND_RAY_ADDRESS)")
     parser.set_defaults(func=run)
 
 
@@ -115,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from nobound.certify.certificate import model_fingerprint
     from nobound.certify.evaluation import (
         SettingsMismatch,
-        certify_dataset,
         markdown_report,
         summarize,
     )
     from nobound.certify.pipeline import Certifier
+    from nobound.certify.shards import MergeError, Split, certify_split, shard_path
     from nobound.io.models import load_model_checkpoint as load_checkpoint  # .h5 or .onnx
     from nobound.training.progress import ProgressBar
 
@@ -128,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--n", args.n)
     check_non_negative("--attack-steps", args.attack_steps)
     check_positive("--attack-restarts", args.attack_restarts)
+    try:
+        split = Split.from_flags(args.shard, args.merge, args.ray)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     config = certifier_config(args, certificate=args.certificates,
                               robustness_attack_steps=args.attack_steps,
                               robustness_attack_restarts=args.attack_restarts)
@@ -158,15 +171,17 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1, **counts)
 
     try:
-        records = certify_dataset(certifier, np.asarray(data.images, np.float64),
-                                  data.labels, args.eps, out / f"{stem}.jsonl", header,
-                                  on_sample=progress,
-                                  certificate_dir=out / f"{stem}-certificates"
-                                  if args.certificates else None)
-    except SettingsMismatch as error:
+        records = certify_split(split, certifier, np.asarray(data.images, np.float64),
+                                data.labels, args.eps, out, stem, header, progress,
+                                out / f"{stem}-certificates" if args.certificates else None)
+    except (SettingsMismatch, MergeError) as error:
         raise UsageError(str(error)) from None
     finally:
         bar.close()
+    if split.shard is not None:  # the table is the merge's
+        print(f"wrote {shard_path(out, stem, split.shard)} ({len(records)} samples)",
+              file=sys.stderr)
+        return 0
     summary = summarize(records)
     title = f"{checkpoint.path.name} on {data.name} ({data.split}), eps = {args.eps:g}"
     report = markdown_report(summary, records, title)
