@@ -74,8 +74,11 @@ def choose_neurons(dense: DenseNetwork, bounds: list[Interval], signs: list[np.n
     choices: list[tuple[int, int] | None] = []
     for n in range(objective.shape[0]):
         choice = None
-        for table in ((scores, fallback) if rule == "babsr" else (fallback,)):
-            best_value, best = 0.0, None
+        # the intercept table is −inf exactly on stable neurons: any unstable one is taken,
+        # even one whose score underflowed to 0 (l u below the smallest float)
+        for table, floor in (((scores, 0.0), (fallback, -np.inf)) if rule == "babsr"
+                             else ((fallback, -np.inf),)):
+            best_value, best = floor, None
             for k, layer_scores in enumerate(table):
                 if layer_scores.size == 0:
                     continue

@@ -8,20 +8,18 @@ float32). So a counterexample counts only when
 1. the point, stored in the model's dtype, lies in the box (compared exactly), and
 2. the model's own forward pass — nobound's forward in the checkpoint's dtype, or ONNX's
    reference evaluator on the ONNX file in its dtype — gives outputs whose every row
-   spec_i · y + offset_i is ≤ 0, with the rounding of that last product bounded
-   rigorously (:mod:`nobound.certify.rounding`).
+   spec_i · y + offset_i is ≤ 0, evaluated exactly (fractions) on those outputs.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
-from nobound.certify.rounding import matmul_error, up
 
 
 class Replay(Protocol):
@@ -114,8 +112,12 @@ def in_dtype_and_box(point: np.ndarray, dtype: np.dtype, lower: np.ndarray,
 
 
 def violates(outputs: np.ndarray, spec: np.ndarray, offset: np.ndarray) -> bool:
-    """Whether every row spec_i · y + offset_i ≤ 0 for one output vector y, rigorously."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        values, error = matmul_error(spec, np.asarray(outputs, np.float64))
-        upper = up(up(values + error) + offset)
-        return bool(np.all(upper <= 0))
+    """Whether every row spec_i · y + offset_i ≤ 0 for one output vector y, exactly
+    (rational arithmetic on the floats: rows are few and an exact 0 counts as ≤ 0).
+    Non-finite outputs confirm nothing."""
+    outputs = np.asarray(outputs, np.float64).reshape(-1)
+    if not np.all(np.isfinite(outputs)):
+        return False
+    values = [Fraction(float(y)) for y in outputs]
+    return all(sum((Fraction(float(c)) * y for c, y in zip(row, values, strict=True)),
+                   Fraction(float(b))) <= 0 for row, b in zip(spec, offset, strict=True))
