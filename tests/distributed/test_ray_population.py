@@ -1,6 +1,6 @@
-"""PGPE and RGS on the local Ray cluster (2 CPUs, conftest.py) equal the single-process run: PGPE bit for
-bit, RGS to the round-off of its changed summation order; a dead worker's task is retried;
-a run resumes from a checkpoint with or without Ray."""
+"""PGPE and RGS on the local Ray cluster (2 CPUs, conftest.py) equal the single-process
+run: PGPE bit for bit, RGS to the round-off of its changed summation order; a dead worker's
+task is retried; a run resumes from a checkpoint with or without Ray."""
 
 from __future__ import annotations
 
