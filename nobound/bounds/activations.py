@@ -11,9 +11,14 @@ largest at 0 and decreasing away from it. On a box [l, u] of the input:
   - u ≤ 0 (convex part): the **chord** through (l, σ(l)) and (u, σ(u)) is above σ, the
     **tangent** at the midpoint d = (l + u)/2 is below it;
   - l ≥ 0 (concave part): the chord is below, the tangent at d above;
-  - l < 0 < u: with k = min(σ′(l), σ′(u)) ≤ σ′(v) for every v in [l, u] (σ′ is unimodal with
-    its peak at 0), σ(v) − σ(l) ≥ k (v − l) and σ(u) − σ(v) ≥ k (u − v): the lower line
-    through (l, σ(l)) and the upper line through (u, σ(u)), both of slope k.
+  - l < 0 < u (CROWN's rule): the upper line is the tangent at the d ∈ [0, u] whose
+    tangent passes through (l, σ(l)) — above σ on the concave part [0, u], and above σ
+    on the convex part [l, 0] because it is above σ at both of its ends — or, when no such
+    d ≤ u exists (the tangent at u passes below (l, σ(l))), the chord. The lower line
+    mirrors it: the tangent at the d′ ∈ [l, 0] through (u, σ(u)), or the chord. d and d′
+    are found by bisection on the side that keeps the line sound: the tangent at d,
+    evaluated at l, grows with d (σ″ < 0 there), so the upper end of the bracket is used;
+    the lower line takes the lower end of its bracket.
 
   Where l = u the chord has slope 0 and both lines are the constant σ(l) (exact).
 
@@ -21,6 +26,8 @@ Every line is built with ``ops`` so bounds stay differentiable for certified tra
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
@@ -58,17 +65,65 @@ class SShapeStep(Step):
         f_m = self.function(middle)
         tangent = ops.where(width.data > 0, self.derivative(f_m), 0.0)
         tangent_intercept = f_m - tangent * middle
-        k = ops.minimum(self.derivative(f_l), self.derivative(f_u))
         convex = u.data <= 0
         concave = (l.data >= 0) & ~convex
-        lower_slope = ops.where(convex, tangent, ops.where(concave, chord, k))
+        mixed = ~convex & ~concave
+        # mixed boxes: a tangent through the far end, or the chord (module doc)
+        up_slope, up_intercept, up_tangent = self._through_end(l.data, u.data, upper=True)
+        low_slope, low_intercept, low_tangent = self._through_end(l.data, u.data, upper=False)
+        mixed_upper = mixed & up_tangent
+        mixed_lower = mixed & low_tangent
+        lower_slope = ops.where(convex, tangent,
+                                ops.where(mixed_lower, Tensor(low_slope), chord))
         lower_intercept = ops.where(convex, tangent_intercept,
-                                    ops.where(concave, chord_intercept, f_l - k * l))
-        upper_slope = ops.where(convex, chord, ops.where(concave, tangent, k))
-        upper_intercept = ops.where(convex, chord_intercept,
-                                    ops.where(concave, tangent_intercept, f_u - k * u))
+                                    ops.where(mixed_lower, Tensor(low_intercept),
+                                              chord_intercept))
+        upper_slope = ops.where(concave, tangent,
+                                ops.where(mixed_upper, Tensor(up_slope), chord))
+        upper_intercept = ops.where(concave, tangent_intercept,
+                                    ops.where(mixed_upper, Tensor(up_intercept),
+                                              chord_intercept))
         return ReluRelaxation(lower_slope, upper_slope, upper_intercept,
                               xp.zeros(l.shape, dtype=bool), lower_intercept=lower_intercept)
+
+
+    def _through_end(self, l: Any, u: Any, upper: bool) -> tuple[Any, Any, Any]:  # noqa: E741
+        """(slope, intercept, found) of the tangent at d through the far end: for the upper
+        line d ∈ [0, u] with tangent(l) = σ(l), for the lower line d ∈ [l, 0] with
+        tangent(u) = σ(u); ``found`` is False where no such d exists (use the chord)."""
+        xp = Tensor(l).xp
+
+        def value(v: Any) -> Any:
+            return self.function(Tensor(v)).data
+
+        def tangent_at(d: Any, end: Any) -> Any:
+            f_d = value(d)
+            return f_d + self.derivative(Tensor(f_d)).data * (end - d)
+
+        end = l if upper else u
+        safe_l, safe_u = xp.minimum(l, 0.0), xp.maximum(u, 0.0)
+        # the tangent at d evaluated at the far end minus σ there: increasing in d for the
+        # upper line (d ≥ 0), increasing in d for the lower line (d ≤ 0) as well
+        found = (tangent_at(safe_u, end) - value(end) > 0) if upper else \
+            (tangent_at(safe_l, end) - value(end) < 0)
+        low = xp.zeros_like(l) if upper else safe_l.copy()
+        high = safe_u.copy() if upper else xp.zeros_like(u)
+        for _ in range(BISECTION_STEPS):
+            middle = (low + high) * 0.5
+            above = tangent_at(middle, end) - value(end) >= 0
+            if upper:   # keep high where the tangent is above σ(l)
+                high, low = xp.where(above, middle, high), xp.where(above, low, middle)
+            else:       # keep low where the tangent is below σ(u)
+                low, high = xp.where(above, low, middle), xp.where(above, middle, high)
+        d = high if upper else low
+        f_d = value(d)
+        slope = self.derivative(Tensor(f_d)).data
+        return slope, f_d - slope * d, found
+
+
+# Halvings of the tangent-point bracket: the bracket is at most |l| or u wide, so 60
+# halvings reach float64 resolution for any box the relaxations meet.
+BISECTION_STEPS = 60
 
 
 class SigmoidStep(SShapeStep):

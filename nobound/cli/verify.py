@@ -34,7 +34,9 @@ its disjunct ≤ 0. One that holds only in nobound's float64 is reported as ``un
 A network whose trailing Softmax was dropped (see :mod:`nobound.io.onnx_import`) only
 takes properties whose output rows compare two outputs (c·(Y_i − Y_j) with no constant).
 Branch and bound splits ReLUs only: on a network with Sigmoid, Tanh or MaxPool layers the
-answer comes from the attacks and the bounds alone (the summary line says so).
+answer comes from the attacks and the bounds alone (the summary line says so). Every proof
+is confirmed by the rigorous checker (:mod:`nobound.certify.checker`); for layers it does
+not know, only counterexamples are searched and the answer is ``sat`` or ``unknown``.
 ``--certificate PATH`` saves the split trees of an ``unsat`` answer for
 ``nobound.certify.checker`` (proofs by DeepPoly and branch and bound only).
 """
@@ -146,6 +148,19 @@ def replay_counterexample(network: Any, prop: Any, problem_index: int,
     return None
 
 
+def unconfirmable_layers(model: Any, input_shape: tuple[int, ...]) -> str:
+    """'' when the rigorous checker (which confirms every proof) reads the model, else the
+    reason it cannot (it names the layer)."""
+    from nobound.certify.problem import float64_model
+    from nobound.certify.stored_network import stored_network
+
+    try:
+        stored_network(float64_model(model), input_shape)
+    except TypeError as error:
+        return str(error).split(" is not")[0]
+    return ""
+
+
 def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, str, str]:
     """(verdict, counterexample text or reason, one-line summary)."""
     from nobound.certify.certificate import save_certificate
@@ -165,6 +180,11 @@ def decide(args: argparse.Namespace, config: Any, start: float) -> tuple[str, st
         network.notes.append(f"branch and bound splits ReLUs only and this network has "
                              f"{', '.join(not_split)} layers: decided by attacks and bounds "
                              f"alone")
+    unchecked = unconfirmable_layers(network.model, network.input_shape)
+    if unchecked and not config.allow_roundoff_errors:
+        config = replace(config, methods=(), bab=False)
+        network.notes.append(f"the rigorous proof checker does not know {unchecked}, so no "
+                             f"proof could be confirmed: only counterexamples are searched")
     verdict = Certifier(network.model, network.input_shape, config,
                         replay=network_replay(network)).verify(problems)
     body, reason = "", verdict.reason

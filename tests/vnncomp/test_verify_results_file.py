@@ -103,3 +103,33 @@ def test_run_until_returns_raises_and_stops_at_the_deadline() -> None:
         run_until(lambda: time.sleep(30), start + 0.5)
     assert time.time() - start < 2.0
     assert process_start_time() <= time.time()
+
+
+def test_networks_bab_cannot_split_say_so(tmp_path, capsys) -> None:
+    """Sigmoid and MaxPool: no branch and bound, and the summary line says why."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1),
+             helper.make_node("Sigmoid", ["h"], ["s"]),
+             helper.make_node("Gemm", ["s", "W2"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "sig", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W"),
+         numpy_helper.from_array(rng.normal(size=(2, 4)).astype(np.float32), "W2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    net = tmp_path / "sig.onnx"
+    net.write_bytes(model.SerializeToString())
+    spec = tmp_path / "p.vnnlib"
+    lines = [f"(declare-const X_{i} Real)" for i in range(3)] + \
+        ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"] + \
+        [f"(assert (>= X_{i} -0.1))\n(assert (<= X_{i} 0.1))" for i in range(3)] + \
+        ["(assert (>= (- Y_0 Y_1) 1000.0))"]
+    spec.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.txt"
+    assert main(["verify", str(net), str(spec), "--timeout", "120", "--results-file",
+                 str(out)]) == 0
+    assert read_result(out)[0] in ("unsat", "unknown")
+    assert "branch and bound splits ReLUs only" in capsys.readouterr().err
