@@ -112,6 +112,10 @@ def register(subparsers: Any) -> None:
                         help="newest checkpoints to keep (0: all)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="evaluate PGPE/RGS populations on Ray: a local cluster, or the "
+                             "one at ADDRESS (default $NOBOUND_RAY_ADDRESS); the run and its "
+                             "checkpoints are the same as without")
     for name in available_methods():
         try:
             get_method_class(name).add_arguments(parser)
@@ -317,6 +321,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
     run_config, trainer_config, checkpoint = resolve_configuration(args)
     method = create_method(run_config["method"], **run_config["method_options"])
+    if args.ray is not None:
+        from nobound.distributed import on_ray
+
+        try:
+            method = on_ray(method, None if args.ray == "local" else args.ray)
+        except (ValueError, RuntimeError) as error:
+            raise UsageError(str(error)) from None
     dtype = np.dtype(run_config["dtype"])
     train = load_split(run_config["dataset"], "train", args.data_dir, run_config["limit"])
     eval_limit = run_config["eval_limit"]
