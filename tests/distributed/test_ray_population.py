@@ -141,3 +141,23 @@ def test_a_ray_run_resumes_with_or_without_ray(tmp_path):
 def test_only_pgpe_and_rgs_go_to_ray():
     with pytest.raises(ValueError, match="only PGPE and RGS"):
         on_ray(create_method("grad"))
+
+
+def test_train_command_with_ray_trains_the_same_network(tmp_path, capsys):
+    from nobound.cli import main
+    from nobound.io.checkpoint import load_checkpoint
+
+    flags = ["train", "--arch", "cnn3_tiny", "--method", "pgpe", "--relaxation", "ibp",
+             "--population-size", "4", "--eps", "0.02", "--dataset", "fashion-mnist-embedded",
+             "--limit", "20", "--epochs", "1", "--batch-size", "10", "--eval-limit", "10",
+             "--quiet"]
+    assert main([*flags, "--out", str(tmp_path / "local")]) == 0
+    assert main([*flags, "--ray", "--out", str(tmp_path / "ray")]) == 0
+    local, distributed = (load_checkpoint(tmp_path / run / "model.h5") for run in
+                          ("local", "ray"))
+    for name, value in local.model.state_dict().items():
+        np.testing.assert_array_equal(distributed.model.state_dict()[name], value)
+    capsys.readouterr()
+    assert main(["train", "--arch", "cnn3_tiny", "--method", "grad", "--ray",
+                 "--dataset", "fashion-mnist-embedded", "--out", str(tmp_path / "g")]) == 2
+    assert "only PGPE and RGS" in capsys.readouterr().err
