@@ -147,3 +147,29 @@ def test_certifier_bounds_on_the_guard_and_decides_as_on_the_cpu(checkpoint):
     assert verdicts["cpu"] == verdicts["guard"]
     assert any(method in ("ibp", "deeppoly", "bab") for _, method in verdicts["cpu"])
 
+
+
+def test_verify_command_on_the_guard_gives_the_cpu_verdicts(tmp_path):
+    pytest.importorskip("onnx")
+    from nobound.io.onnx_export import export_onnx
+    from nobound.nn import Linear, ReLU, Sequential
+
+    model = kaiming_uniform(Sequential(Linear(3, 8), ReLU(), Linear(8, 2)), seed=2)
+    network = export_onnx(model, tmp_path / "net.onnx", (3,))
+    outputs = to_numpy(model(np.zeros((1, 3), np.float32)).data)[0]
+    larger = int(np.argmax(outputs))
+    lines = [f"(declare-const X_{i} Real)" for i in range(3)]
+    lines += [f"(declare-const Y_{i} Real)" for i in range(2)]
+    for radius, name in ((0.01, "unsat"), (5.0, "sat")):
+        box = [f"(assert (>= X_{i} {-radius}))\n(assert (<= X_{i} {radius}))" for i in range(3)]
+        property_ = f"(assert (>= Y_{1 - larger} Y_{larger}))"  # the smaller output wins
+        (tmp_path / f"{name}.vnnlib").write_text("\n".join(lines + box + [property_]) + "\n")
+    for name in ("unsat", "sat"):
+        verdicts = []
+        for device in ("cpu", "guard"):
+            out = tmp_path / f"{name}-{device}.txt"
+            assert main(["verify", str(network), str(tmp_path / f"{name}.vnnlib"),
+                         "--timeout", "30", "--device", device, "--results-file",
+                         str(out)]) == 0
+            verdicts.append(out.read_text().split()[0])
+        assert verdicts == [name, name]
