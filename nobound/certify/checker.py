@@ -18,11 +18,12 @@ Per tree node, the pre-activation bounds are the intersection of this back-subst
 with the parent's accepted bounds (valid, as the parent's domain contains the child's),
 clamped by the splits on the path — the same order of operations as the certifier, so its
 bounds are reproduced, not just re-bounded. A leaf is accepted iff the rigorous lower
-bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) (β added to the coefficients of the split z_j) is
-> 0 — no margin — and, for a DeepPoly or LP leaf, reproduces the stored bound (with λ = 0
-this says the leaf's domain is empty), or its domain is empty by the bounds (some l > u).
-The tree must be a tree whose internal nodes each split a not-yet-split neuron into the
-two signs.
+bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) (β added to the coefficients of the split z_j) —
+or, without β, of Σλ_i r_i(x) from the interval of the last hidden layer (IBP's bound,
+which DeepPoly does not always beat) — is > 0 — no margin — and, for a DeepPoly or LP
+leaf, reproduces the stored bound (with λ = 0 this says the leaf's domain is empty), or
+its domain is empty by the bounds (some l > u). The tree must be a tree whose internal
+nodes each split a not-yet-split neuron into the two signs.
 """
 
 from __future__ import annotations
@@ -199,8 +200,25 @@ def leaf_value(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: 
     rows, row_error = matmul_error(weights[None], spec)
     constant = np.atleast_1d(lower_dot(weights, offset))
     relaxations = _with_alphas([_relaxation(lo, hi) for lo, hi in bounds], alphas)
-    return float(_back_substitute(net, rows, constant, net.num_hidden_layers, relaxations,
-                                  bounds, box, betas, row_error)[0])
+    value = float(_back_substitute(net, rows, constant, net.num_hidden_layers, relaxations,
+                                   bounds, box, betas, row_error)[0])
+    if bounds and not betas:  # IBP-style (a proof with split multipliers is held to them):
+        # on IBP-trained networks DeepPoly can be the looser of the two
+        value = max(value, float(_interval_value(net, rows, row_error, constant, bounds)[0]))
+    return value
+
+
+def _interval_value(net: StoredNetwork, rows: np.ndarray, error: np.ndarray,
+                    constant: np.ndarray, bounds: list[Interval]) -> np.ndarray:
+    """A rigorous lower bound of rows* · z_L + constant from the interval of the last
+    hidden layer's activations alone (valid for Σλ_i r_i, hence for the Lagrangian's
+    purpose: where it is > 0 no point of the leaf is unsafe)."""
+    top = net.num_hidden_layers
+    constant = down(constant + _bias_term(rows, error, net.biases[top], net.bias_radii[top]))
+    rows, error = _through_stage(rows, error, net.weights[top], net.weight_radii[top])
+    low, high = np.maximum(bounds[-1][0], 0.0), np.maximum(bounds[-1][1], 0.0)
+    value = down(lower_dot(np.maximum(rows, 0), low) + lower_dot(np.minimum(rows, 0), high))
+    return down(constant + down(value - upper_product(error, high)))
 
 
 def _with_alphas(relaxations: list[tuple[np.ndarray, ...]],
