@@ -6,8 +6,12 @@
 
 The run directory receives ``config.json``, ``log.jsonl``, ``checkpoint-<step>.h5`` and,
 at the end, ``model.h5`` (evaluate it with ``nobound evaluate --model``). With
-``--resume`` the configuration stored in the latest checkpoint is used, and training
-continues bit-for-bit as if it had never stopped.
+``--resume`` the configuration stored in the newest intact checkpoint is used (or, before
+the first checkpoint, the run's ``config.json``, kept as it is), and training continues
+bit-for-bit as if it had never stopped. A flag given with ``--resume`` that differs from
+the stored run is refused; a truncated newest checkpoint is renamed ``*.corrupt`` and the
+run resumes from the newest intact one; temporaries of a killed checkpoint write are
+removed.
 """
 
 from __future__ import annotations
