@@ -54,6 +54,17 @@ def xp(request):
     return array_module_for("cuda")  # with NOBOUND_REQUIRE_GPU=1, fails loudly without one
 
 
+DEVICES = (["guard"] if WITH_GUARD else []) + [
+    "cuda" if REQUIRE_GPU else pytest.param("cuda", marks=pytest.mark.skipif(
+        not cupy_available(), reason="CuPy with a GPU is not available"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """A device name for end-to-end runs off NumPy: the guard, and "cuda" with a GPU."""
+    return request.param
+
+
 @pytest.fixture
 def mnist_dir():
     """The real MNIST directory (``$NOBOUND_DATA/mnist`` or ../shared/data/mnist), or skip."""

@@ -1,5 +1,6 @@
 """The whole GPU path on the CPU guard for CuPy: the trainer for every method and
-relaxation, checkpoints, and the command line with ``--device guard``.
+relaxation, checkpoints, and the command line with ``--device`` (the guard always, "cuda"
+with a GPU: benchmarks/gpu_check.sh runs them there with NOBOUND_REQUIRE_GPU=1).
 
 The guard (nobound.testing.guard_xp) refuses implicit host conversions and mixing with
 NumPy arrays as CuPy does, so any such mistake on these paths fails here. Where no random
@@ -14,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from nobound.backend import get_array_module, to_numpy
+from nobound.backend import array_module_for, get_array_module, to_numpy
 from nobound.certify.pipeline import Certifier, CertifierConfig, predict
 from nobound.certify.problem import float64_model
 from nobound.cli import main
@@ -22,7 +23,6 @@ from nobound.data import BatchLoader
 from nobound.io.architecture import describe_model
 from nobound.io.checkpoint import load_checkpoint, save_checkpoint
 from nobound.nn import conv_net, kaiming_uniform
-from nobound.testing import guard_xp
 from nobound.training.method import create_method
 from nobound.training.trainer import Trainer, TrainerConfig
 
@@ -60,10 +60,10 @@ def train_two_steps(device: str, method: str, options: dict, run_dir):
 
 @pytest.mark.parametrize("method, options", RUNS,
                          ids=[f"{m}-{o.get('relaxation', '')}" for m, o in RUNS])
-def test_every_method_trains_on_the_guard(tmp_path, method, options):
-    trainer = train_two_steps("guard", method, options, tmp_path / "guard")
+def test_every_method_trains_on_the_device(tmp_path, method, options, device):
+    trainer = train_two_steps(device, method, options, tmp_path / device)
     for name, value in trainer.model.state_dict().items():
-        assert get_array_module(value) is guard_xp, name  # nothing fell back to the host
+        assert get_array_module(value) is array_module_for(device), name  # none on the host
     path = trainer.save_checkpoint()
     restored = load_checkpoint(path)  # written from device arrays, read on the host
     guard_state = {k: to_numpy(v) for k, v in trainer.model.state_dict().items()}
@@ -89,22 +89,22 @@ def checkpoint(tmp_path_factory):
     return path, folder
 
 
-def test_train_command_with_the_guard_device(tmp_path):
+def test_train_command_on_the_device(tmp_path, device):
     out = tmp_path / "run"
     assert main(["train", "--arch", "cnn3_tiny", "--method", "pgpe", "--relaxation", "ibp",
                  "--population-size", "4", "--eps", "0.02", "--dataset",
                  "fashion-mnist-embedded", "--limit", "20", "--epochs", "1", "--batch-size",
-                 "10", "--eval-limit", "10", "--quiet", "--device", "guard",
+                 "10", "--eval-limit", "10", "--quiet", "--device", device,
                  "--out", str(out)]) == 0
     assert load_checkpoint(out / "model.h5").counters["step"] == 2
 
 
-def test_bounds_command_equals_the_cpu_on_the_guard(checkpoint, capsys):
+def test_bounds_command_on_the_device_equals_the_cpu(checkpoint, capsys, device):
     path, folder = checkpoint
     reports = []
-    for device in ("cpu", "guard"):
+    for where in ("cpu", device):
         assert main(["bounds", "--model", str(path), "--input", str(folder / "x.npy"),
-                     "--label", "3", "--eps", "0.01", "--json", "--device", device]) == 0
+                     "--label", "3", "--eps", "0.01", "--json", "--device", where]) == 0
         report = json.loads(capsys.readouterr().out)
         report.pop("seconds")
         reports.append(report)
@@ -114,42 +114,42 @@ def test_bounds_command_equals_the_cpu_on_the_guard(checkpoint, capsys):
     assert cpu == guard
 
 
-def test_certify_command_equals_the_cpu_on_the_guard(checkpoint, tmp_path):
+def test_certify_command_on_the_device_equals_the_cpu(checkpoint, tmp_path, device):
     path, _ = checkpoint
     tables = []
-    for device in ("cpu", "guard"):
-        out = tmp_path / device
+    for where in ("cpu", device):
+        out = tmp_path / where
         assert main(["certify", "--model", str(path), "--eps", "0.004", "--n", "3",
                      "--timeout", "20", "--attack-steps", "3", "--attack-restarts", "1",
-                     "--quiet", "--device", device, "--out", str(out)]) == 0
+                     "--quiet", "--device", where, "--out", str(out)]) == 0
         result = json.loads(next(out.glob("certify-*.json")).read_text())
         tables.append([(r["status"], r["method"]) for r in result["samples"]])
     assert tables[0] == tables[1]
 
 
-def test_certifier_bounds_on_the_guard_and_decides_as_on_the_cpu(checkpoint):
+def test_certifier_bounds_on_the_device_and_decides_as_on_the_cpu(checkpoint, device):
     """Samples labelled with the model's own prediction reach the bounding stages."""
     model = load_checkpoint(checkpoint[0]).model
     images = np.random.default_rng(1).uniform(0, 1, (3, 1, 28, 28))
     labels = predict(float64_model(model), images)
     verdicts = {}
-    for device in ("cpu", "guard"):
+    for where in ("cpu", device):
         certifier = Certifier(model, (1, 28, 28), CertifierConfig(
-            device=device, methods=("ibp", "deeppoly"), attack_steps=2, attack_restarts=1,
+            device=where, methods=("ibp", "deeppoly"), attack_steps=2, attack_restarts=1,
             robustness_attack_steps=2, robustness_attack_restarts=1, timeout=10,
             max_nodes=40))
         assert get_array_module(certifier.bound_model.parameters()[0].data) is (
-            guard_xp if device == "guard" else np)
-        verdicts[device] = [
+            array_module_for(where))
+        verdicts[where] = [
             (verdict.status, verdict.method) for verdict in (
                 certifier.certify_sample(x, int(label), eps)
                 for x, label in zip(images, labels, strict=True) for eps in (1e-4, 0.05))]
-    assert verdicts["cpu"] == verdicts["guard"]
+    assert verdicts["cpu"] == verdicts[device]
     assert any(method in ("ibp", "deeppoly", "bab") for _, method in verdicts["cpu"])
 
 
 
-def test_verify_command_on_the_guard_gives_the_cpu_verdicts(tmp_path):
+def test_verify_command_on_the_device_gives_the_cpu_verdicts(tmp_path, device):
     pytest.importorskip("onnx")
     from nobound.io.onnx_export import export_onnx
     from nobound.nn import Linear, ReLU, Sequential
@@ -166,10 +166,10 @@ def test_verify_command_on_the_guard_gives_the_cpu_verdicts(tmp_path):
         (tmp_path / f"{name}.vnnlib").write_text("\n".join(lines + box + [property_]) + "\n")
     for name in ("unsat", "sat"):
         verdicts = []
-        for device in ("cpu", "guard"):
-            out = tmp_path / f"{name}-{device}.txt"
+        for where in ("cpu", device):
+            out = tmp_path / f"{name}-{where}.txt"
             assert main(["verify", str(network), str(tmp_path / f"{name}.vnnlib"),
-                         "--timeout", "30", "--device", device, "--results-file",
+                         "--timeout", "30", "--device", where, "--results-file",
                          str(out)]) == 0
             verdicts.append(out.read_text().split()[0])
         assert verdicts == [name, name]
