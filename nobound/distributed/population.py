@@ -1,11 +1,12 @@
 """PGPE and RGS with their populations evaluated on Ray workers.
 
 A step of PGPE or RGS evaluates the loss at P perturbed copies θ + σ z_i of the network,
-chunk by chunk (:func:`nobound.training.population.population_chunks`). Here each chunk
-is a Ray task. What a task receives is what every task of the step shares, put in Ray's
-object store once per step (:class:`StepPayload`): the weights and buffers θ, σ, the
-minibatch, the loss's settings and the step's counters (seed, epoch, step). The task
-regenerates its members' noise z_i from the counter-based streams
+chunk by chunk (:func:`nobound.training.population.population_chunks`). Here the chunks
+are evaluated by Ray tasks (runs of consecutive chunks, two tasks per CPU of the cluster).
+What a task receives is what every task of the step shares, put in Ray's object store
+once per step (:class:`StepPayload`): the weights and buffers θ, σ, the minibatch, the
+loss's settings and the step's counters (seed, epoch, step); the architecture is put once
+per run. The task regenerates its members' noise z_i from the counter-based streams
 ``random_stream(seed, epoch, step, i)`` — the shared-seed idea of Salimans et al. (2017) —
 so no noise crosses the network, and it returns only:
 
@@ -133,7 +134,7 @@ class RayPopulation:
         from nobound.distributed.cluster import connect
 
         self.ray = connect(address, num_cpus)
-        self._remote: dict[Callable, Any] = {}
+        self._remote: dict[str, Any] = {}
         self._model_for: tuple[int, Any] | None = None  # (id of the model, its ref)
         self.last_traffic: Metrics = {}
 
@@ -160,17 +161,35 @@ class RayPopulation:
     def run(self, function: Callable, model: Module, payload: StepPayload,
             chunks: list[tuple[int, int]]) -> list[Any]:
         """``[function(model, payload, start, stop) for (start, stop) in chunks]`` on the
-        workers, in order."""
-        if function not in self._remote:
-            self._remote[function] = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(
-                function)
+        workers, in order. Consecutive chunks are grouped into two tasks per CPU: a task
+        costs a scheduling round trip and a copy of the network, a chunk only its work."""
+        if "tasks" not in self._remote:
+            self._remote["tasks"] = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(
+                _run_chunks)
         architecture, shared = self.model_ref(model), self.ray.put(payload)
-        results = self.ray.get([self._remote[function].remote(architecture, shared, start,
-                                                                stop)
-                                for start, stop in chunks])
+        groups = _consecutive_groups(chunks, 2 * self.cpus())
+        results = [result for group in self.ray.get(
+            [self._remote["tasks"].remote(function, architecture, shared, group)
+             for group in groups]) for result in group]
         self.last_traffic = {"ray_sent_bytes": float(payload.nbytes()),
                              "ray_returned_bytes": float(sum(_nbytes(r) for r in results))}
         return results
+
+
+def _run_chunks(function: Callable, model: Module, payload: StepPayload,
+                chunks: list[tuple[int, int]]) -> list[Any]:
+    """One task: ``function`` on each chunk in turn (each chunk exactly as alone)."""
+    return [function(model, payload, start, stop) for start, stop in chunks]
+
+
+def _consecutive_groups(items: list[Any], count: int) -> list[list[Any]]:
+    """``items`` cut into at most ``count`` runs of consecutive items, sizes within one."""
+    count = max(1, min(count, len(items)))
+    size, extra = divmod(len(items), count)
+    bounds = [0]
+    for index in range(count):
+        bounds.append(bounds[-1] + size + (index < extra))
+    return [items[first:last] for first, last in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _nbytes(value: Any) -> int:
