@@ -116,16 +116,20 @@ def main() -> None:
     parser.add_argument("--branching", default="babsr")
     parser.add_argument("--bab-domain", default="auto", choices=("auto", "relu", "input"))
     parser.add_argument("--max-nodes", type=int, default=10**9)
+    parser.add_argument("--skip-proof-check", action="store_true",
+                        help="allow_roundoff_errors: measure the search without the "
+                             "rigorous re-check of its proofs (not a sound verdict)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not (args.folder / "results.csv").is_file():
         parser.exit(2, f"{args.folder}: no results.csv (not a benchmark category)\n")
     config = CertifierConfig(bab_method=args.bab_method, branching=args.branching,
-                             bab_domain=args.bab_domain, max_nodes=args.max_nodes)
+                             bab_domain=args.bab_domain, max_nodes=args.max_nodes,
+                             allow_roundoff_errors=args.skip_proof_check)
     records = run_instances(args.folder, args.sample, args.scale, config, args.only)
     result = {"folder": str(args.folder), "scale": args.scale, "sample": args.sample,
               "bab_method": args.bab_method, "branching": args.branching,
-              "bab_domain": args.bab_domain,
+              "bab_domain": args.bab_domain, "proof_check": not args.skip_proof_check,
               "cpus": os.cpu_count(), "summary": summary(records), "instances": records}
     print(json.dumps(result["summary"]))
     if args.out:

@@ -164,6 +164,10 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
     xp = get_array_module(objective)
     rows = objective.shape[1]
     current = start if start is not None else initial_multipliers(domains, rows)
+    if steps == 0 and start is None:  # DeepPoly's bound: nothing to project or remember
+        bound, _ = bound_and_gradient(network, domains, objective, offset, current,
+                                      gradient=False)
+        return bound, current
     if not optimise_alpha:  # DeepPoly's slopes on *these* bounds (what a checker re-derives)
         current = Multipliers(initial_multipliers(domains, rows).alpha, current.beta)
     split = [(s != 0)[:, None, :] for s in domains.signs]
