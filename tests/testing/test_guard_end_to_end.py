@@ -173,3 +173,19 @@ def test_verify_command_on_the_device_gives_the_cpu_verdicts(tmp_path, device):
                          str(out)]) == 0
             verdicts.append(out.read_text().split()[0])
         assert verdicts == [name, name]
+
+
+def test_description_and_onnx_export_of_a_model_on_the_device(device):
+    """Both read parameters and buffers of a model already moved to the device."""
+    pytest.importorskip("onnx")
+    from nobound.io.onnx_export import to_onnx
+    from nobound.nn import Normalize, Sequential
+
+    def network():
+        return Sequential(Normalize([0.5], [0.25]), *kaiming_uniform(
+            conv_net((1, 8, 8), 3, [(4, 3, 2, 1)], [8], batchnorm=True), seed=1).layers)
+
+    host, moved = network(), network().to(device)
+    assert describe_model(moved, (1, 8, 8), 3) == describe_model(host, (1, 8, 8), 3)
+    exported, expected = to_onnx(moved, (1, 8, 8)), to_onnx(host, (1, 8, 8))
+    assert exported.SerializeToString() == expected.SerializeToString()
