@@ -1,14 +1,16 @@
 """The ONNX import and the VNN-COMP kit on the real benchmark files of ../shared/vnncomp.
 
     python benchmarks/onnx_kit.py import            # every network: loads? matches its graph?
-    python benchmarks/onnx_kit.py run [CATEGORY…]   # a sample of instances per category
+    python benchmarks/onnx_kit.py run [CATEGORY[@START:STOP:STEP@SCALE]…]   # samples
 
 ``import`` imports every network (float64) and checks it against ``onnx.reference`` on
 random inputs (:func:`nobound.io.onnx_check.check_import`), recording the largest
 difference as a fraction of the tolerance. ``run`` runs ``nobound vnncomp`` on every
 ``STEP``-th instance of a category with the CSV's timeouts × ``SCALE`` (CPU is scarce:
 a sample at a fraction of the competition's timeouts) and compares with the published
-consensus. Results: benchmarks/results/onnx_kit_import.json, onnx_kit_runs.json, and the
+consensus. The load average before and after each category is recorded: on a shared
+machine the wall-clock timeouts measure the share of the CPU the run got as much as the
+verifier. Results: benchmarks/results/onnx_kit_import.json, onnx_kit_runs.json, and the
 per-category ledgers under runs/onnx_kit/ (outside the repository's results).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -69,14 +72,18 @@ def import_all() -> dict:
     return report
 
 
-def run_sample(category: str, out_root: Path) -> dict:
-    csv_name, selection, scale = CATEGORIES[category]
+def run_sample(category: str, out_root: Path, selection: str | None = None,
+               scale: float | None = None) -> dict:
+    csv_name, default_selection, default_scale = CATEGORIES[category]
+    selection = selection or default_selection
+    scale = scale or default_scale
     folder = VNNCOMP / category
-    out = out_root / category.replace("/", "_")
+    out = out_root / f"{category.replace('/', '_')}_{selection.replace(':', '-')}_{scale:g}"
     command = [sys.executable, "-m", "nobound", "vnncomp", str(folder / csv_name), "--out",
                str(out), "--timeout-scale", str(scale), "--select", selection,
                "--consensus", str(folder / "results.csv")]
     start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     print(completed.stdout, flush=True)
     with open(out / "results.csv", newline="") as handle:
@@ -89,6 +96,8 @@ def run_sample(category: str, out_root: Path) -> dict:
             "agree": sum(r["agreement"] == "agree" for r in rows),
             "contradictions": [r for r in rows if r["agreement"] == "CONTRADICTION"],
             "wall_seconds": round(time.perf_counter() - start, 1), "exit": completed.returncode,
+            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+            "cpu_count": os.cpu_count(),
             "rows": rows}
 
 
@@ -105,8 +114,12 @@ def main(argv: list[str]) -> int:
         chosen = argv[1:] or list(CATEGORIES)
         path = RESULTS / "onnx_kit_runs.json"
         report = json.loads(path.read_text()) if path.is_file() else {}
-        for category in chosen:
-            report[category] = run_sample(category, ROOT / "runs" / "onnx_kit")
+        for item in chosen:  # CATEGORY or CATEGORY@START:STOP:STEP@SCALE
+            category, *rest = item.split("@")
+            selection = rest[0] if rest else None
+            scale = float(rest[1]) if len(rest) > 1 else None
+            result = run_sample(category, ROOT / "runs" / "onnx_kit", selection, scale)
+            report[f"{category}@{result['selection']}@{result['timeout_scale']:g}"] = result
             path.write_text(json.dumps(report, indent=1) + "\n")
         return 0
     print(__doc__, file=sys.stderr)

@@ -100,11 +100,20 @@ def _infer_shapes(model: Any) -> Any:
 
 
 def _evaluate_node(node: Any, inputs: list[np.ndarray], opset: int) -> list[np.ndarray]:
+    """One node run by ``onnx.reference`` in a one-node model of the file's opset (an
+    operator's signature changes between opsets, e.g. Unsqueeze's axes in opset 13)."""
+    from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
     names = [name for name in node.input if name]
     feeds = dict(zip(names, inputs, strict=True))
-    return ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+    graph = helper.make_graph(
+        [node], "fold",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(
+            np.asarray(value).dtype), np.shape(value)) for name, value in feeds.items()],
+        [helper.make_empty_tensor_value_info(name) for name in node.output if name])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return ReferenceEvaluator(model).run(None, feeds)
 
 
 def fold_constants(model: Any) -> Any:

@@ -438,21 +438,28 @@ class _Importer:
         shift = self.feature_values(shift, node, index)
         if len(self.shape) == 3:
             per = [v.reshape(self.shape[0], -1) for v in (scale, shift)]
-            if any(not np.all(v == v[:, :1]) for v in per):
+            if all(np.all(v == v[:, :1]) for v in per):
+                self.channel_affine(per[0][:, 0], per[1][:, 0])
+                return
+            if self.index.ndim != 1:
                 raise self.fail(node, index, f"constant operand is not per-channel for data "
                                              f"of shape {self.shape}")
-            scale, shift = per[0][:, 0], per[1][:, 0]
-            if np.all(scale > 0):
-                std, mean = 1.0 / scale, -shift / scale
-                last = self.layers[-1] if self.layers else None
-                if isinstance(last, Normalize):  # (x − m₁)/s₁ then (· − m₂)/s₂
-                    mean, std = last.mean + mean * last.std, last.std * std
-                    self.layers.pop()
-                    self.merged = True
-                self.append(Normalize(mean, std, dtype=self.dtype))
-                return
-        self.append(_affine_batchnorm(scale.reshape(-1), shift.reshape(-1),
-                                      len(self.shape) == 3, self.dtype))
+            self.append(Flatten())   # ONNX flattened already: per feature on the vector
+            self.shape = (int(prod(self.shape)),)
+        self.append(_affine_batchnorm(scale.reshape(-1), shift.reshape(-1), False, self.dtype))
+
+    def channel_affine(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """y = scale·x + shift per channel of (C, H, W) data."""
+        if np.all(scale > 0):
+            std, mean = 1.0 / scale, -shift / scale
+            last = self.layers[-1] if self.layers else None
+            if isinstance(last, Normalize):  # (x − m₁)/s₁ then (· − m₂)/s₂
+                mean, std = last.mean + mean * last.std, last.std * std
+                self.layers.pop()
+                self.merged = True
+            self.append(Normalize(mean, std, dtype=self.dtype))
+            return
+        self.append(_affine_batchnorm(scale, shift, True, self.dtype))
 
     def elementwise(self, node: Any, index: int) -> None:
         position, (operand,) = self.operands(node, index)

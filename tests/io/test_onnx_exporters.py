@@ -322,3 +322,32 @@ REAL_NETWORKS = sorted(
 def test_real_vnncomp_networks_import_and_match(path) -> None:
     imported = import_onnx(path, dtype=np.float64)
     assert imported.num_outputs in (5, 10)
+
+
+def test_opset_11_unsqueeze_with_axes_attribute_folds() -> None:
+    """Before opset 13 Unsqueeze took its axes as an attribute: folded with the file's opset."""
+    rng = np.random.default_rng(16)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["batch"], axis=0),
+             helper.make_node("Unsqueeze", ["batch"], ["b1"], axes=[0]),
+             helper.make_node("Concat", ["b1", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W"], ["out"], transB=1)]
+    constants = {"zero": np.array(0, np.int64), "minus_one": np.array([-1], np.int64),
+                 "W": rng.normal(size=(2, 12))}
+    matches_reference(make_model(nodes, constants, ["N", 3, 2, 2], ["N", 2], opset=11))
+
+
+def test_constant_minus_data_and_negative_per_channel_scales() -> None:
+    rng = np.random.default_rng(17)
+    nodes = [helper.make_node("Sub", ["c", "x"], ["flipped"]),       # c − x
+             helper.make_node("Mul", ["flipped", "scale"], ["scaled"]),
+             helper.make_node("Relu", ["scaled"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Div", ["f", "d"], ["g"]),             # per-feature on a vector
+             helper.make_node("Gemm", ["g", "W"], ["out"], transB=1)]
+    constants = {"c": rng.normal(size=(2, 1, 1)), "scale": np.array([-1.5, 2.0]).reshape(2, 1, 1),
+                 "d": rng.uniform(1, 2, size=(18,)), "W": rng.normal(size=(3, 18))}
+    imported = matches_reference(make_model(nodes, constants, [1, 2, 3, 3], [1, 3]))
+    names = [type(layer).__name__ for layer in imported.model.layers]
+    assert names.count("BatchNorm") == 3       # c − x; the mixed-sign scale; the 1/d
