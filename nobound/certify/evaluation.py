@@ -64,32 +64,42 @@ def certify_dataset(certifier: Certifier, images: np.ndarray, labels: np.ndarray
                     eps: float, results_path: Path, header: dict[str, Any],
                     indices: Sequence[int] | None = None,
                     on_sample: Callable[[dict[str, Any]], None] | None = None,
-                    certificate_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Certify samples (all, or ``indices``), resuming from ``results_path``."""
+                    certificate_dir: Path | None = None,
+                    chunk: int = 256) -> list[dict[str, Any]]:
+    """Certify samples (all, or ``indices``), resuming from ``results_path``.
+
+    Samples go through :func:`nobound.certify.batched.certify_batch` ``chunk`` at a time
+    (natural prediction and PGD batched, the search per sample); each record is appended
+    as soon as its chunk is done, in sample order."""
+    from nobound.certify.batched import certify_batch
+
     records = read_results(results_path, header)
     # the header is written with the first finished sample: a run that stops before any
     # (an error, an interruption) leaves no file that would refuse the next run
     fresh = not results_path.exists() or not results_path.read_text(encoding="utf-8").strip()
     indices = range(len(labels)) if indices is None else indices
-    for index in indices:
-        if index in records:
-            continue
-        verdict = certifier.certify_sample(images[index], int(labels[index]), eps)
-        record = {"index": int(index), "label": int(labels[index]), **verdict.to_json()}
-        if certificate_dir is not None and verdict.certificate is not None:
-            from nobound.certify.certificate import save_certificate
+    pending = [int(index) for index in indices if index not in records]
+    for chunk_start in range(0, len(pending), max(1, chunk)):
+        chunk_indices = pending[chunk_start:chunk_start + max(1, chunk)]
+        verdicts = certify_batch(certifier, images[chunk_indices], labels[chunk_indices],
+                                 eps)
+        for index, verdict in zip(chunk_indices, verdicts, strict=True):
+            record = {"index": index, "label": int(labels[index]), **verdict.to_json()}
+            if certificate_dir is not None and verdict.certificate is not None:
+                from nobound.certify.certificate import save_certificate
 
-            certificate_dir.mkdir(parents=True, exist_ok=True)
-            path = save_certificate(verdict.certificate,
-                                    certificate_dir / f"sample{index:05d}.json.gz")
-            record["certificate"] = str(path)
-        if fresh:
-            results_path.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
-            fresh = False
-        _append(results_path, record)
-        records[index] = record
-        if on_sample is not None:
-            on_sample(record)
+                certificate_dir.mkdir(parents=True, exist_ok=True)
+                path = save_certificate(verdict.certificate,
+                                        certificate_dir / f"sample{index:05d}.json.gz")
+                record["certificate"] = str(path)
+            if fresh:
+                results_path.write_text(json.dumps({"header": header}) + "\n",
+                                        encoding="utf-8")
+                fresh = False
+            _append(results_path, record)
+            records[index] = record
+            if on_sample is not None:
+                on_sample(record)
     return [records[i] for i in indices]
 
 

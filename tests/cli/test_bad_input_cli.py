@@ -83,12 +83,12 @@ def test_certify_refuses_more_samples_than_the_split_and_empty_methods(checkpoin
 
 def test_an_interrupted_first_sample_leaves_no_header_behind(checkpoints, tmp_path,
                                                              monkeypatch) -> None:
-    from nobound.certify import pipeline
+    from nobound.certify import batched
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.Certifier, "certify_sample", boom)
+    monkeypatch.setattr(batched, "certify_batch", boom)
     out = tmp_path / "out"
     assert main(certify_argv(checkpoints["good"], out, "--eps", "0.01")) == 130
     assert not (out / f"certify-{DATASET}-eps0.01.jsonl").exists()
