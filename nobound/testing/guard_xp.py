@@ -11,7 +11,8 @@ it) whose arrays behave as CuPy's do in exactly those places:
 - ``np.asarray(array)`` raises ``TypeError`` (CuPy's ``__array__`` does); data reaches
   the host only through ``array.get()``, i.e. :func:`nobound.backend.to_numpy`;
 - an operation mixing a guard array and a ``numpy.ndarray`` raises ``TypeError``, also
-  through NumPy's own functions (``np.maximum(x, host)``); NumPy functions on guard arrays
+  through NumPy's own functions (``np.maximum(x, host)``) and assignment (``x[:2] = host``;
+  host arrays as indices are transferred, as CuPy does); NumPy functions on guard arrays
   alone are dispatched to this module's function of the same name (as CuPy dispatches
   them), and NumPy functions that this module does not offer raise;
 - only the functions nobound uses exist here, with CuPy's argument lists;
@@ -158,6 +159,8 @@ class ndarray:  # noqa: N801  (CuPy's name, so ``isinstance(x, xp.ndarray)`` rea
         return _device(self._host[_host(key, transfer=True)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(value, np.ndarray) and value.ndim:  # CuPy: "cannot be used for fill"
+            raise _mixing_error(value)
         self._host[_host(key, transfer=True)] = _host(value, transfer=True)
 
     # ---------------------------------------------------------------- arithmetic
