@@ -134,16 +134,18 @@ def run_instance(instance: Instance, root: Path, out: Path, scale: float,
                str(resolve(root, instance.onnx)), str(resolve(root, instance.vnnlib)),
                "--timeout", f"{timeout:g}", "--results-file", str(results), *verify_args]
     start = time.perf_counter()
+    killed = failed = False
     try:
         completed = subprocess.run(command, capture_output=True, text=True,
                                    timeout=timeout + HARD_KILL_GRACE, check=False)
         failed = completed.returncode != 0
     except subprocess.TimeoutExpired:
-        failed = True
+        killed = True
     seconds = time.perf_counter() - start
     verdict, _ = read_result(results)
-    if failed and verdict == "missing":
-        verdict = "error"
+    if verdict == "missing" and (killed or failed):
+        # killed from outside counts as the competition counts it: a timeout
+        verdict = "timeout" if killed else "error"
     return Outcome(instance, verdict, seconds)
 
 
