@@ -199,9 +199,21 @@ def leaf_value(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: 
     (``alphas``: recorded lower slopes per hidden layer, None = DeepPoly's)."""
     rows, row_error = matmul_error(weights[None], spec)
     constant = np.atleast_1d(lower_dot(weights, offset))
-    relaxations = _with_alphas([_relaxation(lo, hi) for lo, hi in bounds], alphas)
-    value = float(_back_substitute(net, rows, constant, net.num_hidden_layers, relaxations,
-                                   bounds, box, betas, row_error)[0])
+    own = [_relaxation(lo, hi) for lo, hi in bounds]
+    value = float(_back_substitute(net, rows, constant, net.num_hidden_layers,
+                                   _with_alphas(own, alphas), bounds, box, betas,
+                                   row_error)[0])
+    if not value > 0 and not any(a is not None for a in alphas or []):
+        # the area heuristic α = 1[u > −l] is only a heuristic: with the checker's own (often
+        # tighter) bounds it can choose worse lower lines than the certifier did; any
+        # α ∈ [0, 1] is sound, so the usual other choices are tried too
+        for choice in ([np.zeros_like(r[0]) for r in own], [np.ones_like(r[0]) for r in own],
+                       [r[1] for r in own]):
+            value = max(value, float(_back_substitute(
+                net, rows, constant, net.num_hidden_layers, _with_alphas(own, choice), bounds,
+                box, betas, row_error)[0]))
+            if value > 0:
+                break
     if bounds and not betas:  # IBP-style (a proof with split multipliers is held to them):
         # on IBP-trained networks DeepPoly can be the looser of the two
         value = max(value, float(_interval_value(net, rows, row_error, constant, bounds)[0]))
