@@ -13,6 +13,8 @@ check; and, on the same boxes, the check of a one-leaf proof against the certifi
 unrounded DeepPoly bound of the same rows (the cost of sound rounding in the checker's
 NumPy code against the fast path it re-derives). Verdicts must agree except where the
 check refuses a proof (then the checked run says ``unknown`` or goes on to branch and bound).
+``--bab-instances N`` adds N tiny networks that only branch and bound proves, so that the
+check re-derives whole split trees.
 """
 
 from __future__ import annotations
@@ -39,8 +41,57 @@ def timed(function, *args):
     return result, time.process_time() - start
 
 
+def branch_and_bound_rows(count: int, timeout: float) -> dict:
+    """Tiny random networks (3-10-10-2) on boxes whose exact minimum (MILP) of y₀ − y₁ is
+    shifted to +0.005: proved by branch and bound, so the check re-derives whole trees."""
+    from nobound.certify.problem import VerificationProblem
+    from nobound.exact import minimise_output
+    from nobound.nn import Linear, ReLU, Sequential, initialise
+
+    totals = {"checked": 0.0, "unchecked": 0.0}
+    check_seconds, verdicts, nodes = [0.0], {"checked": {}, "unchecked": {}}, 0
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        model = Sequential(Linear(3, 10, dtype=np.float64), ReLU(),
+                           Linear(10, 10, dtype=np.float64), ReLU(),
+                           Linear(10, 2, dtype=np.float64))
+        initialise(model, "kaiming", seed=seed)
+        for layer in model.layers:
+            if isinstance(layer, Linear):
+                layer.bias.data = rng.normal(scale=0.3, size=layer.bias.shape)
+        model.eval()
+        centre = rng.uniform(-1, 1, 3)
+        lower, upper = centre - 0.6, centre + 0.6
+        row = np.array([1.0, -1.0])
+        exact = minimise_output(model, lower, upper, row).value
+        problem = VerificationProblem(model, lower, upper, row[None], np.array([0.005 - exact]))
+        for name, allow in (("unchecked", True), ("checked", False)):
+            certifier = Certifier(model, (3,), CertifierConfig(
+                timeout=timeout, max_nodes=5000, methods=("deeppoly",),
+                allow_roundoff_errors=allow))
+            if not allow:
+                original = certifier.rejection
+
+                def counted(problem, nodes, original=original, total=check_seconds):
+                    reason, seconds = timed(original, problem, nodes)
+                    total[0] += seconds
+                    return reason
+
+                certifier.rejection = counted
+            verdict, seconds = timed(certifier.verify, [problem])
+            totals[name] += seconds
+            verdicts[name][verdict.status] = verdicts[name].get(verdict.status, 0) + 1
+            nodes += verdict.bounded if not allow else 0
+    return {"instances": count, "cpu_seconds": totals,
+            "ratio_checked_to_unchecked": totals["checked"] / totals["unchecked"],
+            "check_cpu_seconds": check_seconds[0], "verdicts": verdicts,
+            "sub_problems_checked_run": nodes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bab-instances", type=int, default=0,
+                        help="also time N tiny networks proved by branch and bound")
     parser.add_argument("--model", required=True)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.1])
     parser.add_argument("--n", type=int, default=20)
@@ -100,6 +151,9 @@ def main() -> None:
         print(json.dumps(rows[-1]))
     result = {"model": args.model, "cpus": os.cpu_count(), "load": os.getloadavg(),
               "rows": rows}
+    if args.bab_instances:
+        result["branch_and_bound"] = branch_and_bound_rows(args.bab_instances, args.timeout)
+        print(json.dumps(result["branch_and_bound"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
