@@ -124,18 +124,6 @@ def test_evaluate_rejects_bad_input_and_writes_nothing(trained_run, tmp_path, ca
                   "does not record its dataset; pass --dataset", out)
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--limit", "50", "--n", "10",
-                 "--attack-steps", "2", "--quiet"]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["n"] == 10 and 0.0 <= results["adversarial_accuracy"] <= 1.0
-    assert (out / "model.h5").is_file() and "natural" in (out / "results.md").read_text()
-    for value in results["certified_accuracy"].values():
-        assert value is None or 0.0 <= value <= results["adversarial_accuracy"]
-    assert "natural" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("command", ["train", "evaluate", "demo"])
 def test_help_explains_each_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
