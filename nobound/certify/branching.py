@@ -54,7 +54,8 @@ def score_tables(dense: DenseNetwork, bounds: list[Interval], signs: list[np.nda
         mu = coefficients @ dense.weights[k + 1]
         unstable = unstable_mask(bounds[k], signs[k])
         gap = intercepts(bounds[k], unstable)
-        fallback[k] = np.where(unstable, gap, -np.inf)
+        # nan (inf bounds: −l u / (u − l) = inf/inf) must not hide an unstable neuron
+        fallback[k] = np.where(unstable, np.nan_to_num(gap, nan=0.0), -np.inf)
         lower, upper = bounds[k]
         lower_gap = np.where(unstable, np.minimum(upper, -lower), 0.0)
         score = np.maximum(-mu, 0) * gap + TIE_BREAK * np.abs(mu) * lower_gap
