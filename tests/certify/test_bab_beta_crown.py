@@ -279,3 +279,27 @@ def test_certificates_with_multipliers_survive_a_file_round_trip(tmp_path) -> No
     loaded = load_certificate(save_certificate(certificate, tmp_path / "c.json.gz"))
     assert loaded.problems[0].nodes == nodes
     assert check_certificate(model, loaded, [problem]).valid
+
+
+def test_optimise_and_tighten_run_on_every_backend(xp) -> None:
+    from nobound.backend import to_numpy
+    from nobound.certify.beta_crown import tighten_intermediate
+    from nobound.certify.input_split import bound_boxes
+
+    _, dense, box, signs, bounds, _ = split_instance(2, 2)
+    rows = np.array([[[1.0, -1.0]]])
+    expected, _ = optimise(dense, domains_of(box, signs, bounds), rows, np.zeros((1, 1)),
+                           steps=5)
+    value, _ = optimise(dense, domains_of(box, signs, bounds, xp), xp.asarray(rows),
+                        xp.asarray(np.zeros((1, 1))), steps=5)
+    np.testing.assert_allclose(to_numpy(value), expected, rtol=1e-10)
+    tight = tighten_intermediate(dense, domains_of(box, signs, bounds), steps=3)
+    moved = tighten_intermediate(dense, domains_of(box, signs, bounds, xp), steps=3)
+    for k in range(len(signs)):
+        np.testing.assert_allclose(to_numpy(moved.lower[k]), tight.lower[k], rtol=1e-10)
+    lower, upper = box[0][None], box[1][None]
+    spec = np.array([[1.0, -1.0]])
+    expected, _, _ = bound_boxes(dense, lower, upper, spec, np.zeros(1), 3)
+    value, _, _ = bound_boxes(dense, xp.asarray(lower), xp.asarray(upper), xp.asarray(spec),
+                              xp.asarray(np.zeros(1)), 3)
+    np.testing.assert_allclose(to_numpy(value), expected, rtol=1e-10)
