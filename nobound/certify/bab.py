@@ -1,4 +1,12 @@
-"""Branch and bound over ReLU splits for one :class:`VerificationProblem`.
+"""Branch and bound for one :class:`VerificationProblem`: ReLU splits, or input splits.
+
+How a sub-domain is bounded is ``BabConfig.method``: DeepPoly or alpha-CROWN through
+:mod:`nobound.bounds` (:mod:`nobound.certify.subproblems`), or beta-CROWN on the dense
+network (:mod:`nobound.certify.beta_crown`: split constraints as multipliers β inside the
+bound, α and β optimised, children warm-started from their parent). Which neuron to split
+is ``branching`` (:mod:`nobound.certify.branching`, or FSB in :mod:`nobound.certify.fsb`).
+For networks with few inputs ``domain="input"`` (or ``"auto"``) hands the problem to
+:mod:`nobound.certify.input_split` instead. What follows is the ReLU-split search.
 
 The box is the root sub-domain. A sub-domain whose best row has a positive lower bound
 is proved. Otherwise an unstable neuron z (l < 0 < u) is split into z ≥ 0 and z ≤ 0
@@ -195,6 +203,9 @@ class _Search:
             return None
         if _fully_fixed(bounds, signs):
             return self.solve_fixed(index, signs, bounds)
+        if multipliers is not None:  # only a warm start: float32 halves an open domain
+            multipliers = Multipliers([a.astype(np.float32) for a in multipliers.alpha],
+                                      [b.astype(np.float32) for b in multipliers.beta])
         heapq.heappush(self.heap, _Open(float(lower.max()), next(self.order), index, signs,
                                         bounds, lower, minimiser, multipliers))
         return None
@@ -315,8 +326,10 @@ class _Search:
         start = None
         if all(s is not None for s in starts):
             layers = range(len(signs))
-            start = Multipliers([np.stack([s.alpha[k] for s in starts]) for k in layers],
-                                [np.stack([s.beta[k] for s in starts]) for k in layers])
+            start = Multipliers([np.stack([s.alpha[k] for s in starts]).astype(np.float64)
+                                 for k in layers],
+                                [np.stack([s.beta[k] for s in starts]).astype(np.float64)
+                                 for k in layers])
         lower, best = optimise(self.dense, domains, objective, offset, start, steps,
                                optimise_alpha=self.config.optimise_alpha)
         coefficients = input_coefficients(self.dense, domains, objective, offset, best)

@@ -74,6 +74,8 @@ def choose_by_children(problem: VerificationProblem, dense: DenseNetwork,
         start = initial_multipliers(domains, problem.num_rows)
     else:
         start = multipliers.take(owners_array)
+        start = Multipliers([a.astype(np.float64) for a in start.alpha],
+                            [b.astype(np.float64) for b in start.beta])
     values, _ = bound_and_gradient(dense, domains, objective[owners_array],
                                    np.broadcast_to(problem.offset,
                                                    (len(owners), problem.num_rows)),
