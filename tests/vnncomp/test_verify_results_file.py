@@ -146,3 +146,16 @@ def test_networks_bab_cannot_split_say_so(tmp_path, capsys) -> None:
                  str(out)]) == 0
     assert read_result(out)[0] in ("unsat", "unknown")
     assert "branch and bound splits ReLUs only" in capsys.readouterr().err
+
+
+def test_in_process_calls_count_from_the_call_not_the_process_start(instances, tmp_path,
+                                                                    monkeypatch) -> None:
+    """A long-lived process (pytest, a notebook) calling main: its own start long ago is no
+    start-up of this verification."""
+    import nobound.vnncomp.deadline as deadline
+
+    monkeypatch.setattr(deadline, "process_start_time", lambda: time.time() - 1000.0)
+    out = tmp_path / "result.txt"
+    assert main(["verify", str(instances["net.onnx"]), str(instances["unsat.vnnlib"]),
+                 "--timeout", "120", "--results-file", str(out)]) == 0
+    assert read_result(out) == ("unsat", "")
