@@ -14,7 +14,8 @@ memory footprint that sizes the chunks) and then ``--steps`` timed steps (the mi
 kept). Also recorded: the bytes put in the object store per step (θ and the
 buffers, σ, the batch) and returned (losses and chunk metrics), whether both sides' σ and θ
 after the steps are equal bit for bit, and the load average (this machine is shared: the
-ratio, not the seconds, is the number to read).
+ratio, not the seconds, is the number to read; the Ray workers run at this process's
+priority, not at Ray's default niceness 15, under which they starved beside the other jobs).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gls_common import gls_parser, machine, mnist_batch, mnist_model, write_results
 
 from nobound.distributed import on_ray
+from nobound.distributed.cluster import connect
 from nobound.training.method import StepContext, create_method
 
 
@@ -58,9 +60,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {k: v for k, v in machine()["blas_threads"].items()
-                                       if v is not None}})
+    connect(num_cpus=args.ray_cpus)  # workers at this process's priority and BLAS threads
     images, labels, source = mnist_batch(args.batch)
     rows = []
     for arch in args.archs:

@@ -6,7 +6,8 @@
 ``NOBOUND_RAY_ADDRESS``. An already initialised Ray is used as it is, so a caller (or a
 test) that called ``ray.init`` itself keeps its settings.
 
-Workers inherit the driver's BLAS thread settings (``OPENBLAS_NUM_THREADS`` …): the same
+A local cluster's workers run at normal priority (Ray's default lowers them to niceness
+15). Workers inherit the driver's BLAS thread settings (``OPENBLAS_NUM_THREADS`` …): the same
 kernels with the same threads give the same floating-point results, which is what makes a
 population evaluated on Ray equal the single-process one.
 """
@@ -47,7 +48,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     address = address or os.environ.get(ADDRESS_VARIABLE) or None
     options: dict[str, Any] = {"runtime_env": {"env_vars": worker_environment()},
                                "include_dashboard": False, "log_to_driver": False}
-    if address is None and num_cpus is not None:
+    if address is None:  # a local cluster, started here
         options["num_cpus"] = num_cpus
+        # Ray starts workers at niceness 15: beside other jobs on a shared machine they
+        # would get almost no CPU (0.5 % each here, beside training at niceness -10)
+        options["_system_config"] = {"worker_niceness": 0}
     ray.init(address=address, **options)
     return ray

@@ -10,6 +10,7 @@ import pytest
 def local_cluster():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}})
+             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}},
+             _system_config={"worker_niceness": 0})  # not starved on a shared machine
     yield ray
     ray.shutdown()
