@@ -18,7 +18,7 @@ writes to --out:
 * ``training.png``: the training curves (certified loss and certified batch accuracy);
 * ``<method>-<relaxation>/``: each network (model.h5) with its log.jsonl.
 
-At this budget (a few hundred steps on 1,000 images) the demo shows the machinery, not the
+At this budget (about 130 steps on 800 images) the demo shows the machinery, not the
 paper's numbers: which cell wins can change with the seed. docs/reproduction.md has the
 full-schedule MNIST table.
 """
@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
                         help="test images to certify (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=1.0,
                         help="certifier seconds per test image (default %(default)s)")
-    parser.add_argument("--limit", type=int, default=1000,
+    parser.add_argument("--limit", type=int, default=800,
                         help="training images (default %(default)s, at most 2000)")
     parser.add_argument("--sigma", type=float, default=1e-2,
                         help="RGS smoothing std (default %(default)s; the paper's 1e-3 is "
