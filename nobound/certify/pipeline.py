@@ -24,8 +24,9 @@ taken from it unchecked:
 * a counterexample counts only after it replays in the model's own arithmetic (its dtype,
   or ``replay``, e.g. ONNX's reference evaluator) inside the box.
 
-With ``certificate=True`` only DeepPoly (and branch and bound over DeepPoly) may prove, so
-that the stored bounds are the ones the checker reproduces; the certificate of every
+With ``certificate=True`` only DeepPoly (and branch and bound over DeepPoly or beta-CROWN,
+whose multipliers the certificate records) may prove, so that the stored bounds are the
+ones the checker reproduces; the certificate of every
 problem is its split tree (one leaf when the box was proved at once).
 """
 
@@ -99,7 +100,11 @@ class Certifier:
         self.input_shape = tuple(int(n) for n in input_shape)
         self.config = config or CertifierConfig()
         if self.config.certificate:
-            self.config = replace(self.config, methods=("deeppoly",), bab_method="deeppoly")
+            # beta-CROWN proofs record their α, β and tightened bounds: the checker
+            # re-derives them; alpha-CROWN's slopes per sub-problem are not recorded
+            self.config = replace(self.config, methods=("deeppoly",), bab_method=(
+                "deeppoly" if self.config.bab_method == "alpha-crown"
+                else self.config.bab_method))
         self.replay = replay if replay is not None else ModelReplay(model)
         # the bounding stages' copy on the device (the float64 host model itself on "cpu")
         self.bound_model = self.model if self.config.device == "cpu" else \

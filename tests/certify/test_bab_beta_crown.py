@@ -303,3 +303,15 @@ def test_optimise_and_tighten_run_on_every_backend(xp) -> None:
     value, _, _ = bound_boxes(dense, xp.asarray(lower), xp.asarray(upper), xp.asarray(spec),
                               xp.asarray(np.zeros(1)), 3)
     np.testing.assert_allclose(to_numpy(value), expected, rtol=1e-10)
+
+
+def test_certifier_with_beta_crown_gives_checkable_certificates() -> None:
+    from nobound.certify.pipeline import Certifier, CertifierConfig
+
+    model, problem, _ = inherit_proof()
+    config = CertifierConfig(timeout=60.0, batch_size=4, certificate=True,
+                             bab_method="beta-crown", attack_steps=5)
+    verdict = Certifier(model, (3,), config).verify([problem])
+    assert verdict.status == "certified" and verdict.method == "bab"
+    assert any(n.tightened for n in verdict.certificate.problems[0].nodes)
+    assert check_certificate(model, verdict.certificate, [problem]).valid
