@@ -100,9 +100,10 @@ def test_timeout_is_kept_from_process_start(instances, tmp_path) -> None:
     elapsed = time.time() - start
     assert completed.returncode == 0, completed.stderr
     assert read_result(out)[0] == "timeout", completed.stderr
-    # within a second on a machine that runs us (start-up ≈ 0.5 s); a machine n times
-    # slower than that is allowed n seconds
-    allowed = timeout + max(1.0, start_up / NOMINAL_START_UP)
+    # within a second on a machine that runs us (start-up ≈ 0.5 s); where other jobs take
+    # the cores, the start-up itself (and exiting) can outlast the deadline
+    allowed = timeout + 1.0 if start_up <= 2 * NOMINAL_START_UP else \
+        timeout + 1.0 + 3 * start_up
     assert elapsed < allowed, \
         f"{elapsed:.2f} s for a {timeout} s timeout (start-up alone {start_up:.2f} s)"
 
