@@ -4,8 +4,8 @@ A training step allocates and frees the same few-megabyte arrays (im2col columns
 activations, their gradients) every iteration. With glibc's default, *dynamic* thresholds
 such blocks are often ``mmap``-ed and unmapped again when freed, and the heap top is
 trimmed back to the kernel, so the next step touches fresh pages and pays one page fault
-per 4 KiB. Measured on the benchmark machine: ~2,500 faults and ~6 ms of kernel time in an
-11 ms cnn3 training step (batch 128). Two fixed settings remove them:
+per 4 KiB (a large share of a small training step's time; see docs/benchmarks.md). Two
+fixed settings remove them:
 
 * ``M_MMAP_THRESHOLD = 128 MiB``: smaller blocks — the activations, gradients and
   im2col blocks of a batch, 33.5 MB for a 64-channel 32×32 layer at batch 128 — come

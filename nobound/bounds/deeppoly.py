@@ -41,7 +41,9 @@ Shortcuts that change no relaxation:
 * which rows, in which layout (whole maps or receptive-field windows) and in chunks of what
   size is :mod:`nobound.bounds.rows`'s business, under the plan (:mod:`nobound.bounds.plan`);
   how A W is computed (a matrix product, a transposed convolution) is the layer's
-  (:mod:`nobound.bounds.steps`). Here A is a layout; ``A.A`` its coefficients.
+  (:mod:`nobound.bounds.steps`). Here A is a layout; ``A.A`` its coefficients. Compiled
+  one-pass versions of the ReLU step and of eq. (2) (:mod:`nobound.bounds.kernels`) take
+  over where no gradient is recorded — the same sums, in another order.
 
 Shapes: coefficients (P', S, B', R, *node) — population, bound side (S = 1 while lower and
 upper coincide, before the first ReLU, else 2), batch, rows; biases (P', S, B', R).
@@ -55,6 +57,7 @@ from typing import Any
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
 from nobound.bounds.ibp import interval_bounds, propagate_affine, with_population_axis
+from nobound.bounds.kernels import fused_concretise, fused_relu_back_step
 from nobound.bounds.linear_bounds import BoundResult, LinearBounds
 from nobound.bounds.network import Network, ReluStep, Step
 from nobound.bounds.plan import BoundsPlan
@@ -126,6 +129,8 @@ def relu_back_step(A: Tensor, a: Tensor | None, lines: ReluLines,  # noqa: N803
     """Eq. (4) through a ReLU: A ↦ A ⊙ (λ or s, by the sign of A and the side),
     a ↦ a + A⁻ t (lower side) or a + A⁺ t (upper side) — plus A⁺ t_l (lower), A⁻ t_l
     (upper) for an activation whose lower line has an intercept t_l."""
+    if (fused := fused_relu_back_step(A, a, lines, ndim)) is not None:
+        return fused
     lam, s, t = lines.lower_slope, lines.upper_slope, lines.intercept
     lower_A, upper_A = A[:, :1], A[:, A.shape[1] - 1:]  # noqa: N806 - S = 1 serves both
     a_lower = contract(ops.negative_part(lower_A), t, ndim)
@@ -163,6 +168,8 @@ def back_substitute(network: Network, end: int, A: Any, relaxations: dict[int, R
 def concretise(A: Any, a: Tensor | None, box: Box) -> dict[str, Tensor]:  # noqa: N803
     """Eq. (2) over the input box: {"lower": A c − |A| r + a, "upper": A c + |A| r + a},
     each (P', B, R) — the one concretisation every relaxation uses."""
+    if (fused := fused_concretise(A, a, box)) is not None:
+        return fused
     c, r = A.input_box(box)
     value = contract(A.A, c, A.ndim, A.per_row)
     if a is not None:
@@ -253,13 +260,6 @@ def output_bounds(network: Network, box: Box, spec: Tensor | None,
                       relaxations, keep_symbolic)
 
 
-def ibp_relaxations(network: Network, box: Box, splits: Any, intermediate: Any
-                    ) -> tuple[dict[int, ReluRelaxation], Bounds]:
-    """Eq. (5) on IBP's [l, u] of every ReLU (eq. 3)."""
-    _, _, recorded = interval_bounds(network, box, splits, intermediate)
-    return {i: relax(network.steps[i], l, u) for i, (l, u) in recorded.items()}, recorded
-
-
 @dataclass(frozen=True)
 class DeepPoly:
     """DeepPoly/CROWN as a :class:`nobound.bounds.relaxation.Relaxation`: [l, u] of every
@@ -291,7 +291,8 @@ class CrownIbp(DeepPoly):
 
     def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
                          plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
-        return ibp_relaxations(network, box, splits, intermediate)
+        _, _, recorded = interval_bounds(network, box, splits, intermediate)
+        return {i: relax(network.steps[i], l, u) for i, (l, u) in recorded.items()}, recorded
 
     def members_per_chunk(self, network: Network, box: Box, plan: BoundsPlan) -> int:
         return network.population or 1  # no intermediate back-substitution

@@ -48,6 +48,7 @@ from nobound.bounds.network import ChannelAffineStep, ConvStep, Network, ReluSte
 from nobound.bounds.plan import BoundsPlan
 from nobound.bounds.regions import Box
 from nobound.bounds.rows import ReluLines, RowSet
+from nobound.bounds.steps import transposed_conv
 
 if TYPE_CHECKING:
     from nobound.bounds.deeppoly import ReluRelaxation
@@ -207,12 +208,12 @@ def _unit_windows(neurons: NeuronRows, channels: int) -> Tensor:
 
 def _conv_back_step(step: ConvStep, coefficients: Tensor, window: Window) -> Tensor:
     """A ↦ A W on a window: the "full" transposed convolution (padding 0)."""
-    if step.population > 1 and coefficients.shape[0] == 1:
-        coefficients = ops.broadcast_to(coefficients, (step.population, *coefficients.shape[1:]))
     kernel_h, kernel_w = step.weight.shape[-2:]
     size = ((window.height - 1) * step.stride + kernel_h,
             (window.width - 1) * step.stride + kernel_w)
-    return ops.conv_transpose2d(coefficients, step.weight, size, step.stride, 0)
+    out_shape = (step.weight.shape[-4], window.height, window.width)
+    return transposed_conv(coefficients, step.weight, out_shape,
+                           (step.weight.shape[-3], *size), step.stride, 0)
 
 
 @dataclass(frozen=True)
@@ -247,12 +248,9 @@ class WindowRows:
             return replace(self, A=_conv_back_step(step, A, window), masked=False), term
         return replace(self, A=step.backward(A), masked=True), term
 
-    def relu_lines(self, relaxation: ReluRelaxation, index: int) -> ReluLines:
-        """λ, s, t gathered at each row's window (0 on padded positions, so they drop out)."""
-        lam, slope, intercept = gather_windows(
-            (relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept),
-            self.neurons, self.windows[index + 1])
-        return ReluLines({"lower": lam, "upper": lam}, slope, intercept)
+    def relu_lines(self, relaxation: ReluRelaxation, index: int) -> WindowReluLines:
+        """λ, s, t at each row's window (0 on padded positions, so they drop out)."""
+        return WindowReluLines(relaxation, self.neurons, self.windows[index + 1])
 
     def replaced(self, A: Tensor) -> WindowRows:  # noqa: N803
         return replace(self, A=A, masked=True)  # the ReLU gave padded positions slope 0
@@ -264,6 +262,38 @@ class WindowRows:
             center, radius = center.reshape((1, *center.shape)), radius.reshape((1, *radius.shape))
         center, radius = gather_windows((center, radius), self.neurons, self.windows[0])
         return center, radius
+
+
+class WindowReluLines:
+    """:class:`ReluLines` of eq. (5) at each row's window, gathered on first use; the
+    compiled step (:mod:`nobound.bounds.kernels`) reads ``relaxation``'s maps directly."""
+
+    lower_intercept = None
+
+    def __init__(self, relaxation: ReluRelaxation, neurons: NeuronRows, window: Window) -> None:
+        self.relaxation, self.neurons, self.window = relaxation, neurons, window
+        self._lines: ReluLines | None = None
+
+    def gathered(self) -> ReluLines:
+        if self._lines is None:
+            relaxation = self.relaxation
+            lam, slope, intercept = gather_windows(
+                (relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept),
+                self.neurons, self.window)
+            self._lines = ReluLines({"lower": lam, "upper": lam}, slope, intercept)
+        return self._lines
+
+    @property
+    def lower_slope(self) -> dict[str, Tensor]:
+        return self.gathered().lower_slope
+
+    @property
+    def upper_slope(self) -> Tensor:
+        return self.gathered().upper_slope
+
+    @property
+    def intercept(self) -> Tensor:
+        return self.gathered().intercept
 
 
 def window_rows(network: Network, end: int, box: Box, plan: BoundsPlan, neurons: NeuronRows,
@@ -284,5 +314,5 @@ def window_rows(network: Network, end: int, box: Box, plan: BoundsPlan, neurons:
     return RowSet(neurons.count, chunk, make, place)
 
 
-__all__ = ["NeuronRows", "Window", "WindowRows", "all_neurons", "applies", "chosen_neurons",
-           "gather_windows", "node_windows", "window_rows"]
+__all__ = ["NeuronRows", "Window", "WindowReluLines", "WindowRows", "all_neurons", "applies",
+           "chosen_neurons", "gather_windows", "node_windows", "window_rows"]

@@ -24,6 +24,8 @@ Parameters carry their population axis: (P', out, in) for Linear, (P', C) per ch
 
 from __future__ import annotations
 
+from math import prod
+
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
 
@@ -191,11 +193,8 @@ class ConvStep(Step):
         return ops.conv2d(v, weight, self.stride, self.padding)
 
     def backward(self, coefficients: Tensor) -> Tensor:
-        if self.population > 1 and coefficients.shape[0] == 1:
-            coefficients = ops.broadcast_to(coefficients,
-                                            (self.population, *coefficients.shape[1:]))
-        return ops.conv_transpose2d(coefficients, self.weight, self.input_shape[1:],
-                                    self.stride, self.padding)
+        return transposed_conv(coefficients, self.weight, self.output_shape, self.input_shape,
+                               self.stride, self.padding, as_matrix=False)
 
     def bias_term(self, coefficients: Tensor) -> Tensor | None:
         if self.bias is None:
@@ -212,6 +211,39 @@ class ConvStep(Step):
         weight = self.weight[start:stop] if self.population > 1 else self.weight
         return ConvStep(self.index, weight, _members(self.bias, start, stop), self.stride,
                         self.padding, self.input_shape)
+
+
+#: With ``as_matrix``, a transposed convolution of many rows runs as one matrix product with
+#: its dense operator M (the transposed convolution of every unit map) when M has at most
+#: this many times the convolution's multiply-adds and at most OPERATOR_ENTRIES entries.
+#: Receptive-field windows are small and many, where one GEMM beats many tiny transposed
+#: convolutions; on whole maps the convolution engine is the better choice.
+OPERATOR_OVERHEAD = 8
+OPERATOR_ENTRIES = 1 << 22
+
+
+def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, int, int],
+                    in_shape: tuple[int, int, int], stride: int, padding: int,
+                    as_matrix: bool = True) -> Tensor:
+    """A ↦ A W for a convolution W of (C, H, W) = ``in_shape`` to ``out_shape``: the
+    transposed convolution of the rows (…, *out_shape) → (…, *in_shape), with a leading
+    population axis on ``coefficients`` (P' ∈ {1, P}) and optionally on ``weight``."""
+    population = weight.shape[0] if weight.ndim == 5 else 1
+    kernel = prod(weight.shape[-3:])
+    n_out, n_in = prod(out_shape), prod(in_shape)
+    if as_matrix and n_in <= OPERATOR_OVERHEAD * kernel and n_out * n_in <= OPERATOR_ENTRIES:
+        xp = coefficients.xp
+        basis = xp.eye(n_out, dtype=coefficients.dtype).reshape(n_out, *out_shape)
+        basis = Tensor(basis if weight.ndim == 4 else
+                       xp.broadcast_to(basis, (population, *basis.shape)))
+        operator = ops.conv_transpose2d(basis, weight, in_shape[1:], stride, padding)
+        lead = coefficients.shape[:-3]
+        rows = coefficients.reshape((lead[0], -1, n_out))
+        return ops.matmul(rows, operator.reshape(population, n_out, n_in)).reshape(
+            (-1, *lead[1:], *in_shape))
+    if population > 1 and coefficients.shape[0] == 1:
+        coefficients = ops.broadcast_to(coefficients, (population, *coefficients.shape[1:]))
+    return ops.conv_transpose2d(coefficients, weight, in_shape[1:], stride, padding)
 
 
 class ChannelAffineStep(Step):

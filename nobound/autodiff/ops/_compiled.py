@@ -22,13 +22,15 @@ COMPILED_PASS_MIN_SIZE = 1 << 14
 
 
 def numba_kernels(module: str) -> ModuleType | None:
-    """``nobound.autodiff.ops.<module>`` once imported; None without Numba or with
+    """``nobound.autodiff.ops.<module>`` (or the dotted ``module`` itself, e.g.
+    ``nobound.bounds._back_substitution_numba``) once imported; None without Numba or with
     ``NOBOUND_NUMBA=0``."""
     if module not in _loaded:
         kernels = None
         if os.environ.get("NOBOUND_NUMBA", "1") != "0":
             try:
-                kernels = importlib.import_module(f"nobound.autodiff.ops.{module}")
+                kernels = importlib.import_module(
+                    module if "." in module else f"nobound.autodiff.ops.{module}")
             except ImportError:
                 pass
         # stored once decided, so a thread arriving meanwhile imports it too rather than

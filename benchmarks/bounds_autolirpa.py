@@ -1,0 +1,259 @@
+"""nobound's bounds beside auto_LiRPA's: same weights, same inputs, same specification.
+
+Run with the benchmark-only environment that has auto_LiRPA and PyTorch (see
+../shared/peers/README.md; never a dependency of nobound):
+
+    ../peer-venv/bin/python benchmarks/bounds_autolirpa.py --archs cnn3 cnn5 --repeats 5
+
+For each architecture (MNIST shapes, Kaiming-uniform weights of seed 0, no Normalize layer
+so both see the same function) and each relaxation — IBP, CROWN-IBP and DeepPoly (auto_LiRPA's
+"IBP", "CROWN-IBP", "CROWN") — both implementations bound the margins C · f(x) (C the 9
+margin rows of each sample) over the l∞ ball of radius eps around a batch of inputs, lower
+and upper, on one thread in float32. The calls are interleaved in one process (nobound, then
+auto_LiRPA, repeated), so background load hits both alike; each call's CPU time (of this
+single-threaded process: what a busy machine perturbs least) and wall time are recorded, and
+the minimum over repeats of the CPU time is the reported time, with the load average before
+and after. The bounds are compared (relative to the
+largest bound) so the times are of the same computation.
+
+Each row also carries the multiply-adds the algorithm needs (:func:`multiply_adds`) and the
+time they would take at this core's measured single-thread float32 matrix-product rate — a
+floor no implementation of the algorithm can beat.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from math import prod  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+PEER = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "deeppoly": "CROWN"}
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(arch: str, batch: int, eps: float, seed: int = 0) -> dict[str, Any]:
+    """The nobound model, its PyTorch twin with the same weights, inputs, labels, C."""
+    import torch
+
+    from nobound.nn import build_model, kaiming_uniform
+
+    model = kaiming_uniform(build_model(arch, (1, 28, 28), 10), seed=seed)
+    model.eval()
+    layers = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2d":
+            torch_layer = torch.nn.Conv2d(layer.in_channels, layer.out_channels,
+                                          layer.kernel_size, layer.stride, layer.padding)
+        elif kind == "Linear":
+            torch_layer = torch.nn.Linear(layer.in_features, layer.out_features)
+        elif kind == "ReLU":
+            torch_layer = torch.nn.ReLU()
+        elif kind == "Flatten":
+            torch_layer = torch.nn.Flatten()
+        else:
+            raise ValueError(f"{kind} is not part of this comparison")
+        layers.append(torch_layer)
+    twin = torch.nn.Sequential(*layers)
+    state = {name: torch.from_numpy(np.asarray(p.data, dtype=np.float32).copy())
+             for name, p in model.named_parameters()}
+    twin.load_state_dict(state)
+    twin.eval()
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 1.0, (batch, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, batch)
+    return {"model": model, "twin": twin, "images": images, "labels": labels, "eps": eps}
+
+
+def nobound_runner(case: dict[str, Any], method: str) -> Any:
+    from nobound.autodiff import Tensor, no_grad
+    from nobound.bounds import compute_bounds, linf_ball, margin_spec
+
+    x = Tensor(case["images"])
+    region = linf_ball(x, case["eps"])
+    spec = margin_spec(case["labels"], 10, dtype=np.float32)
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        with no_grad():
+            result = compute_bounds(case["model"], region, method=method, spec=spec)
+        return np.asarray(result.lower.data), np.asarray(result.upper.data)
+
+    return run
+
+
+def peer_runner(case: dict[str, Any], method: str) -> Any:
+    import torch
+    from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+
+    from nobound.bounds import margin_spec
+
+    images = torch.from_numpy(case["images"])
+    bounded = BoundedModule(case["twin"], torch.empty_like(images), device="cpu",
+                            verbose=False)
+    lower = (images - case["eps"]).clamp(0, 1)
+    upper = (images + case["eps"]).clamp(0, 1)
+    perturbation = PerturbationLpNorm(norm=float("inf"), eps=case["eps"], x_L=lower, x_U=upper)
+    x = BoundedTensor(images, perturbation)
+    spec = torch.from_numpy(margin_spec(case["labels"], 10, dtype=np.float32))
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            low, high = bounded.compute_bounds(x=(x,), C=spec, method=PEER[method])
+        return low.numpy(), high.numpy()
+
+    return run
+
+
+def layer_multiply_adds(model: Any) -> list[tuple[str, int, tuple[int, ...]]]:
+    """(kind, multiply-adds of one forward pass of one sample, output shape) per layer."""
+    from nobound.bounds.network import Network
+
+    network = Network.from_model(model, (1, 28, 28))
+    out = []
+    for step in network.steps:
+        kind = type(step).__name__
+        if kind == "ConvStep":
+            kernel = prod(step.weight.shape[-3:])
+            out.append((kind, prod(step.output_shape) * kernel, step.output_shape))
+        elif kind == "LinearStep":
+            out.append((kind, prod(step.weight.shape[-2:]), step.output_shape))
+        else:
+            out.append((kind, 0, step.output_shape))
+    return out
+
+
+def multiply_adds(model: Any, method: str, batch: int, unstable: dict[int, float],
+                  rows: int = 9) -> int:
+    """Multiply-adds the textbook algorithm needs for one batch (counting A·W and A·x only).
+
+    * IBP: two passes (centre W c, radius |W| r) through every dense layer.
+    * CROWN-IBP: IBP, then the ``rows`` rows of C back through every layer — once while
+      the lower and upper coefficients coincide (after the last ReLU), twice before — and
+      eq. (2) with two products per side over the input.
+    * DeepPoly: for every ReLU, one back-substitution row per neuron left unstable
+      (``unstable[index]``: the mean count per sample, measured), through the layers before
+      it, both sides; the first ReLU's input is exact by eq. (3); then the output pass.
+    """
+    layers = layer_multiply_adds(model)
+    inputs = 28 * 28
+    ibp = 2 * sum(macs for _, macs, _ in layers)
+
+    def back(end: int, count: float) -> float:
+        """``count`` rows of node ``end`` back to the input, both sides after a ReLU."""
+        total, sides = 0.0, 1
+        for index in range(end, -1, -1):
+            kind, macs, _ = layers[index]
+            if kind == "ReluStep":
+                sides = 2
+            total += sides * count * macs  # a row through a layer: its forward cost
+        return total + 2 * sides * count * inputs  # eq. (2): A c and |A| r per side
+
+    output = back(len(layers) - 1, rows)
+    if method == "ibp":
+        return int(batch * ibp)
+    if method == "crown-ibp":
+        return int(batch * (ibp + output))
+    relus = [i for i, (kind, _, _) in enumerate(layers) if kind == "ReluStep"]
+    total = 2 * layers[0][1]  # the first ReLU's input by eq. (3)
+    for index in relus[1:]:
+        total += back(index - 1, unstable.get(index, 0.0))
+    return int(batch * (total + output))
+
+
+def matmul_rate(seconds: float = 1.0) -> float:
+    """Multiply-adds per second of a float32 matrix product on one thread (the floor)."""
+    a = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+    b = a.copy()
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.process_time()
+        a @ b
+        best = min(best, time.process_time() - t)
+    return 512 ** 3 / best
+
+
+def unstable_counts(case: dict[str, Any]) -> dict[int, float]:
+    """Mean number of unstable neurons per sample at each ReLU (DeepPoly's bounds)."""
+    from nobound.autodiff import Tensor
+    from nobound.bounds import compute_bounds, linf_ball
+
+    result = compute_bounds(case["model"], linf_ball(Tensor(case["images"]), case["eps"]),
+                            method="deeppoly")
+    counts = {}
+    for index, (lower, upper) in result.intermediate.items():
+        unstable = (lower.data < 0) & (upper.data > 0)
+        counts[index] = float(unstable.reshape(len(unstable), -1).sum(axis=1).mean())
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", nargs="+", default=["cnn3", "cnn5"])
+    parser.add_argument("--methods", nargs="+", default=list(PEER), choices=list(PEER))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS / "bounds_autolirpa.json")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    rate = matmul_rate()
+    rows = []
+    for arch in args.archs:
+        case = build(arch, args.batch, args.eps)
+        counts = unstable_counts(case)
+        for method in args.methods:
+            ours, theirs = nobound_runner(case, method), peer_runner(case, method)
+            ours_bounds, theirs_bounds = ours(), theirs()  # warm-up, and the comparison
+            scale = max(1.0, float(np.abs(theirs_bounds[0]).max()))
+            deviation = float(np.abs(ours_bounds[0] - theirs_bounds[0]).max()) / scale
+            times: dict[str, list[float]] = {"nobound": [], "auto_LiRPA": []}
+            walls: dict[str, list[float]] = {"nobound": [], "auto_LiRPA": []}
+            for _ in range(args.repeats):
+                for name, run in (("nobound", ours), ("auto_LiRPA", theirs)):
+                    start, wall = time.process_time(), time.perf_counter()
+                    run()
+                    times[name].append(time.process_time() - start)
+                    walls[name].append(time.perf_counter() - wall)
+            macs = multiply_adds(case["model"], method, args.batch, counts)
+            row = {"arch": arch, "method": method, "nobound_s": min(times["nobound"]),
+                   "auto_lirpa_s": min(times["auto_LiRPA"]), "cpu_times": times,
+                   "wall_times": walls,
+                   "ratio": min(times["nobound"]) / min(times["auto_LiRPA"]),
+                   "wall_ratio": min(walls["nobound"]) / min(walls["auto_LiRPA"]),
+                   "multiply_adds": macs, "floor_s": macs / rate,
+                   "lower_bound_max_relative_difference": deviation,
+                   "unstable_per_sample": counts}
+            rows.append(row)
+            print(f"{arch:5s} {method:10s} nobound {row['nobound_s'] * 1e3:9.1f} ms  "
+                  f"auto_LiRPA {row['auto_lirpa_s'] * 1e3:9.1f} ms  ratio {row['ratio']:.2f}  "
+                  f"(wall {row['wall_ratio']:.2f})  floor {row['floor_s'] * 1e3:7.1f} ms  "
+                  f"|Δlower| {deviation:.1e}", flush=True)
+    record = {"batch": args.batch, "eps": args.eps, "threads": 1, "dtype": "float32",
+              "repeats": args.repeats,
+              "statistic": "minimum CPU time over interleaved repeats (wall times recorded)",
+              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "matmul_multiply_adds_per_s": rate, "torch": torch.__version__,
+              "python": platform.python_version(), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1))
+    print(f"load average before {load_before}, after {os.getloadavg()}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
