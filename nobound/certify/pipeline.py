@@ -131,7 +131,11 @@ class Certifier:
         its first reason (the check is skipped with ``allow_roundoff_errors``)."""
         if self.config.allow_roundoff_errors:
             return ""
-        report = check_proofs(self.stored, [problem_certificate(problem, nodes)],
+        try:
+            stored = self.stored
+        except TypeError as error:  # e.g. Sigmoid, MaxPool: no sound check, so no proof
+            return f"no rigorous check for this network ({error})"
+        report = check_proofs(stored, [problem_certificate(problem, nodes)],
                               reproduce=False, root_cache=self._root_bounds)
         return "" if report.valid else report.errors[0]
 
@@ -222,6 +226,11 @@ class Certifier:
                 reason += "; the rigorous check rejected " + "; ".join(
                     f"problem {i} ({why})" for i, why in sorted(rejections.items()))
             return self._unknown(start, reason, values)
+        try:
+            self.dense  # noqa: B018 - branch and bound works on the dense ReLU form
+        except TypeError as error:
+            return self._unknown(start, f"branch and bound splits ReLUs only ({error})",
+                                 values)
         unknown_reason = ""
         shared: dict = {}  # branch and bound's per-box work, shared by the problems
         for index in sorted(open_, key=lambda i: values[i]):
