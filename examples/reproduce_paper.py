@@ -262,9 +262,13 @@ def main(argv: list[str] | None = None) -> int:
             target = publish / result["row"]
             target.mkdir(parents=True, exist_ok=True)
             run_dir = out / result["row"]
-            for name in ("config.json", "certify-mnist-eps0.1.json", "log.jsonl"):
-                if (run_dir / name).is_file():
-                    shutil.copy(run_dir / name, target / name)
+            shutil.copy(run_dir / "config.json", target / "config.json")
+            certified = json.loads((run_dir / "certify-mnist-eps0.1.json").read_text())
+            (target / "certify-summary.json").write_text(json.dumps(
+                {key: certified[key] for key in ("settings", "summary")}, indent=1))
+            epochs = [line for line in (run_dir / "log.jsonl").read_text().splitlines()
+                      if '"event": "epoch"' in line]
+            (target / "log-epochs.jsonl").write_text("\n".join(epochs) + "\n")
         shutil.copy(out / "results.json", publish / "results.json")
     if args.plot:
         plot_rows(out, names, Path(args.plot))
