@@ -60,6 +60,20 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def sample_record(index: int, label: int, verdict: Any,
+                  certificate_dir: Path | None) -> dict[str, Any]:
+    """One sample's JSONL record; its certificate saved to ``certificate_dir`` if asked."""
+    record = {"index": int(index), "label": int(label), **verdict.to_json()}
+    if certificate_dir is not None and verdict.certificate is not None:
+        from nobound.certify.certificate import save_certificate
+
+        certificate_dir.mkdir(parents=True, exist_ok=True)
+        path = save_certificate(verdict.certificate,
+                                certificate_dir / f"sample{index:05d}.json.gz")
+        record["certificate"] = str(path)
+    return record
+
+
 def certify_dataset(certifier: Certifier, images: np.ndarray, labels: np.ndarray,
                     eps: float, results_path: Path, header: dict[str, Any],
                     indices: Sequence[int] | None = None,
@@ -84,14 +98,7 @@ def certify_dataset(certifier: Certifier, images: np.ndarray, labels: np.ndarray
         verdicts = certify_batch(certifier, images[chunk_indices], labels[chunk_indices],
                                  eps)
         for index, verdict in zip(chunk_indices, verdicts, strict=True):
-            record = {"index": index, "label": int(labels[index]), **verdict.to_json()}
-            if certificate_dir is not None and verdict.certificate is not None:
-                from nobound.certify.certificate import save_certificate
-
-                certificate_dir.mkdir(parents=True, exist_ok=True)
-                path = save_certificate(verdict.certificate,
-                                        certificate_dir / f"sample{index:05d}.json.gz")
-                record["certificate"] = str(path)
+            record = sample_record(index, int(labels[index]), verdict, certificate_dir)
             if fresh:
                 results_path.write_text(json.dumps({"header": header}) + "\n",
                                         encoding="utf-8")

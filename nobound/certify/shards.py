@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from nobound.certify.evaluation import SettingsMismatch, read_results
+from nobound.certify.evaluation import SettingsMismatch, read_results, sample_record
 
 _SHARD_FILE = re.compile(r"\.shard(\d+)of(\d+)\.jsonl$")
 
@@ -122,14 +122,7 @@ def certify_on_ray(certifier: Any, images: np.ndarray, labels: np.ndarray, eps: 
         done, _ = ray.wait(list(pending), num_returns=1)
         index = pending.pop(done[0])
         verdict = ray.get(done[0])
-        record = {"index": index, "label": int(labels[index]), **verdict.to_json()}
-        if certificate_dir is not None and verdict.certificate is not None:
-            from nobound.certify.certificate import save_certificate
-
-            certificate_dir.mkdir(parents=True, exist_ok=True)
-            path = save_certificate(verdict.certificate,
-                                    certificate_dir / f"sample{index:05d}.json.gz")
-            record["certificate"] = str(path)
+        record = sample_record(index, int(labels[index]), verdict, certificate_dir)
         if not records and not _has_header(results_path):  # written with the first sample
             results_path.write_text(json.dumps({"header": header}) + "\n", encoding="utf-8")
         _append(results_path, record)

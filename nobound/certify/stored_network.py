@@ -96,6 +96,16 @@ def _add(x: np.ndarray, rx: np.ndarray, y: np.ndarray, ry: np.ndarray
     return total, up(up(rx + ry) + product_error(total))
 
 
+def _interval_product(a: np.ndarray, a_radius: np.ndarray, b: np.ndarray,
+                      b_radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fl(a·b) and a radius r with |(a + δa)(b + δb) − fl(a·b)| ≤ r for all |δa| ≤ a_radius,
+    |δb| ≤ b_radius: |a||δb| + |δa||b| + |δa||δb| plus the product's own rounding error,
+    every sum rounded up."""
+    product, error = matmul_error(a, b)
+    spread = up(upper_product(np.abs(a), b_radius) + upper_product(a_radius, np.abs(b)))
+    return product, up(up(spread + upper_product(a_radius, b_radius)) + error)
+
+
 def compose(outer: _Affine, inner: _Affine) -> _Affine:
     """outer ∘ inner with rigorous radii (diagonal maps stay cheap)."""
     if outer.diagonal and inner.diagonal:
@@ -114,11 +124,8 @@ def compose(outer: _Affine, inner: _Affine) -> _Affine:
         radius = _elementwise_radius(outer.weight, outer.weight_radius, d, rd, weight)
         diagonal = False
     else:
-        weight, error = matmul_error(outer.weight, inner.weight)
-        spread = up(upper_product(np.abs(outer.weight), inner.weight_radius)
-                    + upper_product(outer.weight_radius, np.abs(inner.weight)))
-        radius = up(up(spread + upper_product(outer.weight_radius, inner.weight_radius))
-                    + error)
+        weight, radius = _interval_product(outer.weight, outer.weight_radius, inner.weight,
+                                           inner.weight_radius)
         diagonal = False
     # bias: outer.W* inner.b* + outer.b*
     if outer.diagonal:
@@ -126,11 +133,8 @@ def compose(outer: _Affine, inner: _Affine) -> _Affine:
         moved_radius = _elementwise_radius(outer.weight, outer.weight_radius, inner.bias,
                                            inner.bias_radius, moved)
     else:
-        moved, error = matmul_error(outer.weight, inner.bias)
-        spread = up(upper_product(np.abs(outer.weight), inner.bias_radius)
-                    + upper_product(outer.weight_radius, np.abs(inner.bias)))
-        moved_radius = up(up(spread + upper_product(outer.weight_radius, inner.bias_radius))
-                          + error)
+        moved, moved_radius = _interval_product(outer.weight, outer.weight_radius,
+                                                inner.bias, inner.bias_radius)
     bias, bias_radius = _add(moved, moved_radius, outer.bias, outer.bias_radius)
     return _Affine(weight, bias, radius, bias_radius, diagonal)
 
