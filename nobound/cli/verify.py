@@ -223,13 +223,19 @@ def run(args: argparse.Namespace) -> int:
     if args.results_file:
         return run_competition(args, config, start)
     result, text, summary = decide(args, config, start)
+    report(args, result, text, summary)
+    return EXIT_CODES[result]
+
+
+def report(args: argparse.Namespace, result: str, text: str, summary: str) -> None:
+    """The verdict on stdout (with the counterexample of a sat, also to --counterexample)
+    and the summary line on stderr."""
     print(result)
     if result == "sat":
         print(text, end="")
         if args.counterexample:
             Path(args.counterexample).write_text(f"{result}\n{text}", encoding="utf-8")
     print(summary, file=sys.stderr)
-    return EXIT_CODES[result]
 
 
 def run_competition(args: argparse.Namespace, config: Any, start: float) -> int:
@@ -249,12 +255,7 @@ def run_competition(args: argparse.Namespace, config: Any, start: float) -> int:
     except RuntimeError as error:
         result, text, summary = "error", str(error), f"error: {error}"
     results.write(result, text)
-    print(result)
-    if result == "sat":
-        print(text, end="")
-        if args.counterexample:
-            Path(args.counterexample).write_text(f"{result}\n{text}", encoding="utf-8")
-    print(summary, file=sys.stderr)
+    report(args, result, text, summary)
     if sys.argv[1:2] == ["verify"]:  # a process of its own: everything is written, so skip
         sys.stdout.flush()           # the interpreter's teardown (seconds on a starved CPU)
         sys.stderr.flush()
