@@ -109,6 +109,10 @@ def register(subparsers: Any) -> None:
                         help="continue from the latest checkpoint in --out")
     parser.add_argument("--max-steps", type=int,
                         help="stop (with a checkpoint) after this many steps in total")
+    parser.add_argument("--stop-after-epochs", type=int, metavar="N",
+                        help="stop (with a checkpoint) at the end of epoch N of the full "
+                             "schedule: part of a long run, same lr and eps schedules; "
+                             "--resume continues it")
     parser.add_argument("--log-every", type=int, default=50, help="steps per log line")
     parser.add_argument("--checkpoint-every", type=int, default=0,
                         help="steps between checkpoints (0: only at epoch ends)")
@@ -189,6 +193,7 @@ def validate(args: argparse.Namespace) -> None:
         check_positive("--micro-batch-workers", args.micro_batch_workers)
     check_non_negative("--eval-limit", args.eval_limit)
     check_positive("--max-steps", args.max_steps)
+    check_positive("--stop-after-epochs", args.stop_after_epochs)
     if args.arch not in ARCHITECTURES:
         raise UsageError(f"unknown architecture {args.arch!r}; choose from "
                          f"{', '.join(ARCHITECTURES)}")
@@ -383,7 +388,11 @@ def run(args: argparse.Namespace) -> int:
             trainer.logger.truncate_after(0)  # the lines of the attempt that is redone
         print(f"resuming {out} from its config.json (no checkpoint was written yet)",
               file=sys.stderr)
-    record = trainer.fit(max_steps=args.max_steps)
+    max_steps = args.max_steps
+    if args.stop_after_epochs is not None:
+        epoch_end = args.stop_after_epochs * trainer.steps_per_epoch
+        max_steps = epoch_end if max_steps is None else min(max_steps, epoch_end)
+    record = trainer.fit(max_steps=max_steps)
     if trainer.epoch < trainer_config.epochs:
         print(f"stopped at step {trainer.step}; continue with: nobound train --out {out} "
               "--resume")

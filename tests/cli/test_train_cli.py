@@ -77,6 +77,25 @@ def test_cli_resume_is_bit_for_bit(tmp_path, capsys):
     assert all(np.array_equal(first[k], second[k]) for k in first)
 
 
+def test_stop_after_epochs_keeps_the_full_schedule(tmp_path, capsys):
+    # Part of a long schedule: the run stops at the end of epoch 1 of 2 with a checkpoint of
+    # that epoch, and --resume finishes it exactly as an uninterrupted run.
+    common = ["--arch", "cnn3_tiny", "--method", "standard", *TINY, "--epochs", "2",
+              "--lr-milestones", "1"]
+    assert main(["train", "--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "b"), *common,
+                 "--stop-after-epochs", "1"]) == 0
+    assert "--resume" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "model.h5").exists()
+    records = [json.loads(line) for line in
+               (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["event"] == "epoch"] == [0]
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--quiet"]) == 0
+    first = load_checkpoint(tmp_path / "a" / "model.h5").model.state_dict()
+    second = load_checkpoint(tmp_path / "b" / "model.h5").model.state_dict()
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
 def test_train_rejects_bad_input_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     fails_cleanly(capsys, ["train", "--arch", "resnet9000", "--out", str(out), *TINY],
@@ -85,6 +104,8 @@ def test_train_rejects_bad_input_and_writes_nothing(tmp_path, capsys):
                   "--eps must be non-negative", out)
     fails_cleanly(capsys, ["train", "--method", "magic", "--out", str(out), *TINY],
                   "unknown training method 'magic'", out)
+    fails_cleanly(capsys, ["train", "--stop-after-epochs", "0", "--out", str(out), *TINY],
+                  "--stop-after-epochs must be positive", out)
     fails_cleanly(capsys, ["train", "--micro-batch", "-4", "--out", str(out), *TINY],
                   "--micro-batch must be non-negative", out)
     fails_cleanly(capsys, ["train", "--micro-batch", "4", "--micro-batch-workers", "0",
