@@ -51,6 +51,7 @@ from nobound.certify.certificate import LeafProof, NeuronBound, TreeNode
 from nobound.certify.falsify import attack_problem
 from nobound.certify.fsb import choose_by_children
 from nobound.certify.input_split import MAX_SPLIT_INPUTS, input_split_search
+from nobound.certify.leaf_confirm import ConfirmerFactory
 from nobound.certify.leaf_lp import MAX_LP_INPUTS, solve_leaf
 from nobound.certify.problem import PROOF_TOLERANCE, Counterexample, VerificationProblem
 from nobound.certify.subproblems import BoundedSubproblems, Interval, bound_subproblems
@@ -163,10 +164,14 @@ def _fully_fixed(bounds: list[Interval], signs: list[np.ndarray]) -> bool:
 
 class _Search:
     def __init__(self, problem: VerificationProblem, dense: DenseNetwork, config: BabConfig,
-                 deadline: float, shared: dict | None = None) -> None:
+                 deadline: float, shared: dict | None = None,
+                 confirm: ConfirmerFactory | None = None) -> None:
         self.problem, self.dense, self.config, self.deadline = problem, dense, config, deadline
+        self.rejected = 0  # leaves the search proved and the checker did not
         self.shared = {} if shared is None else shared
         self.nodes: list[TreeNode] = []
+        self.parents: dict[int, int] = {}
+        self.confirm = None if confirm is None else confirm(problem, self.nodes, self.parents)
         self.heap: list[_Open] = []
         self.order = itertools.count()
         self.bounded = 0
@@ -178,6 +183,11 @@ class _Search:
     def new_node(self, inherit: bool = False) -> int:
         self.nodes.append(TreeNode(inherit=inherit))
         return len(self.nodes) - 1
+
+    def confirmed(self, index: int) -> bool:
+        """Does the rigorous checker prove node ``index``'s leaf proof (no confirmer: the
+        search's own bound decides)? A leaf it does not prove is split again."""
+        return self.confirm is None or self.confirm.proves(index, self.nodes[index].proof)
 
     def prove(self, index: int, lower: np.ndarray, multipliers: Multipliers | None) -> None:
         row = int(np.argmax(lower))
@@ -196,7 +206,10 @@ class _Search:
         """Prove, solve or queue one freshly bounded sub-domain."""
         if lower.max() > PROOF_TOLERANCE:
             self.prove(index, lower, multipliers)
-            return None
+            if self.confirmed(index):
+                return None
+            self.nodes[index].proof = None  # the checker disagrees: split it further
+            self.rejected += 1
         if any(np.any(lo > hi) for lo, hi in bounds):  # sound bounds: the domain is empty
             weights = [0.0] * self.problem.num_rows
             self.nodes[index].proof = LeafProof(weights, [], 0.0, "empty")
@@ -224,12 +237,15 @@ class _Search:
                 solution.row_weights.tolist(),
                 [(k, i, b) for (k, i), b in solution.betas.items()],
                 float(solution.bound), "lp")
-            return None
+            if self.confirmed(index):
+                return None
+            self.nodes[index].proof = None
+            self.rejected += 1
         if solution.point is not None:
             found = self.problem.find_counterexample(solution.point)
             if found is not None:
                 return found
-        self.unresolved += 1  # the LP and the replay disagree by round-off: undecided
+        self.unresolved += 1  # the LP, the replay and the checker disagree: undecided
         return None
 
     def expand(self, parents: list[_Open]) -> Counterexample | None:
@@ -260,6 +276,7 @@ class _Search:
                 child_known.append(parent.bounds)
                 child_start.append(parent.multipliers)
                 children.append(self.new_node(self.inherit))
+                self.parents[children[-1]] = parent.tree_index
             self.nodes[parent.tree_index].split = (k, neuron)
             self.nodes[parent.tree_index].children = (children[0], children[1])
             child_nodes += children
@@ -354,10 +371,13 @@ class _Search:
 
 def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                      config: BabConfig | None = None, deadline: float | None = None,
-                     shared: dict | None = None) -> BabResult:
+                     shared: dict | None = None,
+                     confirm: ConfirmerFactory | None = None) -> BabResult:
     """Decide ``problem`` by branch and bound (see the module docstring). ``shared``: a
     dict kept across the problems of one property (same network), where beta-CROWN keeps
-    the root's tightened bounds of each box."""
+    the root's tightened bounds of each box. ``confirm``: the rigorous checker's view of
+    single leaves (:mod:`nobound.certify.leaf_confirm`); a leaf it does not prove is split
+    further instead of closed."""
     config = config or BabConfig()
     start = time.perf_counter()
     deadline = np.inf if deadline is None else deadline
@@ -365,12 +385,13 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                                     and dense.input_size <= MAX_SPLIT_INPUTS):
         found = input_split_search(problem, dense, deadline, config.max_nodes,
                                    max(config.batch_size, 64), attack_every=config.attack_every,
-                                   attack_steps=config.attack_steps, seed=config.seed)
+                                   attack_steps=config.attack_steps, seed=config.seed,
+                                   confirm=confirm)
         return BabResult(found["status"], found["nodes"], found["bounded"],
                          found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
                          found["rounds"])
-    search = _Search(problem, dense, config, deadline, shared)
+    search = _Search(problem, dense, config, deadline, shared, confirm)
 
     def finish(status: str, reason: str = "", counterexample: Counterexample | None = None,
                rounds: int = 0) -> BabResult:

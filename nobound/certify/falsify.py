@@ -54,6 +54,68 @@ def attack_problem(problem: VerificationProblem, starts: np.ndarray | None = Non
     return None
 
 
+def attack_problems(problems: list[VerificationProblem], steps: int = 50, restarts: int = 3,
+                    step_size: float = 0.2, seed: int = 0
+                    ) -> tuple[int, Counterexample] | None:
+    """:func:`attack_problem` on several problems of one model at once: the problems that
+    share a box are attacked in one batch (each from the centre and the same ``restarts``
+    random points, each point descending its own problem's max_i r_i), one forward and one
+    backward pass per step for all of them. (index in ``problems``, counterexample) of the
+    first replayed violation, or None. A point is handed to ``find_counterexample`` (which
+    decides, as in :func:`attack_problem`) when its rows are all ≤ a small slack in the
+    batched pass, so that batched rounding cannot hide a violation."""
+    groups: dict[bytes, list[int]] = {}
+    for index, problem in enumerate(problems):
+        if not problem.is_empty:
+            key = problem.lower.tobytes() + problem.upper.tobytes()
+            groups.setdefault(key, []).append(index)
+    for members in groups.values():
+        found = _attack_group([problems[i] for i in members], steps, restarts, step_size,
+                              seed)
+        if found is not None:
+            return members[found[0]], found[1]
+    return None
+
+
+def _attack_group(problems: list[VerificationProblem], steps: int, restarts: int,
+                  step_size: float, seed: int) -> tuple[int, Counterexample] | None:
+    first = problems[0]
+    rng = random_stream(seed, name="certify-attack")
+    lower, upper = first.lower, first.upper
+    randoms = lower + rng.random((restarts, *first.input_shape)) * (upper - lower)
+    starts = np.concatenate([((lower + upper) / 2)[None], randoms])
+    count, per = len(problems), len(starts)
+    point = np.concatenate([starts] * count)  # problem p owns points p*per … (p+1)*per − 1
+    rows = max(p.num_rows for p in problems)
+    # (outputs, rows) per problem, padded with rows that are never the maximum
+    spec = np.zeros((count, first.spec.shape[1], rows))
+    offset = np.full((count, rows), -1e300)
+    for n, problem in enumerate(problems):
+        spec[n, :, :problem.num_rows] = problem.spec.T
+        offset[n, :problem.num_rows] = problem.offset
+    spec_points = Tensor(np.repeat(spec, per, axis=0))
+    offset_points = Tensor(np.repeat(offset, per, axis=0))
+    half_width = (upper - lower) / 2
+    for step in range(steps + 1):
+        x = Tensor(point, requires_grad=step < steps)
+        outputs = problems[0].model(x)
+        values = ops.matmul(outputs.reshape(count * per, 1, -1), spec_points).reshape(
+            count * per, rows) + offset_points
+        worst = values.data.max(axis=1)
+        slack = 1e-9 * (1.0 + np.abs(outputs.data).max(axis=1))
+        for candidate in np.flatnonzero(worst <= slack):
+            n = int(candidate) // per
+            found = problems[n].find_counterexample(point[candidate][None])
+            if found is not None:
+                return n, found
+        if step == steps:
+            return None
+        ops.max(values, axis=-1).sum().backward()
+        alpha = step_size * (0.1 if step >= steps // 2 else 1.0)
+        point = np.clip(point - alpha * half_width * np.sign(x.grad), lower, upper)
+    return None
+
+
 def robustness_attack(model: Any, x: np.ndarray, label: int, eps: float,
                       problems: list[VerificationProblem], steps: int = 200,
                       restarts: int = 5, seed: int = 0) -> Counterexample | None:

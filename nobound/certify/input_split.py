@@ -42,6 +42,7 @@ from nobound.certify.beta_crown import (
 )
 from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.falsify import attack_problem
+from nobound.certify.leaf_confirm import ConfirmerFactory
 from nobound.certify.problem import PROOF_TOLERANCE, VerificationProblem
 from nobound.exact.dense import DenseNetwork
 
@@ -90,15 +91,20 @@ def split_dimension(coefficients: Array, lower: Array, upper: Array) -> Array:
 def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                        deadline: float = np.inf, max_boxes: int = 200_000,
                        batch_size: int = 256, alpha_steps: int = 5, attack_every: int = 10,
-                       attack_steps: int = 20, seed: int = 0) -> dict:
+                       attack_steps: int = 20, seed: int = 0,
+                       confirm: ConfirmerFactory | None = None) -> dict:
     """Decide ``problem`` by splitting its input box (module docstring).
 
     Returns {"status", "nodes" (the split tree, for certificates), "counterexample",
-    "bounded", "lower_bound", "reason", "rounds", "seconds"}.
+    "bounded", "lower_bound", "reason", "rounds", "seconds"}. ``confirm``: a box proved
+    here is closed only if the rigorous checker proves it too
+    (:mod:`nobound.certify.leaf_confirm`), else it is split further.
     """
     start = time.perf_counter()
     spec, offset = problem.spec, problem.offset
     nodes: list[TreeNode] = [TreeNode()]
+    parent_of: dict[int, int] = {}  # tree node -> its parent node
+    confirmer = None if confirm is None else confirm(problem, nodes, parent_of)
     # (best row's bound, tie-break, box lower, box upper, that row's input coefficients,
     #  tree node)
     heap: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
@@ -130,11 +136,12 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                 weights = np.zeros(problem.num_rows)
                 weights[rows[n]] = 1.0
                 recorded = [] if alphas is None else [a[n, rows[n]].tolist() for a in alphas]
-                nodes[index].proof = LeafProof(weights.tolist(), [], float(best[n]), "crown",
-                                               recorded)
-            else:
-                heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
-                                      boxes_upper[n], chosen[n], index))
+                proof = LeafProof(weights.tolist(), [], float(best[n]), "crown", recorded)
+                if confirmer is None or confirmer.proves(index, proof):
+                    nodes[index].proof = proof
+                    continue
+            heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
+                                  boxes_upper[n], chosen[n], index))
         if not heap:
             return result("certified", rounds=round_index)
         if attack_every and round_index % attack_every == attack_every - 1:
@@ -163,5 +170,6 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         for n, parent in enumerate(parents):
             nodes[parent[5]].input_split = (int(dimension[n]), float(middle[n]))
             nodes[parent[5]].children = (first + n, first + len(parents) + n)
+            parent_of[first + n] = parent_of[first + len(parents) + n] = parent[5]
         indices = list(range(first, first + 2 * len(parents)))
     raise AssertionError("unreachable")

@@ -50,7 +50,8 @@ from nobound.certify.certificate import (
     problem_certificate,
 )
 from nobound.certify.checker import check_proofs
-from nobound.certify.falsify import attack_problem, robustness_attack
+from nobound.certify.falsify import attack_problems, robustness_attack
+from nobound.certify.leaf_confirm import ConfirmerFactory, LeafConfirmer
 from nobound.certify.problem import (
     PROOF_TOLERANCE,
     VerificationProblem,
@@ -139,6 +140,19 @@ class Certifier:
                               reproduce=False, root_cache=self._root_bounds)
         return "" if report.valid else report.errors[0]
 
+    def _leaf_confirmer(self) -> ConfirmerFactory | None:
+        """The checker's view of single leaves, so that branch and bound splits a leaf the
+        checker would not prove instead of ending ``unknown`` (None when proofs are not
+        checked or the checker cannot read the network)."""
+        if self.config.allow_roundoff_errors:
+            return None
+        try:
+            stored = self.stored
+        except TypeError:
+            return None
+        return lambda problem, nodes, parents: LeafConfirmer(stored, problem, nodes, parents,
+                                                             self._root_bounds)
+
     # ---------------------------------------------------------------- robustness
     def certify_sample(self, x: Any, label: int, eps: float, low: float | None = 0.0,
                        high: float | None = 1.0) -> Verdict:
@@ -186,13 +200,12 @@ class Certifier:
                                                           "empty"))]
             else:
                 open_.append(index)
-        if attack:
-            for index in open_:
-                found = attack_problem(problems[index], steps=config.attack_steps,
-                                       restarts=config.attack_restarts, seed=config.seed)
-                if found is not None:
-                    return Verdict(FALSIFIED, "pgd", time.perf_counter() - start, found,
-                                   details={"problem": index})
+        if attack and open_:  # the problems of one box in one batched attack
+            hit = attack_problems([problems[i] for i in open_], steps=config.attack_steps,
+                                  restarts=config.attack_restarts, seed=config.seed)
+            if hit is not None:
+                return Verdict(FALSIFIED, "pgd", time.perf_counter() - start, hit[1],
+                               details={"problem": open_[hit[0]]})
         decided_by = "empty"
         values = {index: -np.inf for index in open_}
         rejections: dict[int, str] = {}  # proofs the rigorous check refused, by problem
@@ -233,6 +246,7 @@ class Certifier:
                                  values)
         unknown_reason = ""
         shared: dict = {}  # branch and bound's per-box work, shared by the problems
+        confirm = self._leaf_confirmer()
         for index in sorted(open_, key=lambda i: values[i]):
             if time.perf_counter() > deadline:
                 return self._unknown(start, "timeout", values, bounded)
@@ -241,7 +255,7 @@ class Certifier:
                                    branching=config.branching, seed=config.seed,
                                    domain=config.bab_domain)
             result = branch_and_bound(problems[index], self.dense, bab_config, deadline,
-                                      shared)
+                                      shared, confirm)
             bounded += result.bounded
             if result.status == FALSIFIED:
                 return Verdict(FALSIFIED, "bab", time.perf_counter() - start,
