@@ -12,7 +12,7 @@ each member). The reference is the Python loop over members, one ordinary forwar
 
 * ``loop``: one member at a time;
 * ``fused``: all P members in one call;
-* ``fused (budget)``: members in chunks sized by ``chunk_size_for_budget`` from the
+* ``fused (budget)``: members in chunks sized by ``member_chunking`` from the
   measured per-member memory and ``--budget-mib``. The default, 128 MiB, is glibc's mmap
   threshold as set by :mod:`nobound.host_memory`: every array of a chunk then comes from
   heap memory that the next chunk reuses, instead of fresh pages faulted in on each call.
@@ -49,12 +49,11 @@ from engine_common import (
 
 from nobound.autodiff import Tensor
 from nobound.nn import build_model, kaiming_uniform
+from nobound.training.execution_plan import default_workers, member_chunking
 from nobound.training.losses import cross_entropy
 from nobound.training.perturbation import ParameterLayout
 from nobound.training.population import (
     bytes_per_member,
-    chunk_size_for_budget,
-    default_workers,
     evaluate_members_one_by_one,
     evaluate_population,
     measure_peak_bytes,
@@ -83,10 +82,9 @@ def candidates(batch: int, args: Any, xp: Any) -> tuple[dict[str, Callable[[], A
 
     population = args.population
     per_member = bytes_per_member(loss_of, layout, members, xp)
-    chunk = chunk_size_for_budget(per_member, args.budget_mib * 2**20, population)
-    workers = args.workers or default_workers(xp)
-    worker_chunk = chunk_size_for_budget(per_member, args.budget_mib * 2**20, population,
-                                         workers=workers)
+    chunk, _ = member_chunking(per_member, args.budget_mib * 2**20, population, 1)
+    worker_chunk, workers = member_chunking(per_member, args.budget_mib * 2**20, population,
+                                            args.workers or default_workers(xp))  # as PGPE
 
     def synchronised(run: Callable[[], Any]) -> Callable[[], Any]:
         if xp is np:

@@ -7,7 +7,7 @@ PGPE evaluates the certified loss of n_ps perturbed networks on the same minibat
 nobound evaluates them in one call with a leading population axis on every parameter
 (``evaluate_population``); the reference is the loop evotorch runs, one network at a time
 (``evaluate_members_one_by_one``). Both compute the same numbers (checked here). The fused
-evaluation is chunked as PGPE chunks it: ``chunk_size_for_budget`` from the measured
+evaluation is chunked as PGPE chunks it: ``member_chunking`` from the measured
 per-member memory and ``--budget-mib`` (PGPE's host default, 128 MiB), and timed twice: on
 one thread (``fused_serial``), and with ``--workers`` threads sharing the budget
 (``fused``; default: cores / BLAS threads, see ``default_workers``). Wall time is the minimum over
@@ -26,12 +26,10 @@ import numpy as np
 from gls_common import gls_parser, machine, mnist_batch, mnist_model, timed_with_cpu, write_results
 
 from nobound.training.certified_loss import certified_loss
+from nobound.training.execution_plan import default_workers, member_chunking
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import (
     bytes_per_member,
-    chunk_size_for_budget,
-    chunking_for_budget,
-    default_workers,
     evaluate_members_one_by_one,
     evaluate_population,
 )
@@ -59,8 +57,8 @@ def measure(arch: str, relaxation: str, batch: int, members: int, repeats: int,
         return vectors[start:stop]
 
     per_member = bytes_per_member(loss_of, layout, member_vectors)
-    serial_chunk = chunk_size_for_budget(per_member, budget_bytes, members)
-    chunk, workers = chunking_for_budget(per_member, budget_bytes, members, workers)  # as PGPE
+    serial_chunk, _ = member_chunking(per_member, budget_bytes, members, 1)
+    chunk, workers = member_chunking(per_member, budget_bytes, members, workers)  # as PGPE
     fused, fused_peak, fused_losses = timed_with_cpu(
         lambda: evaluate_population(loss_of, layout, member_vectors, members, chunk,
                                     workers), repeats)

@@ -74,3 +74,20 @@ def mnist_dir():
     if not os.path.isdir(path):
         pytest.skip("real MNIST not available (set NOBOUND_DATA)")
     return path
+
+
+def _striped_problem(n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=n)
+    pixels = 0.5 * rng.random((n, 1, 8, 8))
+    for k in range(3):
+        pixels[labels == k, :, 2 * k + 1:2 * k + 3] += 0.5
+    return pixels, labels
+
+
+@pytest.fixture(scope="session")
+def striped_problem():
+    """A learnable three-class toy problem for end-to-end training runs:
+    ``striped_problem(n)`` → (pixels (n, 1, 8, 8) in [0, 1], labels (n,)); class k brightens
+    rows 2k+1 and 2k+2. The same n gives the same data every time."""
+    return _striped_problem

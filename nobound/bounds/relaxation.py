@@ -1,5 +1,6 @@
 """One object per bound method: what :func:`compute_bounds`, ``layer_linear_bounds`` and
-training need to know about a relaxation, in one place. IBP's and HBox's objects are here;
+training need to know about a relaxation, in one place. IBP's and HBox's objects are here
+(one :class:`ForwardRelaxation` each, differing only in their forward pass);
 DeepPoly's and CROWN-IBP's live beside their algorithm (:mod:`nobound.bounds.deeppoly`),
 alpha-CROWN's in :mod:`nobound.bounds.alpha_crown`.
 
@@ -13,6 +14,7 @@ method means writing its module with its object and listing it in :data:`RELAXAT
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,64 +53,61 @@ def _rows(bound: Tensor) -> Tensor:
     return bound.reshape(bound.shape[:2] + (-1,))
 
 
-def _relaxed(network: Network, recorded: Bounds) -> tuple[dict[int, ReluRelaxation], Bounds]:
-    return {index: relax(network.steps[index], lower, upper) for index, (lower, upper) in
-            recorded.items()}, recorded
+def _interval_forward(network: Network, box: Box, splits: Any, intermediate: Any,
+                      return_linear: bool, plan: BoundsPlan
+                      ) -> tuple[Tensor, Tensor, Bounds, LinearBounds | None]:
+    """IBP (eq. 3) in HBox's form: bounds, recorded ReLU inputs, and its bounds as
+    (trivial) linear bounds A = 0, b = the bounds when asked."""
+    lower, upper, recorded = interval_bounds(network, box, splits, intermediate)
+    linear = None
+    if return_linear:
+        zeros = Tensor(lower.xp.zeros(_rows(lower).shape + network.input_shape,
+                                      dtype=lower.dtype))
+        linear = LinearBounds(zeros, _rows(lower), zeros, _rows(upper), network.input_shape,
+                              None)
+    return lower, upper, recorded, linear
 
 
-class _ForwardRelaxation:
-    """Shared by IBP and HBox: a forward pass, the whole population at once."""
-
-    differentiable = True
-
-    def members_per_chunk(self, network: Network, box: Box, plan: BoundsPlan) -> int:
-        return network.population or 1
+def _hbox_forward(network: Network, box: Box, splits: Any, intermediate: Any,
+                  return_linear: bool, plan: BoundsPlan
+                  ) -> tuple[Tensor, Tensor, Bounds, LinearBounds | None]:
+    return hbox_bounds(network, box, splits, intermediate, return_linear, plan)
 
 
 @dataclass(frozen=True)
-class Interval(_ForwardRelaxation):
-    """IBP (eq. 3); C folded into the last Linear layer."""
+class ForwardRelaxation:
+    """IBP and HBox: one forward pass, the whole population at once, C folded into the
+    last Linear layer. ``forward`` gives (lower, upper, {ReLU index: its input bounds},
+    LinearBounds or None)."""
 
-    name: str = "ibp"
+    name: str
+    forward: Callable[..., tuple[Tensor, Tensor, Bounds, LinearBounds | None]]
+    differentiable: bool = True
 
     def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
               intermediate: Any, plan: BoundsPlan, return_linear: bool,
               options: dict[str, Any]) -> BoundResult:
-        lower, upper, recorded = interval_bounds(
-            network if spec is None else network.with_spec(spec), box, splits, intermediate)
-        lower, upper = _rows(lower), _rows(upper)
-        linear = None
-        if return_linear:  # IBP's bounds as (trivial) linear bounds: A = 0, b = the bounds
-            zeros = Tensor(lower.xp.zeros(lower.shape + network.input_shape, dtype=lower.dtype))
-            linear = LinearBounds(zeros, lower, zeros, upper, network.input_shape, None)
-        return BoundResult(lower, upper, self.name, recorded, linear)
-
-    def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
-                         plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
-        return _relaxed(network, interval_bounds(network, box, splits, intermediate)[2])
-
-
-@dataclass(frozen=True)
-class HBox(_ForwardRelaxation):
-    """Hybrid Box (:mod:`nobound.bounds.hbox`)."""
-
-    name: str = "hbox"
-
-    def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
-              intermediate: Any, plan: BoundsPlan, return_linear: bool,
-              options: dict[str, Any]) -> BoundResult:
-        lower, upper, recorded, linear = hbox_bounds(
+        lower, upper, recorded, linear = self.forward(
             network if spec is None else network.with_spec(spec), box, splits, intermediate,
             return_linear, plan)
         return BoundResult(_rows(lower), _rows(upper), self.name, recorded, linear)
 
     def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
                          plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
-        return _relaxed(network, hbox_bounds(network, box, splits, intermediate)[2])
+        recorded = self.forward(network, box, splits, intermediate, False, plan)[2]
+        return {index: relax(network.steps[index], lower, upper)
+                for index, (lower, upper) in recorded.items()}, recorded
+
+    def members_per_chunk(self, network: Network, box: Box, plan: BoundsPlan) -> int:
+        return network.population or 1
+
+
+Interval = ForwardRelaxation("ibp", _interval_forward)   # eq. 3 (:mod:`nobound.bounds.ibp`)
+HBox = ForwardRelaxation("hbox", _hbox_forward)          # :mod:`nobound.bounds.hbox`
 
 
 RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
-    Interval(), HBox(), CrownIbp(), DeepPoly(), AlphaCrown())}
+    Interval, HBox, CrownIbp(), DeepPoly(), AlphaCrown())}
 ALIASES = {"crown": "deeppoly"}
 
 
@@ -123,5 +122,5 @@ def relaxation_named(method: str) -> Relaxation:
     return RELAXATIONS[name]
 
 
-__all__ = ["ALIASES", "RELAXATIONS", "AlphaCrown", "CrownIbp", "DeepPoly", "HBox", "Interval",
-           "Relaxation", "relaxation_named"]
+__all__ = ["ALIASES", "RELAXATIONS", "AlphaCrown", "CrownIbp", "DeepPoly", "ForwardRelaxation",
+           "HBox", "Interval", "Relaxation", "relaxation_named"]

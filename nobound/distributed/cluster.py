@@ -18,7 +18,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from nobound.training.population import BLAS_THREAD_VARIABLES
+from nobound.training.execution_plan import BLAS_THREAD_VARIABLES
 
 ADDRESS_VARIABLE = "NOBOUND_RAY_ADDRESS"
 

@@ -1,7 +1,7 @@
 """PGPE and RGS with their populations evaluated on Ray workers.
 
 A step of PGPE or RGS evaluates the loss at P perturbed copies θ + σ z_i of the network,
-chunk by chunk (:func:`nobound.training.population.population_chunks`). Here the chunks
+chunk by chunk (:func:`nobound.training.execution_plan.population_chunks`). Here the chunks
 are evaluated by Ray tasks (runs of consecutive chunks, two tasks per CPU of the cluster).
 What a task receives is what every task of the step shares, put in Ray's object store
 once per step (:class:`StepPayload`): the weights and buffers θ, σ, the minibatch, the
@@ -41,12 +41,11 @@ import numpy as np
 from nobound.autodiff import no_grad, ops
 from nobound.backend import to_numpy
 from nobound.nn.module import Module
-from nobound.nn.normalization import uses_batch_statistics
+from nobound.training.execution_plan import population_chunks, threads_may_share
 from nobound.training.grad import certified_metrics
 from nobound.training.method import PopulationBatch
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.pgpe import PGPETraining, symmetric_members
-from nobound.training.population import population_chunks
 from nobound.training.rgs import RGSTraining
 
 Metrics = dict[str, float]
@@ -144,7 +143,7 @@ class RayPopulation:
     def model_ref(self, model: Module) -> Any:
         """A host copy of the architecture in the object store, put once per model."""
         if self._model_for is None or self._model_for[0] != id(model):
-            if uses_batch_statistics(model):
+            if not threads_may_share(model):
                 raise ValueError("a train-mode BatchNorm keeps its batch statistics on the "
                                  "driver's layers: evaluate its population in one process")
             host = copy.deepcopy(model).to("cpu").eval()

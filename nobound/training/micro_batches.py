@@ -30,43 +30,27 @@ workers. On a multi-core host with one BLAS thread per worker this keeps every c
 through the single-threaded parts of a step (NumPy passes, the compiled loops), where BLAS
 threads cannot help. Memory: ``workers`` micro-batch graphs are alive at once. Not for a
 train-mode BatchNorm (its running statistics are updated per micro-batch, in order), nor
-for RGS, which puts its members on threads instead (``parallel_micro_batches``).
+for RGS, which puts its members on threads instead (``parallel_micro_batches``). The
+micro-batches and their workers are the trainer's
+:class:`~nobound.training.execution_plan.ExecutionPlan`'s.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from nobound.nn.module import Module
+from nobound.training.execution_plan import micro_batch_slices
 from nobound.training.method import StepContext, StepResult, TrainingMethod
-from nobound.training.population import map_in_order, workers_for_model
-
-
-def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
-    """Consecutive slices of at most ``micro_batch_size`` examples covering the batch."""
-    if micro_batch_size < 1:
-        raise ValueError(f"micro-batch size must be at least 1, got {micro_batch_size}")
-    return [slice(start, min(start + micro_batch_size, batch_size))
-            for start in range(0, batch_size, micro_batch_size)]
-
-
-def micro_batch_workers(method: TrainingMethod, model: Module, requested: int | None,
-                        xp: ModuleType = np) -> int:
-    """Threads for the micro-batches of a step: ``requested`` (None: ``default_workers``),
-    or 1 when the method or a train-mode BatchNorm does not allow parallel micro-batches."""
-    if not method.parallel_micro_batches:
-        return 1
-    return workers_for_model(model, requested, xp)
+from nobound.training.population import map_in_order
 
 
 def accumulate_micro_batches(method: TrainingMethod, model: Module, images: Any, labels: Any,
                              context: StepContext, micro_batch_size: int,
                              workers: int = 1) -> StepResult:
     """The method's step on the whole batch, computed one micro-batch at a time, or
-    ``workers`` at a time on threads (see :func:`micro_batch_workers` for when allowed).
+    ``workers`` at a time on threads (when allowed is decided by
+    :meth:`ExecutionPlan.threads <nobound.training.execution_plan.ExecutionPlan.threads>`).
 
     Gradients and metrics are the |M_k|/B-weighted sums of the micro-batches' (see the
     module docstring), summed in the micro-batches' order; the method must return

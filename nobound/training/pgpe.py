@@ -18,7 +18,8 @@ estimate of ∇L_σ (Stein's lemma: ∇L_σ = E[ε L(θ+ε)]/σ², symmetrised),
 
 The 2n members are evaluated on the same minibatch in batched calls over the population
 axis (chunks sized to a memory budget), on the host by several worker threads at once
-(``workers``, see :func:`nobound.training.population.evaluate_population`). The noise
+(``workers``, see :func:`nobound.training.population.evaluate_population`); chunks and
+workers are the method's :class:`~nobound.training.execution_plan.ExecutionPlan`. The noise
 comes from counter-based streams (:mod:`nobound.training.perturbation`) and is
 regenerated for the gradient instead of being stored unless it is small. No gradient of
 L is needed, so any relaxation works, including alpha-CROWN with its slope optimisation
@@ -37,6 +38,7 @@ import numpy as np
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
 from nobound.training.clipup import ClipUp
+from nobound.training.execution_plan import ExecutionPlan
 from nobound.training.grad import (
     add_certified_arguments,
     certified_metrics,
@@ -49,12 +51,7 @@ from nobound.training.grad import (
 from nobound.training.method import PopulationBatch, StepContext, StepResult, TrainingMethod
 from nobound.training.optim import Adam, Optimizer
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
-from nobound.training.population import (
-    bytes_per_member,
-    chunking_for_budget,
-    evaluate_population,
-    workers_for_model,
-)
+from nobound.training.population import bytes_per_member, evaluate_population
 
 RANKINGS = ("raw", "centered")
 CENTER_OPTIMIZERS = ("clipup", "adam")
@@ -85,6 +82,12 @@ class PGPEConfig:
     memory_budget_mb: float | None = None
     keep_noise_mb: float = 256.0
     workers: int | None = None  # threads evaluating chunks; None: default_workers()
+
+    def execution_plan(self) -> ExecutionPlan:
+        """Workers, member chunk and memory budget as an :class:`ExecutionPlan`."""
+        budget = None if self.memory_budget_mb is None else self.memory_budget_mb * 1e6
+        return ExecutionPlan(workers=self.workers, member_chunk=self.chunk_size,
+                             member_budget_bytes=budget)
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.population_size % 2:
@@ -191,21 +194,6 @@ def make_center_optimizer(name: str, params: Mapping[str, Any], lr: float,
 
 
 
-
-def default_memory_budget(xp: Any) -> float:
-    """Bytes a population chunk may use: 128 MiB on the host, half the free GPU memory.
-
-    On the host, chunks larger than the allocator's mmap threshold (128 MiB) are mapped
-    afresh on every call and stream through memory: a fused population evaluation of
-    cnn3 at batch 512 ran 2.5× faster in 128 MiB chunks than in one call
-    (docs/benchmarks.md, engine section (3)).
-    """
-    if xp is np:
-        return 128 * 2**20
-    free, _ = xp.cuda.Device().mem_info
-    return 0.5 * (free + xp.get_default_memory_pool().free_bytes())
-
-
 class PGPETraining(TrainingMethod):
     """PGPE on the certified loss: updates the centre θ (the network) and per-parameter σ
     itself, so :meth:`compute_step` returns no gradient. The centre's step size is the
@@ -219,6 +207,7 @@ class PGPETraining(TrainingMethod):
                  **pgpe_options: Any) -> None:
         self.objective = make_objective(relaxation, robust_weight, l1, bound_options)
         self.config = PGPEConfig(**pgpe_options)
+        self.plan = self.config.execution_plan()
         self.optimizer: Optimizer | None = None
         self.sigma: Any = None
         self.layout: ParameterLayout | None = None
@@ -277,7 +266,7 @@ class PGPETraining(TrainingMethod):
 
         centre = natural_metrics(model, images, labels)  # before θ moves
         chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels),
-                                        workers_for_model(model, config.workers, xp))
+                                        self.plan.threads(model, xp))
         parts.clear()  # forget the footprint probe's evaluations
         losses = self.member_losses(loss_of, member_vectors, chunk, workers,
                                     PopulationBatch(model, images, labels, context), parts)
@@ -301,18 +290,13 @@ class PGPETraining(TrainingMethod):
 
     def _chunking(self, loss_of: Callable, member_vectors: Callable, xp: Any,
                   batch: int, workers: int = 1) -> tuple[int, int]:
-        """(chunk size, workers): the configured chunk with the requested workers, or
-        :func:`chunking_for_budget` from the marginal footprint of one member (measured
-        once per batch size)."""
-        population = self.config.population_size
-        if self.config.chunk_size:
-            return min(self.config.chunk_size, population), workers
+        """(chunk size, workers) of the plan: the configured chunk, or one fitted to the
+        budget from the marginal footprint of one member (measured once per batch size)."""
         if (batch, workers) not in self._chunking_by_batch:
-            budget = default_memory_budget(xp) if self.config.memory_budget_mb is None \
-                else self.config.memory_budget_mb * 1e6
-            per_member = bytes_per_member(loss_of, self.layout, member_vectors, xp)
-            self._chunking_by_batch[batch, workers] = chunking_for_budget(
-                per_member, budget, population, workers, multiple=2)
+            self._chunking_by_batch[batch, workers] = self.plan.member_chunking(
+                self.config.population_size, workers, xp,
+                lambda: bytes_per_member(loss_of, self.layout, member_vectors, xp),
+                multiple=2)
         return self._chunking_by_batch[batch, workers]
 
     # ------------------------------------------------------------------ checkpoints

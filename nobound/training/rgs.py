@@ -17,13 +17,13 @@ The paper's settings: n_ps = 2, σ = 10⁻³ decayed ×0.4 at the lr milestones.
 
 On a multi-core host the members can instead be split among ``workers`` threads, one
 batched pass (forward and backward) per chunk of members, as PGPE evaluates its population
-(:func:`nobound.training.population.population_chunks`). Each chunk has its own leaf
+(:func:`nobound.training.execution_plan.population_chunks`). Each chunk has its own leaf
 tensors and graph, and the grad mode is per thread, so the chunks never share state; by the
 same argument as above each chunk's backward gives its members' own gradients. This is
 what fills the second core when BLAS runs on one thread (the default is cores / BLAS
-threads, :func:`~nobound.training.population.default_workers`). A train-mode BatchNorm
-keeps one worker: its batch statistics live on the layer between the clean pass and the
-bound.
+threads, :func:`~nobound.training.execution_plan.default_workers`); the workers are the
+method's :class:`~nobound.training.execution_plan.ExecutionPlan`'s, which keeps one for a
+train-mode BatchNorm.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 from nobound.autodiff import ops
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
+from nobound.training.execution_plan import ExecutionPlan, population_chunks
 from nobound.training.grad import (
     add_certified_arguments,
     certified_metrics,
@@ -48,12 +49,7 @@ from nobound.training.grad import (
 )
 from nobound.training.method import PopulationBatch, StepContext, StepResult, TrainingMethod
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
-from nobound.training.population import (
-    PopulationLoss,
-    map_in_order,
-    population_chunks,
-    workers_for_model,
-)
+from nobound.training.population import PopulationLoss, map_in_order
 from nobound.training.schedules import StepDecay
 
 
@@ -110,6 +106,7 @@ class RGSTraining(TrainingMethod):
         self.sigma_schedule = StepDecay(float(sigma), tuple(int(m) for m in sigma_milestones),
                                         float(sigma_factor))
         self.workers = workers  # None: default_workers() of the parameters' device
+        self.plan = ExecutionPlan(workers=workers)
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), "population_size": self.population_size,
@@ -152,10 +149,8 @@ class RGSTraining(TrainingMethod):
                             self.workers_for(batch.model, center))[0]
 
     def workers_for(self, model: Module, center: Any) -> int:
-        """Threads for this step: :func:`workers_for_model` of the configured number, never
-        more than the members."""
-        workers = workers_for_model(model, self.workers, get_array_module(center))
-        return min(workers, self.population_size)
+        """Threads for this step: the plan's, never more than the members."""
+        return self.plan.threads(model, get_array_module(center), limit=self.population_size)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -36,8 +36,9 @@ from nobound.backend import get_array_module
 from nobound.io.architecture import describe_model
 from nobound.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nobound.nn.sequential import Sequential
+from nobound.training.execution_plan import ExecutionPlan
 from nobound.training.method import StepContext, TrainingMethod
-from nobound.training.micro_batches import accumulate_micro_batches, micro_batch_workers
+from nobound.training.micro_batches import accumulate_micro_batches
 from nobound.training.optim import OPTIMIZERS, MultiStepLR, clip_by_global_norm
 from nobound.training.progress import JsonLinesLogger, ProgressBar
 
@@ -68,7 +69,8 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     micro_batch: int = 0  # examples per micro-batch of a step (0: the whole batch at once)
     # threads computing micro-batches at once (None: default_workers(); the gradient is
-    # the same bit for bit, see nobound.training.micro_batches)
+    # the same bit for bit, see nobound.training.micro_batches). Both become the trainer's
+    # ExecutionPlan (nobound.training.execution_plan).
     micro_batch_workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -152,6 +154,8 @@ class Trainer:
                  evaluate: Callable[[Sequential], dict[str, float]] | None = None,
                  run_config: dict[str, Any] | None = None, quiet: bool = False) -> None:
         self.model, self.method, self.loader, self.config = model, method, loader, config
+        self.plan = ExecutionPlan(workers=config.micro_batch_workers,
+                                  micro_batch=config.micro_batch)
         if config.micro_batch and not method.splits_into_micro_batches:
             raise ValueError(f"method {method.name!r} cannot be split into micro-batches; "
                              "leave micro_batch at 0")
@@ -184,12 +188,11 @@ class Trainer:
         """One update on a batch at the current counters; advances the counters."""
         context = self.context()
         self.model.train()
-        if self.config.micro_batch and self.config.micro_batch < len(labels):
-            workers = micro_batch_workers(self.method, self.model,
-                                          self.config.micro_batch_workers,
-                                          get_array_module(images))
+        if self.plan.micro_batches(len(labels)) is not None:
+            workers = self.plan.threads(self.model, get_array_module(images),
+                                        parallel=self.method.parallel_micro_batches)
             result = accumulate_micro_batches(self.method, self.model, images, labels,
-                                              context, self.config.micro_batch, workers)
+                                              context, self.plan.micro_batch, workers)
         else:
             result = self.method.compute_step(self.model, images, labels, context)
         metrics = dict(result.metrics)

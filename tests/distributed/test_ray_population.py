@@ -27,21 +27,12 @@ def test_functions_travel_by_value():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # for crash_once
 
 
-def problem(n: int = 16):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, size=n)
-    pixels = 0.5 * rng.random((n, 1, 8, 8))
-    for k in range(3):
-        pixels[labels == k, :, 2 * k + 1:2 * k + 3] += 0.5
-    return pixels, labels
-
-
 def model():
     return kaiming_uniform(conv_net((1, 8, 8), 3, [(4, 3, 2, 1)], [8], dtype=np.float64), 1)
 
 
-def trainer(method, run_dir, epochs=1):
-    loader = BatchLoader(problem(), 8, seed=3, dtype=np.float64)
+def trainer(method, run_dir, data, epochs=1):
+    loader = BatchLoader(data, 8, seed=3, dtype=np.float64)
     config = TrainerConfig(epochs=epochs, seed=5, lr=1e-2, eps=0.05, log_every=1)
     return Trainer(model(), method, loader, config, run_dir=run_dir, quiet=True)
 
@@ -58,10 +49,10 @@ def same_state(first, second):
         np.testing.assert_array_equal(second.method.state_dict()[name], value, err_msg=name)
 
 
-def test_pgpe_on_ray_equals_one_process_bit_for_bit(tmp_path):
-    local = trainer(pgpe(), tmp_path / "local")
+def test_pgpe_on_ray_equals_one_process_bit_for_bit(tmp_path, striped_problem):
+    local = trainer(pgpe(), tmp_path / "local", striped_problem())
     local.fit(max_steps=2)
-    distributed = trainer(on_ray(pgpe()), tmp_path / "ray")
+    distributed = trainer(on_ray(pgpe()), tmp_path / "ray", striped_problem())
     distributed.fit(max_steps=2)
     same_state(local, distributed)
     records = [r for r in distributed.logger.read() if r["event"] == "step"]
@@ -71,8 +62,8 @@ def test_pgpe_on_ray_equals_one_process_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("population, bitwise", [(2, True), (4, False)])
-def test_rgs_on_ray_sums_the_same_gradients(population, bitwise):
-    images, labels = problem(8)
+def test_rgs_on_ray_sums_the_same_gradients(population, bitwise, striped_problem):
+    images, labels = striped_problem(8)
     context = StepContext(epoch=0, step=3, batch_index=3, steps_per_epoch=4, seed=5,
                           eps=0.05, lr=1e-2)
     steps = []
@@ -102,10 +93,10 @@ def crash_once(model, payload, start, stop):
     return pgpe_chunk(model, payload, start, stop)
 
 
-def test_a_dead_workers_task_is_retried(tmp_path, monkeypatch):
+def test_a_dead_workers_task_is_retried(tmp_path, monkeypatch, striped_problem):
     method = pgpe()
     net = model()
-    images, labels = problem(8)
+    images, labels = striped_problem(8)
     context = StepContext(epoch=0, step=0, batch_index=0, steps_per_epoch=2, seed=5,
                           eps=0.05, lr=1e-2)
     method._setup(net)
@@ -126,13 +117,14 @@ def test_a_dead_workers_task_is_retried(tmp_path, monkeypatch):
         assert metrics == want_metrics
 
 
-def test_a_ray_run_resumes_with_or_without_ray(tmp_path):
-    straight = trainer(on_ray(pgpe()), tmp_path / "straight")
+def test_a_ray_run_resumes_with_or_without_ray(tmp_path, striped_problem):
+    data = striped_problem()
+    straight = trainer(on_ray(pgpe()), tmp_path / "straight", data)
     straight.fit(max_steps=2)
-    first = trainer(on_ray(pgpe()), tmp_path / "first")
+    first = trainer(on_ray(pgpe()), tmp_path / "first", data)
     first.fit(max_steps=1)
     checkpoint = first.save_checkpoint()
-    resumed = trainer(pgpe(), tmp_path / "resumed")  # no Ray this time
+    resumed = trainer(pgpe(), tmp_path / "resumed", data)  # no Ray this time
     resumed.restore(checkpoint)
     resumed.fit(max_steps=2)
     same_state(straight, resumed)

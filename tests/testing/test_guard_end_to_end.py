@@ -38,19 +38,10 @@ RUNS = [("standard", {}), ("pgd", {"steps": 2}),
 DETERMINISTIC = {"standard", "grad"}
 
 
-def problem(n: int = 16):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, size=n)
-    pixels = 0.5 * rng.random((n, 1, 8, 8))
-    for k in range(3):
-        pixels[labels == k, :, 2 * k + 1:2 * k + 3] += 0.5
-    return pixels, labels
-
-
-def train_two_steps(device: str, method: str, options: dict, run_dir):
+def train_two_steps(device: str, method: str, options: dict, run_dir, data):
     model = kaiming_uniform(conv_net((1, 8, 8), 3, [(4, 3, 2, 1)], [8], batchnorm=True,
                                      dtype=np.float64), seed=1).to(device)
-    loader = BatchLoader(problem(), 8, seed=3, dtype=np.float64, device=device)
+    loader = BatchLoader(data, 8, seed=3, dtype=np.float64, device=device)
     config = TrainerConfig(epochs=1, seed=5, lr=1e-2, eps=0.05, grad_clip=1.0, log_every=1)
     trainer = Trainer(model, create_method(method, **options), loader, config,
                       run_dir=run_dir, quiet=True)
@@ -60,8 +51,9 @@ def train_two_steps(device: str, method: str, options: dict, run_dir):
 
 @pytest.mark.parametrize("method, options", RUNS,
                          ids=[f"{m}-{o.get('relaxation', '')}" for m, o in RUNS])
-def test_every_method_trains_on_the_device(tmp_path, method, options, device):
-    trainer = train_two_steps(device, method, options, tmp_path / device)
+def test_every_method_trains_on_the_device(tmp_path, method, options, device,
+                                           striped_problem):
+    trainer = train_two_steps(device, method, options, tmp_path / device, striped_problem())
     for name, value in trainer.model.state_dict().items():
         assert get_array_module(value) is array_module_for(device), name  # none on the host
     path = trainer.save_checkpoint()
@@ -70,7 +62,7 @@ def test_every_method_trains_on_the_device(tmp_path, method, options, device):
     for name, value in restored.model.state_dict().items():
         np.testing.assert_array_equal(value, guard_state[name])
     if method in DETERMINISTIC:
-        cpu = train_two_steps("cpu", method, options, tmp_path / "cpu")
+        cpu = train_two_steps("cpu", method, options, tmp_path / "cpu", striped_problem())
         for name, value in cpu.model.state_dict().items():
             np.testing.assert_allclose(guard_state[name], value, rtol=1e-9, atol=1e-13,
                                        err_msg=name)

@@ -7,12 +7,9 @@ import pytest
 
 from nobound.data import BatchLoader
 from nobound.nn import conv_net, kaiming_uniform
+from nobound.training.execution_plan import ExecutionPlan, micro_batch_slices
 from nobound.training.method import StepContext, create_method
-from nobound.training.micro_batches import (
-    accumulate_micro_batches,
-    micro_batch_slices,
-    micro_batch_workers,
-)
+from nobound.training.micro_batches import accumulate_micro_batches
 from nobound.training.population import measure_peak_bytes
 from nobound.training.trainer import Trainer, TrainerConfig
 
@@ -156,6 +153,10 @@ def test_micro_batches_on_threads_give_the_serial_step_bit_for_bit(method, optio
 
 
 def test_micro_batch_workers_only_where_the_step_keeps_no_outside_state():
+    def micro_batch_workers(method, model, requested):  # as the trainer asks its plan
+        return ExecutionPlan(workers=requested).threads(
+            model, parallel=method.parallel_micro_batches)
+
     grad = create_method("grad", relaxation="ibp")
     assert micro_batch_workers(grad, small_conv_net(), 2) == 2
     assert micro_batch_workers(grad, small_conv_net(batchnorm=True), 2) == 1

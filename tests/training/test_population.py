@@ -9,11 +9,11 @@ from nobound.autodiff.tensor import Tensor
 from nobound.backend import device_of, to_numpy
 from nobound.nn.init import kaiming_uniform
 from nobound.nn.zoo import build_model
+from nobound.training.execution_plan import member_chunking
 from nobound.training.losses import cross_entropy
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
 from nobound.training.population import (
     bytes_per_member,
-    chunk_size_for_budget,
     evaluate_members_one_by_one,
     evaluate_population,
 )
@@ -79,10 +79,10 @@ def test_batched_natural_loss_equals_the_member_loop(xp):
 
 
 def test_chunk_size_respects_budget_and_pairing():
-    assert chunk_size_for_budget(100.0, 1050.0, 256) == 10
-    assert chunk_size_for_budget(100.0, 1050.0, 256, multiple=4) == 8
-    assert chunk_size_for_budget(100.0, 50.0, 256, multiple=2) == 2  # always progress
-    assert chunk_size_for_budget(1.0, 1e9, 256) == 256
+    assert member_chunking(100.0, 1050.0, 256, 1) == (10, 1)
+    assert member_chunking(100.0, 1050.0, 256, 1, multiple=4) == (8, 1)
+    assert member_chunking(100.0, 50.0, 256, 1, multiple=2) == (2, 1)  # always progress
+    assert member_chunking(1.0, 1e9, 256, 1) == (256, 1)
 
 
 def test_measured_member_footprint_grows_with_the_batch():

@@ -17,17 +17,15 @@ import pytest
 from nobound.autodiff import Tensor, enable_grad, is_grad_enabled, no_grad
 from nobound.nn.init import kaiming_uniform
 from nobound.nn.zoo import build_model
-from nobound.training import population
+from nobound.training import execution_plan
+from nobound.training.execution_plan import (
+    default_workers,
+    member_chunking,
+    population_chunks,
+)
 from nobound.training.losses import cross_entropy
 from nobound.training.perturbation import ParameterLayout, standard_normal_directions
-from nobound.training.population import (
-    chunk_size_for_budget,
-    chunking_for_budget,
-    default_workers,
-    evaluate_population,
-    population_chunks,
-    workers_for_budget,
-)
+from nobound.training.population import evaluate_population
 
 
 @pytest.fixture(scope="module")
@@ -79,27 +77,33 @@ def test_a_failing_chunk_raises_in_the_caller(problem):
 
 
 def test_budget_is_shared_by_the_workers():
-    assert chunk_size_for_budget(100.0, 2100.0, 256, workers=1) == 21
-    assert chunk_size_for_budget(100.0, 2100.0, 256, workers=2) == 10
-    assert chunk_size_for_budget(100.0, 2100.0, 256, multiple=4, workers=2) == 8
+    def chunk(*args, **kwargs):
+        return member_chunking(*args, **kwargs)[0]
+
+    assert chunk(100.0, 2100.0, 256, workers=1) == 21
+    assert chunk(100.0, 2100.0, 256, workers=2) == 10
+    assert chunk(100.0, 2100.0, 256, multiple=4, workers=2) == 8
     # a budget larger than the population still leaves one chunk per worker
-    assert chunk_size_for_budget(1.0, 1e9, 256, workers=2) == 128
-    assert chunk_size_for_budget(1.0, 1e9, 9, multiple=2, workers=2) == 6
-    assert chunk_size_for_budget(1.0, 1e9, 256, workers=1) == 256
+    assert chunk(1.0, 1e9, 256, workers=2) == 128
+    assert chunk(1.0, 1e9, 9, multiple=2, workers=2) == 6
+    assert chunk(1.0, 1e9, 256, workers=1) == 256
 
 
 def test_one_worker_when_the_smallest_chunk_exceeds_the_budget():
-    assert workers_for_budget(100.0, 2100.0, 2) == 2
-    assert workers_for_budget(100.0, 150.0, 2) == 2               # one member fits
-    assert workers_for_budget(100.0, 90.0, 2) == 1                # one member does not
-    assert workers_for_budget(100.0, 150.0, 2, multiple=2) == 1   # a pair does not
-    assert workers_for_budget(100.0, 250.0, 4, multiple=2) == 4
-    assert workers_for_budget(0.0, 1.0, 3) == 3                   # nothing measured
+    def workers(bytes_per_member, budget, requested, multiple=1):
+        return member_chunking(bytes_per_member, budget, 256, requested, multiple)[1]
+
+    assert workers(100.0, 2100.0, 2) == 2
+    assert workers(100.0, 150.0, 2) == 2               # one member fits
+    assert workers(100.0, 90.0, 2) == 1                # one member does not
+    assert workers(100.0, 150.0, 2, multiple=2) == 1   # a pair does not
+    assert workers(100.0, 250.0, 4, multiple=2) == 4
+    assert workers(0.0, 1.0, 3) == 3                   # nothing measured
 
 
 def test_chunking_combines_the_workers_and_their_share_of_the_budget():
-    assert chunking_for_budget(100.0, 2100.0, 256, workers=2) == (10, 2)
-    assert chunking_for_budget(100.0, 150.0, 256, workers=2, multiple=2) == (2, 1)
+    assert member_chunking(100.0, 2100.0, 256, workers=2) == (10, 2)
+    assert member_chunking(100.0, 150.0, 256, workers=2, multiple=2) == (2, 1)
 
 
 def test_pgpe_uses_one_worker_when_a_pair_exceeds_its_budget(tiny_training):
@@ -114,9 +118,9 @@ def test_pgpe_uses_one_worker_when_a_pair_exceeds_its_budget(tiny_training):
 
 
 def test_default_workers_leave_no_core_oversubscribed(monkeypatch):
-    monkeypatch.setattr(population.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3},
+    monkeypatch.setattr(execution_plan.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3},
                         raising=False)
-    for name in population.BLAS_THREAD_VARIABLES:
+    for name in execution_plan.BLAS_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert default_workers() == 1  # BLAS uses every core by default
     monkeypatch.setenv("OMP_NUM_THREADS", "2")

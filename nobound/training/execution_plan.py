@@ -1,0 +1,196 @@
+"""How a training step is executed: every rule that cuts or spreads its work, in one place.
+
+A step computes the same numbers however it is executed; what varies is how the work is cut
+to fit memory and spread over threads. The choices are decided here, by one
+:class:`ExecutionPlan`, and passed down (the trainer's plan to the micro-batches, a
+population method's plan to its member chunks):
+
+* **workers** — threads evaluating independent pieces (micro-batches, population chunks) at
+  once. Default: usable cores / BLAS threads (:func:`default_workers`), 1 on a GPU.
+* **the train-mode BatchNorm rule** — a model with a train-mode BatchNorm keeps one worker
+  and one process (:func:`threads_may_share`): its batch statistics live on the layer
+  between the clean pass and the bound, so threads or Ray tasks cannot share the model.
+* **micro-batches** — examples per forward/backward pass of a step (gradient accumulation,
+  :mod:`nobound.training.micro_batches`); 0: the whole batch at once.
+* **member chunks and the memory budget** — population members per batched call, given
+  (``member_chunk``) or fitted to a budget from a measured per-member footprint
+  (:func:`member_chunking`); each worker holds one chunk, so the budget is divided among
+  them.
+* **row chunks** — inside one bound call, back-substitution rows are cut by the bound's
+  own plan, :class:`nobound.bounds.plan.BoundsPlan` (budget, patches, unstable rows): the
+  level below this one, decided by ``compute_bounds``' caller.
+
+Every rule is a pure function of its arguments; nothing here is a module-level switch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from nobound.nn.normalization import uses_batch_statistics
+
+#: Environment variables that fix the BLAS thread count, the first one set wins.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+#: Bytes a host population chunk may use by default (see :func:`default_member_budget`).
+HOST_MEMBER_BUDGET = 128 * 2**20
+
+
+def default_workers(xp: ModuleType = np) -> int:
+    """Worker threads: usable cores / BLAS threads on the host (1 on a GPU, whose kernels
+    already run in parallel on one stream).
+
+    Usable cores come from ``os.sched_getaffinity``, BLAS threads from the first of
+    BLAS_THREAD_VARIABLES that is set (BLAS libraries use every core by default). Workers
+    and BLAS threads must not oversubscribe the cores: with OpenBLAS's two threads each,
+    two workers on two cores ran 4× slower than one (spinning threads wait for each other).
+    So the default is 1 unless BLAS was limited, e.g. ``OPENBLAS_NUM_THREADS=1``.
+    """
+    if xp is not np:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS and Windows
+        cores = os.cpu_count() or 1
+    setting = next((os.environ[name] for name in BLAS_THREAD_VARIABLES
+                    if os.environ.get(name, "").strip().isdigit()), None)
+    blas_threads = int(setting) if setting else cores
+    return max(1, cores // max(1, blas_threads))
+
+
+def threads_may_share(model: Any) -> bool:
+    """The train-mode BatchNorm rule: False when the model normalises with batch statistics,
+    which live on its layers between the clean pass and the bound — such a model is
+    evaluated by one worker in one process."""
+    return not uses_batch_statistics(model)
+
+
+def default_member_budget(xp: ModuleType = np) -> float:
+    """Bytes the population chunks in flight may use: 128 MiB on the host, half the free
+    GPU memory.
+
+    On the host, chunks larger than the allocator's mmap threshold (128 MiB) are mapped
+    afresh on every call and stream through memory: a fused population evaluation of
+    cnn3 at batch 512 ran 2.5× faster in 128 MiB chunks than in one call
+    (docs/benchmarks.md, engine section (3)).
+    """
+    if xp is np:
+        return float(HOST_MEMBER_BUDGET)
+    free, _ = xp.cuda.Device().mem_info
+    return 0.5 * (free + xp.get_default_memory_pool().free_bytes())
+
+
+def member_chunking(bytes_per_member: float, budget_bytes: float, population_size: int,
+                    workers: int, multiple: int = 1) -> tuple[int, int]:
+    """(members per chunk, workers) for a population under a memory budget.
+
+    Workers: ``workers``, or 1 when the smallest chunk (``multiple`` members) alone exceeds
+    the budget. Such members are far larger than any cache, and several workers would
+    stream them through one memory bus at once: two DeepPoly members of ~1 GB each (cnn3,
+    batch 512) evaluated by two workers ran at 0.57× the member loop, one worker at 0.83×;
+    members of a fraction of the budget gain from the second core (1.5× for cnn3 DeepPoly
+    at batch 32, 70 MB per member).
+
+    Chunk: the largest multiple of ``multiple`` whose members fit the budget / workers
+    (each worker holds one chunk at a time), at most ⌈P / workers⌉ rounded up to the
+    multiple so that every worker gets one, at most P. Never less than ``multiple`` (one
+    pair for PGPE's symmetric sampling): a budget too small for one member still makes
+    progress, just without batching. ``bytes_per_member`` ≤ 0 (nothing measured) leaves
+    only the share rule.
+    """
+    workers = max(1, workers)
+    if multiple * bytes_per_member > budget_bytes:
+        workers = 1
+    share = -(-population_size // workers)
+    share += -share % multiple
+    if bytes_per_member <= 0:
+        return min(share, population_size), workers
+    fitting = int(budget_bytes / workers // bytes_per_member)
+    chunk = max(multiple, fitting - fitting % multiple)
+    return min(chunk, share, population_size), workers
+
+
+def population_chunks(population_size: int, chunk_size: int | None = None,
+                      workers: int = 1) -> list[tuple[int, int]]:
+    """The members [start, stop) of each chunk: runs of ``chunk_size`` members.
+
+    Without a chunk size the population is one chunk, or with several workers one chunk
+    per worker (⌈P / workers⌉ members each), so that every worker has one to evaluate.
+    """
+    if not chunk_size:
+        chunk_size = -(-population_size // max(1, workers))
+    chunk_size = max(1, min(chunk_size, population_size))
+    return [(start, min(start + chunk_size, population_size))
+            for start in range(0, population_size, chunk_size)]
+
+
+def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
+    """Consecutive slices of at most ``micro_batch_size`` examples covering the batch."""
+    if micro_batch_size < 1:
+        raise ValueError(f"micro-batch size must be at least 1, got {micro_batch_size}")
+    return [slice(start, min(start + micro_batch_size, batch_size))
+            for start in range(0, batch_size, micro_batch_size)]
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """The execution choices of a trainer or a population method (module docstring).
+
+    ``workers`` None: :func:`default_workers`; ``micro_batch`` 0: whole batches;
+    ``member_chunk`` None: fitted to ``member_budget_bytes`` (None:
+    :func:`default_member_budget`).
+    """
+
+    workers: int | None = None
+    micro_batch: int = 0
+    member_chunk: int | None = None
+    member_budget_bytes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {self.workers}")
+        if self.micro_batch < 0:
+            raise ValueError(f"micro-batch size must be ≥ 0, got {self.micro_batch}")
+        if self.member_chunk is not None and self.member_chunk < 1:
+            raise ValueError(f"member chunk must be ≥ 1, got {self.member_chunk}")
+        if self.member_budget_bytes is not None and self.member_budget_bytes <= 0:
+            raise ValueError(f"member budget must be positive, got {self.member_budget_bytes}")
+
+    def threads(self, model: Any, xp: ModuleType = np, *, parallel: bool = True,
+                limit: int | None = None) -> int:
+        """Threads for the independent pieces of a step on ``model``: the requested or
+        default workers, never more than ``limit`` pieces; 1 when the pieces may not run at
+        once (``parallel`` False) or the model has a train-mode BatchNorm."""
+        if not parallel or not threads_may_share(model):
+            return 1
+        workers = self.workers if self.workers is not None else default_workers(xp)
+        return max(1, workers if limit is None else min(workers, limit))
+
+    def micro_batches(self, batch_size: int) -> list[slice] | None:
+        """The micro-batches of a batch, or None when the batch is computed whole."""
+        if not self.micro_batch or self.micro_batch >= batch_size:
+            return None
+        return micro_batch_slices(batch_size, self.micro_batch)
+
+    def member_chunking(self, population_size: int, workers: int, xp: ModuleType,
+                        bytes_per_member: Callable[[], float], multiple: int = 1
+                        ) -> tuple[int, int]:
+        """(members per chunk, workers): the given chunk with ``workers``, or
+        :func:`member_chunking` from ``bytes_per_member()`` (a measurement, made only
+        when needed) and the budget."""
+        if self.member_chunk:
+            return min(self.member_chunk, population_size), workers
+        budget = self.member_budget_bytes if self.member_budget_bytes is not None \
+            else default_member_budget(xp)
+        return member_chunking(bytes_per_member(), budget, population_size, workers,
+                               multiple)
+
+
+__all__ = ["BLAS_THREAD_VARIABLES", "HOST_MEMBER_BUDGET", "ExecutionPlan", "default_member_budget",
+           "default_workers", "member_chunking", "micro_batch_slices", "population_chunks",
+           "threads_may_share"]
