@@ -33,7 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.certify.certificate import Certificate, ProblemCertificate, model_fingerprint
+from nobound.certify.checker_layers import (
+    RELU,
+    Elementwise,
+    Lines,
+    is_relu,
+    magnitude,
+    max_pool_windows,
+)
 from nobound.certify.rounding import (
     SMALLEST_SUBNORMAL,
     down,
@@ -45,6 +54,8 @@ from nobound.certify.rounding import (
     upper_product,
 )
 from nobound.certify.stored_network import StoredNetwork, stored_network
+from nobound.nn.activation import ReLU, Sigmoid, Tanh
+from nobound.nn.pooling import MaxPool2d
 
 # Relative slack allowed between the stored leaf bound (computed by the certifier without
 # outward rounding) and the checker's rigorous one.
@@ -63,22 +74,98 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
 
 
-def _relaxation(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(α, s, t) of ReLU on [l, u] per neuron, t rounded up so that s z + t ≥ ReLU(z) on
-    [l, u] in real arithmetic (it is ≥ 0 at l and ≥ u at u, and ReLU is convex)."""
-    unstable = (lower < 0) & (upper > 0)
-    width = np.where(unstable, upper - lower, 1.0)
-    slope = np.where(unstable, np.clip(upper / width, 0.0, 1.0),
-                     (lower >= 0).astype(float))
-    at_lower = up(-slope * np.where(unstable, lower, 0.0))
-    at_upper = up(np.where(unstable, upper, 0.0) * up(1.0 - slope))
-    intercept = np.where(unstable, np.maximum(at_lower, at_upper), 0.0)
-    alpha = np.where(unstable, (upper > -lower).astype(float), slope)
-    return alpha, slope, intercept
+@dataclass
+class CheckedNetwork(StoredNetwork):
+    """A stored network whose hidden layers are chains of ReLU, Sigmoid, Tanh and MaxPool
+    operations (:mod:`nobound.certify.checker_layers`), one chain per hidden layer, in the
+    model's order. A plain :class:`StoredNetwork` has one ReLU per hidden layer."""
+
+    activations: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """A run of affine layers, as :func:`stored_network` reads a model."""
+
+    layers: list[Any]
+
+
+def _operation(layer: Any, shape: tuple[int, ...]) -> Any:
+    """The checker's operation for an activation layer, None for an affine one."""
+    if isinstance(layer, ReLU):
+        return RELU
+    if isinstance(layer, (Sigmoid, Tanh)):
+        return Elementwise("sigmoid" if isinstance(layer, Sigmoid) else "tanh")
+    if isinstance(layer, MaxPool2d):
+        if len(shape) != 3:
+            raise TypeError(f"MaxPool2d on data of shape {shape} is not a layer the sound "
+                            f"checker knows")
+        return max_pool_windows(layer.kernel_size, layer.stride, layer.padding, shape)
+    return None
+
+
+def checked_network(model: Any, input_shape: tuple[int, ...]) -> StoredNetwork:
+    """The network the checker bounds: :func:`stored_network` for affine/ReLU chains, else
+    a :class:`CheckedNetwork` whose affine runs are read by :func:`stored_network` (the
+    same rigorous weights and radii) and whose activations are chains of ReLU, Sigmoid,
+    Tanh and MaxPool. Raises TypeError, naming it, on a layer it does not know."""
+    layers = list(getattr(model, "layers", [model]))
+    if not any(isinstance(layer, (Sigmoid, Tanh, MaxPool2d)) for layer in layers):
+        return stored_network(model, input_shape)
+    shape = tuple(int(n) for n in input_shape)
+    stages: list[StoredNetwork] = []
+    chains: list[list[Any]] = []
+    run: list[Any] = []
+    run_shape = shape
+    for layer in layers:
+        operation = _operation(layer, shape)
+        if operation is None:
+            with no_grad():  # the shape after an affine layer, from a zero input
+                shape = tuple(layer(Tensor(np.zeros((1, *shape)))).shape[1:])
+            run.append(layer)
+            continue
+        if run or not chains:  # a new hidden layer (also one with no affine layer before)
+            stages.append(stored_network(_Run(run), run_shape))
+            chains.append([])
+        chains[-1].append(operation)  # else: a second operation of the same hidden layer
+        if isinstance(layer, MaxPool2d):
+            shape = layer.output_shape(shape)
+        run, run_shape = [], shape
+    stages.append(stored_network(_Run(run), run_shape))
+    return CheckedNetwork([s.weights[0] for s in stages], [s.biases[0] for s in stages],
+                          [s.weight_radii[0] for s in stages], [s.bias_radii[0] for s in stages],
+                          tuple(int(n) for n in input_shape),
+                          activations=[tuple(chain) for chain in chains])
+
+
+def _chain(net: StoredNetwork, k: int) -> tuple[Any, ...]:
+    activations = getattr(net, "activations", None)
+    return activations[k] if activations else (RELU,)
+
+
+def _relu_layers(net: StoredNetwork) -> list[bool]:
+    return [is_relu(_chain(net, k)) for k in range(net.num_hidden_layers)]
+
+
+def layer_relaxation(net: StoredNetwork, k: int, bounds: Interval) -> list[Any]:
+    """The relaxation of each operation of hidden layer k, from the bounds of z_k: each
+    has ``outputs`` (its output interval) and ``back`` (rows on its output → its input)."""
+    relaxed = []
+    for operation in _chain(net, k):
+        relaxed.append(operation.relax(bounds))
+        bounds = relaxed[-1].outputs
+    return relaxed
+
+
+def activation_interval(net: StoredNetwork, k: int, bounds: Interval) -> Interval:
+    """The interval of hidden layer k's activations a_k from the bounds of z_k."""
+    for operation in _chain(net, k):
+        bounds = operation.interval(bounds)
+    return bounds
 
 
 def _magnitude(bounds: Interval) -> np.ndarray:
-    return np.maximum(np.abs(bounds[0]), np.abs(bounds[1]))
+    return magnitude(bounds)
 
 
 def _through_stage(rows: np.ndarray, error: np.ndarray | None, weight: np.ndarray,
@@ -107,7 +194,7 @@ def _bias_term(rows: np.ndarray, error: np.ndarray | None, bias: np.ndarray,
 
 
 def _back_substitute(net: StoredNetwork, rows: np.ndarray, constant: np.ndarray, top: int,
-                     relaxations: list[tuple[np.ndarray, ...]], bounds: list[Interval],
+                     relaxations: list[list[Any]], bounds: list[Interval],
                      box: Interval, betas: dict[int, np.ndarray] | None = None,
                      error: np.ndarray | None = None) -> np.ndarray:
     """A rigorous lower bound of rows* · z_top + constant over the node's domain, where the
@@ -117,14 +204,11 @@ def _back_substitute(net: StoredNetwork, rows: np.ndarray, constant: np.ndarray,
         rows, error = _through_stage(rows, error, net.weights[k], net.weight_radii[k])
         if k == 0:
             break
-        # rows* a = rows a + (rows* − rows) a ≥ rows a − E |a|, with 0 ≤ a ≤ max(u, 0)
-        activation = np.maximum(bounds[k - 1][1], 0.0)
-        constant = down(constant - upper_product(error, activation))
-        alpha, slope, intercept = relaxations[k - 1]
-        positive, negative = np.maximum(rows, 0), np.minimum(rows, 0)
-        constant = down(constant + lower_dot(negative, intercept))
-        rows = positive * alpha + negative * slope
-        error = product_error(rows)
+        for relaxed in reversed(relaxations[k - 1]):  # the layer's operations, last first
+            # rows* a = rows a + (rows* − rows) a ≥ rows a − E |a|, |a| from a's interval
+            constant = down(constant - upper_product(error, _magnitude(relaxed.outputs)))
+            rows, error, added = relaxed.back(rows)
+            constant = down(constant + added)
         if betas and (k - 1) in betas:
             rows = rows - betas[k - 1]
             error = up(error + product_error(rows))
@@ -156,8 +240,9 @@ def _interval(net: StoredNetwork, k: int, low: np.ndarray, high: np.ndarray) -> 
 
 
 def interval_step(net: StoredNetwork, k: int, previous: Interval) -> Interval:
-    """Interval bounds of z_k from the bounds of z_{k−1} (through ReLU and stage k)."""
-    return _interval(net, k, np.maximum(previous[0], 0.0), np.maximum(previous[1], 0.0))
+    """Interval bounds of z_k from the bounds of z_{k−1} (through layer k−1's activations
+    and stage k)."""
+    return _interval(net, k, *activation_interval(net, k - 1, previous))
 
 
 def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
@@ -170,14 +255,17 @@ def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
     for the neurons still unstable (a stable neuron's relaxation is exact whatever its
     bounds), intersected again."""
     bounds: list[Interval] = []
-    relaxations: list[tuple[np.ndarray, ...]] = []
+    relaxations: list[list[Any]] = []
+    relu = _relu_layers(net)
     for k in range(net.num_hidden_layers):
         lower, upper = _interval(net, 0, *box) if k == 0 else interval_step(net, k, bounds[-1])
         if parent is not None:
             lower, upper = np.maximum(lower, parent[k][0]), np.minimum(upper, parent[k][1])
         lower = np.where(signs[k] > 0, np.maximum(lower, 0), lower)
         upper = np.where(signs[k] < 0, np.minimum(upper, 0), upper)
-        unstable = np.flatnonzero((lower < 0) & (upper > 0))
+        # a ReLU is exact on a stable neuron whatever its bounds; the other layers'
+        # relaxations depend on every bound
+        unstable = np.flatnonzero((lower < 0) & (upper > 0) if relu[k] else lower < upper)
         if k and unstable.size:
             rows = np.eye(net.weights[k].shape[0])[unstable]
             both = _back_substitute(net, np.concatenate([rows, -rows]),
@@ -187,7 +275,7 @@ def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
             lower = np.where(signs[k] > 0, np.maximum(lower, 0), lower)
             upper = np.where(signs[k] < 0, np.minimum(upper, 0), upper)
         bounds.append((lower, upper))
-        relaxations.append(_relaxation(lower, upper))
+        relaxations.append(layer_relaxation(net, k, (lower, upper)))
     return bounds
 
 
@@ -199,16 +287,22 @@ def leaf_value(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: 
     (``alphas``: recorded lower slopes per hidden layer, None = DeepPoly's)."""
     rows, row_error = matmul_error(weights[None], spec)
     constant = np.atleast_1d(lower_dot(weights, offset))
-    own = [_relaxation(lo, hi) for lo, hi in bounds]
+    own = [layer_relaxation(net, k, b) for k, b in enumerate(bounds)]
     value = float(_back_substitute(net, rows, constant, net.num_hidden_layers,
                                    _with_alphas(own, alphas), bounds, box, betas,
                                    row_error)[0])
-    if not value > 0 and not any(a is not None for a in alphas or []):
+    relu = _relu_layers(net)
+    if not value > 0 and not any(a is not None for a in alphas or []) and any(relu):
         # the area heuristic α = 1[u > −l] is only a heuristic: with the checker's own (often
         # tighter) bounds it can choose worse lower lines than the certifier did; any
         # α ∈ [0, 1] is sound, so the usual other choices are tried too
-        for choice in ([np.zeros_like(r[0]) for r in own], [np.ones_like(r[0]) for r in own],
-                       [r[1] for r in own]):
+        def each(slopes: Any) -> list[np.ndarray | None]:
+            return [slopes(r[0]) if is_relu_layer else None
+                    for r, is_relu_layer in zip(own, relu, strict=True)]
+
+        for choice in (each(lambda r: np.zeros_like(r.lower_slope)),
+                       each(lambda r: np.ones_like(r.lower_slope)),
+                       each(lambda r: r.upper_slope)):
             value = max(value, float(_back_substitute(
                 net, rows, constant, net.num_hidden_layers, _with_alphas(own, choice), bounds,
                 box, betas, row_error)[0]))
@@ -228,24 +322,25 @@ def _interval_value(net: StoredNetwork, rows: np.ndarray, error: np.ndarray,
     top = net.num_hidden_layers
     constant = down(constant + _bias_term(rows, error, net.biases[top], net.bias_radii[top]))
     rows, error = _through_stage(rows, error, net.weights[top], net.weight_radii[top])
-    low, high = np.maximum(bounds[-1][0], 0.0), np.maximum(bounds[-1][1], 0.0)
+    low, high = activation_interval(net, top - 1, bounds[-1])
     value = down(lower_dot(np.maximum(rows, 0), low) + lower_dot(np.minimum(rows, 0), high))
-    return down(constant + down(value - upper_product(error, high)))
+    return down(constant + down(value - upper_product(error, _magnitude((low, high)))))
 
 
-def _with_alphas(relaxations: list[tuple[np.ndarray, ...]],
-                 alphas: list[np.ndarray | None] | None) -> list[tuple[np.ndarray, ...]]:
-    """Relaxations whose unstable neurons take recorded lower slopes (any α ∈ [0, 1] gives
-    a valid lower line α z ≤ ReLU(z); stable neurons keep their exact slope)."""
+def _with_alphas(relaxations: list[list[Any]],
+                 alphas: list[np.ndarray | None] | None) -> list[list[Any]]:
+    """Relaxations whose unstable ReLU neurons take recorded lower slopes (any α ∈ [0, 1]
+    gives a valid lower line α z ≤ ReLU(z); stable neurons keep their exact slope). Only
+    layers that are one ReLU take α (:func:`_check_problem` rejects any other)."""
     if not alphas:
         return relaxations
     out = []
-    for k, (alpha, slope, intercept) in enumerate(relaxations):
+    for k, relaxed in enumerate(relaxations):
         recorded = alphas[k] if k < len(alphas) else None
-        if recorded is not None:
-            unstable = intercept > 0  # exactly the neurons relaxed by a triangle
-            alpha = np.where(unstable, recorded, alpha)
-        out.append((alpha, slope, intercept))
+        if recorded is not None and len(relaxed) == 1 and isinstance(relaxed[0], Lines) \
+                and relaxed[0].relu:
+            relaxed = [relaxed[0].with_lower_slopes(recorded)]
+        out.append(relaxed)
     return out
 
 
@@ -296,7 +391,11 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
         betas = split_betas(entry.betas, signs, sizes[:k])
         if alphas is None or betas is None:
             return f"tightened bound ({k}, {neuron}): α must lie in [0, 1] and β ≥ 0 on splits"
-        relaxations = _with_alphas([_relaxation(lo, hi) for lo, hi in bounds[:k]], alphas)
+        relu = _relu_layers(net)
+        if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
+            return f"tightened bound ({k}, {neuron}): α on a layer that is not a ReLU"
+        relaxations = _with_alphas([layer_relaxation(net, j, b)
+                                    for j, b in enumerate(bounds[:k])], alphas)
         rows = np.zeros((1, sizes[k]))
         rows[0, neuron] = side
         value = _back_substitute(net, rows, np.zeros(1), k, relaxations, bounds[:k], box,
@@ -342,6 +441,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         report.errors.append(f"{label}: the box or the rows are not finite numbers")
         return
     sizes = net.hidden_sizes
+    relu = _relu_layers(net)
     root_signs = [np.zeros(n, np.int8) for n in sizes]
     # (node, split signs, parent's bounds, the node's box: input splits narrow it)
     stack: list[tuple[int, list[np.ndarray], Any, Interval]] = [(0, root_signs, None, box)]
@@ -385,6 +485,9 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             if not (0 <= k < len(sizes) and 0 <= neuron < sizes[k]) or signs[k][neuron]:
                 report.errors.append(f"{where}: invalid or repeated split {node.split}")
                 continue
+            if not relu[k]:
+                report.errors.append(f"{where}: split {node.split} is not on a ReLU layer")
+                continue
             for child, sign in zip(node.children, (1, -1), strict=True):
                 child_signs = [s.copy() for s in signs]
                 child_signs[k][neuron] = sign
@@ -413,6 +516,9 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         alphas = recorded_alphas(proof.alphas, sizes)
         if alphas is None:
             report.errors.append(f"{where}: α must be one number in [0, 1] per neuron")
+            continue
+        if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
+            report.errors.append(f"{where}: α is recorded for a layer that is not a ReLU")
             continue
         value = leaf_value(net, box, bounds, spec, offset, weights, betas, alphas)
         if not value > 0:
@@ -465,5 +571,9 @@ def check_certificate(model: Any, certificate: Certificate,
                 report.errors.append(f"problem {i}: box or rows differ from the property")
         if report.errors:
             return report
-    net = stored_network(model, certificate.input_shape)
+    try:
+        net = checked_network(model, certificate.input_shape)
+    except TypeError as error:
+        report.errors.append(f"no rigorous check for this network ({error})")
+        return report
     return check_proofs(net, certificate.problems)

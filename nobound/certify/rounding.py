@@ -24,6 +24,9 @@ so such a check fails (→ ``unknown``) instead of passing.
 
 from __future__ import annotations
 
+import decimal
+from typing import Any
+
 import numpy as np
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -82,3 +85,64 @@ def lower_sum(*terms: np.ndarray | float) -> np.ndarray:
     for term in terms[1:]:
         total = down(total + term)
     return total
+
+
+# --------------------------------------------------------------- S-shaped activations
+# NumPy's exp and tanh are not correctly rounded (their error depends on the libm or SIMD
+# code in use), so the checker does not use them for bounds. Python's decimal module
+# computes exp correctly rounded ("The result is correctly rounded using the
+# ROUND_HALF_EVEN rounding mode", its documentation), and its add and divide can round
+# toward ±∞. From exp's result e at 40 digits, the true value lies in [e⁻, e⁺] (the
+# neighbouring 40-digit numbers: a rounding to nearest is never farther than a neighbour);
+# everything after that rounds outward, and float(Decimal) is correctly rounded, so one
+# step outward (up/down) gives float bounds.
+_DIGITS = 40
+_NEAREST = decimal.Context(prec=_DIGITS, rounding=decimal.ROUND_HALF_EVEN, traps=[])
+_FLOOR = decimal.Context(prec=_DIGITS, rounding=decimal.ROUND_FLOOR, traps=[])
+_CEILING = decimal.Context(prec=_DIGITS, rounding=decimal.ROUND_CEILING, traps=[])
+_ONE, _ZERO = decimal.Decimal(1), decimal.Decimal(0)
+
+
+def _exp_enclosure(x: float) -> tuple[decimal.Decimal, decimal.Decimal]:
+    """Decimal numbers around the real e^x (x a float, read exactly)."""
+    value = _NEAREST.exp(decimal.Decimal(x))
+    return _NEAREST.max(_NEAREST.next_minus(value), _ZERO), _NEAREST.next_plus(value)
+
+
+def _to_floats(low: decimal.Decimal, high: decimal.Decimal) -> tuple[float, float]:
+    return float(down(float(low))), float(up(float(high)))
+
+
+def _sigmoid_one(x: float) -> tuple[float, float]:
+    if np.isnan(x):
+        return np.nan, np.nan
+    low, high = _exp_enclosure(-x)                     # σ(x) = 1 / (1 + e^{−x}), decreasing
+    return _to_floats(_FLOOR.divide(_ONE, _CEILING.add(_ONE, high)),   # in e^{−x}
+                      _CEILING.divide(_ONE, _FLOOR.add(_ONE, low)))
+
+
+def _tanh_one(x: float) -> tuple[float, float]:
+    if np.isnan(x) or x == 0:   # tanh 0 = 0 exactly (the formula below leaves ±10⁻³⁹)
+        return x, x
+    low, high = _exp_enclosure(2 * x)                  # tanh x = 1 − 2 / (1 + e^{2x}) (2x exact
+    two = decimal.Decimal(2)                            # unless it overflows: then ±1 anyway)
+    return _to_floats(_FLOOR.subtract(_ONE, _CEILING.divide(two, _FLOOR.add(_ONE, low))),
+                      _CEILING.subtract(_ONE, _FLOOR.divide(two, _CEILING.add(_ONE, high))))
+
+
+def _enclose(function: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float64)
+    pairs = [function(float(v)) for v in x.reshape(-1)]
+    low = np.array([p[0] for p in pairs], np.float64).reshape(x.shape)
+    high = np.array([p[1] for p in pairs], np.float64).reshape(x.shape)
+    return low, high
+
+
+def sigmoid_enclosure(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) with lo ≤ 1 / (1 + e^{−x}) ≤ hi in real arithmetic, elementwise."""
+    return _enclose(_sigmoid_one, x)
+
+
+def tanh_enclosure(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) with lo ≤ tanh x ≤ hi in real arithmetic, elementwise."""
+    return _enclose(_tanh_one, x)
