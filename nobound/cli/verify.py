@@ -71,6 +71,12 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "verify", help="decide a VNNLIB property of a network (unsat/sat/unknown)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """verify's arguments: the one definition, also read by ``nobound vnncomp``."""
     parser.add_argument("onnx", help="the network (.onnx, .onnx.gz or a .h5 checkpoint)")
     parser.add_argument("vnnlib", help="the property (.vnnlib or .vnnlib.gz, the unsafe set)")
     add_certifier_flags(parser, timeout=120.0)
@@ -79,7 +85,34 @@ def register(subparsers: Any) -> None:
                                               "(.json or .json.gz)")
     parser.add_argument("--results-file", help="VNN-COMP mode: write the verdict here, exit "
                                                "0 whenever one was written")
-    parser.set_defaults(func=run)
+
+
+def competition_command(onnx: str, vnnlib: str, timeout: float, results_file: str,
+                        extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The arguments of ``nobound verify`` in competition mode (``extra``: more of its
+    flags, as :func:`check_extra_flags` accepts them)."""
+    return ["verify", onnx, vnnlib, "--timeout", f"{timeout:g}", "--results-file",
+            results_file, *extra]
+
+
+def check_extra_flags(extra: list[str] | tuple[str, ...]) -> None:
+    """Raise UsageError (one line) unless ``extra`` are flags verify accepts, with valid
+    values, and leave the ones a runner sets per instance to it."""
+    reserved = {"--timeout", "--results-file", "--counterexample", "--certificate"}
+    for flag in extra:
+        if flag.split("=")[0] in reserved:
+            raise UsageError(f"--verify-args: {flag.split('=')[0]} is set per instance by "
+                             f"the runner")
+    parser = argparse.ArgumentParser(prog="nobound verify", add_help=False,
+                                     exit_on_error=False)
+    add_arguments(parser)
+    try:
+        args, unknown = parser.parse_known_args(["NET", "SPEC", *extra])
+    except argparse.ArgumentError as error:
+        raise UsageError(f"--verify-args: {error}") from None
+    if unknown:
+        raise UsageError(f"--verify-args: verify does not take {' '.join(unknown)!r}")
+    certifier_config(args)
 
 
 def _softmax_invariant(prop: Any) -> bool:
@@ -153,11 +186,11 @@ def replay_counterexample(network: Any, prop: Any, problem_index: int,
 def unconfirmable_layers(model: Any, input_shape: tuple[int, ...]) -> str:
     """'' when the rigorous checker (which confirms every proof) reads the model, else the
     reason it cannot (it names the layer)."""
+    from nobound.certify.checker import checked_network
     from nobound.certify.problem import float64_model
-    from nobound.certify.stored_network import stored_network
 
     try:
-        stored_network(float64_model(model), input_shape)
+        checked_network(float64_model(model), input_shape)
     except TypeError as error:
         return str(error).split(" is not")[0]
     return ""

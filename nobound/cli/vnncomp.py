@@ -21,6 +21,7 @@ from typing import Any
 
 from nobound.cli import UsageError
 from nobound.cli.common import check_positive
+from nobound.cli.verify import check_extra_flags
 
 CONTRADICTION_EXIT = 3
 
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--consensus", help="published results.csv to compare against")
     parser.add_argument("--select", help="START:STOP:STEP slice of the instances")
     parser.add_argument("--verify-args", default="",
-                        help="extra flags for every verify, e.g. \"--methods deeppoly\"")
+                        help="more `nobound verify` flags for every instance, e.g. "
+                             "\"--methods deeppoly\" (checked by verify's own parser before "
+                             "the first instance runs)")
     parser.set_defaults(func=run)
 
 
@@ -69,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else csv_path.parent
     if not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
+    verify_args = shlex.split(args.verify_args)
+    check_extra_flags(verify_args)
     instances = select(read_instances(csv_path), args.select)
     consensus = read_consensus(args.consensus) if args.consensus else None
     outcomes = run_benchmark(instances, root, Path(args.out), args.timeout_scale, consensus,
-                             shlex.split(args.verify_args),
+                             verify_args,
                              progress=lambda line: print(line, flush=True))
     print()
     print(summary_table(outcomes), flush=True)

@@ -130,9 +130,11 @@ def run_instance(instance: Instance, root: Path, out: Path, scale: float,
     """One instance in its own process (see the module doc)."""
     timeout = instance.timeout * scale
     results = out / result_name(instance)
-    command = [sys.executable, "-m", "nobound", "verify",
-               str(resolve(root, instance.onnx)), str(resolve(root, instance.vnnlib)),
-               "--timeout", f"{timeout:g}", "--results-file", str(results), *verify_args]
+    from nobound.cli.verify import competition_command
+
+    command = [sys.executable, "-m", "nobound", *competition_command(
+        str(resolve(root, instance.onnx)), str(resolve(root, instance.vnnlib)), timeout,
+        str(results), tuple(verify_args))]
     start = time.perf_counter()
     killed = failed = False
     try:

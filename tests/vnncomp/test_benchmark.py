@@ -81,3 +81,33 @@ def test_agreement_and_keys() -> None:
     assert agreement("unsat", "unsat") == "agree"
     assert agreement("unsat", "unknown") == "new"
     assert agreement("timeout", "sat") == "undecided"
+
+
+@pytest.mark.parametrize("flags, named", [
+    ("--methods nothing", "nothing"),              # verify's own check of the value
+    ("--branching coin", "coin"),                  # verify's choices
+    ("--no-such-flag 3", "--no-such-flag"),        # not a verify flag at all
+    ("--timeout 5", "--timeout"),                  # the runner's, per instance
+    ("--results-file=x", "--results-file"),
+])
+def test_verify_args_are_checked_by_verify_before_any_instance(tmp_path, capsys, flags,
+                                                               named) -> None:
+    csv_path = tmp_path / "instances.csv"
+    csv_path.write_text("net.onnx,spec.vnnlib,10\n")
+    out = tmp_path / "out"
+    assert main(["vnncomp", str(csv_path), "--out", str(out), f"--verify-args={flags}"]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists()   # nothing ran, nothing written
+
+
+def test_the_runner_builds_verify_commands_verify_parses() -> None:
+    import argparse
+
+    from nobound.cli.verify import add_arguments, competition_command
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    command = competition_command("n.onnx", "s.vnnlib", 12.5, "r.txt", ["--no-bab"])
+    args = parser.parse_args(command[1:])
+    assert (command[0], args.onnx, args.vnnlib, args.timeout, args.results_file,
+            args.no_bab) == ("verify", "n.onnx", "s.vnnlib", 12.5, "r.txt", True)
