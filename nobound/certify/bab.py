@@ -106,6 +106,7 @@ class BabResult:
     reason: str = ""
     seconds: float = 0.0
     rounds: int = 0
+    rejected: int = 0  # leaves the search proved and the rigorous checker did not
 
 
 @dataclass(order=True)
@@ -390,14 +391,14 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
         return BabResult(found["status"], found["nodes"], found["bounded"],
                          found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
-                         found["rounds"])
+                         found["rounds"], found["rejected"])
     search = _Search(problem, dense, config, deadline, shared, confirm)
 
     def finish(status: str, reason: str = "", counterexample: Counterexample | None = None,
                rounds: int = 0) -> BabResult:
         lowest = search.heap[0].value if search.heap else np.inf
         return BabResult(status, search.nodes, search.bounded, counterexample, lowest, reason,
-                         time.perf_counter() - start, rounds)
+                         time.perf_counter() - start, rounds, search.rejected)
 
     signs = [np.zeros((1, w.shape[0]), np.int8) for w in dense.weights[:-1]]
     root_start = time.perf_counter()

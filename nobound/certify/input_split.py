@@ -110,11 +110,13 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
     heap: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
     order = itertools.count()
     bounded = 0
+    rejected = 0  # boxes proved here that the rigorous checker did not prove
 
     def result(status: str, reason: str = "", found: Any = None, rounds: int = 0) -> dict:
         return {"status": status, "nodes": nodes, "counterexample": found,
                 "bounded": bounded, "lower_bound": heap[0][0] if heap else np.inf,
-                "reason": reason, "rounds": rounds, "seconds": time.perf_counter() - start}
+                "reason": reason, "rounds": rounds, "seconds": time.perf_counter() - start,
+                "rejected": rejected}
 
     boxes_lower = problem.lower.reshape(1, -1)
     boxes_upper = problem.upper.reshape(1, -1)
@@ -140,6 +142,7 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                 if confirmer is None or confirmer.proves(index, proof):
                     nodes[index].proof = proof
                     continue
+                rejected += 1
             heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
                                   boxes_upper[n], chosen[n], index))
         if not heap:
