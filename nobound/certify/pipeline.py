@@ -49,7 +49,7 @@ from nobound.certify.certificate import (
     model_fingerprint,
     problem_certificate,
 )
-from nobound.certify.checker import check_proofs
+from nobound.certify.checker import check_proofs, checked_network
 from nobound.certify.falsify import attack_problems, robustness_attack
 from nobound.certify.leaf_confirm import ConfirmerFactory, LeafConfirmer
 from nobound.certify.problem import (
@@ -59,7 +59,7 @@ from nobound.certify.problem import (
     robustness_problems,
 )
 from nobound.certify.replay import ModelReplay, Replay
-from nobound.certify.stored_network import StoredNetwork, stored_network
+from nobound.certify.stored_network import StoredNetwork
 from nobound.certify.verdicts import CERTIFIED, FALSIFIED, UNKNOWN, Verdict
 from nobound.exact.dense import DenseNetwork, dense_network
 
@@ -124,7 +124,7 @@ class Certifier:
     def stored(self) -> StoredNetwork:
         """The stored weights as the rigorous checker reads them."""
         if self._stored is None:
-            self._stored = stored_network(self.model, self.input_shape)
+            self._stored = checked_network(self.model, self.input_shape)
         return self._stored
 
     def rejection(self, problem: VerificationProblem, nodes: list[TreeNode]) -> str:
