@@ -54,7 +54,7 @@ from nobound.certify.rounding import (
     upper_product,
 )
 from nobound.certify.stored_network import StoredNetwork, stored_network
-from nobound.nn.activation import ReLU, Sigmoid, Tanh
+from nobound.nn.activation import Flatten, ReLU, Sigmoid, Tanh
 from nobound.nn.pooling import MaxPool2d
 
 # Relative slack allowed between the stored leaf bound (computed by the certifier without
@@ -124,6 +124,8 @@ def checked_network(model: Any, input_shape: tuple[int, ...]) -> StoredNetwork:
                 shape = tuple(layer(Tensor(np.zeros((1, *shape)))).shape[1:])
             run.append(layer)
             continue
+        if all(isinstance(r, Flatten) for r in run) and chains:
+            run = []  # a Flatten between two activations: the same flat vector
         if run or not chains:  # a new hidden layer (also one with no affine layer before)
             stages.append(stored_network(_Run(run), run_shape))
             chains.append([])

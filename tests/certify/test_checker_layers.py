@@ -333,5 +333,8 @@ def test_checked_network_keeps_relu_networks_and_chains_activations() -> None:
     net = checked_network(model, (1, 5, 5))
     assert [len(chain) for chain in net.activations] == [3]
     assert net.weights[0].shape == (32, 25) and net.weights[1].shape == (2, 8)
+    flat = Sequential(Conv2d(1, 1, 2, dtype=np.float64), MaxPool2d(2), Flatten(), Sigmoid(),
+                      Linear(4, 1, dtype=np.float64))
+    assert [len(chain) for chain in checked_network(flat, (1, 5, 5)).activations] == [2]
     windows = max_pool_windows(3, 2, 1, (1, 4, 4)).windows
     assert windows.shape == (4, 9) and np.sum(windows < 0) == 5 + 3 + 3 + 0  # padding
