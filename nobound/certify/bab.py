@@ -50,7 +50,11 @@ from nobound.certify.branching import choose_neurons, clamp_to_splits, unstable_
 from nobound.certify.certificate import LeafProof, NeuronBound, TreeNode
 from nobound.certify.falsify import attack_problem
 from nobound.certify.fsb import choose_by_children
-from nobound.certify.input_split import MAX_SPLIT_INPUTS, input_split_search
+from nobound.certify.input_split import (
+    MAX_SPLIT_INPUTS,
+    input_split_search,
+    repair_refused_leaves,
+)
 from nobound.certify.leaf_confirm import ConfirmerFactory
 from nobound.certify.leaf_lp import MAX_LP_INPUTS, solve_leaf
 from nobound.certify.problem import PROOF_TOLERANCE, Counterexample, VerificationProblem
@@ -370,6 +374,11 @@ class _Search:
                               seed=self.config.seed + round_index)
 
 
+def _splits_input(config: BabConfig, dense: DenseNetwork) -> bool:
+    return config.domain == "input" or (config.domain == "auto"
+                                        and dense.input_size <= MAX_SPLIT_INPUTS)
+
+
 def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                      config: BabConfig | None = None, deadline: float | None = None,
                      shared: dict | None = None,
@@ -382,16 +391,14 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     config = config or BabConfig()
     start = time.perf_counter()
     deadline = np.inf if deadline is None else deadline
-    if config.domain == "input" or (config.domain == "auto"
-                                    and dense.input_size <= MAX_SPLIT_INPUTS):
+    if _splits_input(config, dense):
         found = input_split_search(problem, dense, deadline, config.max_nodes,
                                    max(config.batch_size, 64), attack_every=config.attack_every,
-                                   attack_steps=config.attack_steps, seed=config.seed,
-                                   confirm=confirm)
+                                   attack_steps=config.attack_steps, seed=config.seed)
         return BabResult(found["status"], found["nodes"], found["bounded"],
                          found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
-                         found["rounds"], found["rejected"])
+                         found["rounds"])
     search = _Search(problem, dense, config, deadline, shared, confirm)
 
     def finish(status: str, reason: str = "", counterexample: Counterexample | None = None,
@@ -449,3 +456,27 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     if search.unresolved:
         return finish("unknown", f"{search.unresolved} sub-domains undecided by round-off")
     return finish("certified")
+
+
+def repair(problem: VerificationProblem, dense: DenseNetwork, config: BabConfig,
+           result: BabResult, confirm: ConfirmerFactory, deadline: float) -> BabResult:
+    """A certified split tree that the rigorous check refused, with every refused leaf
+    split again (input-split trees: :func:`nobound.certify.input_split.repair_refused_leaves`;
+    a ReLU-split search already confirms its leaves as it closes them, so its tree is
+    returned unchanged). The result is ``certified`` only when every refused leaf was
+    re-proved by the search; it must be checked again."""
+    parents = {int(c): i for i, node in enumerate(result.nodes) if node.children
+               for c in node.children}
+    confirmer = confirm(problem, result.nodes, parents)
+    refused = confirmer.refused()
+    if not refused or not _splits_input(config, dense):
+        return result
+    boxes = {i: confirmer.box_of(i) for i in refused}
+    found = repair_refused_leaves(problem, dense, result.nodes, boxes, deadline,
+                                  max(1, config.max_nodes - result.bounded),
+                                  batch_size=max(config.batch_size, 64),
+                                  attack_every=config.attack_every,
+                                  attack_steps=config.attack_steps, seed=config.seed)
+    return BabResult(found["status"], found["nodes"], result.bounded + found["bounded"],
+                     found["counterexample"], found["lower_bound"], found["reason"],
+                     result.seconds + found["seconds"], result.rounds, len(refused))

@@ -42,7 +42,6 @@ from nobound.certify.beta_crown import (
 )
 from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.falsify import attack_problem
-from nobound.certify.leaf_confirm import ConfirmerFactory
 from nobound.certify.problem import PROOF_TOLERANCE, VerificationProblem
 from nobound.exact.dense import DenseNetwork
 
@@ -92,31 +91,27 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                        deadline: float = np.inf, max_boxes: int = 200_000,
                        batch_size: int = 256, alpha_steps: int = 5, attack_every: int = 10,
                        attack_steps: int = 20, seed: int = 0,
-                       confirm: ConfirmerFactory | None = None) -> dict:
+                       split_root: bool = False) -> dict:
     """Decide ``problem`` by splitting its input box (module docstring).
 
     Returns {"status", "nodes" (the split tree, for certificates), "counterexample",
-    "bounded", "lower_bound", "reason", "rounds", "seconds"}. ``confirm``: a box proved
-    here is closed only if the rigorous checker proves it too
-    (:mod:`nobound.certify.leaf_confirm`), else it is split further.
+    "bounded", "lower_bound", "reason", "rounds", "seconds"}. ``split_root``: split the
+    box even if its bound proves it (:func:`repair_refused_leaves`: the checker refused
+    that proof).
     """
     start = time.perf_counter()
     spec, offset = problem.spec, problem.offset
     nodes: list[TreeNode] = [TreeNode()]
-    parent_of: dict[int, int] = {}  # tree node -> its parent node
-    confirmer = None if confirm is None else confirm(problem, nodes, parent_of)
     # (best row's bound, tie-break, box lower, box upper, that row's input coefficients,
     #  tree node)
     heap: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
     order = itertools.count()
     bounded = 0
-    rejected = 0  # boxes proved here that the rigorous checker did not prove
 
     def result(status: str, reason: str = "", found: Any = None, rounds: int = 0) -> dict:
         return {"status": status, "nodes": nodes, "counterexample": found,
                 "bounded": bounded, "lower_bound": heap[0][0] if heap else np.inf,
-                "reason": reason, "rounds": rounds, "seconds": time.perf_counter() - start,
-                "rejected": rejected}
+                "reason": reason, "rounds": rounds, "seconds": time.perf_counter() - start}
 
     boxes_lower = problem.lower.reshape(1, -1)
     boxes_upper = problem.upper.reshape(1, -1)
@@ -134,15 +129,13 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         if found is not None:
             return result("falsified", "counterexample", found, round_index)
         for n, index in enumerate(indices):
-            if best[n] > PROOF_TOLERANCE:
+            if best[n] > PROOF_TOLERANCE and not (split_root and round_index == 0):
                 weights = np.zeros(problem.num_rows)
                 weights[rows[n]] = 1.0
                 recorded = [] if alphas is None else [a[n, rows[n]].tolist() for a in alphas]
-                proof = LeafProof(weights.tolist(), [], float(best[n]), "crown", recorded)
-                if confirmer is None or confirmer.proves(index, proof):
-                    nodes[index].proof = proof
-                    continue
-                rejected += 1
+                nodes[index].proof = LeafProof(weights.tolist(), [], float(best[n]), "crown",
+                                               recorded)
+                continue
             heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
                                   boxes_upper[n], chosen[n], index))
         if not heap:
@@ -173,6 +166,45 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         for n, parent in enumerate(parents):
             nodes[parent[5]].input_split = (int(dimension[n]), float(middle[n]))
             nodes[parent[5]].children = (first + n, first + len(parents) + n)
-            parent_of[first + n] = parent_of[first + len(parents) + n] = parent[5]
         indices = list(range(first, first + 2 * len(parents)))
     raise AssertionError("unreachable")
+
+
+def repair_refused_leaves(problem: VerificationProblem, network: DenseNetwork,
+                          nodes: list[TreeNode], refused: dict[int, tuple[np.ndarray,
+                                                                           np.ndarray]],
+                          deadline: float = np.inf, max_boxes: int = 200_000,
+                          **search: Any) -> dict:
+    """Split again the leaves of an input-split tree whose proofs the rigorous checker
+    refused (``refused``: leaf index → its box). Each such box gets a search of its own
+    that splits it at once (``split_root``); its tree replaces the leaf, so ``nodes``
+    stays one tree over the whole box. Returns like :func:`input_split_search`
+    ("certified" when every refused leaf was re-proved; "falsified" with a counterexample
+    inside a leaf's box, hence inside the problem's box)."""
+    from dataclasses import replace
+
+    start, bounded = time.perf_counter(), 0
+    for index, (lower, upper) in refused.items():
+        sub = input_split_search(replace(problem, lower=lower.reshape(problem.input_shape),
+                                         upper=upper.reshape(problem.input_shape)),
+                                 network, deadline, max(1, max_boxes - bounded),
+                                 split_root=True, **search)
+        bounded += sub["bounded"]
+        if sub["status"] != "certified":
+            return {**sub, "nodes": nodes, "bounded": bounded,
+                    "seconds": time.perf_counter() - start}
+        first = len(nodes)
+
+        def moved(j: int, first: int = first, index: int = index) -> int:
+            return index if j == 0 else first + j - 1
+
+        for j, node in enumerate(sub["nodes"]):
+            if node.children is not None:
+                node.children = tuple(moved(int(c)) for c in node.children)
+            if j == 0:
+                nodes[index] = node
+            else:
+                nodes.append(node)
+    return {"status": "certified", "nodes": nodes, "counterexample": None, "bounded": bounded,
+            "lower_bound": np.inf, "reason": "", "rounds": 0,
+            "seconds": time.perf_counter() - start}

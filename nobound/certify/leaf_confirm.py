@@ -100,6 +100,16 @@ class LeafConfirmer:
         bounds = apply_tightened(self.stored, box, bounds, signs, node.tightened)
         return (None if isinstance(bounds, str) else bounds), signs, box
 
+    def box_of(self, index: int) -> Interval:
+        """Node ``index``'s input box (the problem's, halved by the input splits above it)."""
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            return self._derive(index)[2]
+
+    def refused(self) -> list[int]:
+        """The leaves whose proofs the checker would not accept."""
+        return [index for index, node in enumerate(self.nodes)
+                if node.proof is not None and not self.proves(index, node.proof)]
+
     def proves(self, index: int, proof: LeafProof) -> bool:
         """Would the checker accept ``proof`` as the proof of leaf ``index``?"""
         sizes = self.stored.hidden_sizes

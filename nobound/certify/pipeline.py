@@ -41,7 +41,7 @@ import numpy as np
 
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.backend import to_device, to_numpy
-from nobound.certify.bab import BabConfig, branch_and_bound
+from nobound.certify.bab import BabConfig, branch_and_bound, repair
 from nobound.certify.certificate import (
     Certificate,
     LeafProof,
@@ -65,6 +65,8 @@ from nobound.exact.dense import DenseNetwork, dense_network
 
 # A padding row never proves anything: its lower bound is this offset.
 _PADDING_OFFSET = -1e300
+# Rounds of "split the leaves the rigorous check refused, check again" per problem.
+_REPAIRS = 4
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,26 @@ class Certifier:
                     break
                 continue
             rejected = self.rejection(problems[index], result.nodes)
+            for _ in range(_REPAIRS):  # split the leaves the check refused, check again
+                if not rejected or confirm is None or time.perf_counter() > deadline:
+                    break
+                before = result.bounded
+                result = repair(problems[index], self.dense, bab_config, result, confirm,
+                                deadline)
+                bounded += result.bounded - before
+                if result.status != CERTIFIED:
+                    break
+                rejected = self.rejection(problems[index], result.nodes)
+            if result.status == FALSIFIED:
+                return Verdict(FALSIFIED, "bab", time.perf_counter() - start,
+                               result.counterexample, bounded=bounded,
+                               details={"problem": index})
+            if result.status == UNKNOWN:  # the repair ran out of time or nodes
+                values[index] = result.lower_bound
+                unknown_reason = unknown_reason or result.reason
+                if result.reason == "timeout":
+                    break
+                continue
             if rejected:
                 rejections[index] = f"bab: {rejected}"
                 unknown_reason = unknown_reason or (

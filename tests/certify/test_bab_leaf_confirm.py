@@ -11,7 +11,7 @@ from certify_instances import near_boundary_problem, tiny_network
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nobound.certify.bab import BabConfig, branch_and_bound
+from nobound.certify.bab import BabConfig, branch_and_bound, repair
 from nobound.certify.certificate import problem_certificate
 from nobound.certify.checker import check_proofs
 from nobound.certify.leaf_confirm import LeafConfirmer
@@ -79,8 +79,9 @@ class _RefuseFirst:
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 10_000), mode=st.sampled_from(MODES), refuse=st.integers(1, 4))
+@given(seed=st.integers(0, 10_000), mode=st.sampled_from(MODES[:3]), refuse=st.integers(1, 4))
 def test_a_refused_leaf_is_split_further_and_the_tree_checks(seed, mode, refuse) -> None:
+    """ReLU splits: the search asks before it closes a leaf."""
     _, problem, stored, dense = _instance(seed, 2, 0.3, 0.05)
     config = BabConfig(batch_size=4, max_nodes=3000, **mode)
     plain = branch_and_bound(problem, dense, config)
@@ -91,6 +92,44 @@ def test_a_refused_leaf_is_split_further_and_the_tree_checks(seed, mode, refuse)
         confirm=lambda p, n, par: _RefuseFirst(LeafConfirmer(stored, p, n, par), refuse))
     assert result.status == "certified"
     assert result.rejected >= 1
+    report = check_proofs(stored, [problem_certificate(problem, result.nodes)],
+                          reproduce=False)
+    assert report.valid, report.errors
+
+
+class _RefuseLeaves:
+    """A confirmer claiming that the checker refuses the given leaves (boxes: the real ones)."""
+
+    def __init__(self, real: LeafConfirmer, leaves: list[int]) -> None:
+        self.real, self.leaves = real, leaves
+
+    def refused(self) -> list[int]:
+        return self.leaves
+
+    def box_of(self, index):
+        return self.real.box_of(index)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), refuse=st.integers(1, 3))
+def test_refused_input_split_leaves_are_split_again_and_the_tree_checks(seed, refuse) -> None:
+    """Input splits: after the check refuses leaves, ``repair`` splits each again."""
+    _, problem, stored, dense = _instance(seed, 2, 0.3, 0.05)
+    config = BabConfig(domain="input", batch_size=4, max_nodes=3000)
+    plain = branch_and_bound(problem, dense, config)
+    if plain.status != "certified":
+        return
+    nodes = copy.deepcopy(plain.nodes)
+    leaves = [i for i, n in enumerate(nodes) if n.proof is not None][:refuse]
+    before = len(nodes)
+    plain.nodes = nodes
+    result = repair(problem, dense, config, plain,
+                    lambda p, n, par: _RefuseLeaves(LeafConfirmer(stored, p, n, par), leaves),
+                    np.inf)
+    assert result.status == "certified" and result.rejected == len(leaves)
+    assert len(result.nodes) >= before + 2 * len(leaves)
+    for leaf in leaves:  # each refused leaf is now split, not proved
+        assert result.nodes[leaf].proof is None and result.nodes[leaf].input_split is not None
     report = check_proofs(stored, [problem_certificate(problem, result.nodes)],
                           reproduce=False)
     assert report.valid, report.errors
