@@ -123,11 +123,16 @@ def run_instance(folder: Path, row: dict, scale: float, config: Any, scratch: Pa
 
 
 def summary(records: list[dict]) -> dict:
-    """Instances by outcome (solved / wrong / unconfirmed / unknown / error) and by the
-    answer given (answer_sat / answer_unsat / answer_unknown / answer_error)."""
+    """Instances by outcome (solved / wrong / unconfirmed / unknown / error), by the
+    answer given (answer_sat / answer_unsat / answer_unknown / answer_error), and
+    ``solved_late``: solved, but after the timeout (the deadline is checked between rounds,
+    and the rigorous check of a finished proof runs to its end) — not solved in time."""
     counts: dict[str, int] = {"instances": len(records)}
     for record in records:
-        for key in (record.get("outcome", record["answer"]), "answer_" + record["answer"]):
+        keys = [record.get("outcome", record["answer"]), "answer_" + record["answer"]]
+        if record.get("outcome") == "solved" and record["seconds"] > record["timeout"]:
+            keys.append("solved_late")
+        for key in keys:
             counts[key] = counts.get(key, 0) + 1
     return counts
 
