@@ -75,8 +75,12 @@ def network_config(network: Any, config: Any) -> tuple[Any, str]:
     not_split = sorted({type(layer).__name__ for layer in network.model.layers
                         if type(layer).__name__ in NOT_SPLIT_BY_BAB})
     if not_split and config.bab:
-        config = replace(config, bab=False)
-        notes.append(f"no branch and bound ({', '.join(not_split)})")
+        # nothing follows the whole-box bounds: end them with the tightest one, alpha-CROWN
+        # (with branch and bound, beta-CROWN's root supersedes it)
+        config = replace(config, bab=False,
+                         methods=tuple(dict.fromkeys((*config.methods, "alpha-crown"))))
+        notes.append(f"no branch and bound ({', '.join(not_split)}): whole-box bounds "
+                     f"{', '.join(config.methods)}")
     unchecked = unconfirmable_layers(network.model, network.input_shape)
     if unchecked and not config.allow_roundoff_errors:
         config = replace(config, methods=(), bab=False)
