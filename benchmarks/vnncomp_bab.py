@@ -109,7 +109,12 @@ def run_instance(folder: Path, row: dict, scale: float, config: Any, scratch: Pa
     certifier = Certifier(network.model, network.input_shape, config,
                           replay=network_replay(network))
     start, cpu = time.perf_counter(), time.process_time()
-    verdict = certifier.verify(problems)
+    try:
+        verdict = certifier.verify(problems)
+    except Exception as error:  # noqa: BLE001 - recorded as an error, the run goes on
+        record.update(answer="error", outcome="error", seconds=time.perf_counter() - start,
+                      reason=f"{type(error).__name__}: {error}"[:200], note=note)
+        return record
     answer = {"certified": "unsat", "falsified": "sat"}.get(verdict.status, "unknown")
     if answer == "sat" and replay_counterexample(
             network, prop, int(verdict.details.get("problem", 0)),

@@ -246,6 +246,8 @@ class Certifier:
         except TypeError as error:
             return self._unknown(start, f"branch and bound splits ReLUs only ({error})",
                                  values)
+        except ValueError as error:  # e.g. a conv net whose dense form is too large
+            return self._unknown(start, f"branch and bound cannot run ({error})", values)
         unknown_reason = ""
         shared: dict = {}  # branch and bound's per-box work, shared by the problems
         confirm = self._leaf_confirmer()
