@@ -242,7 +242,8 @@ class Certifier:
                     f"problem {i} ({why})" for i, why in sorted(rejections.items()))
             return self._unknown(start, reason, values)
         try:
-            self.dense  # noqa: B018 - branch and bound works on the dense ReLU form
+            if open_:  # (every problem proved: no dense form needed, e.g. Sigmoid nets)
+                self.dense  # noqa: B018 - branch and bound works on the dense ReLU form
         except TypeError as error:
             return self._unknown(start, f"branch and bound splits ReLUs only ({error})",
                                  values)
