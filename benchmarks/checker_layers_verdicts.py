@@ -1,9 +1,11 @@
 """Verdicts on Sigmoid and MaxPool networks now that their proofs are checked rigorously.
 
     python benchmarks/checker_layers_verdicts.py [--timeout S] [--eran N] [--maxpool N]
+        [--append]
 
 Runs the first N eran ``ffnnSIGMOID__Point_6x200`` instances and the first N verivital
-``Convnet_maxpool`` instances of ../shared/vnncomp through the certifier as ``nobound
+``Convnet_maxpool`` instances (``--append``: only those not in the results file yet, added
+to it) of ../shared/vnncomp through the certifier as ``nobound
 verify`` builds it (its loader, the default methods, branch and bound off: it splits ReLUs
 only), in this process so that an exception is recorded with its message. Every proof goes
 through the rigorous checker (``checked_network``: Sigmoid, Tanh, MaxPool). Records
@@ -59,18 +61,23 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--eran", type=int, default=6)
     parser.add_argument("--maxpool", type=int, default=10)
+    parser.add_argument("--append", action="store_true")
     args = parser.parse_args()
     rows = instances("eran", "SIGMOID", args.eran) + \
         instances("verivital", "maxpool", args.maxpool)
-    records = []
+    path = RESULTS / "checker_layers_verdicts.json"
+    records = json.loads(path.read_text())["records"] if args.append else []
+    done = {(r["onnx"], r["vnnlib"]) for r in records}
     for row in rows:
+        if (row["onnx"], row["vnnlib"]) in done:
+            continue
         record = {"onnx": row["onnx"], "vnnlib": row["vnnlib"], "consensus": row["consensus"]}
         record.update(decide(row, args.timeout))
         records.append(record)
         print(json.dumps(record), flush=True)
     result = {"timeout_s": args.timeout, "load_average": os.getloadavg(), "records": records}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "checker_layers_verdicts.json").write_text(json.dumps(result, indent=1) + "\n")
+    path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
