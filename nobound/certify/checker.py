@@ -269,7 +269,8 @@ def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
         # relaxations depend on every bound
         unstable = np.flatnonzero((lower < 0) & (upper > 0) if relu[k] else lower < upper)
         if k and unstable.size:
-            rows = np.eye(net.weights[k].shape[0])[unstable]
+            rows = np.zeros((unstable.size, net.weights[k].shape[0]))  # unit rows e_i,
+            rows[np.arange(unstable.size), unstable] = 1.0  # without an n × n identity
             both = _back_substitute(net, np.concatenate([rows, -rows]),
                                     np.zeros(2 * unstable.size), k, relaxations, bounds, box)
             lower[unstable] = np.maximum(lower[unstable], both[:unstable.size])
