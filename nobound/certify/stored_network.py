@@ -139,6 +139,10 @@ def compose(outer: _Affine, inner: _Affine) -> _Affine:
     return _Affine(weight, bias, radius, bias_radius, diagonal)
 
 
+# Unit inputs pushed through a convolution at once when its dense matrix is built.
+_BASIS_CHUNK = 512
+
+
 def _per_feature(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Broadcast per-channel values over a (C, H, W) or (n,) feature shape, flattened."""
     values = np.asarray(values, np.float64).reshape(-1)
@@ -161,9 +165,17 @@ def _layer_map(layer: Module, shape: tuple[int, ...]) -> tuple[_Affine | None, t
         params = {"weight": weight}
         if layer.bias is not None:
             params["bias"] = Tensor(np.zeros(layer.out_channels))
-        basis = np.eye(size).reshape(size, *shape)
-        with no_grad():  # one product w · 1 per entry: exact
-            columns = to_numpy(layer.forward(Tensor(basis), params).data).astype(np.float64)
+        # the image of each unit input e_j, in chunks (an n × n identity of a 23,328-feature
+        # layer is 4 GB); one product w · 1 per entry, so every column is exact
+        parts = []
+        for first in range(0, size, _BASIS_CHUNK):
+            count = min(_BASIS_CHUNK, size - first)
+            basis = np.zeros((count, size))
+            basis[np.arange(count), first + np.arange(count)] = 1.0
+            with no_grad():
+                parts.append(to_numpy(layer.forward(Tensor(basis.reshape(count, *shape)),
+                                                    params).data).astype(np.float64))
+        columns = np.concatenate(parts)
         out_shape = tuple(columns.shape[1:])
         matrix = columns.reshape(size, -1).T.copy()
         bias = _per_feature(_array(layer.bias), out_shape) if layer.bias is not None else \
