@@ -39,6 +39,7 @@ from nobound.certify.checker_layers import (
     RELU,
     Elementwise,
     Lines,
+    MaxPoolWindows,
     is_relu,
     magnitude,
     max_pool_windows,
@@ -152,9 +153,13 @@ def _relu_layers(net: StoredNetwork) -> list[bool]:
 def layer_relaxation(net: StoredNetwork, k: int, bounds: Interval) -> list[Any]:
     """The relaxation of each operation of hidden layer k, from the bounds of z_k: each
     has ``outputs`` (its output interval) and ``back`` (rows on its output → its input)."""
-    relaxed = []
+    relaxed: list[Any] = []
     for operation in _chain(net, k):
-        relaxed.append(operation.relax(bounds))
+        if isinstance(operation, MaxPoolWindows) and relaxed and \
+                isinstance(relaxed[-1], Lines) and relaxed[-1].lower_line_minimum is not None:
+            relaxed.append(operation.relax(bounds, choice=relaxed[-1].lower_line_minimum))
+        else:
+            relaxed.append(operation.relax(bounds))
         bounds = relaxed[-1].outputs
     return relaxed
 

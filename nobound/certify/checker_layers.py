@@ -25,9 +25,9 @@ ls·x + li ≤ op(x) ≤ us·x + ui on [l, u], and the lines hold in real arithm
 
   (the last term is at most (f′(d) − s)⁺ (b − d) or (s − f′(d))⁺ (d − a)), with d the
   float point where f′ ≈ s clipped to [a, b] (tight when d is good or at the end that
-  wins, sound for any d); the minimum mirrors it. The values f(·) are the correctly rounded enclosures of
-  :mod:`nobound.certify.rounding` (NumPy's exp is not correctly rounded), f′ follows from
-  them (σ′ = σ(1 − σ), tanh′ = 1 − tanh²) as an interval.
+  wins, sound for any d); the minimum mirrors it. The values f(·) are the correctly
+  rounded enclosures of :mod:`nobound.certify.rounding` (NumPy's exp is not correctly
+  rounded), f′ follows from them (σ′ = σ(1 − σ), tanh′ = 1 − tanh²) as an interval.
 * MaxPool: DeepPoly's max relaxation. With j* the window input of largest lower bound,
   x_{j*} ≤ y ≤ max_i u_i, and y = x_{j*} exactly when l_{j*} ≥ u_i for every other i.
 """
@@ -69,6 +69,10 @@ class Lines:
     upper_intercept: np.ndarray
     outputs: Interval
     relu: bool = False   # a ReLU's triangle: recorded α may replace its lower slopes
+    # a ReLU's min of α x over [l, u] (α ∈ {0, 1}): the lower bounds of its outputs as a
+    # back-substitution through the lower line sees them — a max pool after the ReLU picks
+    # its winners with them, as the certifier does (looser than 0, still true bounds)
+    lower_line_minimum: np.ndarray | None = None
 
     def back(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(Λ', E, c): Λ·op(x) ≥ Λ'*·x + c with |Λ'* − Λ'| ≤ E (Λ exact floats)."""
@@ -100,7 +104,8 @@ def relu_lines(bounds: Interval) -> Lines:
     intercept = np.where(unstable, np.maximum(at_lower, at_upper), 0.0)
     alpha = np.where(unstable, (upper > -lower).astype(float), slope)
     return Lines(alpha, np.zeros_like(intercept), slope, intercept,
-                 relu_interval(bounds), relu=True)
+                 relu_interval(bounds), relu=True,
+                 lower_line_minimum=np.where(alpha > 0, lower, 0.0))
 
 
 def relu_interval(bounds: Interval) -> Interval:
@@ -355,14 +360,17 @@ class MaxPoolWindows:
     def interval(self, bounds: Interval) -> Interval:
         return self._gather(bounds[0]).max(axis=1), self._gather(bounds[1]).max(axis=1)
 
-    def relax(self, bounds: Interval) -> PoolRelaxation:
+    def relax(self, bounds: Interval, choice: np.ndarray | None = None) -> PoolRelaxation:
+        """``choice``: lower bounds of the inputs, looser than ``bounds``, to pick j* and
+        decide windows with (the certifier's, when a ReLU's lower lines come first)."""
         lows, highs = self._gather(bounds[0]), self._gather(bounds[1])
-        position = np.argmax(lows, axis=1)
+        chosen = lows if choice is None else self._gather(choice)
+        position = np.argmax(chosen, axis=1)
         rows = np.arange(len(position))
         winner_input = self.windows[rows, position]
         others = highs.copy()
         others[rows, position] = -np.inf
-        decided = lows[rows, position] >= others.max(axis=1)
+        decided = chosen[rows, position] >= others.max(axis=1)
         sharing = int(np.bincount(winner_input, minlength=1).max())
         return PoolRelaxation(winner_input, decided, highs.max(axis=1), self.inputs, sharing,
                               (lows.max(axis=1), highs.max(axis=1)))

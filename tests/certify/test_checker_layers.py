@@ -27,6 +27,7 @@ from nobound.certify.checker import (  # noqa: E402
     CheckedNetwork,
     check_proofs,
     checked_network,
+    layer_relaxation,
     leaf_value,
     node_bounds,
 )
@@ -338,3 +339,95 @@ def test_checked_network_keeps_relu_networks_and_chains_activations() -> None:
     assert [len(chain) for chain in checked_network(flat, (1, 5, 5)).activations] == [2]
     windows = max_pool_windows(3, 2, 1, (1, 4, 4)).windows
     assert windows.shape == (4, 9) and np.sum(windows < 0) == 5 + 3 + 3 + 0  # padding
+
+
+def pooled_network(seed: int) -> tuple[Sequential, tuple[int, ...]]:
+    """Conv/ReLU/MaxPool/S-shape stacks in the orders exporters write them."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 4))
+    pool = MaxPool2d(k, int(rng.integers(1, k + 1)), int(rng.integers(0, k // 2 + 1)))
+    stacks = [([Conv2d(1, 3, 2, dtype=np.float64), ReLU(), pool], (1, 6, 6)),
+              ([Conv2d(1, 3, 2, dtype=np.float64), ReLU(), Conv2d(3, 3, 2, dtype=np.float64),
+                ReLU(), pool], (1, 7, 7)),
+              ([Conv2d(1, 3, 2, dtype=np.float64), pool, ReLU()], (1, 6, 6)),
+              ([Conv2d(1, 3, 2, dtype=np.float64), Sigmoid(), pool,
+                Conv2d(3, 2, 2, dtype=np.float64), Tanh()], (1, 7, 7))]
+    layers, shape = stacks[seed % len(stacks)]
+    with no_grad():
+        size = int(np.prod(Sequential(*layers)(Tensor(np.zeros((1, *shape)))).shape[1:]))
+    model = Sequential(*layers, Flatten(), Linear(size, 3, dtype=np.float64))
+    for layer in model.layers:
+        if isinstance(layer, Linear | Conv2d):
+            layer.weight.data = rng.normal(size=layer.weight.shape)
+            layer.bias.data = rng.normal(size=layer.bias.shape) * 0.3
+    return model.eval(), shape
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_checker_reproduces_deeppoly_on_pooling_and_s_shapes(seed: int) -> None:
+    """A certificate's DeepPoly bound must be re-derived (to 1e-6 relative) or the
+    certificate is refused: the checker's choices (max-pool winners after a ReLU, S-shape
+    lines) follow the certifier's."""
+    model, shape = pooled_network(seed)
+    rng = np.random.default_rng(100 + seed)
+    x = rng.uniform(size=shape)
+    lower, upper = x - 0.05, x + 0.05
+    spec = rng.normal(size=(1, 3))
+    with no_grad():
+        result = compute_bounds(model, Box(Tensor(lower[None]), Tensor(upper[None])),
+                                method="deeppoly", spec=spec[None])
+    deeppoly = float(np.asarray(result.lower.data).reshape(-1)[0])
+    net = checked_network(model, shape)
+    box = (lower.reshape(-1), upper.reshape(-1))
+    bounds = node_bounds(net, box, [np.zeros(n, np.int8) for n in net.hidden_sizes], None)
+    value = leaf_value(net, box, bounds, spec, np.zeros(1), np.ones(1))
+    assert value >= deeppoly - 1e-9 * max(1.0, abs(deeppoly))
+
+
+def test_a_certificate_of_a_max_pool_network_checks() -> None:
+    from dataclasses import replace
+
+    from nobound.certify.checker import check_certificate
+    from nobound.certify.pipeline import Certifier, CertifierConfig
+    from nobound.certify.problem import VerificationProblem
+
+    model, shape = pooled_network(0)
+    x = np.random.default_rng(7).uniform(size=shape)
+    with no_grad():
+        label = int(np.argmax(model(Tensor(x[None])).data))
+    rows = np.eye(3)[[label]] - np.eye(3)[[i for i in range(3) if i != label]]
+    problems = [VerificationProblem(model, x - 0.002, x + 0.002, row[None], np.zeros(1))
+                for row in rows]   # unsafe: y_label − y_j ≤ 0 for some other class j
+    config = replace(CertifierConfig(), timeout=60.0, bab=False, certificate=True)
+    verdict = Certifier(model, shape, config).verify(problems)
+    assert verdict.status == "certified", verdict.reason
+    report = check_certificate(model, verdict.certificate)
+    assert report.valid, report.errors
+
+
+def test_max_pool_after_relu_picks_the_winner_the_certifier_picks() -> None:
+    """Inputs x₀ ∈ [−1, 2] (ReLU lower line x), x₁ ∈ [−2, 1] (lower line 0), x₂, x₃ dead:
+    the ReLU outputs all have lower bound 0, but only x₁'s lower line is 0 everywhere.
+    DeepPoly picks x₁ and proves y + 0.5 > 0; a checker picking x₀ would get −0.5."""
+    conv = Conv2d(1, 1, 1, dtype=np.float64)
+    conv.weight.data = np.ones((1, 1, 1, 1))
+    conv.bias.data = np.zeros(1)
+    model = Sequential(conv, ReLU(), MaxPool2d(2), Flatten(), Linear(1, 1, dtype=np.float64))
+    model.layers[4].weight.data = np.ones((1, 1))
+    model.layers[4].bias.data = np.zeros(1)
+    lower = np.array([[[-1.0, -2.0], [-3.0, -3.0]]])
+    upper = np.array([[[2.0, 1.0], [-2.0, -2.0]]])
+    with no_grad():
+        result = compute_bounds(model.eval(), Box(Tensor(lower[None]), Tensor(upper[None])),
+                                method="deeppoly", spec=np.ones((1, 1, 1)))
+    assert float(np.asarray(result.lower.data).reshape(-1)[0]) == 0.0
+    net = checked_network(model, (1, 2, 2))
+    box = (lower.reshape(-1), upper.reshape(-1))
+    bounds = node_bounds(net, box, [np.zeros(n, np.int8) for n in net.hidden_sizes], None)
+    value = leaf_value(net, box, bounds, np.ones((1, 1)), np.array([0.5]), np.ones(1))
+    assert 0.5 - 1e-12 < value <= 0.5   # (IBP's 0 also gives it here)
+    relu, pool = layer_relaxation(net, 0, bounds[0])
+    assert list(pool.winner_input) == [1] and not pool.decided[0]
+    rows, error, constant = pool.back(np.ones((1, 1)))
+    assert list(rows[0]) == [0.0, 1.0, 0.0, 0.0] and not np.any(error)
+    assert -1e-300 < constant[0] <= 0.0   # no negative coefficient: only error terms
