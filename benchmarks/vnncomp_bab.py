@@ -88,7 +88,12 @@ def network_config(network: Any, config: Any) -> tuple[Any, str]:
     return config, "; ".join(notes)
 
 
-def run_instance(folder: Path, row: dict, scale: float, config: Any, scratch: Path) -> dict:
+def run_instance(folder: Path, row: dict, scale: float, config: Any, scratch: Path,
+                 certifiers: dict | None = None) -> dict:
+    """Decide one instance. ``certifiers`` keeps one Certifier per (network file, timeout),
+    as ``nobound certify`` keeps one for a test set: its float64 model, dense form and the
+    checker's network are built once per network, not per instance (``nobound verify``, a
+    process per instance, builds them every time)."""
     from nobound.certify.pipeline import Certifier
     from nobound.certify.replay import network_replay
     from nobound.cli.verify import load_problems, replay_counterexample
@@ -106,8 +111,13 @@ def run_instance(folder: Path, row: dict, scale: float, config: Any, scratch: Pa
         return record
     record["load_cpu_seconds"] = time.process_time() - loading
     config, note = network_config(network, replace(config, timeout=record["timeout"]))
-    certifier = Certifier(network.model, network.input_shape, config,
-                          replay=network_replay(network))
+    key = (row["onnx"], record["timeout"])
+    certifiers = {} if certifiers is None else certifiers
+    if key not in certifiers:
+        certifiers.clear()  # instances come grouped by network: keep one
+        certifiers[key] = Certifier(network.model, network.input_shape, config,
+                                    replay=network_replay(network))
+    certifier = certifiers[key]
     start, cpu = time.perf_counter(), time.process_time()
     try:
         verdict = certifier.verify(problems)
@@ -192,11 +202,13 @@ def main() -> None:
     records = _read_ledger(ledger) if ledger else []
     done = {(r["onnx"], r["vnnlib"]) for r in records}
     rows = select_rows(args.folder, args.sample, args.only)
+    certifiers: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for row in rows:
             if (row["onnx"], row["vnnlib"]) in done:
                 continue
-            record = run_instance(args.folder, row, args.scale, config, Path(scratch))
+            record = run_instance(args.folder, row, args.scale, config, Path(scratch),
+                                  certifiers)
             records.append(record)
             print(f"{row['onnx']} {row['vnnlib']}: {record['answer']} by "
                   f"{record.get('method', '-')} in {record.get('seconds', 0):.1f} s "
