@@ -16,6 +16,11 @@ the minimum over repeats of the CPU time is the reported time, with the load ave
 and after. The bounds are compared (relative to the
 largest bound) so the times are of the same computation.
 
+The process runs with the glibc allocator settings the ``nobound`` command applies at start
+(:func:`nobound.host_memory.tune_host_allocator`: freed blocks below 128 MiB are reused
+instead of mapped afresh); they are process-wide, so auto_LiRPA's PyTorch allocations get
+them too. ``--no-tune-malloc`` measures with glibc's defaults.
+
 Each row also carries the multiply-adds the algorithm needs (:func:`multiply_adds`) and the
 time they would take at this core's measured single-thread float32 matrix-product rate — a
 floor no implementation of the algorithm can beat.
@@ -205,7 +210,12 @@ def main() -> int:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS / "bounds_autolirpa.json")
+    parser.add_argument("--no-tune-malloc", action="store_true",
+                        help="keep glibc's default allocator thresholds")
     args = parser.parse_args()
+    from nobound.host_memory import tune_host_allocator
+
+    tuned = False if args.no_tune_malloc else tune_host_allocator()
 
     import torch
 
@@ -244,7 +254,7 @@ def main() -> int:
                   f"(wall {row['wall_ratio']:.2f})  floor {row['floor_s'] * 1e3:7.1f} ms  "
                   f"|Δlower| {deviation:.1e}", flush=True)
     record = {"batch": args.batch, "eps": args.eps, "threads": 1, "dtype": "float32",
-              "repeats": args.repeats,
+              "repeats": args.repeats, "allocator_tuned": tuned,
               "statistic": "minimum CPU time over interleaved repeats (wall times recorded)",
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "matmul_multiply_adds_per_s": rate, "torch": torch.__version__,

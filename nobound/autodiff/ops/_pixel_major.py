@@ -92,10 +92,10 @@ def col2im_pixel_major(cols: Any, image_shape: tuple[int, ...], kernel_h: int, k
     out_w = output_length(width, kernel_w, stride, padding)
     kernels = _compiled(cols)
     if kernels is not None:
-        transposed = np.zeros((groups, channels, height, width, count), cols.dtype)
-        kernels.col2im_batch_last_into(np.ascontiguousarray(cols), transposed, kernel_h,
-                                       kernel_w, stride, padding)
-        return np.ascontiguousarray(transposed.transpose(0, 4, 1, 2, 3))
+        images = np.empty((groups, count, channels, height, width), cols.dtype)
+        kernels.col2im_pixel_major_into(np.ascontiguousarray(cols), images, kernel_h,
+                                        kernel_w, stride, padding)
+        return images
     patches = cols.reshape(groups, channels, kernel_h, kernel_w, out_h, out_w, count)
     padded = xp.zeros((groups, channels, height + 2 * padding, width + 2 * padding, count),
                       dtype=cols.dtype)

@@ -5,8 +5,9 @@ in batch-last layout (G, C, H, W, n): the unfold to and the fold from pixel-majo
 (G, C·kh·kw, Ho·Wo·n), whose innermost loop runs over the n images of one (row, i, j): a
 contiguous run in both arrays, which the compiler vectorises. Positions in the zero
 padding are written as zeros (unfold) or skipped (fold). Serial and ``nogil``, like the
-other compiled passes: population workers run them concurrently. (The layout changes
-themselves are NumPy's transposing copies, as fast as a loop here.)
+other compiled passes: population workers run them concurrently. (The unfold's layout
+change is NumPy's transposing copy, as fast as a loop here; the fold changes the layout
+channel by channel itself.)
 Importing this module raises ``ImportError`` without Numba.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from numba import njit
 
 
@@ -44,15 +46,22 @@ def im2col_batch_last_into(transposed: Any, cols: Any, kernel_h: int, kernel_w: 
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
-def col2im_batch_last_into(cols: Any, transposed: Any, kernel_h: int, kernel_w: int,
-                           stride: int, padding: int) -> None:
-    """transposed[g, c, s·i + p − pad, s·j + q − pad, m] += cols[g, (c, p, q), (i, j, m)]
-    for the positions inside the image; ``transposed`` (G, C, H, W, n) zero on entry."""
-    groups, channels, height, width, count = transposed.shape
+def col2im_pixel_major_into(cols: Any, images: Any, kernel_h: int, kernel_w: int,
+                            stride: int, padding: int) -> None:
+    """images[g, m, c, s·i + p − pad, s·j + q − pad] = Σ cols[g, (c, p, q), (i, j, m)] over
+    the positions inside the image; ``images`` (G, n, C, H, W) overwritten.
+
+    The sums are formed batch-last, one channel at a time in a small (H, W, n) buffer (an
+    L2-sized piece, added to in runs over the n images), and each finished channel is
+    written out image-major: no batch-last copy of the whole block, and no transposing
+    copy of it afterwards."""
+    groups, count, channels, height, width = images.shape
     out_h = (height + 2 * padding - kernel_h) // stride + 1
     out_w = (width + 2 * padding - kernel_w) // stride + 1
+    channel = np.empty((height, width, count), dtype=images.dtype)
     for g in range(groups):
         for c in range(channels):
+            channel[:] = 0
             for p in range(kernel_h):
                 for q in range(kernel_w):
                     row = (c * kernel_h + p) * kernel_w + q
@@ -66,4 +75,8 @@ def col2im_batch_last_into(cols: Any, transposed: Any, kernel_h: int, kernel_w: 
                                 continue
                             start = (i * out_w + j) * count
                             for m in range(count):
-                                transposed[g, c, y, x, m] += cols[g, row, start + m]
+                                channel[y, x, m] += cols[g, row, start + m]
+            for m in range(count):
+                for y in range(height):
+                    for x in range(width):
+                        images[g, m, c, y, x] = channel[y, x, m]

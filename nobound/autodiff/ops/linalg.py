@@ -14,6 +14,21 @@ from nobound.autodiff.ops._util import lift, unbroadcast
 from nobound.autodiff.tensor import Tensor
 
 
+def _product(a: Any, b: Any) -> Any:
+    """a @ b with NumPy broadcasting; one matrix product over all of a's rows when b is a
+    single matrix (every leading axis of length 1) and a has at least as many axes.
+
+    The array libraries multiply a stack of matrices one matrix at a time: the rows of
+    (2, 128, 9, 512) coefficients times one (512, 288) weight ran as 256 products of 9
+    rows each, 2× slower than one product of 2,304 rows (cnn5's CROWN-IBP back-
+    substitution). Each entry is the same dot product either way.
+    """
+    if a.ndim > 2 and a.ndim >= b.ndim and all(d == 1 for d in b.shape[:-2]):
+        rows = a.reshape(-1, a.shape[-1]) @ b.reshape(b.shape[-2:])
+        return rows.reshape(a.shape[:-1] + rows.shape[-1:])
+    return a @ b
+
+
 def matmul(x: Any, y: Any) -> Tensor:
     """Z = X @ Y;  vjp_X = G @ Yᵀ,  vjp_Y = Xᵀ @ G (operands of at least 2 dimensions)."""
     x, y = lift(x, y)
@@ -22,13 +37,13 @@ def matmul(x: Any, y: Any) -> Tensor:
     xp = x.xp
 
     def vjp(g: Any) -> tuple[Any, Any]:
-        gx = unbroadcast(xp.matmul(g, y.data.swapaxes(-1, -2)), x.shape) \
+        gx = unbroadcast(_product(g, y.data.swapaxes(-1, -2)), x.shape) \
             if x.requires_grad else None
         gy = unbroadcast(xp.matmul(x.data.swapaxes(-1, -2), g), y.shape) \
             if y.requires_grad else None
         return gx, gy
 
-    return Tensor.from_op(xp.matmul(x.data, y.data), (x, y), vjp)
+    return Tensor.from_op(_product(x.data, y.data), (x, y), vjp)
 
 
 def einsum(subscripts: str, *operands: Any) -> Tensor:
