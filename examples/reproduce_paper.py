@@ -253,14 +253,14 @@ def plot_rows(out: Path, names: list[str], path: Path) -> Path:
               ("train_certified_accuracy", "certified batch accuracy"),
               ("train_eps", "eps"), ("train_sigma", "RGS sigma"))
     figure, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    for name in names:
+    for index, name in enumerate(names):
         log = out / name / "log.jsonl"
         if not log.is_file():
             continue
         epochs = read_training_log(log)["epoch"]
         for axis, (key, _) in zip(axes, panels, strict=True):
-            if key in epochs:
-                axis.plot(epochs["epoch"], epochs[key], label=name)
+            if key in epochs:  # one colour per row in every panel, also where rows lack one
+                axis.plot(epochs["epoch"], epochs[key], label=name, color=f"C{index % 10}")
     for axis, (_, label) in zip(axes, panels, strict=True):
         axis.set_xlabel("epoch")
         axis.set_title(label, fontsize=10)
