@@ -40,7 +40,6 @@ class SShapeStep(Step):
     """An elementwise S-shaped activation (see the module doc)."""
 
     activation = True
-    capped_by_intervals = True  # deep S-shaped stacks: intervals can be the tighter bounds
 
     def __init__(self, index: int, shape: tuple[int, ...]) -> None:
         super().__init__(index, shape, shape)

@@ -228,8 +228,8 @@ def deeppoly_relaxations(network: Network, box: Box, splits: Any, intermediate: 
     """Bound and relax every ReLU in order: ({index: eq. 5}, {index: (l, u) of its input}).
 
     Known ``intermediate`` bounds and ``splits`` refine [l, u] before each relaxation
-    (:mod:`nobound.bounds.splits`), the pre-check's bounds too, which also cap an S-shaped
-    activation's [l, u] (eran's 6x200 sigmoid net: interval 29.6 wide, rows 59.9)."""
+    (:mod:`nobound.bounds.splits`), the pre-check's bounds too.
+    """
     relaxations: dict[int, ReluRelaxation] = {}
     recorded: Bounds = {}
     for step in network.steps:
@@ -245,8 +245,6 @@ def deeppoly_relaxations(network: Network, box: Box, splits: Any, intermediate: 
             rows = neuron_rows(network, end, box, plan, relaxations,
                                prior if isinstance(step, ReluStep) else None)
             (l, u), _ = bound_rows(network, end, box, rows, relaxations)  # noqa: E741
-            if step.capped_by_intervals:
-                l, u = ops.maximum(l, prior[0]), ops.minimum(u, prior[1])  # noqa: E741
         l, u = refine_bounds(step.index, l, u, intermediate, splits)  # noqa: E741
         recorded[step.index] = (l, u)
         relaxations[step.index] = relax(step, l, u)

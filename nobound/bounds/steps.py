@@ -51,8 +51,6 @@ class Step:
 
     dense = False  # whether the map mixes coordinates (Linear, Conv2d)
     activation = False  # an elementwise non-linearity (relaxed, not back-substituted exactly)
-    # DeepPoly intersects this activation's back-substituted input bounds with intervals
-    capped_by_intervals = False
 
     def __init__(self, index: int, input_shape: tuple[int, ...],
                  output_shape: tuple[int, ...]) -> None:
