@@ -434,6 +434,25 @@ def inherited_bounds(parent: list[Interval], signs: list[np.ndarray]) -> list[In
             for (lo, hi), s in zip(parent, signs, strict=True)]
 
 
+def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
+                       parent: list[Interval] | None, node: Any,
+                       root_cache: dict[bytes, list[Interval]]) -> list[Interval] | str:
+    """A tree node's bounds from its parent's (None: the root, whose bounds depend on the box
+    only and are shared through ``root_cache``), then its recorded tightened bounds; a
+    message instead when those are malformed. The one rule the check and the search's leaf
+    confirmation (:mod:`nobound.certify.leaf_confirm`) both follow."""
+    if parent is None:
+        key = box[0].tobytes() + box[1].tobytes()
+        if key not in root_cache:
+            root_cache[key] = node_bounds(net, box, signs, None)
+        bounds = root_cache[key]
+    elif node.inherit:
+        bounds = inherited_bounds(parent, signs)
+    else:
+        bounds = node_bounds(net, box, signs, parent)
+    return apply_tightened(net, box, bounds, signs, node.tightened)
+
+
 def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: CheckReport,
                    label: str, reproduce: bool, root_cache: dict[bytes, list[Interval]]
                    ) -> None:
@@ -463,16 +482,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         seen.add(index)
         report.nodes += 1
         node = nodes[index]
-        if parent is None:  # the root's bounds depend on the box only (robustness: shared)
-            key = box[0].tobytes() + box[1].tobytes()
-            if key not in root_cache:
-                root_cache[key] = node_bounds(net, box, signs, None)
-            bounds = root_cache[key]
-        elif node.inherit:
-            bounds = inherited_bounds(parent, signs)
-        else:
-            bounds = node_bounds(net, box, signs, parent)
-        bounds = apply_tightened(net, box, bounds, signs, node.tightened)
+        bounds = derive_node_bounds(net, box, signs, parent, node, root_cache)
         if isinstance(bounds, str):
             report.errors.append(f"{where}: {bounds}")
             continue
@@ -507,16 +517,8 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         if weights.shape != offset.shape or not np.all(weights >= 0):
             report.errors.append(f"{where}: row weights must be ≥ 0, one per row")
             continue
-        betas: dict[int, np.ndarray] = {}
-        bad_beta = False
-        for k, neuron, beta in proof.betas:
-            k, neuron = int(k), int(neuron)
-            if not (0 <= k < len(sizes) and 0 <= neuron < sizes[k]) or not beta >= 0 or \
-                    not np.isfinite(beta) or not signs[k][neuron]:
-                bad_beta = True
-                break
-            betas.setdefault(k, np.zeros(sizes[k]))[neuron] += beta * signs[k][neuron]
-        if bad_beta:
+        betas = split_betas(proof.betas, signs, sizes)
+        if betas is None:
             report.errors.append(f"{where}: β must be ≥ 0 and belong to a split neuron")
             continue
         if empty:

@@ -29,11 +29,9 @@ import numpy as np
 
 from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.checker import (
-    apply_tightened,
-    inherited_bounds,
+    derive_node_bounds,
     input_halves,
     leaf_value,
-    node_bounds,
     recorded_alphas,
     split_betas,
 )
@@ -73,13 +71,9 @@ class LeafConfirmer:
 
     def _node(self, index: int) -> tuple[list[Interval] | None, list[np.ndarray], Interval]:
         node, sizes = self.nodes[index], self.stored.hidden_sizes
+        parent: list[Interval] | None = None
         if index not in self.parents:  # the root
-            signs = [np.zeros(n, np.int8) for n in sizes]
-            box = self.box
-            key = box[0].tobytes() + box[1].tobytes()
-            if key not in self.root_cache:
-                self.root_cache[key] = node_bounds(self.stored, box, signs, None)
-            bounds: Any = self.root_cache[key]
+            signs, box = [np.zeros(n, np.int8) for n in sizes], self.box
         else:
             parent_index = self.parents[index]
             parent, signs, box = self._derived[parent_index]
@@ -95,9 +89,7 @@ class LeafConfirmer:
                 k, neuron = int(above.split[0]), int(above.split[1])
                 signs = [s.copy() for s in signs]
                 signs[k][neuron] = 1 if above.children[0] == index else -1
-            bounds = inherited_bounds(parent, signs) if node.inherit else \
-                node_bounds(self.stored, box, signs, parent)
-        bounds = apply_tightened(self.stored, box, bounds, signs, node.tightened)
+        bounds = derive_node_bounds(self.stored, box, signs, parent, node, self.root_cache)
         return (None if isinstance(bounds, str) else bounds), signs, box
 
     def box_of(self, index: int) -> Interval:
