@@ -195,19 +195,20 @@ def run(command: list[str], log: Path) -> None:
 
 def collect(row: Row, args: argparse.Namespace, out: Path) -> dict | None:
     run = out / row.name
-    certified = certify_dir(row, args, out) / "certify-mnist-eps0.1.json"
+    where = certify_dir(row, args, out)
+    certified = where / "certify-mnist-eps0.1.json"
     if not certified.is_file():
         return None
     summary = json.loads(certified.read_text())["summary"]
-    epochs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
-              if line.strip() and json.loads(line).get("event") == "epoch"]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+               if line.strip()]
+    epochs = [record for record in records if record.get("event") == "epoch"]
     config = json.loads((run / "config.json").read_text())
     return {"row": row.name, "arch": row.arch, "method": row.method,
             "relaxation": row.relaxation, "paper": row.paper, "setting": row.setting,
             "epochs": len(epochs), "schedule_epochs": config["trainer"]["epochs"],
-            "model": certify_dir(row, args, out) != run and "newest checkpoint" or "model.h5",
-            "train_seconds": sum(e.get("epoch_seconds", 0.0)
-                                                        for e in epochs),
+            "model": "model.h5" if where == run else "newest checkpoint",
+            "train_seconds": sum(e.get("epoch_seconds", 0.0) for e in epochs),
             "limit": config["run"].get("limit"), "lr": config["trainer"]["lr"],
             "normalize": config["run"].get("normalize", "dataset"),
             "population": config["run"]["method_options"].get("population_size"),
