@@ -198,8 +198,8 @@ class ConvStep(Step):
 
     def bias_term(self, coefficients: Tensor) -> Tensor | None:
         """A b = Σ_(c, h, w) A[c, h, w] b_c: one matrix-vector product with b repeated over
-        each channel's positions (summing each channel's positions first ran 2.6× slower:
-        NumPy's sums over short trailing axes, 9 or 49 positions)."""
+        each channel's positions (summing each channel's positions first is slower: NumPy's
+        sums over short trailing axes, 9 or 49 positions, are not vectorised well)."""
         if self.bias is None:
             return None
         middle = self._middle(coefficients, self.output_shape)

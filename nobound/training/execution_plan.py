@@ -47,9 +47,9 @@ def default_workers(xp: ModuleType = np) -> int:
 
     Usable cores come from ``os.sched_getaffinity``, BLAS threads from the first of
     BLAS_THREAD_VARIABLES that is set (BLAS libraries use every core by default). Workers
-    and BLAS threads must not oversubscribe the cores: with OpenBLAS's two threads each,
-    two workers on two cores ran 4× slower than one (spinning threads wait for each other).
-    So the default is 1 unless BLAS was limited, e.g. ``OPENBLAS_NUM_THREADS=1``.
+    and BLAS threads must not oversubscribe the cores: spinning BLAS threads of several
+    workers wait for each other (measured in docs/benchmarks.md). So the default is 1
+    unless BLAS was limited, e.g. ``OPENBLAS_NUM_THREADS=1``.
     """
     if xp is not np:
         return 1
@@ -75,9 +75,8 @@ def default_member_budget(xp: ModuleType = np) -> float:
     GPU memory.
 
     On the host, chunks larger than the allocator's mmap threshold (128 MiB) are mapped
-    afresh on every call and stream through memory: a fused population evaluation of
-    cnn3 at batch 512 ran 2.5× faster in 128 MiB chunks than in one call
-    (docs/benchmarks.md, engine section (3)).
+    afresh on every call and stream through memory (docs/benchmarks.md, engine section (3),
+    measures chunks against one call).
     """
     if xp is np:
         return float(HOST_MEMBER_BUDGET)
@@ -91,10 +90,8 @@ def member_chunking(bytes_per_member: float, budget_bytes: float, population_siz
 
     Workers: ``workers``, or 1 when the smallest chunk (``multiple`` members) alone exceeds
     the budget. Such members are far larger than any cache, and several workers would
-    stream them through one memory bus at once: two DeepPoly members of ~1 GB each (cnn3,
-    batch 512) evaluated by two workers ran at 0.57× the member loop, one worker at 0.83×;
-    members of a fraction of the budget gain from the second core (1.5× for cnn3 DeepPoly
-    at batch 32, 70 MB per member).
+    stream them through one memory bus at once, while members of a fraction of the budget
+    gain from a second core (both measured in docs/benchmarks.md, "Certified training").
 
     Chunk: the largest multiple of ``multiple`` whose members fit the budget / workers
     (each worker holds one chunk at a time), at most ⌈P / workers⌉ rounded up to the

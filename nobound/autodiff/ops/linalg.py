@@ -19,9 +19,9 @@ def _product(a: Any, b: Any) -> Any:
     single matrix (every leading axis of length 1) and a has at least as many axes.
 
     The array libraries multiply a stack of matrices one matrix at a time: the rows of
-    (2, 128, 9, 512) coefficients times one (512, 288) weight ran as 256 products of 9
-    rows each, 2× slower than one product of 2,304 rows (cnn5's CROWN-IBP back-
-    substitution). Each entry is the same dot product either way.
+    (2, 128, 9, 512) coefficients times one (512, 288) weight run as 256 products of 9
+    rows each instead of one product of 2,304 rows (cnn5's CROWN-IBP back-substitution;
+    the gain is in docs/benchmarks.md). Each entry is the same dot product either way.
     """
     if a.ndim > 2 and a.ndim >= b.ndim and all(d == 1 for d in b.shape[:-2]):
         rows = a.reshape(-1, a.shape[-1]) @ b.reshape(b.shape[-2:])
