@@ -18,6 +18,20 @@
 
 ``--reuse-instances`` keeps step 1 of an existing results file and redoes steps 2-3.
 
+``--before-after`` (issue 15) runs only step 1, on the same images under two certifier
+configurations, interleaved image by image: "before" — the whole-box stages, then
+branch and bound over DeepPoly with BaBSR branching (the default) — and "after" — the
+same stages, then beta-CROWN with FSB branching. A *wrong* verdict is a certified
+instance for which any configuration (or the ``--reference`` results of an earlier
+``nobound certify`` run) found a counterexample; it must be 0. E.g.
+
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 NOBOUND_DATA=../shared/data \
+    python benchmarks/certify_mnist.py --before-after --cpu-clock --eps 0.1 --n 150 \
+        --timeout 10 --attack-steps 200 --attack-restarts 5 \
+        --model pgpe60k=runs/tiny-deeppoly-pgpe-60k/model.h5 \
+        --reference pgpe60k=runs/tiny-deeppoly-pgpe-60k/certify-mnist-eps0.1.json \
+        --out benchmarks/results/certify_mnist_before_after.json --markdown docs/benchmarks.md
+
 Wall-clock numbers depend on the machine's load; the JSON records the CPU count. Use one
 BLAS/numba thread on a shared machine: with two threads on oversubscribed cores the same
 sub-problems were bounded 3-10x slower and the timings varied 3x between runs.
@@ -36,6 +50,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +74,39 @@ def instances(certifier: Certifier, images, labels, eps: float) -> list[dict]:
         print(f"  sample {index}: {verdict.status} by {verdict.method} "
               f"in {verdict.seconds:.2f} s ({verdict.bounded} sub-problems)", flush=True)
     return records
+
+
+# the two certifier configurations of --before-after: branch and bound method and branching
+CONFIGURATIONS = {"before": {"bab_method": "deeppoly", "branching": "babsr"},
+                  "after": {"bab_method": "beta-crown", "branching": "fsb"}}
+
+
+def before_after(certifiers: dict[str, Certifier], images, labels, eps: float
+                 ) -> dict[str, list[dict]]:
+    """Every image under every configuration, interleaved image by image (so that a
+    change of the machine's load hits both alike)."""
+    records: dict[str, list[dict]] = {name: [] for name in certifiers}
+    for index in range(len(labels)):
+        line = []
+        for name, certifier in certifiers.items():
+            verdict = certifier.certify_sample(images[index], int(labels[index]), eps)
+            records[name].append({"index": index, **verdict.to_json()})
+            line.append(f"{name} {verdict.status} by {verdict.method} in "
+                        f"{verdict.seconds:.2f} s ({verdict.bounded})")
+        print(f"  sample {index}: " + "; ".join(line), flush=True)
+    return records
+
+
+def wrong_verdicts(runs: dict[str, list[dict]], reference: list[dict] | None = None
+                   ) -> dict[str, list[int]]:
+    """Per configuration, the images it certified where some configuration (or the
+    reference run) found a counterexample."""
+    falsified = {r["index"] for records in runs.values() for r in records
+                 if r["status"] == "falsified"}
+    falsified |= {r["index"] for r in reference or [] if r["status"] == "falsified"}
+    return {name: sorted(r["index"] for r in records
+                         if r["status"] == "certified" and r["index"] in falsified)
+            for name, records in runs.items()}
 
 
 def summary(records: list[dict], timeout: float) -> dict:
@@ -181,6 +231,102 @@ def markdown_section(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEFORE_AFTER_HEADING = "### Certifier before/after on trained MNIST networks (issue 15)"
+
+
+def before_after_section(report: dict) -> str:
+    """The before/after sub-section of docs/benchmarks.md's "Certifier" section."""
+    settings = " ".join(f"`{name}`: {CONFIGURATIONS[name]['bab_method']} + "
+                        f"{CONFIGURATIONS[name]['branching']}" for name in CONFIGURATIONS)
+    lines = [BEFORE_AFTER_HEADING, "",
+             f"`benchmarks/certify_mnist.py --before-after` at commit {report['commit']}: "
+             f"the first {report['n']} MNIST test images, l∞ eps {report['eps']}, timeout "
+             f"{report['timeout']:g} s per image ({report['clock']}), attack "
+             f"{report['attack'][0]} steps × {report['attack'][1]} restarts, "
+             f"{report['cpus']} shared CPU cores (load average {report['load_average']:.1f} "
+             f"at the start), one BLAS/numba thread. Both configurations run the same "
+             f"whole-box stages; branch and bound differs — {settings}. *wrong*: certified "
+             f"where some run found a counterexample. Results: `{report['out']}`.", "",
+             "    " + report["command"], "",
+             "| model | eps | configuration | certified | falsified | unknown | wrong | "
+             "median time solved (s) | decided by branch and bound (cert. / fals.) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in report["models"].items():
+        for eps, run in entry["runs"].items():
+            for config, result in run.items():
+                s = result["summary"]
+                median = "–" if s["median_seconds_solved"] is None else \
+                    f"{s['median_seconds_solved']:.2f}"
+                bab = [r for r in result["samples"] if r["method"] == "bab"]
+                lines.append(
+                    f"| {name} | {eps} | {config} | {s['certified']} | {s['falsified']} | "
+                    f"{s['unknown']} | {len(result['wrong'])} | {median} | "
+                    f"{sum(r['status'] == 'certified' for r in bab)} / "
+                    f"{sum(r['status'] == 'falsified' for r in bab)} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_subsection(path: Path, heading: str, section: str) -> None:
+    """Put ``section`` in place of the sub-section ``heading`` (up to the next heading of
+    level 2 or 3), or at the end of the "## Certifier" section when there is none."""
+    text = path.read_text(encoding="utf-8")
+    start = text.find(heading)
+    if start >= 0:
+        ends = [i + 1 for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1))
+                if i >= 0]
+        end = min(ends, default=len(text))
+    else:
+        certifier = text.find("## Certifier")
+        following = text.find("\n## ", certifier + 1) if certifier >= 0 else -1
+        start = end = following + 1 if following >= 0 else len(text)
+    gap = "\n" if end < len(text) else ""
+    path.write_text(text[:start] + section + gap + text[end:], encoding="utf-8")
+
+
+def run_before_after(args: argparse.Namespace, data, images, labels) -> None:
+    """--before-after: step 1 under both configurations, the JSON and the doc table."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip() or "unknown"
+    report = {"eps": args.eps, "n": args.n, "timeout": args.timeout,
+              "configurations": CONFIGURATIONS, "attack": [args.attack_steps,
+                                                           args.attack_restarts],
+              "clock": "process CPU time" if args.cpu_clock else "wall clock",
+              "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+              "commit": commit, "out": args.out,
+              "command": shlex.join(["python", *sys.argv]), "models": {}}
+    references = dict(spec.split("=", 1) for spec in args.reference or [])
+    for spec in args.model:
+        name, path = spec.split("=", 1)
+        checkpoint = load_checkpoint(path)
+        certifiers = {config: Certifier(checkpoint.model, data.input_shape, CertifierConfig(
+            timeout=args.timeout, robustness_attack_steps=args.attack_steps,
+            robustness_attack_restarts=args.attack_restarts, **settings))
+            for config, settings in CONFIGURATIONS.items()}
+        reference = None
+        if name in references:
+            reference = [r for r in json.loads(Path(references[name]).read_text())["samples"]
+                         if r["index"] < args.n]
+        entry = {"checkpoint": path, "reference": references.get(name), "runs": {}}
+        for eps in args.eps:
+            print(f"{name}: before/after at eps {eps:g}", flush=True)
+            runs = before_after(certifiers, images, labels, eps)
+            wrong = wrong_verdicts(runs, reference)
+            entry["runs"][f"{eps:g}"] = {
+                config: {"summary": summary(records, args.timeout), "wrong": wrong[config],
+                         "samples": records} for config, records in runs.items()}
+            for config, result in entry["runs"][f"{eps:g}"].items():
+                print(f"  {config}: {result['summary']} wrong {result['wrong']}", flush=True)
+        report["models"][name] = entry
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    if args.markdown:
+        replace_subsection(Path(args.markdown), BEFORE_AFTER_HEADING,
+                           before_after_section(report))
+        print(f"updated {args.markdown}")
+
+
 def replace_section(path: Path, section: str) -> None:
     """Put ``section`` into ``path`` in place of its "## Certifier" section (or append)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
@@ -213,14 +359,27 @@ def main() -> None:
                                            "(docs/benchmarks.md)")
     parser.add_argument("--reuse-instances", action="store_true",
                         help="take step 1 from an existing --out file, redo steps 2-3")
+    parser.add_argument("--before-after", action="store_true",
+                        help="step 1 under the 'before' and 'after' configurations (issue "
+                             "15; see the module doc)")
+    parser.add_argument("--reference", action="append", metavar="NAME=certify.json",
+                        help="--before-after: verdicts of an earlier `nobound certify` run "
+                             "of model NAME, for the wrong-verdict count")
+    parser.add_argument("--attack-steps", type=int, default=50, help="PGD steps per sample")
+    parser.add_argument("--attack-restarts", type=int, default=3, help="PGD restarts")
     args = parser.parse_args()
     previous = json.loads(Path(args.out).read_text()) if args.reuse_instances else None
     data = load_dataset("mnist", "test", limit=args.n)
     images, labels = np.asarray(data.images, np.float64), data.labels
     if args.cpu_clock:  # every deadline in nobound reads time.perf_counter
         time.perf_counter = time.process_time
+    if args.before_after:
+        run_before_after(args, data, images, labels)
+        return
     config = CertifierConfig(timeout=args.timeout, bab_method=args.bab_method,
-                             branching=args.branching)
+                             branching=args.branching,
+                             robustness_attack_steps=args.attack_steps,
+                             robustness_attack_restarts=args.attack_restarts)
     report = {"eps": args.eps, "n": args.n, "timeout": args.timeout,
               "bab_method": args.bab_method, "branching": args.branching,
               "clock": "process CPU time" if args.cpu_clock else "wall",
