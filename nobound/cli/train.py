@@ -43,7 +43,9 @@ OPTIONAL_RUN_KEYS = ("eps_schedule", "init_from", "normalize")
 STORED_FLAGS = ("arch", "dataset", "method", "batch_size", "init", "augmentation", "limit",
                 "eval_limit", "dtype", "init_from", "epochs", "seed", "optimizer", "lr",
                 "momentum", "lr_milestones", "lr_decay", "grad_clip", "eps", "log_every",
-                "checkpoint_every", "keep_checkpoints", "micro_batch", "micro_batch_workers")
+                "checkpoint_every", "keep_checkpoints", "micro_batch", "micro_batch_workers",
+                "population_workers", "population_chunk", "population_memory", "bound_memory",
+                "bound_patches")
 
 
 def register(subparsers: Any) -> None:
@@ -76,16 +78,6 @@ def register(subparsers: Any) -> None:
                         help="lr factor at each milestone (default %(default)s)")
     parser.add_argument("--grad-clip", type=float, default=0.0,
                         help="clip the global gradient norm to this value (0: off)")
-    parser.add_argument("--micro-batch", type=int, default=0,
-                        help="compute each step over micro-batches of this many examples "
-                             "and sum their weighted gradients: the same gradient in less "
-                             "memory (BatchNorm then uses micro-batch statistics; not for "
-                             "pgpe, which chunks its population instead). 0: off")
-    parser.add_argument("--micro-batch-workers", type=int,
-                        help="threads computing micro-batches at once, the same gradient "
-                             "bit for bit (default: cores / BLAS threads, e.g. 2 with "
-                             "OPENBLAS_NUM_THREADS=1 on 2 cores; always 1 for rgs, which "
-                             "puts its members on threads, and with a train-mode BatchNorm)")
     parser.add_argument("--eps", type=float, default=0.0,
                         help="l_inf training radius in pixel units [0, 1] (ignored by "
                              "standard training)")
@@ -118,6 +110,7 @@ def register(subparsers: Any) -> None:
                         help="steps between checkpoints (0: only at epoch ends)")
     parser.add_argument("--keep-checkpoints", type=int, default=2,
                         help="newest checkpoints to keep (0: all)")
+    add_execution_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -135,6 +128,44 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the run's execution plan (TrainerConfig.execution_plan): how a step's
+    work is cut to fit memory and spread over threads."""
+    from nobound.bounds.plan import PATCH_MODES
+
+    group = parser.add_argument_group(
+        "execution plan (how a step's work is cut and spread; one plan for the whole run)")
+    group.add_argument("--micro-batch", type=int, default=0,
+                       help="compute each step over micro-batches of this many examples "
+                            "and sum their weighted gradients: the same gradient in less "
+                            "memory (BatchNorm then uses micro-batch statistics; not for "
+                            "pgpe, which chunks its population instead). 0: off")
+    group.add_argument("--micro-batch-workers", type=int,
+                       help="threads computing micro-batches at once, the same gradient "
+                            "bit for bit (default: cores / BLAS threads, e.g. 2 with "
+                            "OPENBLAS_NUM_THREADS=1 on 2 cores; always 1 for rgs, which "
+                            "puts its members on threads, and with a train-mode BatchNorm)")
+    group.add_argument("--population-workers", type=int,
+                       help="GLS: threads evaluating population chunks at once, RGS and "
+                            "PGPE (default: cores / BLAS threads on the CPU, e.g. 2 with "
+                            "OPENBLAS_NUM_THREADS=1 on 2 cores; 1 on a GPU or with a "
+                            "train-mode BatchNorm)")
+    group.add_argument("--population-chunk", type=int,
+                       help="PGPE: members per batched call, even (default: fitted to "
+                            "--population-memory)")
+    group.add_argument("--population-memory", type=float,
+                       help="PGPE: MB the population chunks in flight may use together "
+                            "(default 134 (128 MiB) on the CPU, half the free GPU memory)")
+    group.add_argument("--bound-memory", type=float,
+                       help="MB per chunk of back-substitution rows in the certified "
+                            "loss's bound (default 1074 (1 GiB); with gradients the graph "
+                            "of every chunk is kept, so the peak is larger)")
+    group.add_argument("--bound-patches", default="auto", choices=PATCH_MODES,
+                       help="carry convolutional rows on their receptive-field patches: "
+                            "where smaller than the maps (auto), always, or never "
+                            "(default %(default)s)")
+
+
 def trainer_config_from_args(args: argparse.Namespace) -> Any:
     from nobound.training.trainer import TrainerConfig
 
@@ -144,7 +175,11 @@ def trainer_config_from_args(args: argparse.Namespace) -> Any:
                          log_every=args.log_every, checkpoint_every=args.checkpoint_every,
                          keep_checkpoints=args.keep_checkpoints,
                          micro_batch=args.micro_batch,
-                         micro_batch_workers=args.micro_batch_workers)
+                         micro_batch_workers=args.micro_batch_workers,
+                         population_workers=args.population_workers,
+                         population_chunk=args.population_chunk,
+                         population_memory=args.population_memory,
+                         bound_memory=args.bound_memory, bound_patches=args.bound_patches)
 
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -189,8 +224,12 @@ def validate(args: argparse.Namespace) -> None:
     for name in ("--eps", "--lr", "--grad-clip", "--momentum", "--lr-decay"):
         check_finite(name, getattr(args, name[2:].replace("-", "_")))
     check_non_negative("--micro-batch", args.micro_batch)
-    if args.micro_batch_workers is not None:
-        check_positive("--micro-batch-workers", args.micro_batch_workers)
+    for name in ("--micro-batch-workers", "--population-workers", "--population-chunk",
+                 "--population-memory", "--bound-memory"):
+        value = getattr(args, name[2:].replace("-", "_"))
+        if value is not None:
+            check_finite(name, value)
+            check_positive(name, value)
     check_non_negative("--eval-limit", args.eval_limit)
     check_positive("--max-steps", args.max_steps)
     check_positive("--stop-after-epochs", args.stop_after_epochs)
@@ -214,6 +253,17 @@ def validate(args: argparse.Namespace) -> None:
                          "evaluates its population without a graph, in chunks")
 
 
+def check_execution_plan(run_config: dict, trainer_config: Any) -> None:
+    """Refuse, before anything is written, a plan the run's method cannot execute."""
+    from nobound.training.method import create_method
+
+    method = create_method(run_config["method"], **run_config["method_options"])
+    try:
+        method.check_plan(trainer_config.execution_plan())
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
     """(run config, trainer config, checkpoint to resume from or None)."""
     out = Path(args.out)
@@ -223,7 +273,9 @@ def resolve_configuration(args: argparse.Namespace) -> tuple[dict, Any, Any]:
             raise UsageError(f"output directory {out} is not empty; pass --resume to continue "
                              "its run or choose another --out")
         validate(args)  # a new run (--resume on a new directory starts one)
-        return run_config_from_args(args), trainer_config_from_args(args), None
+        run, trainer_config = run_config_from_args(args), trainer_config_from_args(args)
+        check_execution_plan(run, trainer_config)
+        return run, trainer_config, None
     check_device(args.device)
     checkpoint = newest_intact_checkpoint(out, args.device)
     if checkpoint is not None:
@@ -373,6 +425,9 @@ def run(args: argparse.Namespace) -> int:
         from nobound.training.schedules import EpsilonRamp
 
         eps_schedule = EpsilonRamp(trainer_config.eps, **run_config["eps_schedule"])
+    # the run's one execution plan is trainer_config.execution_plan(), built by the trainer
+    # and handed to every step: micro-batches, population chunks and workers, the bound's
+    # memory budget and patches (the "execution plan" flags)
     trainer = Trainer(model, method, loader, trainer_config, run_dir=out,
                       architecture=architecture, evaluate=evaluate, run_config=run_config,
                       quiet=args.quiet, eps_schedule=eps_schedule)

@@ -27,6 +27,7 @@ from nobound.autodiff import no_grad, ops
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import unwrap
 from nobound.bounds.api import METHODS
+from nobound.bounds.plan import BoundsPlan
 from nobound.nn.module import Module
 from nobound.nn.normalization import uses_batch_statistics
 from nobound.training.losses import cross_entropy, robust_cross_entropy
@@ -50,7 +51,8 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
                    params: Mapping[str, Tensor] | None = None, robust_weight: float = 1.0,
                    l1_weight: float = 0.0, low: float = 0.0, high: float = 1.0,
                    bound_options: Mapping[str, Any] | None = None,
-                   natural_metrics: bool = True) -> CertifiedLoss:
+                   natural_metrics: bool = True,
+                   plan: BoundsPlan | None = None) -> CertifiedLoss:
     """(1 − w)·CE_nat + w·CE_rob + λ·L1 on the relaxation ``relaxation`` at radius ``eps``.
 
     ``x`` is (B, C, H, W) in [low, high]; ``params`` optionally replaces the model's own
@@ -60,6 +62,9 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
     it (w = 1); ``natural_loss`` and ``natural_accuracy`` are then None. RGS and PGPE use
     it for their members and report natural metrics at the centre θ instead — for IBP the
     extra forward pass of every member would cost a third of the step.
+    ``plan`` is how ``compute_bounds`` executes (memory budget, patches; a training step
+    passes its run's ``context.plan.bounds``); None: ``compute_bounds``' default. It
+    changes no number.
     """
     from nobound.bounds import compute_bounds, linf_ball, margin_spec
 
@@ -67,6 +72,13 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
         raise ValueError(f"unknown relaxation {relaxation!r}; choose from {RELAXATIONS}")
     if not 0.0 <= robust_weight <= 1.0:
         raise ValueError(f"robust weight must lie in [0, 1], got {robust_weight}")
+    bound_options = dict(bound_options or {})
+    if plan is not None:
+        clash = sorted({"plan", "memory_budget_bytes"} & set(bound_options))
+        if clash:  # the plan would silently override them
+            raise ValueError(f"bound_options {clash} conflict with the plan; put the "
+                             "execution choices in the plan only")
+        bound_options["plan"] = plan
     x = x if isinstance(x, Tensor) else Tensor(x)
     targets = unwrap(targets)
     natural_only_for_metrics = robust_weight == 1.0
@@ -85,7 +97,7 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
     region = linf_ball(x, eps, low=low, high=high)
     spec = margin_spec(targets, num_classes)
     bounds = compute_bounds(model, region, method=relaxation, spec=spec, params=params,
-                            **dict(bound_options or {}))
+                            **bound_options)
     margin_lower = bounds.lower
     population = population_size(model, params)
     if population is not None and margin_lower.ndim == 2:
@@ -162,12 +174,19 @@ class CertifiedObjective:
             raise ValueError(f"robust weight must lie in [0, 1], got {self.robust_weight}")
         if self.l1_weight < 0:
             raise ValueError(f"L1 weight must be non-negative, got {self.l1_weight}")
+        execution = sorted({"plan", "memory_budget_bytes"} & dict(self.bound_options).keys())
+        if execution:  # a training step passes its run's plan (ExecutionPlan.bounds)
+            raise ValueError(f"bound options {execution} are execution choices: they belong "
+                             "to the run's plan (TrainerConfig.bound_memory / bound_patches)")
 
     def __call__(self, model: Module, x: Any, targets: Any, eps: float,
                  params: Mapping[str, Tensor] | None = None,
-                 natural_metrics: bool = True) -> CertifiedLoss:
+                 natural_metrics: bool = True,
+                 plan: BoundsPlan | None = None) -> CertifiedLoss:
+        """The loss at radius ``eps``; ``plan`` is the bound's execution plan (a training
+        step's ``context.plan.bounds``)."""
         return certified_loss(model, x, targets, eps, self.relaxation, params=params,
                               robust_weight=self.robust_weight, l1_weight=self.l1_weight,
                               low=self.low, high=self.high,
                               bound_options=dict(self.bound_options),
-                              natural_metrics=natural_metrics)
+                              natural_metrics=natural_metrics, plan=plan)

@@ -1,24 +1,30 @@
-"""How a training step is executed: every rule that cuts or spreads its work, in one place.
+"""How a training run is executed: every rule that cuts or spreads its work, in one place.
 
 A step computes the same numbers however it is executed; what varies is how the work is cut
-to fit memory and spread over threads. The choices are decided here, by one
-:class:`ExecutionPlan`, and passed down (the trainer's plan to the micro-batches, a
-population method's plan to its member chunks):
+to fit memory and spread over threads. The choices are one :class:`ExecutionPlan`, decided
+once for a run — :meth:`TrainerConfig.execution_plan
+<nobound.training.trainer.TrainerConfig.execution_plan>` builds it from the run's settings
+(``nobound train``'s flags) — and handed down: the trainer puts it in every step's
+:class:`~nobound.training.method.StepContext`, where the micro-batches, the population
+methods and the certified loss read it. No method builds a plan of its own.
 
-* **workers** — threads evaluating independent pieces (micro-batches, population chunks) at
-  once. Default: usable cores / BLAS threads (:func:`default_workers`), 1 on a GPU.
+* **workers** — threads evaluating independent pieces at once: micro-batches
+  (``micro_batch_workers``) or population chunks (``member_workers``); a step spreads one
+  kind, never both. Default: usable cores / BLAS threads (:func:`default_workers`), 1 on a
+  GPU.
 * **the train-mode BatchNorm rule** — a model with a train-mode BatchNorm keeps one worker
   and one process (:func:`threads_may_share`): its batch statistics live on the layer
   between the clean pass and the bound, so threads or Ray tasks cannot share the model.
 * **micro-batches** — examples per forward/backward pass of a step (gradient accumulation,
   :mod:`nobound.training.micro_batches`); 0: the whole batch at once.
-* **member chunks and the memory budget** — population members per batched call, given
+* **member chunks and their memory budget** — population members per batched call, given
   (``member_chunk``) or fitted to a budget from a measured per-member footprint
   (:func:`member_chunking`); each worker holds one chunk, so the budget is divided among
   them.
-* **row chunks** — inside one bound call, back-substitution rows are cut by the bound's
-  own plan, :class:`nobound.bounds.plan.BoundsPlan` (budget, patches, unstable rows): the
-  level below this one, decided by ``compute_bounds``' caller.
+* **the bound's plan** — inside one ``compute_bounds`` call, back-substitution rows are
+  cut to the bound's memory budget and carried on receptive-field patches or dense, as
+  ``bounds`` (a :class:`nobound.bounds.plan.BoundsPlan`) says; the certified loss passes
+  it to ``compute_bounds``.
 
 Every rule is a pure function of its arguments; nothing here is a module-level switch.
 """
@@ -27,12 +33,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from nobound.bounds.plan import BoundsPlan
 from nobound.nn.normalization import uses_batch_statistics
 
 #: Environment variables that fix the BLAS thread count, the first one set wins.
@@ -136,43 +143,65 @@ def micro_batch_slices(batch_size: int, micro_batch_size: int) -> list[slice]:
 
 @dataclass(frozen=True)
 class ExecutionPlan:
-    """The execution choices of a trainer or a population method (module docstring).
+    """The execution choices of a training run (module docstring).
 
-    ``workers`` None: :func:`default_workers`; ``micro_batch`` 0: whole batches;
-    ``member_chunk`` None: fitted to ``member_budget_bytes`` (None:
-    :func:`default_member_budget`).
+    ``micro_batch`` 0: whole batches; ``micro_batch_workers`` / ``member_workers`` None:
+    :func:`default_workers`; ``member_chunk`` None: fitted to ``member_budget_bytes``
+    (None: :func:`default_member_budget`); ``bounds``: the plan of every bound the
+    certified loss computes (the default is ``compute_bounds``' own default).
     """
 
-    workers: int | None = None
     micro_batch: int = 0
+    micro_batch_workers: int | None = None
+    member_workers: int | None = None
     member_chunk: int | None = None
     member_budget_bytes: float | None = None
+    bounds: BoundsPlan = field(default_factory=BoundsPlan)
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be ≥ 1, got {self.workers}")
         if self.micro_batch < 0:
             raise ValueError(f"micro-batch size must be ≥ 0, got {self.micro_batch}")
+        if self.micro_batch_workers is not None and self.micro_batch_workers < 1:
+            raise ValueError(f"micro-batch workers must be ≥ 1, got {self.micro_batch_workers}")
+        if self.member_workers is not None and self.member_workers < 1:
+            raise ValueError(f"member workers must be ≥ 1, got {self.member_workers}")
         if self.member_chunk is not None and self.member_chunk < 1:
             raise ValueError(f"member chunk must be ≥ 1, got {self.member_chunk}")
         if self.member_budget_bytes is not None and self.member_budget_bytes <= 0:
             raise ValueError(f"member budget must be positive, got {self.member_budget_bytes}")
+        if not isinstance(self.bounds, BoundsPlan):
+            raise TypeError(f"bounds must be a BoundsPlan, got {type(self.bounds).__name__}")
 
-    def threads(self, model: Any, xp: ModuleType = np, *, parallel: bool = True,
-                limit: int | None = None) -> int:
-        """Threads for the independent pieces of a step on ``model``: the requested or
-        default workers, never more than ``limit`` pieces; 1 when the pieces may not run at
-        once (``parallel`` False) or the model has a train-mode BatchNorm."""
-        if not parallel or not threads_may_share(model):
-            return 1
-        workers = self.workers if self.workers is not None else default_workers(xp)
-        return max(1, workers if limit is None else min(workers, limit))
+    def with_member_options(self, workers: int | None = None, chunk: int | None = None,
+                            budget_bytes: float | None = None) -> ExecutionPlan:
+        """This plan with the population settings a method was given explicitly (None
+        keeps the plan's). Only for a method built with them in code — benchmarks,
+        checkpoints written before the plan held them; ``nobound train`` leaves them unset
+        and puts its flags in the plan."""
+        given = {name: value for name, value in (("member_workers", workers),
+                                                 ("member_chunk", chunk),
+                                                 ("member_budget_bytes", budget_bytes))
+                 if value is not None}
+        return replace(self, **given) if given else self
 
     def micro_batches(self, batch_size: int) -> list[slice] | None:
         """The micro-batches of a batch, or None when the batch is computed whole."""
         if not self.micro_batch or self.micro_batch >= batch_size:
             return None
         return micro_batch_slices(batch_size, self.micro_batch)
+
+    def micro_batch_threads(self, model: Any, xp: ModuleType = np, *,
+                            parallel: bool = True) -> int:
+        """Threads computing a step's micro-batches at once: ``micro_batch_workers``; 1 when
+        the method's micro-batches may not run at once (``parallel`` False) or the model
+        has a train-mode BatchNorm."""
+        return _threads(self.micro_batch_workers, model, xp, parallel=parallel)
+
+    def member_threads(self, model: Any, xp: ModuleType = np, *,
+                       limit: int | None = None) -> int:
+        """Threads evaluating population chunks at once: ``member_workers``, never more
+        than ``limit`` pieces; 1 for a model with a train-mode BatchNorm."""
+        return _threads(self.member_workers, model, xp, limit=limit)
 
     def member_chunking(self, population_size: int, workers: int, xp: ModuleType,
                         bytes_per_member: Callable[[], float], multiple: int = 1
@@ -188,6 +217,21 @@ class ExecutionPlan:
                                multiple)
 
 
-__all__ = ["BLAS_THREAD_VARIABLES", "HOST_MEMBER_BUDGET", "ExecutionPlan", "default_member_budget",
-           "default_workers", "member_chunking", "micro_batch_slices", "population_chunks",
-           "threads_may_share"]
+def _threads(requested: int | None, model: Any, xp: ModuleType, *, parallel: bool = True,
+             limit: int | None = None) -> int:
+    """The requested or default workers, at most ``limit``; 1 when the pieces may not run
+    at once (``parallel`` False, or the train-mode BatchNorm rule)."""
+    if not parallel or not threads_may_share(model):
+        return 1
+    workers = requested if requested is not None else default_workers(xp)
+    return max(1, workers if limit is None else min(workers, limit))
+
+
+#: The plan of a step computed outside a trainer (a :class:`StepContext
+#: <nobound.training.method.StepContext>` built without one): every default.
+DEFAULT_PLAN = ExecutionPlan()
+
+
+__all__ = ["BLAS_THREAD_VARIABLES", "DEFAULT_PLAN", "HOST_MEMBER_BUDGET", "ExecutionPlan",
+           "default_member_budget", "default_workers", "member_chunking", "micro_batch_slices",
+           "population_chunks", "threads_may_share"]

@@ -96,11 +96,6 @@ def add_certified_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sigma", type=float,
                        help="GLS: standard deviation of the parameter noise — RGS's fixed "
                             "(decayed) value, PGPE's initial one (default 1e-3)")
-    group.add_argument("--population-workers", type=int,
-                       help="GLS: threads evaluating population chunks at once, RGS and "
-                            "PGPE (default: cores / BLAS threads on the CPU, e.g. 2 with "
-                            "OPENBLAS_NUM_THREADS=1 on 2 cores; 1 on a GPU or with a "
-                            "train-mode BatchNorm)")
 
 
 def certified_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,7 +128,8 @@ class GradTraining(BackpropMethod):
 
     def loss(self, model: Module, images: Any, labels: Any, context: StepContext,
              params: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        result = self.objective(model, images, labels, context.eps, params=params)
+        result = self.objective(model, images, labels, context.eps, params=params,
+                                plan=context.plan.bounds)
         metrics = certified_metrics(result)
         del metrics["loss"]
         return result.loss, metrics

@@ -38,6 +38,7 @@ import numpy as np
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import random_stream
 from nobound.nn.module import Module
+from nobound.training.execution_plan import DEFAULT_PLAN, ExecutionPlan
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class StepContext:
     eps: float              # the current (possibly annealed) perturbation radius
     lr: float
     xp: ModuleType = np
+    #: how the step is executed: the run's one plan, handed down by the trainer (threads,
+    #: micro-batches, population chunks, the bound's plan for the certified loss)
+    plan: ExecutionPlan = DEFAULT_PLAN
 
     @property
     def progress(self) -> float:
@@ -99,6 +103,13 @@ class TrainingMethod:
     def options(self) -> dict[str, Any]:
         """Constructor keyword arguments that rebuild this method (JSON-serialisable)."""
         return {}
+
+    def check_plan(self, plan: ExecutionPlan) -> None:
+        """Refuse (ValueError) a run's plan this method cannot execute; the trainer asks
+        once, when the run is set up."""
+        if plan.micro_batch and not self.splits_into_micro_batches:
+            raise ValueError(f"method {self.name!r} cannot be split into micro-batches; "
+                             "leave micro_batch at 0")
 
     def compute_step(self, model: Module, images: Any, labels: Any,
                      context: StepContext) -> StepResult:

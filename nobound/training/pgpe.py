@@ -18,8 +18,10 @@ estimate of ∇L_σ (Stein's lemma: ∇L_σ = E[ε L(θ+ε)]/σ², symmetrised),
 
 The 2n members are evaluated on the same minibatch in batched calls over the population
 axis (chunks sized to a memory budget), on the host by several worker threads at once
-(``workers``, see :func:`nobound.training.population.evaluate_population`); chunks and
-workers are the method's :class:`~nobound.training.execution_plan.ExecutionPlan`. The noise
+(see :func:`nobound.training.population.evaluate_population`); chunks, their budget and
+the workers are the run's :class:`~nobound.training.execution_plan.ExecutionPlan`, handed
+down in the step's context (``chunk_size``, ``memory_budget_mb`` and ``workers`` given to
+the method override it, for a method built alone in code). The noise
 comes from counter-based streams (:mod:`nobound.training.perturbation`) and is
 regenerated for the gradient instead of being stored unless it is small. No gradient of
 L is needed, so any relaxation works, including alpha-CROWN with its slope optimisation
@@ -78,16 +80,18 @@ class PGPEConfig:
     optimizer: str = "clipup"
     clipup_momentum: float = 0.9
     clipup_max_speed: float | None = None
+    keep_noise_mb: float = 256.0
+    # Execution: None takes the run's plan (ExecutionPlan.member_chunk, member_budget_bytes,
+    # member_workers); given, they override it for this method (a method built in code)
     chunk_size: int | None = None
     memory_budget_mb: float | None = None
-    keep_noise_mb: float = 256.0
-    workers: int | None = None  # threads evaluating chunks; None: default_workers()
+    workers: int | None = None
 
-    def execution_plan(self) -> ExecutionPlan:
-        """Workers, member chunk and memory budget as an :class:`ExecutionPlan`."""
+    def execution_plan(self, plan: ExecutionPlan) -> ExecutionPlan:
+        """The run's ``plan`` with the chunk, budget and workers given here, if any."""
         budget = None if self.memory_budget_mb is None else self.memory_budget_mb * 1e6
-        return ExecutionPlan(workers=self.workers, member_chunk=self.chunk_size,
-                             member_budget_bytes=budget)
+        return plan.with_member_options(workers=self.workers, chunk=self.chunk_size,
+                                        budget_bytes=budget)
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.population_size % 2:
@@ -207,16 +211,22 @@ class PGPETraining(TrainingMethod):
                  **pgpe_options: Any) -> None:
         self.objective = make_objective(relaxation, robust_weight, l1, bound_options)
         self.config = PGPEConfig(**pgpe_options)
-        self.plan = self.config.execution_plan()
         self.optimizer: Optimizer | None = None
         self.sigma: Any = None
         self.layout: ParameterLayout | None = None
         self._pending_state: dict[str, Any] = {}
-        # (batch size, requested workers) → (chunk size, workers used)
-        self._chunking_by_batch: dict[tuple[int, int], tuple[int, int]] = {}
+        # (plan, batch size, requested workers) → (chunk size, workers used)
+        self._chunking_by_batch: dict[tuple[ExecutionPlan, int, int], tuple[int, int]] = {}
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), **asdict(self.config)}
+
+    def check_plan(self, plan: ExecutionPlan) -> None:
+        super().check_plan(plan)
+        chunk = self.config.execution_plan(plan).member_chunk
+        if chunk is not None and (chunk < 2 or chunk % 2):
+            raise ValueError(f"PGPE evaluates symmetric pairs: the population chunk must be "
+                             f"even and ≥ 2, got {chunk}")
 
     def _setup(self, model: Module) -> None:
         params = dict(model.named_parameters())
@@ -243,6 +253,8 @@ class PGPETraining(TrainingMethod):
         xp = get_array_module(sigma)
         center = layout.flatten(self.optimizer.params)
         pairs = config.population_size // 2
+        plan = config.execution_plan(context.plan)
+        self.check_plan(plan)
 
         def directions(first: int, last: int) -> Any:
             return standard_normal_directions(context.seed, context.epoch, context.step,
@@ -260,13 +272,14 @@ class PGPETraining(TrainingMethod):
 
         def loss_of(params: dict) -> Any:
             result = self.objective(model, images, labels, context.eps, params=params,
-                                    natural_metrics=self.objective.robust_weight < 1)
+                                    natural_metrics=self.objective.robust_weight < 1,
+                                    plan=plan.bounds)
             parts.append((result.loss.shape[0], certified_metrics(result)))
             return result.loss
 
         centre = natural_metrics(model, images, labels)  # before θ moves
-        chunk, workers = self._chunking(loss_of, member_vectors, xp, len(labels),
-                                        self.plan.threads(model, xp))
+        chunk, workers = self._chunking(plan, loss_of, member_vectors, xp, len(labels),
+                                        plan.member_threads(model, xp))
         parts.clear()  # forget the footprint probe's evaluations
         losses = self.member_losses(loss_of, member_vectors, chunk, workers,
                                     PopulationBatch(model, images, labels, context), parts)
@@ -288,16 +301,17 @@ class PGPETraining(TrainingMethod):
         return evaluate_population(loss_of, self.layout, member_vectors,
                                    self.config.population_size, chunk, workers)
 
-    def _chunking(self, loss_of: Callable, member_vectors: Callable, xp: Any,
-                  batch: int, workers: int = 1) -> tuple[int, int]:
-        """(chunk size, workers) of the plan: the configured chunk, or one fitted to the
-        budget from the marginal footprint of one member (measured once per batch size)."""
-        if (batch, workers) not in self._chunking_by_batch:
-            self._chunking_by_batch[batch, workers] = self.plan.member_chunking(
+    def _chunking(self, plan: ExecutionPlan, loss_of: Callable, member_vectors: Callable,
+                  xp: Any, batch: int, workers: int = 1) -> tuple[int, int]:
+        """(chunk size, workers) of the plan: its chunk, or one fitted to its budget from
+        the marginal footprint of one member (measured once per batch size)."""
+        key = (plan, batch, workers)
+        if key not in self._chunking_by_batch:
+            self._chunking_by_batch[key] = plan.member_chunking(
                 self.config.population_size, workers, xp,
                 lambda: bytes_per_member(loss_of, self.layout, member_vectors, xp),
                 multiple=2)
-        return self._chunking_by_batch[batch, workers]
+        return self._chunking_by_batch[key]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -342,13 +356,6 @@ class PGPETraining(TrainingMethod):
                            help="ClipUp momentum (default %(default)s)")
         group.add_argument("--clipup-max-speed", type=float,
                            help="ClipUp maximum speed (default 2 × lr)")
-        group.add_argument("--population-chunk", type=int,
-                           help="members per batched call (default: fitted to "
-                                "--population-memory)")
-        group.add_argument("--population-memory", type=float,
-                           help="MB the population chunks in flight may use together "
-                                "(default 134 (128 MiB) on the CPU, half the free GPU "
-                                "memory)")
 
     @classmethod
     def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -361,9 +368,6 @@ class PGPETraining(TrainingMethod):
                    "stdev_min": args.stdev_min, "stdev_max": args.stdev_max,
                    "ranking": args.pgpe_ranking, "optimizer": args.pgpe_optimizer,
                    "clipup_momentum": args.clipup_momentum,
-                   "clipup_max_speed": args.clipup_max_speed,
-                   "chunk_size": args.population_chunk,
-                   "memory_budget_mb": args.population_memory,
-                   "workers": getattr(args, "population_workers", None)}
+                   "clipup_max_speed": args.clipup_max_speed}
         cls(**options)  # validates
         return options

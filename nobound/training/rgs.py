@@ -22,8 +22,8 @@ tensors and graph, and the grad mode is per thread, so the chunks never share st
 same argument as above each chunk's backward gives its members' own gradients. This is
 what fills the second core when BLAS runs on one thread (the default is cores / BLAS
 threads, :func:`~nobound.training.execution_plan.default_workers`); the workers are the
-method's :class:`~nobound.training.execution_plan.ExecutionPlan`'s, which keeps one for a
-train-mode BatchNorm.
+run's :class:`~nobound.training.execution_plan.ExecutionPlan`'s (``member_workers``, handed
+down in the step's context), which keeps one for a train-mode BatchNorm.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from nobound.autodiff import ops
 from nobound.backend import get_array_module, to_numpy
 from nobound.nn.module import Module
-from nobound.training.execution_plan import ExecutionPlan, population_chunks
+from nobound.training.execution_plan import DEFAULT_PLAN, ExecutionPlan, population_chunks
 from nobound.training.grad import (
     add_certified_arguments,
     certified_metrics,
@@ -86,6 +86,11 @@ class RGSTraining(TrainingMethod):
     σ follows a step decay on the fractional epoch: σ₀ · factor^(#milestones passed) — the
     paper decays it ×0.4 at the lr milestones (App. F.3), which is what the command line
     passes when ``--sigma-milestones`` is not given.
+
+    How the members are spread over threads is the run's plan (the step context's
+    ``plan.member_workers``); ``workers`` given here overrides it, for a method built
+    alone in code (:meth:`ExecutionPlan.with_member_options
+    <nobound.training.execution_plan.ExecutionPlan.with_member_options>`).
     """
 
     name = "rgs"
@@ -105,8 +110,7 @@ class RGSTraining(TrainingMethod):
         self.population_size = int(population_size)
         self.sigma_schedule = StepDecay(float(sigma), tuple(int(m) for m in sigma_milestones),
                                         float(sigma_factor))
-        self.workers = workers  # None: default_workers() of the parameters' device
-        self.plan = ExecutionPlan(workers=workers)
+        self.workers = workers  # None: the plan's member_workers
 
     def options(self) -> dict[str, Any]:
         return {**objective_options(self.objective), "population_size": self.population_size,
@@ -120,6 +124,7 @@ class RGSTraining(TrainingMethod):
         layout = ParameterLayout.of(params)
         center = layout.flatten(params)
         sigma = self.sigma_schedule(context.progress)
+        bounds_plan = context.plan.bounds
         directions = standard_normal_directions(
             context.seed, context.epoch, context.step, range(self.population_size),
             layout.size, name="rgs-noise", xp=get_array_module(center), dtype=center.dtype)
@@ -127,7 +132,8 @@ class RGSTraining(TrainingMethod):
 
         def loss_of(member_params: dict) -> Any:
             result = self.objective(model, images, labels, context.eps, params=member_params,
-                                    natural_metrics=self.objective.robust_weight < 1)
+                                    natural_metrics=self.objective.robust_weight < 1,
+                                    plan=bounds_plan)
             parts.append((result.loss.shape[0], certified_metrics(result)))
             return result.loss
 
@@ -146,11 +152,14 @@ class RGSTraining(TrainingMethod):
         """ĝ of eq. 6 on this process's threads (``loss_of`` records each chunk's metrics
         in ``parts``); nobound.distributed sums chunk gradients on Ray workers instead."""
         return rgs_gradient(loss_of, layout, center, sigma, directions,
-                            self.workers_for(batch.model, center))[0]
+                            self.workers_for(batch.model, center, batch.context.plan))[0]
 
-    def workers_for(self, model: Module, center: Any) -> int:
-        """Threads for this step: the plan's, never more than the members."""
-        return self.plan.threads(model, get_array_module(center), limit=self.population_size)
+    def workers_for(self, model: Module, center: Any, plan: ExecutionPlan = DEFAULT_PLAN
+                    ) -> int:
+        """Threads for a step under the run's ``plan``: its member workers (this method's
+        ``workers`` if given), never more than the members."""
+        return plan.with_member_options(workers=self.workers).member_threads(
+            model, get_array_module(center), limit=self.population_size)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -171,7 +180,6 @@ class RGSTraining(TrainingMethod):
                    "population_size": 2 if args.population_size is None
                    else args.population_size,
                    "sigma": 1e-3 if args.sigma is None else args.sigma,
-                   "sigma_milestones": list(milestones), "sigma_factor": args.sigma_factor,
-                   "workers": getattr(args, "population_workers", None)}
+                   "sigma_milestones": list(milestones), "sigma_factor": args.sigma_factor}
         cls(**options)  # validates
         return options

@@ -4,10 +4,15 @@ One step at global index s (epoch e, batch b of S per epoch):
 
     ε_s = eps_schedule(s, S)                     (constant ``config.eps`` by default)
     η_s = lr · decay^(#milestones ≤ e + b/S)     (MultiStepLR on the fractional epoch)
-    g   = method.compute_step(model, batch_{e,b}, context(e, s, b, ε_s, η_s)).gradients
+    g   = method.compute_step(model, batch_{e,b}, context(e, s, b, ε_s, η_s, plan)).gradients
           (or its |M_k|/B-weighted sum over micro-batches M_k, ``config.micro_batch``)
     g  ← g · min(1, c / ‖g‖₂)                    (global-norm clipping when c > 0)
     θ  ← optimiser(θ, g; η_s)
+
+**The execution plan.** How the work of a step is cut and spread (micro-batches, threads,
+population chunks, the bound's memory budget and patches) is decided once for the run, by
+:meth:`TrainerConfig.execution_plan`, and handed to every step in its context
+(:mod:`nobound.training.execution_plan`); methods and the certified loss read it there.
 
 **Bit-for-bit resume.** Every random number is a function of counters: the loader's
 shuffle of (seed, e) and augmentation of (seed, e, b), the method's streams of
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from nobound.backend import get_array_module
+from nobound.bounds.plan import BoundsPlan
 from nobound.io.architecture import describe_model
 from nobound.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nobound.nn.sequential import Sequential
@@ -67,11 +73,16 @@ class TrainerConfig:
     checkpoint_every: int = 0
     checkpoint_each_epoch: bool = True
     keep_checkpoints: int = 2
+    # The execution plan's settings (execution_plan() turns them into the run's plan):
     micro_batch: int = 0  # examples per micro-batch of a step (0: the whole batch at once)
     # threads computing micro-batches at once (None: default_workers(); the gradient is
-    # the same bit for bit, see nobound.training.micro_batches). Both become the trainer's
-    # ExecutionPlan (nobound.training.execution_plan).
+    # the same bit for bit, see nobound.training.micro_batches)
     micro_batch_workers: int | None = None
+    population_workers: int | None = None  # threads evaluating RGS/PGPE population chunks
+    population_chunk: int | None = None    # members per batched call (None: fitted to …)
+    population_memory: float | None = None  # … MB the chunks in flight may use together
+    bound_memory: float | None = None  # MB per chunk of back-substitution rows (None: 1 GiB)
+    bound_patches: str = "auto"        # receptive-field patches: auto, always, never
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -87,13 +98,29 @@ class TrainerConfig:
             raise ValueError(f"eps must be non-negative, got {self.eps}")
         if self.grad_clip < 0:
             raise ValueError(f"gradient clipping threshold must be ≥ 0, got {self.grad_clip}")
-        if self.micro_batch < 0:
-            raise ValueError(f"micro-batch size must be ≥ 0, got {self.micro_batch}")
-        if self.micro_batch_workers is not None and self.micro_batch_workers < 1:
-            raise ValueError(f"micro-batch workers must be ≥ 1, got {self.micro_batch_workers}")
+        self.execution_plan()  # validates its settings
         if self.log_every < 1 or self.checkpoint_every < 0 or self.keep_checkpoints < 0:
             raise ValueError("log_every must be ≥ 1, checkpoint_every and keep_checkpoints ≥ 0")
         self.lr_milestones = [int(m) for m in self.lr_milestones]
+
+    def execution_plan(self) -> ExecutionPlan:
+        """The run's one execution plan: every choice of how a step's work is cut and
+        spread, decided here from these settings and handed down by the trainer (to the
+        micro-batches, the population methods and, as ``bounds``, the certified loss)."""
+        if self.bound_memory is None:
+            bounds = BoundsPlan(patches=self.bound_patches)
+        elif self.bound_memory > 0:  # a budget below one byte is one byte: a row at a time
+            bounds = BoundsPlan(memory_budget_bytes=max(1, int(self.bound_memory * 1e6)),
+                                patches=self.bound_patches)
+        else:
+            raise ValueError(f"bound memory must be positive, got {self.bound_memory}")
+        member_budget = None if self.population_memory is None \
+            else self.population_memory * 1e6
+        return ExecutionPlan(micro_batch=self.micro_batch,
+                             micro_batch_workers=self.micro_batch_workers,
+                             member_workers=self.population_workers,
+                             member_chunk=self.population_chunk,
+                             member_budget_bytes=member_budget, bounds=bounds)
 
 
 def checkpoints_newest_first(run_dir: str | Path) -> list[Path]:
@@ -154,11 +181,9 @@ class Trainer:
                  evaluate: Callable[[Sequential], dict[str, float]] | None = None,
                  run_config: dict[str, Any] | None = None, quiet: bool = False) -> None:
         self.model, self.method, self.loader, self.config = model, method, loader, config
-        self.plan = ExecutionPlan(workers=config.micro_batch_workers,
-                                  micro_batch=config.micro_batch)
-        if config.micro_batch and not method.splits_into_micro_batches:
-            raise ValueError(f"method {method.name!r} cannot be split into micro-batches; "
-                             "leave micro_batch at 0")
+        # the run's execution plan, decided once; every step's context carries it down
+        self.plan = config.execution_plan()
+        method.check_plan(self.plan)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.architecture = architecture or describe_model(model)
         self.eps_schedule = eps_schedule or (lambda step, steps_per_epoch: config.eps)
@@ -182,15 +207,16 @@ class Trainer:
         spe = self.steps_per_epoch
         lr = self.lr_schedule(self.epoch + self.batch_index / spe)
         return StepContext(self.epoch, self.step, self.batch_index, spe, self.config.seed,
-                           float(self.eps_schedule(self.step, spe)), lr, self.xp)
+                           float(self.eps_schedule(self.step, spe)), lr, self.xp, self.plan)
 
     def train_step(self, images: Any, labels: Any) -> dict[str, float]:
         """One update on a batch at the current counters; advances the counters."""
         context = self.context()
         self.model.train()
         if self.plan.micro_batches(len(labels)) is not None:
-            workers = self.plan.threads(self.model, get_array_module(images),
-                                        parallel=self.method.parallel_micro_batches)
+            workers = self.plan.micro_batch_threads(
+                self.model, get_array_module(images),
+                parallel=self.method.parallel_micro_batches)
             result = accumulate_micro_batches(self.method, self.model, images, labels,
                                               context, self.plan.micro_batch, workers)
         else:

@@ -154,7 +154,7 @@ def test_micro_batches_on_threads_give_the_serial_step_bit_for_bit(method, optio
 
 def test_micro_batch_workers_only_where_the_step_keeps_no_outside_state():
     def micro_batch_workers(method, model, requested):  # as the trainer asks its plan
-        return ExecutionPlan(workers=requested).threads(
+        return ExecutionPlan(micro_batch_workers=requested).micro_batch_threads(
             model, parallel=method.parallel_micro_batches)
 
     grad = create_method("grad", relaxation="ibp")
