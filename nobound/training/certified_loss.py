@@ -64,7 +64,7 @@ def certified_loss(model: Module, x: Any, targets: Any, eps: float, relaxation: 
     extra forward pass of every member would cost a third of the step.
     ``plan`` is how ``compute_bounds`` executes (memory budget, patches; a training step
     passes its run's ``context.plan.bounds``); None: ``compute_bounds``' default. It
-    changes no number.
+    changes no bound beyond round-off.
     """
     from nobound.bounds import compute_bounds, linf_ball, margin_spec
 

@@ -58,7 +58,8 @@ _EXTRA_BAR = {"certified_accuracy": "cert", "sigma": "sigma"}
 
 @dataclass
 class TrainerConfig:
-    """Optimisation and bookkeeping settings (everything here is stored in checkpoints)."""
+    """Optimisation and bookkeeping settings, and those of the run's execution plan
+    (:meth:`execution_plan`); everything here is stored in checkpoints."""
 
     epochs: int = 1
     seed: int = 0
