@@ -77,14 +77,47 @@ def warm_up() -> None:
                             np.empty((1, 2, 1, 1), dtype=dtype))
 
 
+@njit(cache=True, boundscheck=False, nogil=True)
+def _gather_window(flat: Any, base: int, channels: int, height: int, width: int, top: int,
+                   left: int, kernel_h: int, kernel_w: int, out: Any) -> None:
+    """out[(c, u, v)] = the (C, H, W) image at flat offset ``base`` of ``flat``, at
+    (c, top + u, left + v); 0 outside the image (the zero padding)."""
+    first = min(max(0, -left), kernel_w)  # window columns inside the image
+    last = max(first, min(kernel_w, width - left))
+    for c in range(channels):
+        for u in range(kernel_h):
+            offset = (c * kernel_h + u) * kernel_w
+            y = top + u
+            if y < 0 or y >= height:
+                out[offset:offset + kernel_w] = 0
+                continue
+            at = base + (c * height + y) * width + left
+            out[offset:offset + first] = 0
+            for v in range(first, last):
+                out[offset + v] = flat[at + v]
+            out[offset + last:offset + kernel_w] = 0
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def _grid_cells(row: Any, column: Any) -> tuple[int, int]:
+    """(rows, columns) of the smallest grid holding every row's neuron position."""
+    if row.size == 0:
+        return 0, 0
+    return row.max() + 1, column.max() + 1
+
+
 @njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
 def window_relu_back_step_into(coefficients: Any, lam: Any, slope: Any, intercept: Any,
                                row: Any, column: Any, stride: int, padding: int, out: Any,
                                bias: Any) -> None:
-    """:func:`relu_back_step_into` on windows: λ, s, t read straight from their maps
-    (P_m, B, C, H, W) at each row's window — top-left (i·stride − padding, j·stride −
-    padding) for the row's neuron (i, j) = (``row``, ``column``), (P_r, B_r, R) — and 0
-    outside the map, as the zero-padded gather of the plain path.
+    """:func:`relu_back_step_into` on windows: λ, s, t read from their maps (P_m, B, C, H, W)
+    at each row's window — top-left (i·stride − padding, j·stride − padding) for the row's
+    neuron (i, j) = (``row``, ``column``), (P_r, B_r, R) — and 0 outside the map, as the
+    zero-padded gather of the plain path.
+
+    Rows at the same position (i, j) share their window, so each map's window is gathered
+    once per position and map image into a small cache; the rows then run over contiguous
+    windows, a loop the compiler vectorises.
 
     ``coefficients`` (P_a, S, B_a, R, C, K_h, K_w); ``out`` (P, 2, B, R, C, K_h, K_w);
     ``bias`` (P, 2, B, R); all C-contiguous (flat offsets below).
@@ -96,6 +129,9 @@ def window_relu_back_step_into(coefficients: Any, lam: Any, slope: Any, intercep
     a_flat, out_flat = coefficients.ravel(), out.ravel()
     lam_flat, s_flat, t_flat = lam.ravel(), slope.ravel(), intercept.ravel()
     zero = out.dtype.type(0)
+    grid_h, grid_w = _grid_cells(row, column)
+    cache = np.empty((grid_h * grid_w, 3, window), dtype=out.dtype)
+    cached_for = np.full(grid_h * grid_w, -1, dtype=np.int64)  # the map image it holds
     for p in range(members):
         pa = p if p_a > 1 else 0
         pm = p if p_m > 1 else 0
@@ -104,42 +140,42 @@ def window_relu_back_step_into(coefficients: Any, lam: Any, slope: Any, intercep
             ba = b if b_a > 1 else 0
             bm = b if b_m > 1 else 0
             br = b if row.shape[1] > 1 else 0
-            map_base = (pm * b_m + bm) * channels * height * width
+            image = pm * b_m + bm
+            map_base = image * channels * height * width
             for r in range(rows):
-                top = row[pr, br, r] * stride - padding
-                left = column[pr, br, r] * stride - padding
-                low_in = (((pa * sides) * b_a + ba) * rows + r) * window
-                high_in = (((pa * sides + sides - 1) * b_a + ba) * rows + r) * window
-                low_at = (((p * 2) * batch + b) * rows + r) * window
-                high_at = (((p * 2 + 1) * batch + b) * rows + r) * window
-                low_total = zero
-                high_total = zero
-                for k in range(window):  # λ = s = t = 0 outside the map: out = A · 0
-                    out_flat[low_at + k] = a_flat[low_in + k] * zero
-                    out_flat[high_at + k] = a_flat[high_in + k] * zero
-                first = min(max(0, -left), kernel_w)  # window columns inside the map
-                last = max(first, min(kernel_w, width - left))
-                for c in range(channels):
-                    for u in range(kernel_h):
-                        y = top + u
-                        if y < 0 or y >= height:
-                            continue
-                        offset = (c * kernel_h + u) * kernel_w
-                        at = map_base + (c * height + y) * width + left
-                        for v in range(first, last):
-                            lam_value = lam_flat[at + v]
-                            s_value = s_flat[at + v]
-                            t_value = t_flat[at + v]
-                            value = a_flat[low_in + offset + v]
-                            out_flat[low_at + offset + v] = value * (
-                                lam_value if value >= zero else s_value)
-                            low_total += min(value, zero) * t_value
-                            value = a_flat[high_in + offset + v]
-                            out_flat[high_at + offset + v] = value * (
-                                s_value if value >= zero else lam_value)
-                            high_total += max(value, zero) * t_value
-                bias[p, 0, b, r] = low_total
-                bias[p, 1, b, r] = high_total
+                i, j = row[pr, br, r], column[pr, br, r]
+                cell = i * grid_w + j
+                lines = cache[cell]
+                if cached_for[cell] != image:
+                    top, left = i * stride - padding, j * stride - padding
+                    _gather_window(lam_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, lines[0])
+                    _gather_window(s_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, lines[1])
+                    _gather_window(t_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, lines[2])
+                    cached_for[cell] = image
+                lam_w, s_w, t_w = lines[0], lines[1], lines[2]
+                start = (((pa * sides) * b_a + ba) * rows + r) * window
+                at = (((p * 2) * batch + b) * rows + r) * window
+                source, target = a_flat[start:start + window], out_flat[at:at + window]
+                total = zero
+                for k in range(window):  # lower side: A⁺ λ + A⁻ s, intercept A⁻ t
+                    value = source[k]
+                    positive = value >= zero
+                    target[k] = value * (lam_w[k] if positive else s_w[k])
+                    total += (zero if positive else value) * t_w[k]
+                bias[p, 0, b, r] = total
+                start = (((pa * sides + sides - 1) * b_a + ba) * rows + r) * window
+                at = (((p * 2 + 1) * batch + b) * rows + r) * window
+                source, target = a_flat[start:start + window], out_flat[at:at + window]
+                total = zero
+                for k in range(window):  # upper side: A⁺ s + A⁻ λ, intercept A⁺ t
+                    value = source[k]
+                    positive = value >= zero
+                    target[k] = value * (s_w[k] if positive else lam_w[k])
+                    total += (value if positive else zero) * t_w[k]
+                bias[p, 1, b, r] = total
 
 
 @njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
@@ -148,34 +184,47 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
                            spread: Any) -> None:
     """value = Σ A c and spread = Σ |A| r over each row's window of the centre and radius
     maps (P_m, B, C, H, W), 0 outside them: (P, S, B, R) each, for coefficients
-    (P_a, S, B_a, R, C, K_h, K_w)."""
+    (P_a, S, B_a, R, C, K_h, K_w), C-contiguous. Windows are cached per position as in
+    :func:`window_relu_back_step_into`."""
     members, sides, batch, rows = value.shape
     channels, kernel_h, kernel_w = coefficients.shape[4:]
-    height, width = center.shape[3], center.shape[4]
+    p_a, b_a = coefficients.shape[0], coefficients.shape[2]
+    p_m, b_m, height, width = center.shape[0], center.shape[1], center.shape[3], center.shape[4]
+    window = channels * kernel_h * kernel_w
+    a_flat, c_flat, r_flat = coefficients.ravel(), center.ravel(), radius.ravel()
     zero = value.dtype.type(0)
+    grid_h, grid_w = _grid_cells(row, column)
+    cache = np.empty((grid_h * grid_w, 2, window), dtype=value.dtype)
+    cached_for = np.full(grid_h * grid_w, -1, dtype=np.int64)
     for p in range(members):
-        pa = p if coefficients.shape[0] > 1 else 0
-        pm = p if center.shape[0] > 1 else 0
+        pa = p if p_a > 1 else 0
+        pm = p if p_m > 1 else 0
         pr = p if row.shape[0] > 1 else 0
-        for side in range(sides):
-            for b in range(batch):
-                ba = b if coefficients.shape[2] > 1 else 0
-                br = b if row.shape[1] > 1 else 0
-                for r in range(rows):
-                    top = row[pr, br, r] * stride - padding
-                    left = column[pr, br, r] * stride - padding
+        for b in range(batch):
+            ba = b if b_a > 1 else 0
+            bm = b if b_m > 1 else 0
+            br = b if row.shape[1] > 1 else 0
+            image = pm * b_m + bm
+            map_base = image * channels * height * width
+            for r in range(rows):
+                i, j = row[pr, br, r], column[pr, br, r]
+                cell = i * grid_w + j
+                box = cache[cell]
+                if cached_for[cell] != image:
+                    top, left = i * stride - padding, j * stride - padding
+                    _gather_window(c_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, box[0])
+                    _gather_window(r_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, box[1])
+                    cached_for[cell] = image
+                center_w, radius_w = box[0], box[1]
+                for side in range(sides):
+                    start = (((pa * sides + side) * b_a + ba) * rows + r) * window
+                    source = a_flat[start:start + window]
                     total = zero
                     width_total = zero
-                    for c in range(channels):
-                        for u in range(kernel_h):
-                            y = top + u
-                            if y < 0 or y >= height:
-                                continue
-                            for v in range(kernel_w):
-                                x = left + v
-                                if 0 <= x < width:
-                                    a = coefficients[pa, side, ba, r, c, u, v]
-                                    total += a * center[pm, b, c, y, x]
-                                    width_total += abs(a) * radius[pm, b, c, y, x]
+                    for k in range(window):
+                        total += source[k] * center_w[k]
+                        width_total += abs(source[k]) * radius_w[k]
                     value[p, side, b, r] = total
                     spread[p, side, b, r] = width_total
