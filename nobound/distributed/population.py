@@ -40,6 +40,7 @@ import numpy as np
 
 from nobound.autodiff import no_grad, ops
 from nobound.backend import to_numpy
+from nobound.bounds.plan import BoundsPlan
 from nobound.nn.module import Module
 from nobound.training.execution_plan import population_chunks, threads_may_share
 from nobound.training.grad import certified_metrics
@@ -67,6 +68,7 @@ class StepPayload:
     epoch: int
     step: int
     sigma: Any                    # PGPE: σ per parameter (d,); RGS: one number
+    bounds_plan: BoundsPlan = BoundsPlan()  # the run's plan for compute_bounds
 
     def nbytes(self) -> int:
         """Bytes of the arrays that change every step (what the object store ships)."""
@@ -86,7 +88,7 @@ def _network(model: Module, payload: StepPayload) -> tuple[Module, ParameterLayo
 def _loss(payload: StepPayload, model: Module, params: dict) -> Any:
     objective = payload.objective
     return objective(model, payload.images, payload.labels, payload.eps, params=params,
-                     natural_metrics=objective.robust_weight < 1)
+                     natural_metrics=objective.robust_weight < 1, plan=payload.bounds_plan)
 
 
 def pgpe_chunk(model: Module, payload: StepPayload, start: int, stop: int
@@ -155,7 +157,8 @@ class RayPopulation:
         state = {name: to_numpy(value) for name, value in batch.model.state_dict().items()}
         return StepPayload(state, method.objective,
                            to_numpy(batch.images), to_numpy(batch.labels), context.eps,
-                           context.seed, context.epoch, context.step, sigma)
+                           context.seed, context.epoch, context.step, sigma,
+                           context.plan.bounds)
 
     def run(self, function: Callable, model: Module, payload: StepPayload,
             chunks: list[tuple[int, int]]) -> list[Any]:

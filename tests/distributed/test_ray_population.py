@@ -153,3 +153,36 @@ def test_train_command_with_ray_trains_the_same_network(tmp_path, capsys):
     assert main(["train", "--arch", "cnn3_tiny", "--method", "grad", "--ray",
                  "--dataset", "fashion-mnist-embedded", "--out", str(tmp_path / "g")]) == 2
     assert "only PGPE and RGS" in capsys.readouterr().err
+
+
+class PlanSpy:
+    """A certified objective that records the bound plan each call receives."""
+
+    def __init__(self, real):
+        self.real, self.plans = real, []
+        self.robust_weight = real.robust_weight
+
+    def __call__(self, *args, plan=None, **kwargs):
+        self.plans.append(plan)
+        return self.real(*args, plan=plan, **kwargs)
+
+
+def test_the_runs_bound_plan_travels_to_the_workers(striped_problem):
+    from dataclasses import replace
+
+    from nobound.bounds.plan import BoundsPlan
+    from nobound.training.execution_plan import ExecutionPlan
+
+    method = pgpe()
+    net = model()
+    images, labels = striped_problem(8)
+    bounds = BoundsPlan(memory_budget_bytes=1, patches="never")
+    context = StepContext(epoch=0, step=0, batch_index=0, steps_per_epoch=2, seed=5,
+                          eps=0.05, lr=1e-2, plan=ExecutionPlan(bounds=bounds))
+    method._setup(net)
+    payload = RayPopulation().payload(method, PopulationBatch(net, images, labels, context),
+                                      np.asarray(method.sigma))
+    assert payload.bounds_plan is bounds
+    spy = PlanSpy(payload.objective)
+    pgpe_chunk(net, replace(payload, objective=spy), 0, 2)
+    assert spy.plans == [bounds]
