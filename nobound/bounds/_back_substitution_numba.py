@@ -228,3 +228,214 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
                         width_total += abs(source[k]) * radius_w[k]
                     value[p, side, b, r] = total
                     spread[p, side, b, r] = width_total
+
+
+# ----------------------------------------------------------------------------- VJPs
+# The vector-Jacobian products of the two steps above (derived in
+# nobound.bounds.kernels.fused_relu_back_step). Every gradient is *added* into its
+# (zeroed) array, so inputs broadcast over members, batch or rows sum their rows' terms.
+
+
+@njit(inline="always", boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def _side_vjp(source: Any, grad: Any, grad_bias: Any, on: Any, off: Any, t: Any,
+              d_source: Any, d_on: Any, d_off: Any, d_t: Any, lower_side: bool,
+              want_source: bool, want_on: bool, want_off: bool, want_t: bool) -> None:
+    """One side of one row: A' = A ⊙ (``on`` where A ≥ 0, else ``off``) and b' = Σ A⁻ t
+    (``lower_side``) or Σ A⁺ t; adds the VJP for upstream gradients ``grad`` (of A') and
+    ``grad_bias`` (of b') into d_source, d_on, d_off, d_t (those wanted)."""
+    zero = source.dtype.type(0)
+    n = source.shape[0]
+    if want_source:  # ∂A'/∂A = the chosen slope; ∂b'/∂A = t on the side's sign (0 at A = 0)
+        for k in range(n):
+            value = source[k]
+            chosen = on[k] if value >= zero else off[k]
+            collected = value < zero if lower_side else value > zero
+            d_source[k] += grad[k] * chosen + (grad_bias * t[k] if collected else zero)
+    if want_on:
+        for k in range(n):
+            value = source[k]
+            d_on[k] += grad[k] * value if value >= zero else zero
+    if want_off:
+        for k in range(n):
+            value = source[k]
+            d_off[k] += zero if value >= zero else grad[k] * value
+    if want_t:
+        if lower_side:
+            for k in range(n):
+                d_t[k] += grad_bias * min(source[k], zero)
+        else:
+            for k in range(n):
+                d_t[k] += grad_bias * max(source[k], zero)
+
+
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def relu_back_step_vjp_into(coefficients: Any, lam_lower: Any, lam_upper: Any, slope: Any,
+                            intercept: Any, grad_out: Any, grad_bias: Any,
+                            d_coefficients: Any, d_lam_lower: Any, d_lam_upper: Any,
+                            d_slope: Any, d_intercept: Any, wanted: Any) -> None:
+    """The VJP of :func:`relu_back_step_into`: upstream ``grad_out`` (P, 2, B, R, n) and
+    ``grad_bias`` (P, 2, B, R) added into the gradients of the inputs, each of its input's
+    shape (broadcast axes summed). ``wanted`` (5 booleans) says which of d_coefficients,
+    d_lam_lower, d_lam_upper, d_slope, d_intercept to fill (the others are stand-ins of
+    one row, (1, 1, 1, 1, n) or (1, 1, 1, n))."""
+    members, _, batch, rows, _ = grad_out.shape
+    sides = coefficients.shape[1]
+    want_a, want_ll, want_lu, want_s, want_t = wanted[0], wanted[1], wanted[2], wanted[3], \
+        wanted[4]
+    for p in range(members):
+        pa = p if coefficients.shape[0] > 1 else 0
+        pl = p if lam_lower.shape[0] > 1 else 0
+        pu = p if lam_upper.shape[0] > 1 else 0
+        ps = p if slope.shape[0] > 1 else 0
+        pt = p if intercept.shape[0] > 1 else 0
+        for b in range(batch):
+            ba = b if coefficients.shape[2] > 1 else 0
+            bl = b if lam_lower.shape[1] > 1 else 0
+            bu = b if lam_upper.shape[1] > 1 else 0
+            bs = b if slope.shape[1] > 1 else 0
+            bt = b if intercept.shape[1] > 1 else 0
+            for r in range(rows):
+                rl = r if lam_lower.shape[2] > 1 else 0
+                ru = r if lam_upper.shape[2] > 1 else 0
+                rs = r if slope.shape[2] > 1 else 0
+                rt = r if intercept.shape[2] > 1 else 0
+                s, t = slope[ps, bs, rs], intercept[pt, bt, rt]
+                # an unwanted gradient's array is a (1, 1, 1, n) stand-in, never written
+                d_s = d_slope[ps, bs, rs] if want_s else d_slope[0, 0, 0]
+                d_t = d_intercept[pt, bt, rt] if want_t else d_intercept[0, 0, 0]
+                d_ll = d_lam_lower[pl, bl, rl] if want_ll else d_lam_lower[0, 0, 0]
+                d_lu = d_lam_upper[pu, bu, ru] if want_lu else d_lam_upper[0, 0, 0]
+                for side in range(2):
+                    on = lam_lower[pl, bl, rl] if side == 0 else s
+                    off = s if side == 0 else lam_upper[pu, bu, ru]
+                    d_on = d_ll if side == 0 else d_s
+                    d_off = d_s if side == 0 else d_lu
+                    want_on = want_ll if side == 0 else want_s
+                    want_off = want_s if side == 0 else want_lu
+                    a_side = min(side, sides - 1)
+                    _side_vjp(coefficients[pa, a_side, ba, r], grad_out[p, side, b, r],
+                              grad_bias[p, side, b, r], on, off, t,
+                              d_coefficients[pa, a_side, ba, r] if want_a else
+                              d_coefficients[0, 0, 0, 0],
+                              d_on, d_off, d_t, side == 0, want_a, want_on, want_off, want_t)
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def _scatter_window(flat: Any, base: int, channels: int, height: int, width: int, top: int,
+                    left: int, kernel_h: int, kernel_w: int, values: Any) -> None:
+    """The adjoint of :func:`_gather_window`: add ``values`` (c, u, v) onto the (C, H, W)
+    image at flat offset ``base`` at (c, top + u, left + v), dropping what falls outside."""
+    first = min(max(0, -left), kernel_w)
+    last = max(first, min(kernel_w, width - left))
+    for c in range(channels):
+        for u in range(kernel_h):
+            y = top + u
+            if y < 0 or y >= height:
+                continue
+            offset = (c * kernel_h + u) * kernel_w
+            at = base + (c * height + y) * width + left
+            for v in range(first, last):
+                flat[at + v] += values[offset + v]
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def _flush_window_grads(grads: Any, d_flat: Any, wanted_maps: Any, cell: int, image: int,
+                        grid_w: int, channels: int, height: int, width: int, stride: int,
+                        padding: int, kernel_h: int, kernel_w: int) -> None:
+    """Scatter one cell's accumulated window gradients (λ, s, t) onto their maps' image."""
+    i, j = cell // grid_w, cell % grid_w
+    top, left = i * stride - padding, j * stride - padding
+    base = image * channels * height * width
+    for m in range(3):
+        if wanted_maps[m]:
+            _scatter_window(d_flat[m], base, channels, height, width, top, left, kernel_h,
+                            kernel_w, grads[m])
+            grads[m][:] = 0
+
+
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def window_relu_back_step_vjp_into(coefficients: Any, lam: Any, slope: Any, intercept: Any,
+                                   row: Any, column: Any, stride: int, padding: int,
+                                   grad_out: Any, grad_bias: Any, d_coefficients: Any,
+                                   d_lam: Any, d_slope: Any, d_intercept: Any,
+                                   wanted: Any) -> None:
+    """The VJP of :func:`window_relu_back_step_into`: upstream ``grad_out``
+    (P, 2, B, R, C, K_h, K_w) and ``grad_bias`` (P, 2, B, R) added into d_coefficients
+    (the coefficients' shape) and into the maps' gradients d_lam, d_slope, d_intercept
+    (P_m, B, C, H, W) — each row's window gradient scattered back onto its map (the adjoint
+    of the zero-padded gather; positions outside the image drop out). ``wanted``: which of
+    the four to fill (4 booleans; the others may be empty).
+
+    As the forward pass caches each position's window of the maps, the window gradients of
+    rows at one position are summed in a per-position buffer and scattered once per
+    position and map image.
+    """
+    members, _, batch, rows, channels, kernel_h, kernel_w = grad_out.shape
+    p_a, sides, b_a = coefficients.shape[0], coefficients.shape[1], coefficients.shape[2]
+    p_m, b_m, height, width = lam.shape[0], lam.shape[1], lam.shape[3], lam.shape[4]
+    window = channels * kernel_h * kernel_w
+    want_a, want_lam, want_s, want_t = wanted[0], wanted[1], wanted[2], wanted[3]
+    wanted_maps = wanted[1:]
+    a_flat, g_flat = coefficients.ravel(), grad_out.ravel()
+    d_a_flat = d_coefficients.ravel()
+    lam_flat, s_flat, t_flat = lam.ravel(), slope.ravel(), intercept.ravel()
+    d_flat = (d_lam.ravel(), d_slope.ravel(), d_intercept.ravel())
+    dtype = grad_out.dtype
+    grid_h, grid_w = _grid_cells(row, column)
+    cells = grid_h * grid_w
+    cache = np.empty((cells, 3, window), dtype=dtype)
+    cached_for = np.full(cells, -1, dtype=np.int64)
+    grads = np.zeros((cells, 3, window), dtype=dtype)  # λ, s, t gradients per position
+    grads_for = np.full(cells, -1, dtype=np.int64)
+    for p in range(members):
+        pa = p if p_a > 1 else 0
+        pm = p if p_m > 1 else 0
+        pr = p if row.shape[0] > 1 else 0
+        for b in range(batch):
+            ba = b if b_a > 1 else 0
+            bm = b if b_m > 1 else 0
+            br = b if row.shape[1] > 1 else 0
+            image = pm * b_m + bm
+            map_base = image * channels * height * width
+            for r in range(rows):
+                i, j = row[pr, br, r], column[pr, br, r]
+                cell = i * grid_w + j
+                lines = cache[cell]
+                top, left = i * stride - padding, j * stride - padding
+                if cached_for[cell] != image:
+                    _gather_window(lam_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, lines[0])
+                    _gather_window(s_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, lines[1])
+                    _gather_window(t_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, lines[2])
+                    cached_for[cell] = image
+                cell_grads = grads[cell]
+                if grads_for[cell] != image:
+                    if grads_for[cell] >= 0:
+                        _flush_window_grads(cell_grads, d_flat, wanted_maps, cell,
+                                            grads_for[cell], grid_w, channels, height, width,
+                                            stride, padding, kernel_h, kernel_w)
+                    grads_for[cell] = image
+                lam_w, s_w, t_w = lines[0], lines[1], lines[2]
+                d_lam_w, d_s_w, d_t_w = cell_grads[0], cell_grads[1], cell_grads[2]
+                for side in range(2):
+                    start = (((pa * sides + min(side, sides - 1)) * b_a + ba) * rows + r) \
+                        * window
+                    at = (((p * 2 + side) * batch + b) * rows + r) * window
+                    source = a_flat[start:start + window]
+                    d_source = d_a_flat[start:start + window] if want_a else d_a_flat[:0]
+                    grad = g_flat[at:at + window]
+                    if side == 0:  # lower side: λ where A ≥ 0, s where A < 0
+                        _side_vjp(source, grad, grad_bias[p, 0, b, r], lam_w, s_w, t_w,
+                                  d_source, d_lam_w, d_s_w, d_t_w, True, want_a, want_lam,
+                                  want_s, want_t)
+                    else:  # upper side: s where A ≥ 0, λ where A < 0
+                        _side_vjp(source, grad, grad_bias[p, 1, b, r], s_w, lam_w, t_w,
+                                  d_source, d_s_w, d_lam_w, d_t_w, False, want_a, want_s,
+                                  want_lam, want_t)
+    for cell in range(cells):
+        if grads_for[cell] >= 0:
+            _flush_window_grads(grads[cell], d_flat, wanted_maps, cell, grads_for[cell],
+                                grid_w, channels, height, width, stride, padding, kernel_h,
+                                kernel_w)

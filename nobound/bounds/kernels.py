@@ -1,13 +1,14 @@
 """Fast paths of the back-substitution, fenced: each returns what the plain code in
 :mod:`nobound.bounds.deeppoly` returns (tests compare them), or None where it does not apply
-— NumPy float arrays through which no gradient is recorded (certification, benchmarks,
-alpha-CROWN's slope search), Numba present.
+— arrays that are not NumPy floats of one dtype, small arrays, or no Numba; CuPy arrays
+keep the plain path.
 
 * :func:`fused_relu_back_step`: the ReLU step of eq. (4) as one compiled pass over the
   coefficients; on windows, λ, s, t are read from their maps at each row's window instead
-  of being gathered first.
+  of being gathered first. With gradients recorded (training, alpha-CROWN's slope search)
+  it is one differentiable op whose hand-written VJP is another compiled pass.
 * :func:`fused_concretise`: eq. (2) on windows, reading the box's centre and radius maps
-  at each row's window instead of gathering them.
+  at each row's window instead of gathering them (no gradient recorded).
 
 Sums are added in another order than the plain path's matrix products and reductions, so
 they may differ in the last bits.
@@ -15,88 +16,179 @@ they may differ in the last bits.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from math import prod
+from typing import Any
 
 import numpy as np
 
 from nobound.autodiff.ops._compiled import COMPILED_PASS_MIN_SIZE, numba_kernels
-from nobound.autodiff.tensor import Tensor
+from nobound.autodiff.tensor import Tensor, is_grad_enabled
 from nobound.bounds.patches import WindowReluLines, WindowRows
 from nobound.bounds.regions import Box
 from nobound.bounds.rows import ReluLines
 
 KERNELS = "nobound.bounds._back_substitution_numba"
 
+# vjp(G or None, g) → one gradient (or None) per input, for upstream G of A' and g of b'
+StepVjp = Callable[[Any, Any], list[Any]]
 
-def _rows_of(tensor: Tensor, ndim: int) -> np.ndarray:
+
+def _rows_of(tensor: Tensor) -> np.ndarray:
     """(P', 1, B, R, *n) → (P', B, R, n), contiguous."""
     data = tensor.data
     return np.ascontiguousarray(data.reshape(data.shape[0], data.shape[2], data.shape[3], -1))
 
 
-def fused_relu_back_step(A: Tensor, a: Tensor | None, lines: ReluLines,  # noqa: N803
-                         ndim: int) -> tuple[Tensor, Tensor] | None:
-    """The compiled ReLU step, or None (gradients recorded, another activation's lines,
-    arrays that are not NumPy floats, small arrays, or no Numba)."""
-    if isinstance(lines, WindowReluLines):
-        return _fused_window_relu_back_step(A, a, lines)
-    parts = (A, lines.lower_slope["lower"], lines.lower_slope["upper"], lines.upper_slope,
-             lines.intercept)
-    if lines.lower_intercept is not None or any(t.requires_grad for t in parts) or \
-            (a is not None and a.requires_grad):
-        return None
-    data = A.data
-    if not isinstance(data, np.ndarray) or data.dtype.type not in (np.float32, np.float64) \
-            or data.size < COMPILED_PASS_MIN_SIZE or \
-            any(t.data.dtype != data.dtype or not isinstance(t.data, np.ndarray)
-                for t in parts[1:]):
-        return None
-    kernels = numba_kernels(KERNELS)
-    if kernels is None:
-        return None
-    features = data.shape[4:]
-    coefficients = np.ascontiguousarray(data.reshape(data.shape[:4] + (prod(features),)))
-    lines_rows = [_rows_of(t, ndim) for t in parts[1:]]
-    members = max([coefficients.shape[0]] + [x.shape[0] for x in lines_rows])
-    batch = max([coefficients.shape[2]] + [x.shape[1] for x in lines_rows])
-    rows = coefficients.shape[3]
-    out = np.empty((members, 2, batch, rows, coefficients.shape[4]), dtype=data.dtype)
-    bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
-    kernels.relu_back_step_into(coefficients, *lines_rows, out, bias)
-    new_bias = Tensor(bias)
-    return Tensor(out.reshape(out.shape[:4] + features)), \
-        new_bias if a is None else a + new_bias
-
-
-def _compiled_inputs(tensors: list[Tensor]) -> bool:
-    """Whether the compiled loops may take these: NumPy float arrays of one dtype, no
-    gradient recorded, the first large enough to pay for a call."""
+def _compiled_arrays(tensors: Sequence[Tensor]) -> bool:
+    """Whether the compiled loops may take these: NumPy float arrays of one dtype, the
+    first large enough to pay for a call."""
     first = tensors[0].data
-    return all(isinstance(t.data, np.ndarray) and not t.requires_grad and
-               t.data.dtype == first.dtype for t in tensors) and \
+    return all(isinstance(t.data, np.ndarray) and t.data.dtype == first.dtype
+               for t in tensors) and \
         first.dtype.type in (np.float32, np.float64) and first.size >= COMPILED_PASS_MIN_SIZE
 
 
-def _fused_window_relu_back_step(A: Tensor, a: Tensor | None, lines: WindowReluLines  # noqa: N803
-                                 ) -> tuple[Tensor, Tensor] | None:
+def fused_relu_back_step(A: Tensor, a: Tensor | None, lines: ReluLines,  # noqa: N803
+                         ndim: int) -> tuple[Tensor, Tensor] | None:
+    """The compiled ReLU step of :func:`nobound.bounds.deeppoly.relu_back_step`, or None
+    (another activation's lines, arrays the compiled loops do not take, or no Numba).
+
+    Forward, for each row and side, coefficient by coefficient (A the side's coefficients;
+    with S = 1 both sides read the same A):
+
+        lower:  A'ₖ = Aₖ · (λₗ,ₖ if Aₖ ≥ 0 else sₖ),     b' = Σₖ min(Aₖ, 0) tₖ
+        upper:  A'ₖ = Aₖ · (sₖ if Aₖ ≥ 0 else λᵤ,ₖ),     b' = Σₖ max(Aₖ, 0) tₖ
+
+    and a ↦ a + b'. VJP: A' is linear in λ, s, t and, with the sign of each Aₖ fixed,
+    linear in A; so for upstream gradients G = ∂L/∂A' and g = ∂L/∂b' of a row and side,
+
+        ∂L/∂Aₖ  = Gₖ · (the slope chosen above) + g tₖ · 1[Aₖ < 0] (lower) or 1[Aₖ > 0] (upper)
+        ∂L/∂λₗ,ₖ = Gₖ Aₖ 1[Aₖ ≥ 0]  (lower side only),   ∂L/∂λᵤ,ₖ = Gₖ Aₖ 1[Aₖ < 0]  (upper)
+        ∂L/∂sₖ  = Gₖ Aₖ 1[Aₖ < 0] (lower) + Gₖ Aₖ 1[Aₖ ≥ 0] (upper)
+        ∂L/∂tₖ  = g min(Aₖ, 0) (lower) + g max(Aₖ, 0) (upper),
+
+    summed over both sides and over every axis an input is broadcast along (members,
+    batch, rows; the sides when S = 1). At Aₖ = 0 these are the plain path's one-sided
+    choices (the slope picked by Aₖ ≥ 0, the subgradient 0 of min/max at 0), so the
+    gradients equal the plain path's, not only almost everywhere. On windows, the λ, s, t
+    a row reads at window position (c, u, v) are its maps' entries at (c, i·S − Pad + u,
+    j·S − Pad + v), 0 outside the image; their gradients are scatter-added back onto those
+    entries, positions outside the image dropped — the adjoint of the zero-padded gather.
+    """
+    if isinstance(lines, WindowReluLines):
+        step = _window_step(A, lines)
+    else:
+        step = _dense_step(A, lines)
+    if step is None:
+        return None
+    coefficients, bias = step
+    return coefficients, bias if a is None else a + bias
+
+
+def _step_tensors(out: np.ndarray, bias: np.ndarray, inputs: Sequence[Tensor],
+                  vjp: StepVjp) -> tuple[Tensor, Tensor]:
+    """(A', b') as the two outputs of one op with the VJP ``vjp``.
+
+    The autodiff engine calls one VJP per Tensor, but this one wants G and g together (one
+    pass over A). So A' is recorded as a child of b': A''s VJP, called first, keeps G and
+    hands b' a zero gradient (which makes sure b''s VJP runs even if only A' was used);
+    b''s VJP then computes every input's gradient at once.
+    """
+    if not (is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        return Tensor(out), Tensor(bias)
+    kept: dict[str, Any] = {}
+
+    def bias_vjp(grad_bias: Any) -> list[Any]:
+        grad_out = kept.pop("out", None)
+        if grad_out is None:  # A' unused downstream
+            grad_out = np.zeros(out.shape, dtype=out.dtype)
+        grad_out = np.ascontiguousarray(np.broadcast_to(grad_out, out.shape), dtype=out.dtype)
+        grad_bias = np.ascontiguousarray(np.broadcast_to(grad_bias, bias.shape),
+                                         dtype=bias.dtype)
+        return vjp(grad_out, grad_bias)
+
+    def out_vjp(grad_out: Any) -> tuple[Any]:
+        kept["out"] = grad_out
+        return (np.zeros(bias.shape, dtype=bias.dtype),)
+
+    bias_tensor = Tensor.from_op(bias, inputs, bias_vjp)
+    return Tensor.from_op(out, (bias_tensor,), out_vjp), bias_tensor
+
+
+def _gradient_arrays(inputs: Sequence[Tensor], shapes: Sequence[tuple[int, ...]],
+                     dtype: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """Zeroed gradient arrays of ``shapes`` for the inputs that require one, one-row
+    stand-ins (never written) for the others; and the flags the kernels read."""
+    wanted = np.array([t.requires_grad for t in inputs])
+    arrays = [np.zeros(shape, dtype=dtype) if want else
+              np.empty((1,) * (len(shape) - 1) + shape[-1:], dtype=dtype)
+              for want, shape in zip(wanted, shapes, strict=True)]
+    return arrays, wanted
+
+
+def _dense_step(A: Tensor, lines: ReluLines) -> tuple[Tensor, Tensor] | None:  # noqa: N803
+    inputs = (A, lines.lower_slope["lower"], lines.lower_slope["upper"], lines.upper_slope,
+              lines.intercept)
+    if lines.lower_intercept is not None or not _compiled_arrays(inputs):
+        return None
+    features, rows = A.shape[4:], A.shape[3]
+    if A.shape[1] not in (1, 2) or any(t.shape[1] != 1 or t.shape[3] not in (1, rows) or
+                                       t.shape[4:] != features for t in inputs[1:]):
+        return None  # a layout the loops do not index (the plain path broadcasts it)
+    kernels = numba_kernels(KERNELS)
+    if kernels is None:
+        return None
+    data = A.data
+    coefficients = np.ascontiguousarray(data.reshape(data.shape[:4] + (prod(features),)))
+    line_rows = [_rows_of(t) for t in inputs[1:]]
+    members = max([coefficients.shape[0]] + [x.shape[0] for x in line_rows])
+    batch = max([coefficients.shape[2]] + [x.shape[1] for x in line_rows])
+    out = np.empty((members, 2, batch, rows, coefficients.shape[4]), dtype=data.dtype)
+    bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
+    kernels.relu_back_step_into(coefficients, *line_rows, out, bias)
+
+    def vjp(grad_out: np.ndarray, grad_bias: np.ndarray) -> list[Any]:
+        shapes = [coefficients.shape] + [x.shape for x in line_rows]
+        grads, wanted = _gradient_arrays(inputs, shapes, data.dtype)
+        kernels.relu_back_step_vjp_into(coefficients, *line_rows,
+                                        grad_out.reshape(out.shape), grad_bias, *grads,
+                                        wanted)
+        return [grad.reshape(t.shape) if want else None
+                for grad, t, want in zip(grads, inputs, wanted, strict=True)]
+
+    return _step_tensors(out.reshape(out.shape[:4] + features), bias, inputs, vjp)
+
+
+def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
+                 ) -> tuple[Tensor, Tensor] | None:
     relaxation, neurons, window = lines.relaxation, lines.neurons, lines.window
-    maps = [relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept]
-    if not _compiled_inputs([A, *maps]) or (a is not None and a.requires_grad):
+    inputs = (A, relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept)
+    if not _compiled_arrays(inputs) or len({t.shape for t in inputs[1:]}) != 1 or \
+            inputs[1].ndim != 5 or A.ndim != 7 or A.shape[1] not in (1, 2):
         return None
     kernels = numba_kernels(KERNELS)
     if kernels is None:
         return None
     coefficients = np.ascontiguousarray(A.data)
-    lam, slope, intercept = (np.ascontiguousarray(m.data) for m in maps)
+    maps = [np.ascontiguousarray(t.data) for t in inputs[1:]]
     row, column = (np.ascontiguousarray(x) for x in (neurons.row, neurons.column))
-    members = max(coefficients.shape[0], lam.shape[0], row.shape[0])
-    batch = max(coefficients.shape[2], lam.shape[1], row.shape[1])
+    members = max(coefficients.shape[0], maps[0].shape[0], row.shape[0])
+    batch = max(coefficients.shape[2], maps[0].shape[1], row.shape[1])
     out = np.empty((members, 2, batch) + coefficients.shape[3:], dtype=coefficients.dtype)
     bias = np.empty((members, 2, batch, coefficients.shape[3]), dtype=coefficients.dtype)
-    kernels.window_relu_back_step_into(coefficients, lam, slope, intercept, row, column,
-                                       window.stride, window.padding, out, bias)
-    new_bias = Tensor(bias)
-    return Tensor(out), new_bias if a is None else a + new_bias
+    kernels.window_relu_back_step_into(coefficients, *maps, row, column, window.stride,
+                                       window.padding, out, bias)
+
+    def vjp(grad_out: np.ndarray, grad_bias: np.ndarray) -> list[Any]:
+        shapes = [coefficients.shape] + [m.shape for m in maps]
+        grads, wanted = _gradient_arrays(inputs, shapes, coefficients.dtype)
+        kernels.window_relu_back_step_vjp_into(coefficients, *maps, row, column,
+                                               window.stride, window.padding, grad_out,
+                                               grad_bias, *grads, wanted)
+        return [grad if want else None for grad, want in zip(grads, wanted, strict=True)]
+
+    return _step_tensors(out, bias, inputs, vjp)
 
 
 def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor] | None:  # noqa: N803
@@ -104,7 +196,8 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
     if not isinstance(A, WindowRows):
         return None
     center, radius = box.center, box.radius
-    if not _compiled_inputs([A.A, center, radius]) or (a is not None and a.requires_grad):
+    if not _compiled_arrays([A.A, center, radius]) or any(
+            t is not None and t.requires_grad for t in (A.A, center, radius, a)):
         return None
     kernels = numba_kernels(KERNELS)
     if kernels is None:

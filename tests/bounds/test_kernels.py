@@ -55,11 +55,19 @@ def test_fused_step_equals_the_plain_step(dtype, sides, shared_batch, per_row, m
     np.testing.assert_allclose(fused[1].data, plain[1].data, rtol=tolerance, atol=tolerance)
 
 
-def test_recorded_gradients_keep_the_plain_path():
+def test_where_the_fused_step_does_not_apply(monkeypatch):
+    """Another activation's lines (a lower intercept) and a run without Numba keep the
+    plain path; recorded gradients no longer do (tests/bounds/test_fused_gradients.py)."""
+    import nobound.bounds.kernels as kernels
+
     A = Tensor(np.ones((1, 1, 1, 2, 20000)), requires_grad=True)  # noqa: N806
     one = Tensor(np.ones((1, 1, 1, 1, 20000)))
-    assert fused_relu_back_step(A, None, ReluLines({"lower": one, "upper": one}, one, one),
-                                1) is None
+    lines = ReluLines({"lower": one, "upper": one}, one, one)
+    assert fused_relu_back_step(A, None, lines, 1) is not None
+    assert fused_relu_back_step(A, None, ReluLines({"lower": one, "upper": one}, one, one,
+                                                   one), 1) is None
+    monkeypatch.setattr(kernels, "numba_kernels", lambda module: None)
+    assert fused_relu_back_step(A, None, lines, 1) is None
 
 
 @pytest.mark.parametrize("plan", ["always", "never"])
