@@ -28,6 +28,7 @@ nodes each split a not-yet-split neuron into the two signs.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,8 @@ class CheckReport:
     leaves: int = 0
     nodes: int = 0
     errors: list[str] = field(default_factory=list)
+    # the deadline passed before every node was checked (then ``valid`` is False)
+    out_of_time: bool = False
 
 
 @dataclass
@@ -454,8 +457,8 @@ def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray
 
 
 def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: CheckReport,
-                   label: str, reproduce: bool, root_cache: dict[bytes, list[Interval]]
-                   ) -> None:
+                   label: str, reproduce: bool, root_cache: dict[bytes, list[Interval]],
+                   deadline: float = np.inf) -> None:
     box = (np.asarray(problem.lower, float).reshape(-1),
            np.asarray(problem.upper, float).reshape(-1))
     spec, offset = np.atleast_2d(np.asarray(problem.spec, float)), \
@@ -474,6 +477,11 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
     stack: list[tuple[int, list[np.ndarray], Any, Interval]] = [(0, root_signs, None, box)]
     seen: set[int] = set()
     while stack:
+        if time.perf_counter() > deadline:  # an unfinished check proves nothing
+            report.out_of_time = True
+            report.errors.append(f"{label}: the check ran out of time after {report.nodes} "
+                                 f"nodes")
+            return
         index, signs, parent, box = stack.pop()
         where = f"{label} node {index}"
         if not 0 <= index < len(nodes) or index in seen:
@@ -544,17 +552,24 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
 
 def check_proofs(net: StoredNetwork, problems: list[ProblemCertificate],
                  reproduce: bool = True,
-                 root_cache: dict[bytes, list[Interval]] | None = None) -> CheckReport:
+                 root_cache: dict[bytes, list[Interval]] | None = None,
+                 deadline: float = np.inf) -> CheckReport:
     """Check the split trees of ``problems`` against the interval network ``net``.
 
     ``reproduce=False`` skips the comparison with the stored bounds (the self-check of
     the certifier: only the rigorous sign matters there). ``root_cache`` keeps the root
-    bounds of each box between calls (the problems of one robustness sample share one)."""
+    bounds of each box between calls (the problems of one robustness sample share one).
+    ``deadline`` (a ``time.perf_counter`` reading): the check stops before the first node
+    it would begin after it, and the report is then invalid (``out_of_time``) — so the
+    check ends at most one node's work after the deadline."""
     report = CheckReport(valid=False)
     root_cache = {} if root_cache is None else root_cache
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         for i, problem in enumerate(problems):
-            _check_problem(net, problem, report, f"problem {i}", reproduce, root_cache)
+            _check_problem(net, problem, report, f"problem {i}", reproduce, root_cache,
+                           deadline)
+            if report.out_of_time:
+                break
     report.valid = not report.errors
     return report
 

@@ -17,11 +17,14 @@ and the leaf counts as proved only if the checker's
 :func:`~nobound.certify.checker.leaf_value` of the recorded proof is > 0; otherwise it stays
 open and is split again. Nothing here is trusted for the verdict: the whole tree still goes
 through ``check_proofs``. The bounds of every node on a path are cached, so the nodes of a
-tree are derived once each.
+tree are derived once each. After ``deadline`` no node is derived and no leaf confirmed (it
+stays open, and the search stops at its next deadline check), so that confirming cannot
+carry the search past its deadline by more than one node.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,12 +47,14 @@ class LeafConfirmer:
     """The checker's verdict on the leaves of one split tree (one problem's search).
 
     ``parents`` maps a node index to its parent's (kept by the search as it splits);
-    ``root_cache`` is the certifier's cache of the checker's root bounds per box."""
+    ``root_cache`` is the certifier's cache of the checker's root bounds per box;
+    ``deadline`` a ``time.perf_counter`` reading after which no leaf is confirmed."""
 
     def __init__(self, stored: StoredNetwork, problem: Any, nodes: list[TreeNode],
                  parents: dict[int, int], root_cache: dict[bytes, list[Interval]]
-                 | None = None) -> None:
+                 | None = None, deadline: float = np.inf) -> None:
         self.stored = stored
+        self.deadline = deadline
         self.box = (np.asarray(problem.lower, float).reshape(-1),
                     np.asarray(problem.upper, float).reshape(-1))
         self.spec = np.atleast_2d(np.asarray(problem.spec, float))
@@ -59,13 +64,18 @@ class LeafConfirmer:
         # node index -> (its bounds or None when malformed, its split signs, its box)
         self._derived: dict[int, tuple[list[Interval] | None, list[np.ndarray], Interval]] = {}
 
-    def _derive(self, index: int) -> tuple[list[Interval] | None, list[np.ndarray], Interval]:
+    def _derive(self, index: int, deadline: float = np.inf
+                ) -> tuple[list[Interval] | None, list[np.ndarray], Interval] | None:
+        """Node ``index``'s (bounds, signs, box), deriving its uncached ancestors first;
+        None when ``deadline`` passes before that is done."""
         path = [index]
         while path[-1] not in self._derived and path[-1] in self.parents:
             path.append(self.parents[path[-1]])
         for node_index in reversed(path):
             if node_index in self._derived:
                 continue
+            if time.perf_counter() > deadline:
+                return None
             self._derived[node_index] = self._node(node_index)
         return self._derived[index]
 
@@ -106,7 +116,10 @@ class LeafConfirmer:
         """Would the checker accept ``proof`` as the proof of leaf ``index``?"""
         sizes = self.stored.hidden_sizes
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            bounds, signs, box = self._derive(index)
+            derived = self._derive(index, self.deadline)
+            if derived is None:  # out of time: the leaf stays open
+                return False
+            bounds, signs, box = derived
             if bounds is None:
                 return False
             if any(np.any(lo > hi) for lo, hi in bounds):

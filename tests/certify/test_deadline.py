@@ -1,0 +1,132 @@
+"""The certifier's deadline covers the rigorous proof check: an answer is never later than
+the deadline by more than the work of one bounding call and one checked node, and an
+unfinished check never becomes a proof.
+
+Time here is a virtual clock that advances only by the work done — each bounded box or
+sub-problem and each node the checker derives costs a fixed amount — so the tests are
+deterministic and the lateness is measured in units of that work, not in seconds."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from certify_instances import near_boundary_problem, tiny_network
+
+from nobound.certify import bab, checker, input_split
+from nobound.certify.bab import BabConfig, branch_and_bound
+from nobound.certify.certificate import problem_certificate
+from nobound.certify.checker import check_proofs
+from nobound.certify.pipeline import Certifier, CertifierConfig
+from nobound.certify.stored_network import stored_network
+from nobound.exact import dense_network
+
+BOX_COST = 1.0     # one box or sub-problem bounded by the search
+NODE_COST = 10.0   # one node's bounds derived by the checker (dearer, as on ACAS Xu)
+
+
+class VirtualClock:
+    """``time.perf_counter`` that moves only when instrumented work is done."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.largest_step = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, cost: float) -> None:
+        self.now += cost
+        self.largest_step = max(self.largest_step, cost)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    virtual = VirtualClock()
+    monkeypatch.setattr(time, "perf_counter", virtual)
+
+    def costs(function, unit: float, count):
+        def timed(*args, **kwargs):
+            result = function(*args, **kwargs)
+            virtual.advance(unit * count(*args))
+            return result
+        return timed
+
+    monkeypatch.setattr(checker, "node_bounds",
+                        costs(checker.node_bounds, NODE_COST, lambda *a: 1))
+    monkeypatch.setattr(input_split, "bound_boxes",
+                        costs(input_split.bound_boxes, BOX_COST, lambda net, lo, *a: len(lo)))
+    monkeypatch.setattr(bab, "bound_subproblems",
+                        costs(bab.bound_subproblems, BOX_COST,
+                              lambda problem, dense, signs, *a: len(signs[0])))
+    return virtual
+
+
+def _instance(domain: str) -> tuple:
+    """A true property (exact minimum 1e-4) whose proof needs a split tree (a smaller box
+    for ReLU splits, which need far more nodes than input splits on two inputs)."""
+    model = tiny_network(0, (2, 16, 16, 2))
+    centre = np.random.default_rng(0).uniform(-1, 1, 2)
+    radius = 1.0 if domain == "input" else 0.3
+    problem, _ = near_boundary_problem(model, centre, radius, np.array([1.0, -1.0]), 1e-4)
+    return model, problem
+
+
+@pytest.mark.parametrize("domain", ["input", "relu"])
+def test_answers_are_never_late_by_more_than_one_step(clock: VirtualClock, domain: str
+                                                      ) -> None:
+    model, problem = _instance(domain)
+
+    def certify(timeout: float):
+        certifier = Certifier(model, (2,), CertifierConfig(
+            timeout=timeout, methods=("deeppoly",), bab_domain=domain, batch_size=4))
+        clock.now, clock.largest_step = 0.0, 0.0
+        return certifier.verify([problem], attack=False), clock.largest_step
+
+    unlimited, _ = certify(1e9)
+    assert unlimited.status == "certified" and unlimited.bounded > 4
+    total = unlimited.seconds
+    for timeout in np.linspace(0.05, 1.2, 24) * total:
+        verdict, step = certify(float(timeout))
+        assert verdict.status in ("certified", "unknown")  # the property is true
+        # at most one bounding call and one checked node (the calibration's or the
+        # check's) after the deadline
+        assert verdict.seconds <= timeout + 2 * step, (timeout, verdict)
+        if verdict.status == "unknown":
+            assert verdict.reason == "timeout"
+    # the check dominates here: a search finished before the deadline whose check did not
+    assert certify(0.9 * total)[0].status == "unknown"
+
+
+def test_an_unfinished_check_is_never_a_proof(clock: VirtualClock) -> None:
+    model, problem = _instance("input")
+    dense, stored = dense_network(model, (2,)), stored_network(model, (2,))
+    result = branch_and_bound(problem, dense, BabConfig(domain="input"))
+    assert result.status == "certified" and len(result.nodes) > 3
+    certificate = [problem_certificate(problem, result.nodes)]
+    clock.now = 0.0
+    full = check_proofs(stored, certificate, reproduce=False)
+    assert full.valid and not full.out_of_time and full.nodes == len(result.nodes)
+    for deadline in (-1.0, 0.0, NODE_COST * 2.5):
+        clock.now = 0.0
+        report = check_proofs(stored, certificate, reproduce=False, deadline=deadline)
+        assert not report.valid and report.out_of_time
+        assert "ran out of time" in report.errors[0]
+        # it stops before the first node it would begin after the deadline
+        assert report.nodes <= max(0, int(deadline // NODE_COST) + 1)
+
+
+@pytest.mark.parametrize("domain", ["input", "relu"])
+def test_search_stops_when_the_check_would_not_fit(clock: VirtualClock, domain: str) -> None:
+    model, problem = _instance(domain)
+    dense = dense_network(model, (2,))
+    config = BabConfig(domain=domain, batch_size=4)
+    free = branch_and_bound(problem, dense, config, deadline=1e9, reserve=lambda n: 0.0)
+    assert free.status == "certified" and free.bounded > 3
+    clock.now = 0.0
+    # a check that needs more than the time left for any tree: no round after the root
+    hopeless = branch_and_bound(problem, dense, config, deadline=1e9,
+                                reserve=lambda n: 2e9)
+    assert hopeless.status == "unknown" and hopeless.reason == "timeout"
+    assert hopeless.bounded < free.bounded
