@@ -342,11 +342,12 @@ def _scatter_window(flat: Any, base: int, channels: int, height: int, width: int
 def _flush_window_grads(grads: Any, d_flat: Any, wanted_maps: Any, cell: int, image: int,
                         grid_w: int, channels: int, height: int, width: int, stride: int,
                         padding: int, kernel_h: int, kernel_w: int) -> None:
-    """Scatter one cell's accumulated window gradients (λ, s, t) onto their maps' image."""
+    """Scatter one cell's accumulated window gradients (one per map of ``d_flat``) onto
+    their maps' image ``image``, and zero them for the next."""
     i, j = cell // grid_w, cell % grid_w
     top, left = i * stride - padding, j * stride - padding
     base = image * channels * height * width
-    for m in range(3):
+    for m in range(len(d_flat)):
         if wanted_maps[m]:
             _scatter_window(d_flat[m], base, channels, height, width, top, left, kernel_h,
                             kernel_w, grads[m])
@@ -434,6 +435,87 @@ def window_relu_back_step_vjp_into(coefficients: Any, lam: Any, slope: Any, inte
                         _side_vjp(source, grad, grad_bias[p, 1, b, r], s_w, lam_w, t_w,
                                   d_source, d_s_w, d_lam_w, d_t_w, False, want_a, want_s,
                                   want_lam, want_t)
+    for cell in range(cells):
+        if grads_for[cell] >= 0:
+            _flush_window_grads(grads[cell], d_flat, wanted_maps, cell, grads_for[cell],
+                                grid_w, channels, height, width, stride, padding, kernel_h,
+                                kernel_w)
+
+
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def window_concretise_vjp_into(coefficients: Any, center: Any, radius: Any, row: Any,
+                               column: Any, stride: int, padding: int, grad_value: Any,
+                               grad_spread: Any, d_coefficients: Any, d_center: Any,
+                               d_radius: Any, wanted: Any) -> None:
+    """The VJP of :func:`window_concretise_into` (value = Σ A c, spread = Σ |A| r over each
+    row's window): upstream ``grad_value``, ``grad_spread`` (P, S, B, R) added into
+    d_coefficients (the coefficients' shape; ∂|A|/∂A = sign A, 0 at 0) and into the maps'
+    gradients d_center, d_radius (P_m, B, C, H, W), scattered back as in
+    :func:`window_relu_back_step_vjp_into`. ``wanted``: which of the three to fill."""
+    members, sides, batch, rows = grad_value.shape
+    channels, kernel_h, kernel_w = coefficients.shape[4:]
+    p_a, b_a = coefficients.shape[0], coefficients.shape[2]
+    p_m, b_m, height, width = center.shape[0], center.shape[1], center.shape[3], center.shape[4]
+    window = channels * kernel_h * kernel_w
+    want_a, want_c, want_r = wanted[0], wanted[1], wanted[2]
+    wanted_maps = wanted[1:]
+    a_flat, d_a_flat = coefficients.ravel(), d_coefficients.ravel()
+    c_flat, r_flat = center.ravel(), radius.ravel()
+    d_flat = (d_center.ravel(), d_radius.ravel())
+    zero = grad_value.dtype.type(0)
+    grid_h, grid_w = _grid_cells(row, column)
+    cells = grid_h * grid_w
+    cache = np.empty((cells, 2, window), dtype=grad_value.dtype)
+    cached_for = np.full(cells, -1, dtype=np.int64)
+    grads = np.zeros((cells, 2, window), dtype=grad_value.dtype)
+    grads_for = np.full(cells, -1, dtype=np.int64)
+    for p in range(members):
+        pa = p if p_a > 1 else 0
+        pm = p if p_m > 1 else 0
+        pr = p if row.shape[0] > 1 else 0
+        for b in range(batch):
+            ba = b if b_a > 1 else 0
+            bm = b if b_m > 1 else 0
+            br = b if row.shape[1] > 1 else 0
+            image = pm * b_m + bm
+            map_base = image * channels * height * width
+            for r in range(rows):
+                i, j = row[pr, br, r], column[pr, br, r]
+                cell = i * grid_w + j
+                box = cache[cell]
+                if cached_for[cell] != image:
+                    top, left = i * stride - padding, j * stride - padding
+                    _gather_window(c_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, box[0])
+                    _gather_window(r_flat, map_base, channels, height, width, top, left,
+                                   kernel_h, kernel_w, box[1])
+                    cached_for[cell] = image
+                cell_grads = grads[cell]
+                if grads_for[cell] != image:
+                    if grads_for[cell] >= 0:
+                        _flush_window_grads(cell_grads, d_flat, wanted_maps, cell,
+                                            grads_for[cell], grid_w, channels, height, width,
+                                            stride, padding, kernel_h, kernel_w)
+                    grads_for[cell] = image
+                center_w, radius_w = box[0], box[1]
+                d_center_w, d_radius_w = cell_grads[0], cell_grads[1]
+                for side in range(sides):
+                    start = (((pa * sides + side) * b_a + ba) * rows + r) * window
+                    source = a_flat[start:start + window]
+                    g_value, g_spread = grad_value[p, side, b, r], grad_spread[p, side, b, r]
+                    if want_a:
+                        d_source = d_a_flat[start:start + window]
+                        for k in range(window):
+                            value = source[k]
+                            spread = radius_w[k] if value > zero else \
+                                (-radius_w[k] if value < zero else zero)
+                            d_source[k] += g_value * center_w[k] + g_spread * spread
+                    if want_c:
+                        for k in range(window):
+                            d_center_w[k] += g_value * source[k]
+                    if want_r:
+                        for k in range(window):
+                            d_radius_w[k] += g_spread * abs(source[k])
     for cell in range(cells):
         if grads_for[cell] >= 0:
             _flush_window_grads(grads[cell], d_flat, wanted_maps, cell, grads_for[cell],

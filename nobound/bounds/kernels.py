@@ -8,7 +8,7 @@ keep the plain path.
   of being gathered first. With gradients recorded (training, alpha-CROWN's slope search)
   it is one differentiable op whose hand-written VJP is another compiled pass.
 * :func:`fused_concretise`: eq. (2) on windows, reading the box's centre and radius maps
-  at each row's window instead of gathering them (no gradient recorded).
+  at each row's window instead of gathering them; differentiable the same way.
 
 Sums are added in another order than the plain path's matrix products and reductions, so
 they may differ in the last bits.
@@ -88,7 +88,8 @@ def fused_relu_back_step(A: Tensor, a: Tensor | None, lines: ReluLines,  # noqa:
 
 def _step_tensors(out: np.ndarray, bias: np.ndarray, inputs: Sequence[Tensor],
                   vjp: StepVjp) -> tuple[Tensor, Tensor]:
-    """(A', b') as the two outputs of one op with the VJP ``vjp``.
+    """(A', b') as the two outputs of one op with the VJP ``vjp`` (for eq. 2: value and
+    spread).
 
     The autodiff engine calls one VJP per Tensor, but this one wants G and g together (one
     pass over A). So A' is recorded as a child of b': A''s VJP, called first, keeps G and
@@ -192,30 +193,49 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
 
 
 def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor] | None:  # noqa: N803
-    """Eq. (2) for window rows as one compiled pass, or None (dense rows, or see above)."""
+    """Eq. (2) for window rows as one compiled pass, or None (dense rows, or see above).
+
+    value = Σₖ Aₖ cₖ and spread = Σₖ |Aₖ| rₖ, c and r the box's centre and radius at each
+    row's window (0 outside the image). With gradients recorded it is one op whose VJP,
+    for upstream gradients g_v, g_s of a row and side, is ∂L/∂Aₖ = g_v cₖ + g_s sign(Aₖ) rₖ
+    (sign 0 at 0, as abs's VJP) and ∂L/∂cₖ = g_v Aₖ, ∂L/∂rₖ = g_s |Aₖ|, scatter-added back
+    onto the maps like the ReLU step's λ, s, t.
+    """
     if not isinstance(A, WindowRows):
         return None
     center, radius = box.center, box.radius
-    if not _compiled_arrays([A.A, center, radius]) or any(
-            t is not None and t.requires_grad for t in (A.A, center, radius, a)):
+    inputs = (A.A, center, radius)
+    if not _compiled_arrays(inputs) or center.shape != radius.shape or \
+            center.ndim not in (4, 5) or A.A.ndim != 7:
         return None
     kernels = numba_kernels(KERNELS)
     if kernels is None:
         return None
     coefficients = np.ascontiguousarray(A.A.data)
-    center, radius = (np.ascontiguousarray(m.data) for m in (center, radius))
+    maps = [np.ascontiguousarray(m.data) for m in (center, radius)]
     if center.ndim == 4:  # (B, C, H, W): no population axis
-        center, radius = center[None], radius[None]
+        maps = [m[None] for m in maps]
     row, column = (np.ascontiguousarray(x) for x in (A.neurons.row, A.neurons.column))
     window = A.windows[0]
-    members = max(coefficients.shape[0], center.shape[0], row.shape[0])
-    batch = max(coefficients.shape[2], center.shape[1], row.shape[1])
+    members = max(coefficients.shape[0], maps[0].shape[0], row.shape[0])
+    batch = max(coefficients.shape[2], maps[0].shape[1], row.shape[1])
     shape = (members, coefficients.shape[1], batch, coefficients.shape[3])
     value = np.empty(shape, dtype=coefficients.dtype)
     spread = np.empty(shape, dtype=coefficients.dtype)
-    kernels.window_concretise_into(coefficients, center, radius, row, column, window.stride,
+    kernels.window_concretise_into(coefficients, *maps, row, column, window.stride,
                                    window.padding, value, spread)
-    total = Tensor(value) if a is None else Tensor(value) + a
+
+    def vjp(grad_value: np.ndarray, grad_spread: np.ndarray) -> list[Any]:
+        shapes = [coefficients.shape] + [m.shape for m in maps]
+        grads, wanted = _gradient_arrays(inputs, shapes, coefficients.dtype)
+        kernels.window_concretise_vjp_into(coefficients, *maps, row, column, window.stride,
+                                           window.padding, grad_value, grad_spread, *grads,
+                                           wanted)
+        return [grad.reshape(t.shape) if want else None
+                for grad, t, want in zip(grads, inputs, wanted, strict=True)]
+
+    value_tensor, spread_tensor = _step_tensors(value, spread, inputs, vjp)
+    total = value_tensor if a is None else value_tensor + a
     upper = spread.shape[1] - 1
-    return {"lower": total[:, 0] - Tensor(spread[:, 0]),
-            "upper": total[:, min(upper, total.shape[1] - 1)] + Tensor(spread[:, upper])}
+    return {"lower": total[:, 0] - spread_tensor[:, 0],
+            "upper": total[:, min(upper, total.shape[1] - 1)] + spread_tensor[:, upper]}

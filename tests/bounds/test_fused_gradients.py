@@ -22,7 +22,8 @@ import nobound.bounds.kernels as kernels
 from nobound.autodiff.gradcheck import check_grads
 from nobound.autodiff.tensor import Tensor
 from nobound.bounds.deeppoly import ReluRelaxation
-from nobound.bounds.patches import NeuronRows, Window, WindowReluLines
+from nobound.bounds.patches import NeuronRows, Window, WindowReluLines, WindowRows
+from nobound.bounds.regions import Box
 from nobound.bounds.rows import ReluLines
 
 pytest.importorskip("numba")
@@ -56,10 +57,14 @@ def value_and_gradients(arrays, build, fused, seed=7):
     return out.data, bias.data, {name: leaf.grad for name, leaf in leaves.items()}
 
 
-def assert_same(arrays, build):
+def assert_same(arrays, build, products=True):
+    """Fused = plain: the first output exactly where it is the same ``products``, the
+    rest (sums in another order) to round-off."""
     fused = value_and_gradients(arrays, build, True)
     plain = value_and_gradients(arrays, build, False)
-    np.testing.assert_array_equal(fused[0], plain[0])  # the same products
+    if products:
+        np.testing.assert_array_equal(fused[0], plain[0])
+    np.testing.assert_allclose(fused[0], plain[0], rtol=TOLERANCE, atol=TOLERANCE)
     np.testing.assert_allclose(fused[1], plain[1], rtol=TOLERANCE, atol=TOLERANCE)
     for name, gradient in plain[2].items():
         assert gradient is not None, name
@@ -194,11 +199,69 @@ def test_window_step_value_and_gradients(members, sides, shared_batch, map_membe
     assert_same(arrays, build)
 
 
+def concretise(A, a, box, fused):  # noqa: N803
+    """Eq. (2) through deeppoly's seam, compiled (checked to be taken) or plain."""
+    if fused:
+        result = kernels.fused_concretise(A, a, box)
+        assert result is not None, "the fused concretisation did not apply"
+        return result
+    original = deeppoly.fused_concretise
+    deeppoly.fused_concretise = lambda *args: None
+    try:
+        return deeppoly.concretise(A, a, box)
+    finally:
+        deeppoly.fused_concretise = original
+
+
+def concretise_build(rng, grid, window, members, batch, rows, per_sample):
+    """Eq. (2) of window rows at random neurons of ``grid`` (corners included), as
+    ``step``'s two outputs: (lower, upper) stacked, and their sum."""
+    lead = (members, batch) if per_sample else (1, 1)
+    row = rng.integers(0, grid[0], lead + (rows,))
+    column = rng.integers(0, grid[1], lead + (rows,))
+    row[..., :2], column[..., :2] = 0, 0
+    row[..., 2:4], column[..., 2:4] = grid[0] - 1, grid[1] - 1
+    neurons = NeuronRows(np.zeros_like(row), row, column, np.ones(row.shape))
+
+    def build(leaves, fused):
+        rows_ = WindowRows(leaves["A"], neurons, (window,))
+        box = Box(leaves["lower"], leaves["lower"] + leaves["width"])
+        bounds = concretise(rows_, leaves["a"], box, fused)
+        return bounds["lower"], bounds["upper"]
+
+    return build
+
+
+@pytest.mark.parametrize("members, sides, shared_batch, box_members, per_sample",
+                         [(1, 1, True, 0, False), (1, 2, False, 0, True),
+                          (2, 1, False, 2, True), (3, 2, True, 1, False),
+                          (2, 2, False, 2, False)])
+def test_window_concretisation_value_and_gradients(members, sides, shared_batch, box_members,
+                                                   per_sample, monkeypatch):
+    """Eq. (2) on windows over the border, with gradients w.r.t. A, a and the box's
+    lower and upper ends (through its centre and radius); ``box_members`` 0: a box
+    without population axis."""
+    monkeypatch.setattr(kernels, "COMPILED_PASS_MIN_SIZE", 1)
+    rng = np.random.default_rng(members * 100 + sides * 10 + box_members)
+    batch, rows, channels, shape = 3, 48, 4, (9, 7)
+    lead = (batch,) if box_members == 0 else (box_members, batch)
+    arrays = {
+        "A": coefficients(rng, (members, sides, 1 if shared_batch else batch, rows, channels,
+                                6, 5)),
+        "a": rng.standard_normal((max(members, box_members), sides, batch, rows)),
+        "lower": rng.standard_normal(lead + (channels, *shape)),
+        "width": rng.uniform(0.1, 1, lead + (channels, *shape)),
+    }
+    assert_same(arrays, concretise_build(rng, (5, 4), Window(6, 5, 2, 2), members, batch,
+                                         rows, per_sample), products=False)
+
+
 # ----------------------------------------------------------------------------- gradcheck
 
 def test_vjp_against_finite_differences(monkeypatch):
-    """The VJP of the fused op alone (small arrays, compiled anyway), dense and windows,
-    by the dot-product test; A is kept away from 0, where the step has its kink."""
+    """The VJPs of the fused ops alone (small arrays, compiled anyway) — the ReLU step on
+    dense rows and windows, eq. (2) on windows — by the dot-product test; A is kept away
+    from 0, where both have their kink."""
     monkeypatch.setattr(kernels, "COMPILED_PASS_MIN_SIZE", 1)
     rng = np.random.default_rng(8)
     dense = dense_arrays(rng, 2, 2, False, True, 1, batch=2, rows=3, shape=(2, 3))
@@ -212,12 +275,17 @@ def test_vjp_against_finite_differences(monkeypatch):
     window_step = window_build(rng, (3, 2), Window(3, 3, 2, 1), 1, 2, 48, True)
     check_grads(lambda *tensors: _packed(window_step(dict(zip(windows, tensors, strict=True)),
                                                      True)), list(windows.values()))
+    box = {"A": windows["A"], "a": windows["a"],
+           "lower": rng.standard_normal((2, 2, 4, 3)), "width": rng.uniform(0.1, 1, (2, 2, 4, 3))}
+    bounds = concretise_build(rng, (3, 2), Window(3, 3, 2, 1), 1, 2, 48, True)
+    check_grads(lambda *tensors: _packed(bounds(dict(zip(box, tensors, strict=True)), True)),
+                list(box.values()))
 
 
 def _packed(result):
-    """(A', a') as one Tensor, for a check of both outputs' gradients at once."""
-    out, bias = result
-    return out.sum(axis=tuple(range(4, out.ndim))) * 0.5 + bias * bias
+    """Two outputs as one Tensor, for a check of both outputs' gradients at once."""
+    first, second = result
+    return first.sum(axis=tuple(range(second.ndim, first.ndim))) * 0.5 + second * second
 
 
 # ----------------------------------------------------------------------------- networks
