@@ -26,9 +26,7 @@ search as ``falsified``. The search ends ``unknown`` at the deadline (a round on
 as many sub-domains as the last measured time per sub-problem lets it bound before the
 deadline) or after ``max_nodes`` bounded sub-problems, ``certified`` when no open
 sub-domain is left. Every bounded sub-domain becomes a node of the split tree that
-certificates store. With ``reserve`` (the expected seconds of the rigorous check of an
-n-node tree) the search also stops ``unknown`` once the tree so far could not be checked
-before the deadline: a finished tree is worth nothing if its check answers late.
+certificates store.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -377,7 +374,7 @@ class _Search:
                               seed=self.config.seed + round_index)
 
 
-def splits_input(config: BabConfig, dense: DenseNetwork) -> bool:
+def _splits_input(config: BabConfig, dense: DenseNetwork) -> bool:
     return config.domain == "input" or (config.domain == "auto"
                                         and dense.input_size <= MAX_SPLIT_INPUTS)
 
@@ -385,22 +382,19 @@ def splits_input(config: BabConfig, dense: DenseNetwork) -> bool:
 def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                      config: BabConfig | None = None, deadline: float | None = None,
                      shared: dict | None = None,
-                     confirm: ConfirmerFactory | None = None,
-                     reserve: Callable[[int], float] | None = None) -> BabResult:
+                     confirm: ConfirmerFactory | None = None) -> BabResult:
     """Decide ``problem`` by branch and bound (see the module docstring). ``shared``: a
     dict kept across the problems of one property (same network), where beta-CROWN keeps
     the root's tightened bounds of each box. ``confirm``: the rigorous checker's view of
     single leaves (:mod:`nobound.certify.leaf_confirm`); a leaf it does not prove is split
-    further instead of closed. ``reserve(n)``: seconds to keep before the deadline for
-    the rigorous check of an n-node tree (None: none)."""
+    further instead of closed."""
     config = config or BabConfig()
     start = time.perf_counter()
     deadline = np.inf if deadline is None else deadline
-    if splits_input(config, dense):
+    if _splits_input(config, dense):
         found = input_split_search(problem, dense, deadline, config.max_nodes,
                                    max(config.batch_size, 64), attack_every=config.attack_every,
-                                   attack_steps=config.attack_steps, seed=config.seed,
-                                   reserve=reserve)
+                                   attack_steps=config.attack_steps, seed=config.seed)
         return BabResult(found["status"], found["nodes"], found["bounded"],
                          found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
@@ -438,15 +432,13 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     for round_index in itertools.count(1):
         if not search.heap:
             break
-        # the search's own deadline: the check of the tree so far must still fit after it
-        searching = deadline - (0.0 if reserve is None else reserve(len(search.nodes)))
-        if time.perf_counter() > searching:
+        if time.perf_counter() > deadline:
             return finish("unknown", "timeout", rounds=round_index)
         if search.bounded >= config.max_nodes:
             return finish("unknown", "node limit", rounds=round_index)
         room = max(1, (config.max_nodes - search.bounded) // 2)
-        if per_subproblem > 0 and np.isfinite(searching):  # keep each call inside the time
-            affordable = int((searching - time.perf_counter()) / (2 * per_subproblem))
+        if per_subproblem > 0 and np.isfinite(deadline):  # keep each call inside the time
+            affordable = int((deadline - time.perf_counter()) / (2 * per_subproblem))
             if affordable < 1:
                 return finish("unknown", "timeout", rounds=round_index)
             room = min(room, affordable)
@@ -467,27 +459,24 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
 
 
 def repair(problem: VerificationProblem, dense: DenseNetwork, config: BabConfig,
-           result: BabResult, confirm: ConfirmerFactory, deadline: float,
-           reserve: Callable[[int], float] | None = None) -> BabResult:
+           result: BabResult, confirm: ConfirmerFactory, deadline: float) -> BabResult:
     """A certified split tree that the rigorous check refused, with every refused leaf
     split again (input-split trees: :func:`nobound.certify.input_split.repair_refused_leaves`;
     a ReLU-split search already confirms its leaves as it closes them, so its tree is
     returned unchanged). The result is ``certified`` only when every refused leaf was
-    re-proved by the search; it must be checked again (``reserve``: as for
-    :func:`branch_and_bound`, for the whole repaired tree)."""
+    re-proved by the search; it must be checked again."""
     parents = {int(c): i for i, node in enumerate(result.nodes) if node.children
                for c in node.children}
     confirmer = confirm(problem, result.nodes, parents)
     refused = confirmer.refused()
-    if not refused or not splits_input(config, dense):
+    if not refused or not _splits_input(config, dense):
         return result
     boxes = {i: confirmer.box_of(i) for i in refused}
     found = repair_refused_leaves(problem, dense, result.nodes, boxes, deadline,
                                   max(1, config.max_nodes - result.bounded),
                                   batch_size=max(config.batch_size, 64),
                                   attack_every=config.attack_every,
-                                  attack_steps=config.attack_steps, seed=config.seed,
-                                  reserve=reserve)
+                                  attack_steps=config.attack_steps, seed=config.seed)
     return BabResult(found["status"], found["nodes"], result.bounded + found["bounded"],
                      found["counterexample"], found["lower_bound"], found["reason"],
                      result.seconds + found["seconds"], result.rounds, len(refused))

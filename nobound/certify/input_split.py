@@ -22,11 +22,6 @@ The split tree is a certificate like a ReLU-split tree: internal nodes name
 (dimension, m), children are the halves x_d ≤ m and x_d ≥ m, leaves are proved by one row
 with DeepPoly's (or the recorded optimised) slopes, which the checker re-derives on the
 leaf's own box.
-
-``reserve(n)`` (optional) is the time the rigorous check of an n-node tree is expected
-to take: the search stops ``unknown`` ("timeout") as soon as the current tree — which
-only grows — could no longer be checked before the deadline, instead of finishing a tree
-whose check would answer late.
 """
 
 from __future__ import annotations
@@ -34,7 +29,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -97,14 +91,13 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                        deadline: float = np.inf, max_boxes: int = 200_000,
                        batch_size: int = 256, alpha_steps: int = 5, attack_every: int = 10,
                        attack_steps: int = 20, seed: int = 0,
-                       split_root: bool = False,
-                       reserve: Callable[[int], float] | None = None) -> dict:
+                       split_root: bool = False) -> dict:
     """Decide ``problem`` by splitting its input box (module docstring).
 
     Returns {"status", "nodes" (the split tree, for certificates), "counterexample",
     "bounded", "lower_bound", "reason", "rounds", "seconds"}. ``split_root``: split the
     box even if its bound proves it (:func:`repair_refused_leaves`: the checker refused
-    that proof). ``reserve``: seconds the check of a tree of n nodes needs (module doc).
+    that proof).
     """
     start = time.perf_counter()
     spec, offset = problem.spec, problem.offset
@@ -153,7 +146,7 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                                    steps=attack_steps, restarts=0, seed=seed + round_index)
             if found is not None:
                 return result("falsified", "counterexample", found, round_index)
-        if time.perf_counter() + (0.0 if reserve is None else reserve(len(nodes))) > deadline:
+        if time.perf_counter() > deadline:
             return result("unknown", "timeout", rounds=round_index)
         if bounded >= max_boxes:
             return result("unknown", "node limit", rounds=round_index)
@@ -185,21 +178,17 @@ def repair_refused_leaves(problem: VerificationProblem, network: DenseNetwork,
     """Split again the leaves of an input-split tree whose proofs the rigorous checker
     refused (``refused``: leaf index → its box). Each such box gets a search of its own
     that splits it at once (``split_root``); its tree replaces the leaf, so ``nodes``
-    stays one tree over the whole box (``search["reserve"]`` is given the size of that
-    whole tree). Returns like :func:`input_split_search`
+    stays one tree over the whole box. Returns like :func:`input_split_search`
     ("certified" when every refused leaf was re-proved; "falsified" with a counterexample
     inside a leaf's box, hence inside the problem's box)."""
     from dataclasses import replace
 
     start, bounded = time.perf_counter(), 0
-    reserve = search.pop("reserve", None)
-    # a leaf's sub-tree joins the whole tree, which is what gets checked
-    whole = None if reserve is None else (lambda n: reserve(len(nodes) + n))
     for index, (lower, upper) in refused.items():
         sub = input_split_search(replace(problem, lower=lower.reshape(problem.input_shape),
                                          upper=upper.reshape(problem.input_shape)),
                                  network, deadline, max(1, max_boxes - bounded),
-                                 split_root=True, reserve=whole, **search)
+                                 split_root=True, **search)
         bounded += sub["bounded"]
         if sub["status"] != "certified":
             return {**sub, "nodes": nodes, "bounded": bounded,

@@ -25,11 +25,10 @@ taken from it unchecked:
   or ``replay``, e.g. ONNX's reference evaluator) inside the box.
 
 The deadline covers the check: the check stops at the deadline (an unfinished check is a
-rejection, the verdict ``unknown``, reason "timeout"), and branch and bound keeps the time
-the check of its tree so far is expected to take (seconds per node measured on the trees
-this certifier checked; before the first input-split tree, the time of the checker's root
-bounds of the box), so that it stops searching instead of finishing a tree too large to
-check in time.
+rejection: the verdict is ``unknown``, reason "timeout"), and so does the confirmation of
+branch-and-bound leaves. Branch and bound is not stopped early to leave time for the check:
+it may still find a counterexample, and an estimate of the check's cost that is too high
+loses proofs that would have been checked in time (docs/certifier.md).
 
 With ``certificate=True`` only DeepPoly (and branch and bound over DeepPoly or beta-CROWN,
 whose multipliers the certificate records) may prove, so that the stored bounds are the
@@ -48,7 +47,7 @@ import numpy as np
 
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.backend import to_device, to_numpy
-from nobound.certify.bab import BabConfig, branch_and_bound, repair, splits_input
+from nobound.certify.bab import BabConfig, branch_and_bound, repair
 from nobound.certify.certificate import (
     Certificate,
     LeafProof,
@@ -56,7 +55,7 @@ from nobound.certify.certificate import (
     model_fingerprint,
     problem_certificate,
 )
-from nobound.certify.checker import check_proofs, checked_network, derive_node_bounds
+from nobound.certify.checker import check_proofs, checked_network
 from nobound.certify.falsify import attack_problems, robustness_attack
 from nobound.certify.leaf_confirm import ConfirmerFactory, LeafConfirmer
 from nobound.certify.problem import (
@@ -74,29 +73,6 @@ from nobound.exact.dense import DenseNetwork, dense_network
 _PADDING_OFFSET = -1e300
 # Rounds of "split the leaves the rigorous check refused, check again" per problem.
 _REPAIRS = 4
-
-
-class CheckCost:
-    """Seconds the rigorous check takes per tree node, measured on the split trees one
-    certifier checked, by kind of tree ("input" splits, "relu" splits): the two differ by
-    orders of magnitude (an input-split node re-derives all its bounds on its box, a
-    beta-CROWN ReLU node inherits its parent's)."""
-
-    def __init__(self) -> None:
-        self._seconds: dict[str, float] = {}
-        self._nodes: dict[str, int] = {}
-
-    def record(self, kind: str, nodes: int, seconds: float) -> None:
-        self._seconds[kind] = self._seconds.get(kind, 0.0) + seconds
-        self._nodes[kind] = self._nodes.get(kind, 0) + nodes
-
-    def per_node(self, kind: str) -> float | None:
-        """Mean seconds per checked node of that kind of tree (None: none measured)."""
-        return self._seconds[kind] / self._nodes[kind] if self._nodes.get(kind) else None
-
-
-def tree_kind(nodes: list[TreeNode]) -> str:
-    return "input" if any(node.input_split is not None for node in nodes) else "relu"
 
 
 @dataclass(frozen=True)
@@ -145,7 +121,6 @@ class Certifier:
         self._dense: DenseNetwork | None = None
         self._stored: StoredNetwork | None = None
         self._root_bounds: dict[bytes, Any] = {}  # the checker's, per box of one verify()
-        self.check_cost = CheckCost()
 
     @property
     def dense(self) -> DenseNetwork:
@@ -164,50 +139,17 @@ class Certifier:
                   deadline: float = np.inf) -> str:
         """'' when the rigorous checker accepts ``nodes`` as a proof of ``problem`` before
         ``deadline``, else its first reason (the check is skipped with
-        ``allow_roundoff_errors``). The check's time per node is recorded for trees."""
+        ``allow_roundoff_errors``)."""
         if self.config.allow_roundoff_errors:
             return ""
         try:
             stored = self.stored
         except TypeError as error:  # e.g. Sigmoid, MaxPool: no sound check, so no proof
             return f"no rigorous check for this network ({error})"
-        began = time.perf_counter()
         report = check_proofs(stored, [problem_certificate(problem, nodes)],
                               reproduce=False, root_cache=self._root_bounds,
                               deadline=deadline)
-        if len(nodes) > 1 and report.nodes:
-            self.check_cost.record(tree_kind(nodes), report.nodes,
-                                   time.perf_counter() - began)
         return "" if report.valid else report.errors[0]
-
-    def _check_reserve(self, problem: VerificationProblem, bab_config: BabConfig,
-                       deadline: float) -> Any:
-        """``reserve(n)``: the seconds the check of an n-node tree of this search is
-        expected to take (None when proofs are not checked or nothing is known yet)."""
-        if self.config.allow_roundoff_errors:
-            return None
-        kind = "input" if splits_input(bab_config, self.dense) else "relu"
-        per_node = self.check_cost.per_node(kind)
-        if per_node is None and kind == "input":
-            # an input-split node costs the checker about what the root does: its bounds
-            # on its own box (kept in the root cache, so the final check reuses them)
-            try:
-                stored = self.stored
-            except TypeError:
-                return None
-            box = (np.asarray(problem.lower, float).reshape(-1),
-                   np.asarray(problem.upper, float).reshape(-1))
-            if box[0].tobytes() + box[1].tobytes() not in self._root_bounds:
-                began = time.perf_counter()
-                with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-                    derive_node_bounds(stored, box, [np.zeros(n, np.int8)
-                                                     for n in stored.hidden_sizes],
-                                       None, TreeNode(), self._root_bounds)
-                per_node = time.perf_counter() - began
-                self.check_cost.record(kind, 1, per_node)
-        if per_node is None:
-            return None
-        return lambda nodes: nodes * per_node
 
     def _leaf_confirmer(self, deadline: float = np.inf) -> ConfirmerFactory | None:
         """The checker's view of single leaves, so that branch and bound splits a leaf the
@@ -327,9 +269,8 @@ class Certifier:
                                    max_nodes=max(1, config.max_nodes - bounded),
                                    branching=config.branching, seed=config.seed,
                                    domain=config.bab_domain)
-            reserve = self._check_reserve(problems[index], bab_config, deadline)
             result = branch_and_bound(problems[index], self.dense, bab_config, deadline,
-                                      shared, confirm, reserve)
+                                      shared, confirm)
             bounded += result.bounded
             if result.status == FALSIFIED:
                 return Verdict(FALSIFIED, "bab", time.perf_counter() - start,
@@ -347,7 +288,7 @@ class Certifier:
                     break
                 before = result.bounded
                 result = repair(problems[index], self.dense, bab_config, result, confirm,
-                                deadline, reserve)
+                                deadline)
                 bounded += result.bounded - before
                 if result.status != CERTIFIED:
                     break

@@ -115,18 +115,3 @@ def test_an_unfinished_check_is_never_a_proof(clock: VirtualClock) -> None:
         assert "ran out of time" in report.errors[0]
         # it stops before the first node it would begin after the deadline
         assert report.nodes <= max(0, int(deadline // NODE_COST) + 1)
-
-
-@pytest.mark.parametrize("domain", ["input", "relu"])
-def test_search_stops_when_the_check_would_not_fit(clock: VirtualClock, domain: str) -> None:
-    model, problem = _instance(domain)
-    dense = dense_network(model, (2,))
-    config = BabConfig(domain=domain, batch_size=4)
-    free = branch_and_bound(problem, dense, config, deadline=1e9, reserve=lambda n: 0.0)
-    assert free.status == "certified" and free.bounded > 3
-    clock.now = 0.0
-    # a check that needs more than the time left for any tree: no round after the root
-    hopeless = branch_and_bound(problem, dense, config, deadline=1e9,
-                                reserve=lambda n: 2e9)
-    assert hopeless.status == "unknown" and hopeless.reason == "timeout"
-    assert hopeless.bounded < free.bounded
