@@ -240,7 +240,8 @@ def before_after_section(report: dict) -> str:
                         f"{CONFIGURATIONS[name]['branching']}" for name in CONFIGURATIONS)
     lines = [BEFORE_AFTER_HEADING, "",
              f"`benchmarks/certify_mnist.py --before-after` at commit {report['commit']}: "
-             f"the first {report['n']} MNIST test images, l∞ eps {report['eps']}, timeout "
+             f"the first {report['n']} MNIST test images, l∞ eps "
+             f"{', '.join(f'{eps:g}' for eps in report['eps'])}, timeout "
              f"{report['timeout']:g} s per image ({report['clock']}), attack "
              f"{report['attack'][0]} steps × {report['attack'][1]} restarts, "
              f"{report['cpus']} shared CPU cores (load average {report['load_average']:.1f} "
