@@ -239,10 +239,15 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
 @njit(inline="always", boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
 def _side_vjp(source: Any, grad: Any, grad_bias: Any, on: Any, off: Any, t: Any,
               d_source: Any, d_on: Any, d_off: Any, d_t: Any, lower_side: bool,
-              want_source: bool, want_on: bool, want_off: bool, want_t: bool) -> None:
+              assign: bool, want_source: bool, want_on: bool, want_off: bool,
+              want_t: bool) -> None:
     """One side of one row: A' = A ⊙ (``on`` where A ≥ 0, else ``off``) and b' = Σ A⁻ t
     (``lower_side``) or Σ A⁺ t; adds the VJP for upstream gradients ``grad`` (of A') and
-    ``grad_bias`` (of b') into d_source, d_on, d_off, d_t (those wanted)."""
+    ``grad_bias`` (of b') into d_source, d_on, d_off, d_t (those wanted) — or, with
+    ``assign``, writes d_source's (the row's first visit: no zeroed array to read).
+
+    Each gradient is its own loop: fewer arrays per loop let the compiler vectorise it
+    (its runtime overlap checks stay few), and the row is in L1 for the next loop."""
     zero = source.dtype.type(0)
     n = source.shape[0]
     if want_source:  # ∂A'/∂A = the chosen slope; ∂b'/∂A = t on the side's sign (0 at A = 0)
@@ -250,7 +255,11 @@ def _side_vjp(source: Any, grad: Any, grad_bias: Any, on: Any, off: Any, t: Any,
             value = source[k]
             chosen = on[k] if value >= zero else off[k]
             collected = value < zero if lower_side else value > zero
-            d_source[k] += grad[k] * chosen + (grad_bias * t[k] if collected else zero)
+            part = grad[k] * chosen + (grad_bias * t[k] if collected else zero)
+            if assign:
+                d_source[k] = part
+            else:
+                d_source[k] += part
     if want_on:
         for k in range(n):
             value = source[k]
@@ -272,12 +281,15 @@ def _side_vjp(source: Any, grad: Any, grad_bias: Any, on: Any, off: Any, t: Any,
 def relu_back_step_vjp_into(coefficients: Any, lam_lower: Any, lam_upper: Any, slope: Any,
                             intercept: Any, grad_out: Any, grad_bias: Any,
                             d_coefficients: Any, d_lam_lower: Any, d_lam_upper: Any,
-                            d_slope: Any, d_intercept: Any, wanted: Any) -> None:
+                            d_slope: Any, d_intercept: Any, wanted: Any, assign: bool
+                            ) -> None:
     """The VJP of :func:`relu_back_step_into`: upstream ``grad_out`` (P, 2, B, R, n) and
     ``grad_bias`` (P, 2, B, R) added into the gradients of the inputs, each of its input's
     shape (broadcast axes summed). ``wanted`` (5 booleans) says which of d_coefficients,
     d_lam_lower, d_lam_upper, d_slope, d_intercept to fill (the others are stand-ins of
-    one row, (1, 1, 1, 1, n) or (1, 1, 1, n))."""
+    one row, (1, 1, 1, 1, n) or (1, 1, 1, n)). With ``assign`` (the coefficients are not
+    broadcast over members or batch, so each row is visited once) d_coefficients is
+    written, not added to, on a row's first side (it may come uninitialised)."""
     members, _, batch, rows, _ = grad_out.shape
     sides = coefficients.shape[1]
     want_a, want_ll, want_lu, want_s, want_t = wanted[0], wanted[1], wanted[2], wanted[3], \
@@ -317,7 +329,8 @@ def relu_back_step_vjp_into(coefficients: Any, lam_lower: Any, lam_upper: Any, s
                               grad_bias[p, side, b, r], on, off, t,
                               d_coefficients[pa, a_side, ba, r] if want_a else
                               d_coefficients[0, 0, 0, 0],
-                              d_on, d_off, d_t, side == 0, want_a, want_on, want_off, want_t)
+                              d_on, d_off, d_t, side == 0, assign and (side == 0 or sides == 2),
+                              want_a, want_on, want_off, want_t)
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
@@ -359,13 +372,14 @@ def window_relu_back_step_vjp_into(coefficients: Any, lam: Any, slope: Any, inte
                                    row: Any, column: Any, stride: int, padding: int,
                                    grad_out: Any, grad_bias: Any, d_coefficients: Any,
                                    d_lam: Any, d_slope: Any, d_intercept: Any,
-                                   wanted: Any) -> None:
+                                   wanted: Any, assign: bool) -> None:
     """The VJP of :func:`window_relu_back_step_into`: upstream ``grad_out``
     (P, 2, B, R, C, K_h, K_w) and ``grad_bias`` (P, 2, B, R) added into d_coefficients
     (the coefficients' shape) and into the maps' gradients d_lam, d_slope, d_intercept
     (P_m, B, C, H, W) — each row's window gradient scattered back onto its map (the adjoint
     of the zero-padded gather; positions outside the image drop out). ``wanted``: which of
-    the four to fill (4 booleans; the others may be empty).
+    the four to fill (4 booleans; the others may be stand-ins); ``assign`` as in
+    :func:`relu_back_step_vjp_into`.
 
     As the forward pass caches each position's window of the maps, the window gradients of
     rows at one position are summed in a per-position buffer and scattered once per
@@ -429,12 +443,12 @@ def window_relu_back_step_vjp_into(coefficients: Any, lam: Any, slope: Any, inte
                     grad = g_flat[at:at + window]
                     if side == 0:  # lower side: λ where A ≥ 0, s where A < 0
                         _side_vjp(source, grad, grad_bias[p, 0, b, r], lam_w, s_w, t_w,
-                                  d_source, d_lam_w, d_s_w, d_t_w, True, want_a, want_lam,
-                                  want_s, want_t)
+                                  d_source, d_lam_w, d_s_w, d_t_w, True, assign, want_a,
+                                  want_lam, want_s, want_t)
                     else:  # upper side: s where A ≥ 0, λ where A < 0
                         _side_vjp(source, grad, grad_bias[p, 1, b, r], s_w, lam_w, t_w,
-                                  d_source, d_s_w, d_lam_w, d_t_w, False, want_a, want_s,
-                                  want_lam, want_t)
+                                  d_source, d_s_w, d_lam_w, d_t_w, False,
+                                  assign and sides == 2, want_a, want_s, want_lam, want_t)
     for cell in range(cells):
         if grads_for[cell] >= 0:
             _flush_window_grads(grads[cell], d_flat, wanted_maps, cell, grads_for[cell],

@@ -118,14 +118,18 @@ def _step_tensors(out: np.ndarray, bias: np.ndarray, inputs: Sequence[Tensor],
 
 
 def _gradient_arrays(inputs: Sequence[Tensor], shapes: Sequence[tuple[int, ...]],
-                     dtype: Any) -> tuple[list[np.ndarray], np.ndarray]:
-    """Zeroed gradient arrays of ``shapes`` for the inputs that require one, one-row
-    stand-ins (never written) for the others; and the flags the kernels read."""
+                     dtype: Any, out_shape: tuple[int, ...]
+                     ) -> tuple[list[np.ndarray], np.ndarray, bool]:
+    """Gradient arrays of ``shapes`` for the inputs that require one, one-row stand-ins
+    (never written) for the others; the flags the kernels read; and whether the first
+    input (the coefficients) spans the output's members and batch (axes 0 and 2), so the
+    kernel writes its gradient once per entry and it need not be zeroed first."""
     wanted = np.array([t.requires_grad for t in inputs])
-    arrays = [np.zeros(shape, dtype=dtype) if want else
-              np.empty((1,) * (len(shape) - 1) + shape[-1:], dtype=dtype)
-              for want, shape in zip(wanted, shapes, strict=True)]
-    return arrays, wanted
+    assign = shapes[0][0] == out_shape[0] and shapes[0][2] == out_shape[2]
+    arrays = [np.zeros(shape, dtype=dtype) if want and not (i == 0 and assign) else
+              np.empty(shape if want else (1,) * (len(shape) - 1) + shape[-1:], dtype=dtype)
+              for i, (want, shape) in enumerate(zip(wanted, shapes, strict=True))]
+    return arrays, wanted, assign
 
 
 def _dense_step(A: Tensor, lines: ReluLines) -> tuple[Tensor, Tensor] | None:  # noqa: N803
@@ -151,10 +155,10 @@ def _dense_step(A: Tensor, lines: ReluLines) -> tuple[Tensor, Tensor] | None:  #
 
     def vjp(grad_out: np.ndarray, grad_bias: np.ndarray) -> list[Any]:
         shapes = [coefficients.shape] + [x.shape for x in line_rows]
-        grads, wanted = _gradient_arrays(inputs, shapes, data.dtype)
+        grads, wanted, assign = _gradient_arrays(inputs, shapes, data.dtype, out.shape)
         kernels.relu_back_step_vjp_into(coefficients, *line_rows,
                                         grad_out.reshape(out.shape), grad_bias, *grads,
-                                        wanted)
+                                        wanted, assign)
         return [grad.reshape(t.shape) if want else None
                 for grad, t, want in zip(grads, inputs, wanted, strict=True)]
 
@@ -183,10 +187,11 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
 
     def vjp(grad_out: np.ndarray, grad_bias: np.ndarray) -> list[Any]:
         shapes = [coefficients.shape] + [m.shape for m in maps]
-        grads, wanted = _gradient_arrays(inputs, shapes, coefficients.dtype)
+        grads, wanted, assign = _gradient_arrays(inputs, shapes, coefficients.dtype,
+                                                 out.shape)
         kernels.window_relu_back_step_vjp_into(coefficients, *maps, row, column,
                                                window.stride, window.padding, grad_out,
-                                               grad_bias, *grads, wanted)
+                                               grad_bias, *grads, wanted, assign)
         return [grad if want else None for grad, want in zip(grads, wanted, strict=True)]
 
     return _step_tensors(out, bias, inputs, vjp)
@@ -227,7 +232,7 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
 
     def vjp(grad_value: np.ndarray, grad_spread: np.ndarray) -> list[Any]:
         shapes = [coefficients.shape] + [m.shape for m in maps]
-        grads, wanted = _gradient_arrays(inputs, shapes, coefficients.dtype)
+        grads, wanted, _ = _gradient_arrays(inputs, shapes, coefficients.dtype, (0, 0, 0))
         kernels.window_concretise_vjp_into(coefficients, *maps, row, column, window.stride,
                                            window.padding, grad_value, grad_spread, *grads,
                                            wanted)
