@@ -82,6 +82,9 @@ class BabConfig:
     beta_steps: int = 20         # projected-gradient steps per round (children warm-started)
     root_steps: int = 50
     tighten_steps: int = 10      # "inherit": optimise the root's intermediate bounds too
+    # beta-CROWN's root (tightening, then its rows' α/β) stops optimising after this share
+    # of the time left (the rest is for branching); 1.0 lets it use all of it
+    root_share: float = 0.5
     fsb_candidates: int = 3      # FSB: children bounded for the top-k scored neurons
     # what to split: "relu", "input" (nobound.certify.input_split), or "auto" = the input
     # for networks with at most MAX_SPLIT_INPUTS inputs (no certificate: ReLU splits only)
@@ -336,10 +339,17 @@ class _Search:
             bounds = clamp_to_splits(known, signs)
         domains = SplitDomains([lo for lo, _ in bounds], [hi for _, hi in bounds], signs,
                                problem.lower.reshape(-1), problem.upper.reshape(-1))
+        # the root's optimisation ends at its share of the time left: tightening the
+        # intermediate bounds (the dearer part) gets three quarters of it, the rows the rest
+        root_end = tighten_end = np.inf
+        if known is None and np.isfinite(self.deadline):
+            now = time.perf_counter()
+            root_end = now + self.config.root_share * max(0.0, self.deadline - now)
+            tighten_end = now + 0.75 * (root_end - now)
         if tighten and key not in self.shared:
             records: list = []
             domains = tighten_intermediate(self.dense, domains, self.config.tighten_steps,
-                                           records=records)
+                                           records=records, deadline=tighten_end)
             bounds = list(zip(domains.lower, domains.upper, strict=True))
             self.root_tightened = [_neuron_bound(r) for r in records]
             self.shared[key] = (bounds, self.root_tightened)
@@ -353,7 +363,7 @@ class _Search:
                                 [np.stack([s.beta[k] for s in starts]).astype(np.float64)
                                  for k in layers])
         lower, best = optimise(self.dense, domains, objective, offset, start, steps,
-                               optimise_alpha=self.config.optimise_alpha)
+                               optimise_alpha=self.config.optimise_alpha, deadline=root_end)
         coefficients = input_coefficients(self.dense, domains, objective, offset, best)
         chosen = coefficients[np.arange(count), np.argmax(lower, axis=1)]
         minimisers = np.where(chosen < 0, problem.upper.reshape(1, -1),

@@ -29,6 +29,8 @@ weights are moved to it once.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,11 +157,14 @@ def _back_substitute(network: DenseNetwork, domains: SplitDomains, objective: Ar
 
 def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, offset: Array,
              start: Multipliers | None = None, steps: int = 20, learning_rate: float = 0.1,
-             optimise_alpha: bool = True) -> tuple[Array, Multipliers]:
+             optimise_alpha: bool = True, deadline: float = math.inf
+             ) -> tuple[Array, Multipliers]:
     """Projected Adam ascent on (α, β) from ``start`` (default: DeepPoly's α, β = 0).
 
     Returns the best bound found per sub-domain and row (every iterate is sound, so the
-    elementwise maximum over iterates is too) and the multipliers that gave it.
+    elementwise maximum over iterates is too) and the multipliers that gave it. After
+    ``deadline`` (a ``time.perf_counter`` reading) no further step is taken: the best of
+    the iterates so far is returned (at least the starting point's bound).
     """
     xp = get_array_module(objective)
     rows = objective.shape[1]
@@ -191,7 +196,7 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
             for kept, now in zip(best.alpha + best.beta, current.alpha + current.beta,
                                  strict=True):
                 kept[...] = xp.where(improved[:, :, None], now, kept)
-        if step == steps:
+        if step == steps or time.perf_counter() > deadline:
             break
         gradients = (grads.alpha if optimise_alpha else []) + grads.beta
         for p, g, m, v in zip(parameters, gradients, first_moment, second_moment,
@@ -211,8 +216,8 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
 
 
 def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: int = 10,
-                         learning_rate: float = 0.1, records: list | None = None
-                         ) -> SplitDomains:
+                         learning_rate: float = 0.1, records: list | None = None,
+                         deadline: float = math.inf) -> SplitDomains:
     """Optimised (α, β) bounds on every hidden pre-activation, layer by layer, intersected
     with the given ones (alpha-CROWN's intermediate bounds, with split multipliers).
 
@@ -222,6 +227,9 @@ def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: in
     so the intersection is too; split neurons are clamped again afterwards. With
     ``records`` (a list), each bound that improved is appended as (sub-domain, k, neuron,
     side, α per layer < k, β per layer < k, value) — what a checker needs to re-derive it.
+    ``deadline``: the time left is shared evenly by the layers still to tighten, each
+    stopping its optimisation at its share (:func:`optimise`); every layer still gets at
+    least its starting point's bound, so a late call costs one bound per layer.
     """
     xp = get_array_module(domains.lower[0])
     lower = [lo.copy() for lo in domains.lower]
@@ -241,8 +249,12 @@ def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: in
         rows[xp.arange(size), unstable] = 1.0
         rows[size + xp.arange(size), unstable] = -1.0
         objective = xp.broadcast_to(rows, (count, *rows.shape))
+        now = time.perf_counter()
+        layer_deadline = deadline if math.isinf(deadline) else \
+            now + (deadline - now) / (len(lower) - k)
         bound, best = optimise(truncated, part, objective, xp.zeros((count, 2 * size)),
-                               steps=steps, learning_rate=learning_rate)
+                               steps=steps, learning_rate=learning_rate,
+                               deadline=layer_deadline)
         if records is not None:
             old_lower = lower[k][:, unstable].copy()
             old_upper = upper[k][:, unstable].copy()

@@ -16,7 +16,8 @@ the widest contribution (|a_i| × width, "bound gradient times width") is the gr
 choice. A box is proved when a row's lower bound is positive; the corner minimising the
 best row's linear bound and the box centre are replayed in float64 as candidates, and
 PGD runs from the worst boxes' corners every few rounds. Boxes are taken worst first, up
-to ``batch_size`` per round, all halves bounded in one batched call.
+to ``batch_size`` per round — fewer near the deadline: no more than the last round's time
+per box lets it bound in time — all halves bounded in one batched call.
 
 The split tree is a certificate like a ReLU-split tree: internal nodes name
 (dimension, m), children are the halves x_d ≤ m and x_d ≥ m, leaves are proved by one row
@@ -117,9 +118,11 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
     boxes_upper = problem.upper.reshape(1, -1)
     indices = [0]
     for round_index in itertools.count():
+        round_start = time.perf_counter()
         bound, coefficients, alphas = bound_boxes(network, boxes_lower, boxes_upper, spec,
                                                   offset, alpha_steps)
         bounded += len(boxes_lower)
+        per_box = (time.perf_counter() - round_start) / len(boxes_lower)
         rows = np.argmax(bound, axis=1)
         best = bound[np.arange(len(rows)), rows]
         chosen = coefficients[np.arange(len(rows)), rows]
@@ -150,7 +153,11 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
             return result("unknown", "timeout", rounds=round_index)
         if bounded >= max_boxes:
             return result("unknown", "node limit", rounds=round_index)
-        parents = [heapq.heappop(heap) for _ in range(min(batch_size, len(heap)))]
+        count = min(batch_size, len(heap))
+        if np.isfinite(deadline):  # no more boxes than the last round's pace bounds in time
+            affordable = int((deadline - time.perf_counter()) / (2 * max(per_box, 1e-9)))
+            count = max(1, min(count, affordable))
+        parents = [heapq.heappop(heap) for _ in range(count)]
         lower = np.stack([p[2] for p in parents])
         upper = np.stack([p[3] for p in parents])
         count = np.arange(len(parents))

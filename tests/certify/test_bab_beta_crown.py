@@ -315,3 +315,47 @@ def test_certifier_with_beta_crown_gives_checkable_certificates() -> None:
     assert verdict.status == "certified" and verdict.method == "bab"
     assert any(n.tightened for n in verdict.certificate.problems[0].nodes)
     assert check_certificate(model, verdict.certificate, [problem]).valid
+
+
+def test_optimise_takes_no_step_after_its_deadline(monkeypatch) -> None:
+    """A clock that ticks once per bound evaluated: with the deadline at 2.5 ticks the
+    optimiser evaluates iterates 0, 1, 2 and stops — the same result as 2 steps."""
+    import time
+
+    from nobound.certify import beta_crown
+
+    _, dense, box, signs, bounds, _ = split_instance(3, 2)
+    domains = domains_of(box, signs, bounds)
+    rows, offset = np.array([[[1.0, -1.0]]]), np.zeros((1, 1))
+    two_steps, chosen = optimise(dense, domains, rows, offset, steps=2)
+    ticks = [0.0]
+    evaluate = beta_crown.bound_and_gradient
+
+    def ticking(*args, **kwargs):
+        ticks[0] += 1
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(beta_crown, "bound_and_gradient", ticking)
+    monkeypatch.setattr(time, "perf_counter", lambda: ticks[0])
+    stopped, kept = optimise(dense, domains, rows, offset, steps=50, deadline=2.5)
+    assert ticks[0] == 3
+    np.testing.assert_array_equal(stopped, two_steps)
+    for a, b in zip(kept.alpha + kept.beta, chosen.alpha + chosen.beta, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tightening_past_its_deadline_keeps_the_starting_bounds() -> None:
+    """Out of time, every layer still gets its starting point's (DeepPoly's α) bound —
+    the same bounds as no optimisation steps — and they still hold."""
+    from nobound.certify.beta_crown import tighten_intermediate
+
+    _, dense, box, signs, bounds, _ = split_instance(5, 1)
+    domains = domains_of(box, signs, bounds)
+    late = tighten_intermediate(dense, domains, steps=10, deadline=-np.inf)
+    unoptimised = tighten_intermediate(dense, domains, steps=0)
+    optimised = tighten_intermediate(dense, domains, steps=10)
+    for k in range(len(signs)):
+        np.testing.assert_allclose(late.lower[k], unoptimised.lower[k], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(late.upper[k], unoptimised.upper[k], rtol=0, atol=1e-12)
+        assert np.all(optimised.lower[k] >= late.lower[k] - 1e-12)
+        assert np.all(optimised.upper[k] <= late.upper[k] + 1e-12)
