@@ -43,7 +43,7 @@ Shortcuts that change no relaxation:
   how A W is computed (a matrix product, a transposed convolution) is the layer's
   (:mod:`nobound.bounds.steps`). Here A is a layout; ``A.A`` its coefficients. Compiled
   one-pass versions of the ReLU step and of eq. (2) (:mod:`nobound.bounds.kernels`) take
-  over where no gradient is recorded — the same sums, in another order.
+  over on NumPy arrays, with hand-written VJPs — the same sums, in another order.
 
 Shapes: coefficients (P', S, B', R, *node) — population, bound side (S = 1 while lower and
 upper coincide, before the first ReLU, else 2), batch, rows; biases (P', S, B', R).
