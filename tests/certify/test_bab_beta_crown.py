@@ -359,3 +359,32 @@ def test_tightening_past_its_deadline_keeps_the_starting_bounds() -> None:
         np.testing.assert_allclose(late.upper[k], unoptimised.upper[k], rtol=0, atol=1e-12)
         assert np.all(optimised.lower[k] >= late.lower[k] - 1e-12)
         assert np.all(optimised.upper[k] <= late.upper[k] + 1e-12)
+
+
+def test_the_roots_one_time_tightening_does_not_stop_the_first_round(monkeypatch) -> None:
+    """On a virtual clock where tightening the root's intermediate bounds costs 100 and a
+    bound evaluation 0.01, a deadline at 130 leaves time for many children: the first round
+    must be sized by what a sub-problem costs, not by the root's one-time tightening."""
+    import time
+
+    from nobound.certify import bab, beta_crown
+
+    model = tiny_network(0, (2, 16, 16, 2))
+    centre = np.random.default_rng(0).uniform(-1, 1, 2)
+    problem, _ = near_boundary_problem(model, centre, 0.3, np.array([1.0, -1.0]), 1e-4)
+    clock = [0.0]
+
+    def costing(function, cost):
+        def timed(*args, **kwargs):
+            result = function(*args, **kwargs)
+            clock[0] += cost
+            return result
+        return timed
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bab, "tighten_intermediate", costing(bab.tighten_intermediate, 100.0))
+    monkeypatch.setattr(beta_crown, "bound_and_gradient",
+                        costing(beta_crown.bound_and_gradient, 0.01))
+    result = branch_and_bound(problem, dense_network(model, problem.input_shape),
+                              BabConfig(method="beta-crown", root_share=1.0), deadline=130.0)
+    assert clock[0] > 100 and result.bounded > 1, result
