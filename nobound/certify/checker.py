@@ -68,6 +68,10 @@ REPRODUCED_METHODS = ("deeppoly", "lp")
 Interval = tuple[np.ndarray, np.ndarray]
 
 
+# what a node's derivation returns when the deadline passed before it was done
+OUT_OF_TIME = "the check ran out of time"
+
+
 @dataclass
 class CheckReport:
     valid: bool
@@ -386,15 +390,19 @@ def split_betas(raw: list[tuple[int, int, float]], signs: list[np.ndarray],
 
 
 def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
-                    signs: list[np.ndarray], tightened: list[Any]) -> list[Interval] | str:
+                    signs: list[np.ndarray], tightened: list[Any],
+                    deadline: float = np.inf) -> list[Interval] | str:
     """Node bounds tightened by recorded single-neuron proofs (beta-CROWN's intermediate
     bounds), layer by layer so that each uses the tightened layers below it; the error
-    text when an entry is malformed."""
+    text when an entry is malformed, :data:`OUT_OF_TIME` when ``deadline`` passes first
+    (a root with thousands of entries is the dearest node of a tree)."""
     if not tightened:
         return bounds
     sizes = net.hidden_sizes
     bounds = [(lo.copy(), hi.copy()) for lo, hi in bounds]
     for entry in sorted(tightened, key=lambda e: int(e.layer)):
+        if time.perf_counter() > deadline:
+            return OUT_OF_TIME
         k, neuron, side = int(entry.layer), int(entry.neuron), int(entry.side)
         if not (0 < k < len(sizes) and 0 <= neuron < sizes[k] and side in (1, -1)):
             return f"invalid tightened bound ({k}, {neuron}, {side})"
@@ -439,7 +447,8 @@ def inherited_bounds(parent: list[Interval], signs: list[np.ndarray]) -> list[In
 
 def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
                        parent: list[Interval] | None, node: Any,
-                       root_cache: dict[bytes, list[Interval]]) -> list[Interval] | str:
+                       root_cache: dict[bytes, list[Interval]],
+                       deadline: float = np.inf) -> list[Interval] | str:
     """A tree node's bounds from its parent's (None: the root, whose bounds depend on the box
     only and are shared through ``root_cache``), then its recorded tightened bounds; a
     message instead when those are malformed. The one rule the check and the search's leaf
@@ -453,7 +462,7 @@ def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray
         bounds = inherited_bounds(parent, signs)
     else:
         bounds = node_bounds(net, box, signs, parent)
-    return apply_tightened(net, box, bounds, signs, node.tightened)
+    return apply_tightened(net, box, bounds, signs, node.tightened, deadline)
 
 
 def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: CheckReport,
@@ -490,7 +499,11 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         seen.add(index)
         report.nodes += 1
         node = nodes[index]
-        bounds = derive_node_bounds(net, box, signs, parent, node, root_cache)
+        bounds = derive_node_bounds(net, box, signs, parent, node, root_cache, deadline)
+        if bounds is OUT_OF_TIME:
+            report.out_of_time = True
+            report.errors.append(f"{label}: the check ran out of time at node {index}")
+            return
         if isinstance(bounds, str):
             report.errors.append(f"{where}: {bounds}")
             continue

@@ -32,6 +32,7 @@ import numpy as np
 
 from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.checker import (
+    OUT_OF_TIME,
     derive_node_bounds,
     input_halves,
     leaf_value,
@@ -76,10 +77,14 @@ class LeafConfirmer:
                 continue
             if time.perf_counter() > deadline:
                 return None
-            self._derived[node_index] = self._node(node_index)
+            derived = self._node(node_index, deadline)
+            if derived is None:  # out of time inside the node: nothing cached
+                return None
+            self._derived[node_index] = derived
         return self._derived[index]
 
-    def _node(self, index: int) -> tuple[list[Interval] | None, list[np.ndarray], Interval]:
+    def _node(self, index: int, deadline: float = np.inf
+              ) -> tuple[list[Interval] | None, list[np.ndarray], Interval] | None:
         node, sizes = self.nodes[index], self.stored.hidden_sizes
         parent: list[Interval] | None = None
         if index not in self.parents:  # the root
@@ -99,7 +104,10 @@ class LeafConfirmer:
                 k, neuron = int(above.split[0]), int(above.split[1])
                 signs = [s.copy() for s in signs]
                 signs[k][neuron] = 1 if above.children[0] == index else -1
-        bounds = derive_node_bounds(self.stored, box, signs, parent, node, self.root_cache)
+        bounds = derive_node_bounds(self.stored, box, signs, parent, node, self.root_cache,
+                                    deadline)
+        if bounds is OUT_OF_TIME:
+            return None
         return (None if isinstance(bounds, str) else bounds), signs, box
 
     def box_of(self, index: int) -> Interval:

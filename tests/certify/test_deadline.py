@@ -115,3 +115,32 @@ def test_an_unfinished_check_is_never_a_proof(clock: VirtualClock) -> None:
         assert "ran out of time" in report.errors[0]
         # it stops before the first node it would begin after the deadline
         assert report.nodes <= max(0, int(deadline // NODE_COST) + 1)
+
+
+def test_the_check_stops_inside_a_node_with_many_tightened_bounds(monkeypatch) -> None:
+    """beta-CROWN's root records one tightened bound per improved neuron; re-deriving them
+    is one back-substitution each, so the check also stops between them: at most one past
+    the deadline, counted on a clock that ticks once per back-substitution."""
+    model, problem = _instance("relu")
+    dense, stored = dense_network(model, (2,)), stored_network(model, (2,))
+    result = branch_and_bound(problem, dense, BabConfig(method="beta-crown", batch_size=4))
+    assert result.status == "certified" and len(result.nodes[0].tightened) > 3
+    certificate = [problem_certificate(problem, result.nodes)]
+    ticks = [0.0]
+    substitute = checker._back_substitute
+
+    def ticking(*args, **kwargs):
+        ticks[0] += 1
+        return substitute(*args, **kwargs)
+
+    monkeypatch.setattr(checker, "_back_substitute", ticking)
+    monkeypatch.setattr(time, "perf_counter", lambda: ticks[0])
+    box = (problem.lower.reshape(-1), problem.upper.reshape(-1))
+    checker.node_bounds(stored, box, [np.zeros(n, np.int8) for n in stored.hidden_sizes], None)
+    root_bounds, ticks[0] = ticks[0], 0.0
+    assert check_proofs(stored, certificate, reproduce=False).valid
+    full, ticks[0] = ticks[0], 0.0
+    deadline = root_bounds + 1.5  # the root's bounds, then one tightened bound and a half
+    report = check_proofs(stored, certificate, reproduce=False, deadline=deadline)
+    assert report.out_of_time and not report.valid
+    assert ticks[0] <= deadline + 1 < full
