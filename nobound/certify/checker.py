@@ -394,15 +394,18 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
                     deadline: float = np.inf) -> list[Interval] | str:
     """Node bounds tightened by recorded single-neuron proofs (beta-CROWN's intermediate
     bounds), layer by layer so that each uses the tightened layers below it; the error
-    text when an entry is malformed, :data:`OUT_OF_TIME` when ``deadline`` passes first
-    (a root with thousands of entries is the dearest node of a tree)."""
+    text when an entry is malformed, :data:`OUT_OF_TIME` when ``deadline`` passes first.
+
+    The entries of one layer depend only on the layers below it, so they are re-derived
+    together: one back-substitution of all their rows, each row with its own α and β
+    (a root of ``mnist_relu_9_200`` records about 2,300 entries in 8 layers). Every row's
+    value is a rigorous bound whatever the summation order of the stacked products."""
     if not tightened:
         return bounds
     sizes = net.hidden_sizes
-    bounds = [(lo.copy(), hi.copy()) for lo, hi in bounds]
-    for entry in sorted(tightened, key=lambda e: int(e.layer)):
-        if time.perf_counter() > deadline:
-            return OUT_OF_TIME
+    relu = _relu_layers(net)
+    by_layer: dict[int, list[tuple[int, int, list, dict[int, np.ndarray]]]] = {}
+    for entry in tightened:  # every entry is validated before any is used
         k, neuron, side = int(entry.layer), int(entry.neuron), int(entry.side)
         if not (0 < k < len(sizes) and 0 <= neuron < sizes[k] and side in (1, -1)):
             return f"invalid tightened bound ({k}, {neuron}, {side})"
@@ -410,23 +413,48 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
         betas = split_betas(entry.betas, signs, sizes[:k])
         if alphas is None or betas is None:
             return f"tightened bound ({k}, {neuron}): α must lie in [0, 1] and β ≥ 0 on splits"
-        relu = _relu_layers(net)
         if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
             return f"tightened bound ({k}, {neuron}): α on a layer that is not a ReLU"
-        relaxations = _with_alphas([layer_relaxation(net, j, b)
-                                    for j, b in enumerate(bounds[:k])], alphas)
-        rows = np.zeros((1, sizes[k]))
-        rows[0, neuron] = side
-        value = _back_substitute(net, rows, np.zeros(1), k, relaxations, bounds[:k], box,
-                                 betas)[0]
+        by_layer.setdefault(k, []).append((neuron, side, alphas, betas))
+    bounds = [(lo.copy(), hi.copy()) for lo, hi in bounds]
+    for k in sorted(by_layer):
+        if time.perf_counter() > deadline:
+            return OUT_OF_TIME
+        entries = by_layer[k]
+        count = len(entries)
+        base = [layer_relaxation(net, j, b) for j, b in enumerate(bounds[:k])]
+        rows = np.zeros((count, sizes[k]))
+        rows[np.arange(count), [e[0] for e in entries]] = [e[1] for e in entries]
+        layers = sorted({j for e in entries for j in e[3]})
+        betas = {j: np.stack([e[3].get(j, np.zeros(sizes[j])) for e in entries])
+                 for j in layers}
+        values = _back_substitute(net, rows, np.zeros(count), k,
+                                  _with_alphas(base, _stacked_alphas(entries, base)),
+                                  bounds[:k], box, betas)
         lower, upper = bounds[k]
-        if side > 0:
-            lower[neuron] = max(lower[neuron], value)
-        else:
-            upper[neuron] = min(upper[neuron], -value)
+        for (neuron, side, _, _), value in zip(entries, values, strict=True):
+            if side > 0:
+                lower[neuron] = max(lower[neuron], value)
+            else:
+                upper[neuron] = min(upper[neuron], -value)
         bounds[k] = (np.where(signs[k] > 0, np.maximum(lower, 0), lower),
                      np.where(signs[k] < 0, np.minimum(upper, 0), upper))
     return bounds
+
+
+def _stacked_alphas(entries: list[tuple[int, int, list, dict]],
+                    base: list[list[Any]]) -> list[np.ndarray | None]:
+    """Per layer below, the entries' recorded α as one row each (DeepPoly's slopes for an
+    entry that records none there), or None when no entry records any."""
+    stacked: list[np.ndarray | None] = []
+    for j, relaxed in enumerate(base):
+        chosen = [e[2][j] if j < len(e[2]) else None for e in entries]
+        if all(c is None for c in chosen):
+            stacked.append(None)
+            continue
+        default = relaxed[0].lower_slope  # α is only recorded on one-ReLU layers
+        stacked.append(np.stack([default if c is None else c for c in chosen]))
+    return stacked
 
 
 def input_halves(box: Interval, split: Any) -> tuple[Interval, Interval] | None:

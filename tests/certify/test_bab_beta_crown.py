@@ -388,3 +388,36 @@ def test_the_roots_one_time_tightening_does_not_stop_the_first_round(monkeypatch
     result = branch_and_bound(problem, dense_network(model, problem.input_shape),
                               BabConfig(method="beta-crown", root_share=1.0), deadline=130.0)
     assert clock[0] > 100 and result.bounded > 1, result
+
+
+def test_tightened_bounds_of_a_layer_rederived_together_equal_one_by_one() -> None:
+    """The checker re-derives a layer's recorded tightened bounds in one stacked
+    back-substitution; entry by entry (each a batch of one) gives the same bounds up to
+    the summation order of the stacked products, and both contain the true
+    pre-activations."""
+    from nobound.certify.checker import apply_tightened, node_bounds
+    from nobound.certify.stored_network import stored_network
+
+    model = tiny_network(2, (3, 10, 10, 10, 2))
+    centre = np.random.default_rng(2).uniform(-1, 1, 3)
+    problem, _ = near_boundary_problem(model, centre, 0.5, np.array([1.0, -1.0]), 1e-3)
+    dense, stored = dense_network(model, (3,)), stored_network(model, (3,))
+    result = branch_and_bound(problem, dense, BabConfig(method="beta-crown", max_nodes=50))
+    tightened = result.nodes[0].tightened
+    assert len({e.layer for e in tightened}) > 1 and len(tightened) > 10
+    box = (problem.lower.reshape(-1), problem.upper.reshape(-1))
+    signs = [np.zeros(n, np.int8) for n in stored.hidden_sizes]
+    start = node_bounds(stored, box, signs, None)
+    together = apply_tightened(stored, box, start, signs, tightened)
+    one_by_one = start
+    for entry in sorted(tightened, key=lambda e: e.layer):
+        one_by_one = apply_tightened(stored, box, one_by_one, signs, [entry])
+    points = np.concatenate([np.random.default_rng(0).uniform(*box, (3000, 3)),
+                             np.array(np.meshgrid(*np.stack(box).T)).reshape(3, -1).T])
+    hidden = dense.pre_activations(points)
+    for k, ((lo, hi), (lo1, hi1)) in enumerate(zip(together, one_by_one, strict=True)):
+        np.testing.assert_allclose(lo, lo1, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(hi, hi1, rtol=1e-9, atol=1e-12)
+        assert np.all(hidden[k] >= lo) and np.all(hidden[k] <= hi)
+    assert any(np.any(t[0] > s[0]) or np.any(t[1] < s[1])
+               for t, s in zip(together, start, strict=True))  # the entries tighten

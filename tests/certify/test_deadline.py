@@ -118,13 +118,17 @@ def test_an_unfinished_check_is_never_a_proof(clock: VirtualClock) -> None:
 
 
 def test_the_check_stops_inside_a_node_with_many_tightened_bounds(monkeypatch) -> None:
-    """beta-CROWN's root records one tightened bound per improved neuron; re-deriving them
-    is one back-substitution each, so the check also stops between them: at most one past
-    the deadline, counted on a clock that ticks once per back-substitution."""
-    model, problem = _instance("relu")
+    """beta-CROWN's root records tightened bounds on every layer above the first; they are
+    re-derived one layer at a time (one back-substitution each), so the check also stops
+    between layers: at most one past the deadline, counted on a clock that ticks once per
+    back-substitution."""
+    model = tiny_network(0, (2, 12, 12, 12, 2))
+    centre = np.random.default_rng(0).uniform(-1, 1, 2)
+    problem, _ = near_boundary_problem(model, centre, 0.3, np.array([1.0, -1.0]), 1e-4)
     dense, stored = dense_network(model, (2,)), stored_network(model, (2,))
     result = branch_and_bound(problem, dense, BabConfig(method="beta-crown", batch_size=4))
-    assert result.status == "certified" and len(result.nodes[0].tightened) > 3
+    layers = {entry.layer for entry in result.nodes[0].tightened}
+    assert result.status == "certified" and len(layers) > 1
     certificate = [problem_certificate(problem, result.nodes)]
     ticks = [0.0]
     substitute = checker._back_substitute
@@ -140,7 +144,7 @@ def test_the_check_stops_inside_a_node_with_many_tightened_bounds(monkeypatch) -
     root_bounds, ticks[0] = ticks[0], 0.0
     assert check_proofs(stored, certificate, reproduce=False).valid
     full, ticks[0] = ticks[0], 0.0
-    deadline = root_bounds + 1.5  # the root's bounds, then one tightened bound and a half
+    deadline = root_bounds + 0.5  # the root's own bounds, then half of a tightened layer
     report = check_proofs(stored, certificate, reproduce=False, deadline=deadline)
     assert report.out_of_time and not report.valid
     assert ticks[0] <= deadline + 1 < full
