@@ -260,19 +260,34 @@ def interval_step(net: StoredNetwork, k: int, previous: Interval) -> Interval:
 
 
 def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
-                parent: list[Interval] | None) -> list[Interval]:
+                parent: list[Interval] | None, interval_chain: bool = False
+                ) -> list[Interval]:
     """Rigorous pre-activation bounds of every hidden layer on one node's domain.
 
     As the certifier does: interval bounds first (from the box for the first layer, where
     they are what back-substitution gives; from the layer before otherwise), intersected
     with the parent's bounds and clamped by the splits; then a back-substitution row only
     for the neurons still unstable (a stable neuron's relaxation is exact whatever its
-    bounds), intersected again."""
+    bounds), intersected again.
+
+    ``interval_chain``: the interval estimate of layer k comes from layer k − 1's interval
+    estimate, not from its back-substituted bounds — what the input-split search does on
+    each box (:func:`nobound.certify.input_split.interval_domains`, then one
+    back-substitution per layer). The triangle relaxation is not monotone in its bounds (a
+    tighter [l, u] can flip the area heuristic's lower slope or tilt the upper line so that
+    the linear bound over the box gets worse), so reproducing the search's bounds is what
+    lets the search's proof, with the α it optimised for *those* bounds, be re-derived."""
     bounds: list[Interval] = []
     relaxations: list[list[Any]] = []
     relu = _relu_layers(net)
+    estimate: Interval | None = None
     for k in range(net.num_hidden_layers):
-        lower, upper = _interval(net, 0, *box) if k == 0 else interval_step(net, k, bounds[-1])
+        if k == 0:
+            lower, upper = _interval(net, 0, *box)
+        else:
+            lower, upper = interval_step(net, k, estimate if interval_chain else bounds[-1])
+        if interval_chain:
+            estimate = (lower.copy(), upper.copy())
         if parent is not None:
             lower, upper = np.maximum(lower, parent[k][0]), np.minimum(upper, parent[k][1])
         lower = np.where(signs[k] > 0, np.maximum(lower, 0), lower)
@@ -476,12 +491,20 @@ def inherited_bounds(parent: list[Interval], signs: list[np.ndarray]) -> list[In
 def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
                        parent: list[Interval] | None, node: Any,
                        root_cache: dict[bytes, list[Interval]],
-                       deadline: float = np.inf) -> list[Interval] | str:
+                       deadline: float = np.inf, box_half: bool = False
+                       ) -> list[Interval] | str:
     """A tree node's bounds from its parent's (None: the root, whose bounds depend on the box
     only and are shared through ``root_cache``), then its recorded tightened bounds; a
-    message instead when those are malformed. The one rule the check and the search's leaf
-    confirmation (:mod:`nobound.certify.leaf_confirm`) both follow."""
-    if parent is None:
+    message instead when those are malformed. ``box_half``: the node is a half of its
+    parent's box (an input split), and its bounds are derived on its own box alone, as the
+    input-split search bounds each box (:func:`node_bounds` with ``interval_chain``; the
+    parent's bounds are not intersected in — that changes the relaxations the search's
+    proof was made with, and on ACAS Xu turned proved leaves into bounds of −6). The one
+    rule the check and the search's leaf confirmation (:mod:`nobound.certify.leaf_confirm`)
+    both follow."""
+    if box_half:
+        bounds = node_bounds(net, box, signs, None, interval_chain=True)
+    elif parent is None:
         key = box[0].tobytes() + box[1].tobytes()
         if key not in root_cache:
             root_cache[key] = node_bounds(net, box, signs, None)
@@ -510,8 +533,10 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
     sizes = net.hidden_sizes
     relu = _relu_layers(net)
     root_signs = [np.zeros(n, np.int8) for n in sizes]
-    # (node, split signs, parent's bounds, the node's box: input splits narrow it)
-    stack: list[tuple[int, list[np.ndarray], Any, Interval]] = [(0, root_signs, None, box)]
+    # (node, split signs, parent's bounds, the node's box: input splits narrow it, whether
+    #  the node is a half of its parent's box)
+    stack: list[tuple[int, list[np.ndarray], Any, Interval, bool]] = [
+        (0, root_signs, None, box, False)]
     seen: set[int] = set()
     while stack:
         if time.perf_counter() > deadline:  # an unfinished check proves nothing
@@ -519,7 +544,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             report.errors.append(f"{label}: the check ran out of time after {report.nodes} "
                                  f"nodes")
             return
-        index, signs, parent, box = stack.pop()
+        index, signs, parent, box, box_half = stack.pop()
         where = f"{label} node {index}"
         if not 0 <= index < len(nodes) or index in seen:
             report.errors.append(f"{where}: missing or reached twice (not a tree)")
@@ -527,7 +552,8 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         seen.add(index)
         report.nodes += 1
         node = nodes[index]
-        bounds = derive_node_bounds(net, box, signs, parent, node, root_cache, deadline)
+        bounds = derive_node_bounds(net, box, signs, parent, node, root_cache, deadline,
+                                    box_half)
         if bounds is OUT_OF_TIME:
             report.out_of_time = True
             report.errors.append(f"{label}: the check ran out of time at node {index}")
@@ -542,7 +568,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
                 report.errors.append(f"{where}: invalid input split {node.input_split}")
                 continue
             for child, half in zip(node.children, halves, strict=True):
-                stack.append((int(child), signs, bounds, half))
+                stack.append((int(child), signs, bounds, half, True))
             continue
         if node.proof is None:
             if node.split is None or node.children is None or len(node.children) != 2:
@@ -558,7 +584,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             for child, sign in zip(node.children, (1, -1), strict=True):
                 child_signs = [s.copy() for s in signs]
                 child_signs[k][neuron] = sign
-                stack.append((int(child), child_signs, bounds, box))
+                stack.append((int(child), child_signs, bounds, box, False))
             continue
         report.leaves += 1
         proof = node.proof

@@ -87,6 +87,7 @@ class LeafConfirmer:
               ) -> tuple[list[Interval] | None, list[np.ndarray], Interval] | None:
         node, sizes = self.nodes[index], self.stored.hidden_sizes
         parent: list[Interval] | None = None
+        box_half = False
         if index not in self.parents:  # the root
             signs, box = [np.zeros(n, np.int8) for n in sizes], self.box
         else:
@@ -100,12 +101,13 @@ class LeafConfirmer:
                 if halves is None:
                     return None, signs, box
                 box = halves[list(above.children).index(index)]
+                box_half = True
             elif above.split is not None:
                 k, neuron = int(above.split[0]), int(above.split[1])
                 signs = [s.copy() for s in signs]
                 signs[k][neuron] = 1 if above.children[0] == index else -1
         bounds = derive_node_bounds(self.stored, box, signs, parent, node, self.root_cache,
-                                    deadline)
+                                    deadline, box_half)
         if bounds is OUT_OF_TIME:
             return None
         return (None if isinstance(bounds, str) else bounds), signs, box
