@@ -552,6 +552,15 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         seen.add(index)
         report.nodes += 1
         node = nodes[index]
+        if node.proof is None and node.input_split is not None:
+            # its halves derive their bounds on their own boxes: its own are never used
+            halves = input_halves(box, node.input_split)
+            if node.children is None or len(node.children) != 2 or halves is None:
+                report.errors.append(f"{where}: invalid input split {node.input_split}")
+                continue
+            for child, half in zip(node.children, halves, strict=True):
+                stack.append((int(child), signs, None, half, True))
+            continue
         bounds = derive_node_bounds(net, box, signs, parent, node, root_cache, deadline,
                                     box_half)
         if bounds is OUT_OF_TIME:
@@ -562,14 +571,6 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
             report.errors.append(f"{where}: {bounds}")
             continue
         empty = any(np.any(lo > hi) for lo, hi in bounds)
-        if node.proof is None and node.input_split is not None:
-            halves = input_halves(box, node.input_split)
-            if node.children is None or len(node.children) != 2 or halves is None:
-                report.errors.append(f"{where}: invalid input split {node.input_split}")
-                continue
-            for child, half in zip(node.children, halves, strict=True):
-                stack.append((int(child), signs, bounds, half, True))
-            continue
         if node.proof is None:
             if node.split is None or node.children is None or len(node.children) != 2:
                 report.errors.append(f"{where}: neither a proof nor a split into two")

@@ -106,6 +106,8 @@ class LeafConfirmer:
                 k, neuron = int(above.split[0]), int(above.split[1])
                 signs = [s.copy() for s in signs]
                 signs[k][neuron] = 1 if above.children[0] == index else -1
+        if node.proof is None and node.input_split is not None:
+            return [], signs, box  # its halves derive their bounds on their own boxes
         bounds = derive_node_bounds(self.stored, box, signs, parent, node, self.root_cache,
                                     deadline, box_half)
         if bounds is OUT_OF_TIME:
