@@ -17,8 +17,10 @@ so the upper line really lies above ReLU (docs/certifier.md, "Floating-point sou
 Per tree node, the pre-activation bounds are the intersection of this back-substitution
 with the parent's accepted bounds (valid, as the parent's domain contains the child's),
 clamped by the splits on the path — the same order of operations as the certifier, so its
-bounds are reproduced, not just re-bounded. A leaf is accepted iff the rigorous lower
-bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) (β added to the coefficients of the split z_j) —
+bounds are reproduced, not just re-bounded. A half of an input split is bounded on its own
+box alone, as the input-split search bounds it (:func:`derive_node_bounds`). A leaf is
+accepted iff the rigorous lower bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) (β added to the
+coefficients of the split z_j) —
 or, without β, of Σλ_i r_i(x) from the interval of the last hidden layer (IBP's bound,
 which DeepPoly does not always beat) — is > 0 — no margin — and, for a DeepPoly or LP
 leaf, reproduces the stored bound (with λ = 0 this says the leaf's domain is empty), or

@@ -12,7 +12,8 @@ So the search asks this module before it closes a leaf: the leaf's bounds are de
 way :func:`~nobound.certify.checker.check_proofs` derives them — down the path from the
 root (the root's bounds from the box, a child's by
 :func:`~nobound.certify.checker.node_bounds` with its parent's, or inherited and clamped
-by its splits, then the node's recorded tightened bounds; an input split halves the box) —
+by its splits, then the node's recorded tightened bounds; an input split halves the box,
+and each half is bounded on its own box alone, as the input-split search does) —
 and the leaf counts as proved only if the checker's
 :func:`~nobound.certify.checker.leaf_value` of the recorded proof is > 0; otherwise it stays
 open and is split again. Nothing here is trusted for the verdict: the whole tree still goes
