@@ -16,12 +16,13 @@ Results: benchmarks/results/checker_layers_verdicts.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from vnncomp_rows import category_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "vnncomp" / "2021"
@@ -29,8 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def instances(folder: str, marker: str, count: int) -> list[dict[str, str]]:
-    with open(SHARED / folder / "results.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if marker in r["onnx"]]
+    rows = [r for r in category_rows(SHARED / folder) if marker in r["onnx"]]
     return [dict(r, folder=folder) for r in rows[:count]]
 
 

@@ -15,13 +15,13 @@ benchmarks/results/sigmoid_bounds_eran.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from vnncomp_rows import category_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ERAN = ROOT.parent / "shared" / "vnncomp" / "2021" / "eran"
@@ -41,8 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
-    with open(ERAN / "results.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if "SIGMOID" in r["onnx"]][:args.limit]
+    rows = [r for r in category_rows(ERAN) if "SIGMOID" in r["onnx"]][:args.limit]
     network = load_network(str(ERAN / rows[0]["onnx"]))
     model = float64_model(network.model)
     net = checked_network(model, network.input_shape)

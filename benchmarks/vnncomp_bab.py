@@ -25,7 +25,6 @@ summary and all records after every instance.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import json
 import os
@@ -35,6 +34,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from vnncomp_rows import category_rows
 
 from nobound.cli.certify import add_certifier_flags, certifier_config
 
@@ -53,17 +54,6 @@ def _plain(path: Path, scratch: Path) -> str:
 def _find(folder: Path, name: str) -> Path:
     path = folder / name
     return path if path.exists() else folder / (name + ".gz")
-
-
-def select_rows(folder: Path, sample: int, only: str | None) -> list[dict]:
-    with open(folder / "results.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if only:
-        rows = [r for r in rows if only in r["onnx"] or only in r["vnnlib"]]
-    if sample and sample < len(rows):
-        step = len(rows) / sample
-        rows = [rows[int(i * step)] for i in range(sample)]
-    return rows
 
 
 def network_config(network: Any, config: Any) -> tuple[Any, str]:
@@ -201,7 +191,7 @@ def main() -> None:
     ledger = args.out.with_suffix(".jsonl") if args.out else None
     records = _read_ledger(ledger) if ledger else []
     done = {(r["onnx"], r["vnnlib"]) for r in records}
-    rows = select_rows(args.folder, args.sample, args.only)
+    rows = category_rows(args.folder, args.only, args.sample)
     certifiers: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for row in rows:
