@@ -98,6 +98,21 @@ def _gather_window(flat: Any, base: int, channels: int, height: int, width: int,
             out[offset + last:offset + kernel_w] = 0
 
 
+@njit(inline="always", boundscheck=False, nogil=True)
+def _cached_windows(maps: Any, cache: Any, cached_for: Any, cell: int, image: int,
+                    base: int, channels: int, height: int, width: int, top: int, left: int,
+                    kernel_h: int, kernel_w: int) -> Any:
+    """``cache[cell]``: the window at (top, left) of each flat map in ``maps`` (a tuple),
+    gathered by :func:`_gather_window` unless the cell already holds map image ``image``."""
+    windows = cache[cell]
+    if cached_for[cell] != image:
+        for m in range(len(maps)):
+            _gather_window(maps[m], base, channels, height, width, top, left, kernel_h,
+                           kernel_w, windows[m])
+        cached_for[cell] = image
+    return windows
+
+
 @njit(cache=True, boundscheck=False, nogil=True)
 def _grid_cells(row: Any, column: Any) -> tuple[int, int]:
     """(rows, columns) of the smallest grid holding every row's neuron position."""
@@ -145,16 +160,10 @@ def window_relu_back_step_into(coefficients: Any, lam: Any, slope: Any, intercep
             for r in range(rows):
                 i, j = row[pr, br, r], column[pr, br, r]
                 cell = i * grid_w + j
-                lines = cache[cell]
-                if cached_for[cell] != image:
-                    top, left = i * stride - padding, j * stride - padding
-                    _gather_window(lam_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, lines[0])
-                    _gather_window(s_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, lines[1])
-                    _gather_window(t_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, lines[2])
-                    cached_for[cell] = image
+                top, left = i * stride - padding, j * stride - padding
+                lines = _cached_windows((lam_flat, s_flat, t_flat), cache, cached_for, cell,
+                                        image, map_base, channels, height, width, top, left,
+                                        kernel_h, kernel_w)
                 lam_w, s_w, t_w = lines[0], lines[1], lines[2]
                 start = (((pa * sides) * b_a + ba) * rows + r) * window
                 at = (((p * 2) * batch + b) * rows + r) * window
@@ -209,14 +218,10 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
             for r in range(rows):
                 i, j = row[pr, br, r], column[pr, br, r]
                 cell = i * grid_w + j
-                box = cache[cell]
-                if cached_for[cell] != image:
-                    top, left = i * stride - padding, j * stride - padding
-                    _gather_window(c_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, box[0])
-                    _gather_window(r_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, box[1])
-                    cached_for[cell] = image
+                top, left = i * stride - padding, j * stride - padding
+                box = _cached_windows((c_flat, r_flat), cache, cached_for, cell, image,
+                                      map_base, channels, height, width, top, left,
+                                      kernel_h, kernel_w)
                 center_w, radius_w = box[0], box[1]
                 for side in range(sides):
                     start = (((pa * sides + side) * b_a + ba) * rows + r) * window
@@ -415,16 +420,10 @@ def window_relu_back_step_vjp_into(coefficients: Any, lam: Any, slope: Any, inte
             for r in range(rows):
                 i, j = row[pr, br, r], column[pr, br, r]
                 cell = i * grid_w + j
-                lines = cache[cell]
                 top, left = i * stride - padding, j * stride - padding
-                if cached_for[cell] != image:
-                    _gather_window(lam_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, lines[0])
-                    _gather_window(s_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, lines[1])
-                    _gather_window(t_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, lines[2])
-                    cached_for[cell] = image
+                lines = _cached_windows((lam_flat, s_flat, t_flat), cache, cached_for, cell,
+                                        image, map_base, channels, height, width, top, left,
+                                        kernel_h, kernel_w)
                 cell_grads = grads[cell]
                 if grads_for[cell] != image:
                     if grads_for[cell] >= 0:
@@ -496,14 +495,10 @@ def window_concretise_vjp_into(coefficients: Any, center: Any, radius: Any, row:
             for r in range(rows):
                 i, j = row[pr, br, r], column[pr, br, r]
                 cell = i * grid_w + j
-                box = cache[cell]
-                if cached_for[cell] != image:
-                    top, left = i * stride - padding, j * stride - padding
-                    _gather_window(c_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, box[0])
-                    _gather_window(r_flat, map_base, channels, height, width, top, left,
-                                   kernel_h, kernel_w, box[1])
-                    cached_for[cell] = image
+                top, left = i * stride - padding, j * stride - padding
+                box = _cached_windows((c_flat, r_flat), cache, cached_for, cell, image,
+                                      map_base, channels, height, width, top, left,
+                                      kernel_h, kernel_w)
                 cell_grads = grads[cell]
                 if grads_for[cell] != image:
                     if grads_for[cell] >= 0:
