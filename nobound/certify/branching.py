@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nobound.certify.beta_crown import Weight
 from nobound.exact.dense import DenseNetwork
 
 TIE_BREAK = 1e-3
@@ -51,7 +52,7 @@ def score_tables(dense: DenseNetwork, bounds: list[Interval], signs: list[np.nda
     fallback: list[np.ndarray] = [np.zeros(0)] * len(bounds)
     coefficients = objective
     for k in range(len(bounds) - 1, -1, -1):
-        mu = coefficients @ dense.weights[k + 1]
+        mu = Weight(dense.weights[k + 1]).rows_times(coefficients)
         unstable = unstable_mask(bounds[k], signs[k])
         gap = intercepts(bounds[k], unstable)
         # nan (inf bounds: −l u / (u − l) = inf/inf) must not hide an unstable neuron

@@ -421,3 +421,63 @@ def test_tightened_bounds_of_a_layer_rederived_together_equal_one_by_one() -> No
         assert np.all(hidden[k] >= lo) and np.all(hidden[k] <= hi)
     assert any(np.any(t[0] > s[0]) or np.any(t[1] < s[1])
                for t, s in zip(together, start, strict=True))  # the entries tighten
+
+
+def sparse_instance(seed: int):
+    """A network whose hidden weight matrices are ~90 % zeros (the conv-unrolled case,
+    multiplied in CSR form), its box, splits on the box centre's side, and IBP bounds."""
+    from nobound.certify.beta_crown import sparse_copies
+    from nobound.exact.dense import DenseNetwork
+
+    rng = np.random.default_rng(seed)
+    sizes = (12, 40, 30, 3)
+    weights = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        w = rng.normal(0, 1, (n_out, n_in)) * (rng.uniform(size=(n_out, n_in)) < 0.1)
+        weights.append(w)
+    weights[-1] = rng.normal(0, 1, (sizes[-1], sizes[-2]))  # the last layer dense
+    dense = DenseNetwork(weights, [rng.normal(0, 0.3, n) for n in sizes[1:]], (sizes[0],),
+                         [1, 3], [(n,) for n in sizes[1:-1]])
+    assert sparse_copies(weights[0]) is not None and sparse_copies(weights[-1]) is None
+    centre = rng.uniform(-1, 1, sizes[0])
+    box = (centre - 0.5, centre + 0.5)
+    free = interval_bounds(dense, *box)
+    at_centre = dense.pre_activations(centre[None])
+    signs = [np.zeros(n, np.int8) for n in sizes[1:-1]]
+    for k, (lo, hi) in enumerate(free[:-1]):  # two splits a layer, the centre's sides
+        unstable = np.flatnonzero((lo < 0) & (hi > 0))[:2]
+        signs[k][unstable] = np.where(at_centre[k][0, unstable] >= 0, 1, -1)
+    splits = {layer: s for layer, s in zip(dense.relu_layers, signs, strict=True)}
+    return dense, box, signs, interval_bounds(dense, *box, splits)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_weight_products_equal_the_dense_ones_and_stay_sound(seed, monkeypatch) -> None:
+    """Conv layers unrolled into mostly-zero matrices are multiplied in CSR form: the
+    bound and its gradient equal the dense products' (up to summation order), and the
+    bound holds at sampled points that satisfy the splits."""
+    from nobound.certify import beta_crown
+    from nobound.exact.dense import DenseNetwork
+
+    dense, box, signs, bounds = sparse_instance(seed)
+    domains = domains_of(box, signs, bounds)
+    rows = np.array([[[1.0, -1.0, 0.0], [0.0, 0.5, -2.0]]])
+    multipliers = random_multipliers(np.random.default_rng(seed), signs, 2, 1.0)
+    sparse_value, sparse_grads = bound_and_gradient(dense, domains, rows, np.zeros((1, 2)),
+                                                    multipliers)
+    monkeypatch.setattr(beta_crown, "SPARSE_DENSITY", -1.0)
+    copied = DenseNetwork([w.copy() for w in dense.weights], dense.biases, dense.input_shape,
+                          dense.relu_layers, dense.relu_shapes)  # new arrays: not cached
+    assert beta_crown.sparse_copies(copied.weights[0]) is None
+    dense_value, dense_grads = bound_and_gradient(copied, domains, rows, np.zeros((1, 2)),
+                                                  multipliers)
+    np.testing.assert_allclose(sparse_value, dense_value, rtol=1e-12, atol=1e-12)
+    for a, b in zip(sparse_grads.alpha + sparse_grads.beta,
+                    dense_grads.alpha + dense_grads.beta, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    points = np.random.default_rng(seed).uniform(*box, (20_000, box[0].size))
+    hidden = dense.pre_activations(points)
+    inside = np.all([np.all(s * hidden[k] >= 0, axis=1) for k, s in enumerate(signs)], axis=0)
+    assert inside.any()
+    outputs = hidden[-1][inside] @ rows[0].T
+    assert np.all(sparse_value[0] <= outputs.min(axis=0) + 1e-9)
