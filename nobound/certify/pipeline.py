@@ -337,24 +337,37 @@ class Certifier:
 
     def _stage_bounds(self, problems: list[VerificationProblem], method: str
                       ) -> list[np.ndarray]:
-        """Lower bounds of every row of every problem, one batched call (rows padded)."""
+        """Lower bounds of every row of every problem, one batched call: the problems that
+        share a box share one batch element, their rows stacked (a box's intermediate
+        bounds are computed once, not once per problem; groups padded to the same rows)."""
         from nobound.bounds import Box, compute_bounds
 
-        rows = max(p.num_rows for p in problems)
-        outputs = problems[0].spec.shape[1]
-        spec = np.zeros((len(problems), rows, outputs))
-        offset = np.full((len(problems), rows), _PADDING_OFFSET)
+        groups: dict[bytes, list[int]] = {}
         for n, problem in enumerate(problems):
-            spec[n, :problem.num_rows] = problem.spec
-            offset[n, :problem.num_rows] = problem.offset
+            groups.setdefault(problem.lower.tobytes() + problem.upper.tobytes(), []).append(n)
+        members = list(groups.values())
+        rows = max(sum(problems[n].num_rows for n in group) for group in members)
+        outputs = problems[0].spec.shape[1]
+        spec = np.zeros((len(members), rows, outputs))
+        offset = np.full((len(members), rows), _PADDING_OFFSET)
+        places = {}  # problem → (batch element, first row)
+        for g, group in enumerate(members):
+            row = 0
+            for n in group:
+                count = problems[n].num_rows
+                spec[g, row:row + count] = problems[n].spec
+                offset[g, row:row + count] = problems[n].offset
+                places[n] = (g, row)
+                row += count
         device = self.config.device  # explicit transfers there and back
-        box = Box(Tensor(to_device(np.stack([p.lower for p in problems]), device)),
-                  Tensor(to_device(np.stack([p.upper for p in problems]), device)))
+        box = Box(Tensor(to_device(np.stack([problems[g[0]].lower for g in members]), device)),
+                  Tensor(to_device(np.stack([problems[g[0]].upper for g in members]), device)))
         with no_grad():
             result = compute_bounds(self.bound_model, box, method=method,
                                     spec=to_device(spec, device))
-        lower = to_numpy(result.lower.data).reshape(len(problems), rows) + offset
-        return [lower[n, :p.num_rows] for n, p in enumerate(problems)]
+        lower = to_numpy(result.lower.data).reshape(len(members), rows) + offset
+        return [lower[places[n][0], places[n][1]:places[n][1] + p.num_rows]
+                for n, p in enumerate(problems)]
 
 
 def predict(model: Any, x: Any) -> np.ndarray:

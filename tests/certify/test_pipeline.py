@@ -96,3 +96,23 @@ def test_exhausted_time_gives_unknown_timeout(branching_instance) -> None:
     config = CertifierConfig(timeout=1e-9, attack_steps=1, attack_restarts=1)
     verdict = Certifier(model, (3,), config).verify([problem])
     assert verdict.status == "unknown" and verdict.reason == "timeout"
+
+
+def test_whole_box_bounds_of_problems_sharing_a_box_equal_their_own() -> None:
+    """Problems on one box share a batch element of the whole-box bound (their rows
+    stacked); each problem's rows come back as when it is bounded alone, and those of a
+    problem on another box too."""
+    from nobound.certify.problem import float64_model, robustness_problems
+
+    model = float64_model(tiny_network(4, (3, 10, 10, 4)))
+    x = np.random.default_rng(4).uniform(0.3, 0.7, 3)
+    shared = robustness_problems(model, x, 0, 0.1)
+    other = robustness_problems(model, x + 0.05, 1, 0.05)[:2]
+    problems = shared + other
+    certifier = Certifier(model, (3,), CertifierConfig())
+    for method in ("ibp", "deeppoly", "alpha-crown"):
+        together = certifier._stage_bounds(problems, method)
+        for problem, rows in zip(problems, together, strict=True):
+            alone = certifier._stage_bounds([problem], method)[0]
+            assert rows.shape == (problem.num_rows,)
+            np.testing.assert_allclose(rows, alone, rtol=1e-10, atol=1e-12)
