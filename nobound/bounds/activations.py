@@ -11,14 +11,19 @@ largest at 0 and decreasing away from it. On a box [l, u] of the input:
   - u ≤ 0 (convex part): the **chord** through (l, σ(l)) and (u, σ(u)) is above σ, the
     **tangent** at the midpoint d = (l + u)/2 is below it;
   - l ≥ 0 (concave part): the chord is below, the tangent at d above;
-  - l < 0 < u (CROWN's rule): the upper line is the tangent at the d ∈ [0, u] whose
-    tangent passes through (l, σ(l)) — above σ on the concave part [0, u], and above σ
-    on the convex part [l, 0] because it is above σ at both of its ends — or, when no such
-    d ≤ u exists (the tangent at u passes below (l, σ(l))), the chord. The lower line
-    mirrors it: the tangent at the d′ ∈ [l, 0] through (u, σ(u)), or the chord. d and d′
-    are found by bisection on the side that keeps the line sound: the tangent at d,
-    evaluated at l, grows with d (σ″ < 0 there), so the upper end of the bracket is used;
-    the lower line takes the lower end of its bracket.
+  - l < 0 < u (CROWN's rule): let d_u ∈ [0, u] be the point whose tangent passes through
+    (l, σ(l)). The tangent at **any** d ∈ [d_u, u] is an upper line: above σ on the
+    concave part [0, u], and above σ on the convex part [l, 0] because it is above σ at
+    both of its ends — at 0 by concavity, at l because the tangent at d, evaluated at l,
+    grows with d (its derivative in d is σ″(d)(l − d) > 0 for d > 0). The upper line is
+    the tangent at max(d, m) with m = (l + u)/2: the midpoint's when it lies beyond d_u
+    (the tangent through (l, σ(l)) would be needlessly steep there, loose near u), else
+    the one through (l, σ(l)). This is CROWN's choice as auto_LiRPA implements it. When
+    no such d_u ≤ u exists (the tangent at u passes below (l, σ(l))), the chord. The lower
+    line mirrors it: the tangent at min(d′_l, m), with d′_l ∈ [l, 0] the point whose
+    tangent passes through (u, σ(u)), or the chord. d_u and d′_l are found by bisection on
+    the side that keeps the line sound: the upper end of d_u's bracket, the lower end of
+    d′_l's.
 
   Where l = u the chord has slope 0 and both lines are the constant σ(l) (exact).
 
@@ -69,27 +74,34 @@ class SShapeStep(Step):
         concave = (l.data >= 0) & ~convex
         mixed = ~convex & ~concave
         # mixed boxes: a tangent through the far end, or the chord (module doc)
-        up_slope, up_intercept, up_tangent = self._through_end(l.data, u.data, upper=True)
-        low_slope, low_intercept, low_tangent = self._through_end(l.data, u.data, upper=False)
-        mixed_upper = mixed & up_tangent
-        mixed_lower = mixed & low_tangent
-        lower_slope = ops.where(convex, tangent,
+        up_slope, up_intercept, up_point, up_tangent = self._through_end(l.data, u.data,
+                                                                         upper=True)
+        low_slope, low_intercept, low_point, low_tangent = self._through_end(l.data, u.data,
+                                                                             upper=False)
+        # the midpoint's tangent where the midpoint lies beyond the tangent point through
+        # the far end (module doc): the same lines as on a convex or concave box
+        mixed_upper = mixed & up_tangent & (middle.data < up_point)
+        mixed_lower = mixed & low_tangent & (middle.data > low_point)
+        upper_at_middle = concave | (mixed & up_tangent & ~mixed_upper)
+        lower_at_middle = convex | (mixed & low_tangent & ~mixed_lower)
+        lower_slope = ops.where(lower_at_middle, tangent,
                                 ops.where(mixed_lower, Tensor(low_slope), chord))
-        lower_intercept = ops.where(convex, tangent_intercept,
+        lower_intercept = ops.where(lower_at_middle, tangent_intercept,
                                     ops.where(mixed_lower, Tensor(low_intercept),
                                               chord_intercept))
-        upper_slope = ops.where(concave, tangent,
+        upper_slope = ops.where(upper_at_middle, tangent,
                                 ops.where(mixed_upper, Tensor(up_slope), chord))
-        upper_intercept = ops.where(concave, tangent_intercept,
+        upper_intercept = ops.where(upper_at_middle, tangent_intercept,
                                     ops.where(mixed_upper, Tensor(up_intercept),
                                               chord_intercept))
         return ReluRelaxation(lower_slope, upper_slope, upper_intercept,
                               xp.zeros(l.shape, dtype=bool), lower_intercept=lower_intercept)
 
 
-    def _through_end(self, l: Any, u: Any, upper: bool) -> tuple[Any, Any, Any]:  # noqa: E741
-        """(slope, intercept, found) of the tangent at d through the far end: for the upper
-        line d ∈ [0, u] with tangent(l) = σ(l), for the lower line d ∈ [l, 0] with
+    def _through_end(self, l: Any, u: Any, upper: bool  # noqa: E741
+                     ) -> tuple[Any, Any, Any, Any]:
+        """(slope, intercept, d, found) of the tangent at d through the far end: for the
+        upper line d ∈ [0, u] with tangent(l) = σ(l), for the lower line d ∈ [l, 0] with
         tangent(u) = σ(u); ``found`` is False where no such d exists (use the chord)."""
         xp = Tensor(l).xp
 
@@ -118,7 +130,7 @@ class SShapeStep(Step):
         d = high if upper else low
         f_d = value(d)
         slope = self.derivative(Tensor(f_d)).data
-        return slope, f_d - slope * d, found
+        return slope, f_d - slope * d, d, found
 
 
 # Halvings of the tangent-point bracket: the bracket is at most |l| or u wide, so 60

@@ -182,8 +182,9 @@ class SShape:
 
     def _through(self, lower: np.ndarray, upper: np.ndarray, toward_upper: bool,
                  chord: np.ndarray) -> np.ndarray:
-        """CROWN's slope for a box around 0: the tangent at d ∈ [0, u] that passes through
-        (l, f(l)) (upper line; the lower line mirrors it), or the chord when none does."""
+        """CROWN's slope for a box around 0: the tangent at max(d, m), d ∈ [0, u] the point
+        whose tangent passes through (l, f(l)) and m the midpoint (upper line; the lower line
+        mirrors it), or the chord when no such d exists."""
         end = lower if toward_upper else upper
         far = np.maximum(upper, 0.0) if toward_upper else np.minimum(lower, 0.0)
         target = self.approx(end)
@@ -199,7 +200,11 @@ class SShape:
             crossed = miss(middle) > 0 if toward_upper else miss(middle) < 0
             distant = np.where(crossed, middle, distant)
             near = np.where(crossed, near, middle)
-        return np.where(found, self.approx_slope(distant), chord)
+        # the midpoint's tangent where the midpoint lies beyond the tangent point (CROWN's
+        # choice as auto_LiRPA makes it; nobound.bounds.activations, module doc)
+        middle = (lower + upper) * 0.5
+        point = np.maximum(distant, middle) if toward_upper else np.minimum(distant, middle)
+        return np.where(found, self.approx_slope(point), chord)
 
     def lines(self, bounds: Interval) -> Lines:
         lower, upper = bounds
