@@ -387,7 +387,7 @@ class _Search:
         nearby = starts + 0.25 * width * rng.uniform(-1, 1, starts.shape)
         return attack_problem(self.problem, np.concatenate([starts, nearby]),
                               steps=self.config.attack_steps, restarts=0,
-                              seed=self.config.seed + round_index)
+                              seed=self.config.seed + round_index, deadline=self.deadline)
 
 
 def _splits_input(config: BabConfig, dense: DenseNetwork) -> bool:

@@ -15,6 +15,8 @@ replays its adversarial inputs the same way (:func:`robustness_attack`).
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import numpy as np
@@ -27,9 +29,11 @@ from nobound.certify.problem import Counterexample, VerificationProblem
 
 def attack_problem(problem: VerificationProblem, starts: np.ndarray | None = None,
                    steps: int = 50, restarts: int = 3, step_size: float = 0.2,
-                   seed: int = 0) -> Counterexample | None:
+                   seed: int = 0, deadline: float = math.inf) -> Counterexample | None:
     """PGD on max_i r_i over the box from ``starts`` (S, *shape) plus ``restarts`` random
-    points and the centre; the first float64-replayed violation, or None."""
+    points and the centre; the first float64-replayed violation, or None. No step is
+    taken after ``deadline`` (a ``time.perf_counter`` reading): the points reached are
+    still replayed, then the attack gives up."""
     if problem.is_empty:
         return None
     rng = random_stream(seed, name="certify-attack")
@@ -44,7 +48,7 @@ def attack_problem(problem: VerificationProblem, starts: np.ndarray | None = Non
     offset = Tensor(problem.offset)
     for step in range(steps + 1):
         found = problem.find_counterexample(point)
-        if found is not None or step == steps:
+        if found is not None or step == steps or time.perf_counter() > deadline:
             return found
         x = Tensor(point, requires_grad=True)
         rows = ops.matmul(problem.model(x), spec) + offset
@@ -55,7 +59,7 @@ def attack_problem(problem: VerificationProblem, starts: np.ndarray | None = Non
 
 
 def attack_problems(problems: list[VerificationProblem], steps: int = 50, restarts: int = 3,
-                    step_size: float = 0.2, seed: int = 0
+                    step_size: float = 0.2, seed: int = 0, deadline: float = math.inf
                     ) -> tuple[int, Counterexample] | None:
     """:func:`attack_problem` on several problems of one model at once: the problems that
     share a box are attacked in one batch (each from the centre and the same ``restarts``
@@ -63,7 +67,8 @@ def attack_problems(problems: list[VerificationProblem], steps: int = 50, restar
     backward pass per step for all of them. (index in ``problems``, counterexample) of the
     first replayed violation, or None. A point is handed to ``find_counterexample`` (which
     decides, as in :func:`attack_problem`) when its rows are all ≤ a small slack in the
-    batched pass, so that batched rounding cannot hide a violation."""
+    batched pass, so that batched rounding cannot hide a violation. ``deadline``: as in
+    :func:`attack_problem`, for every group."""
     groups: dict[bytes, list[int]] = {}
     for index, problem in enumerate(problems):
         if not problem.is_empty:
@@ -71,14 +76,15 @@ def attack_problems(problems: list[VerificationProblem], steps: int = 50, restar
             groups.setdefault(key, []).append(index)
     for members in groups.values():
         found = _attack_group([problems[i] for i in members], steps, restarts, step_size,
-                              seed)
+                              seed, deadline)
         if found is not None:
             return members[found[0]], found[1]
     return None
 
 
 def _attack_group(problems: list[VerificationProblem], steps: int, restarts: int,
-                  step_size: float, seed: int) -> tuple[int, Counterexample] | None:
+                  step_size: float, seed: int, deadline: float
+                  ) -> tuple[int, Counterexample] | None:
     first = problems[0]
     rng = random_stream(seed, name="certify-attack")
     lower, upper = first.lower, first.upper
@@ -108,7 +114,7 @@ def _attack_group(problems: list[VerificationProblem], steps: int, restarts: int
             found = problems[n].find_counterexample(point[candidate][None])
             if found is not None:
                 return n, found
-        if step == steps:
+        if step == steps or time.perf_counter() > deadline:
             return None
         ops.max(values, axis=-1).sum().backward()
         alpha = step_size * (0.1 if step >= steps // 2 else 1.0)

@@ -146,7 +146,8 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         if attack_every and round_index % attack_every == attack_every - 1:
             starts = np.stack([np.where(e[4] < 0, e[3], e[2]) for e in heapq.nsmallest(8, heap)])
             found = attack_problem(problem, starts.reshape(-1, *problem.input_shape),
-                                   steps=attack_steps, restarts=0, seed=seed + round_index)
+                                   steps=attack_steps, restarts=0, seed=seed + round_index,
+                                   deadline=deadline)
             if found is not None:
                 return result("falsified", "counterexample", found, round_index)
         if time.perf_counter() > deadline:

@@ -214,7 +214,8 @@ class Certifier:
                 open_.append(index)
         if attack and open_:  # the problems of one box in one batched attack
             hit = attack_problems([problems[i] for i in open_], steps=config.attack_steps,
-                                  restarts=config.attack_restarts, seed=config.seed)
+                                  restarts=config.attack_restarts, seed=config.seed,
+                                  deadline=deadline)
             if hit is not None:
                 return Verdict(FALSIFIED, "pgd", time.perf_counter() - start, hit[1],
                                details={"problem": open_[hit[0]]})

@@ -317,28 +317,18 @@ def test_certifier_with_beta_crown_gives_checkable_certificates() -> None:
     assert check_certificate(model, verdict.certificate, [problem]).valid
 
 
-def test_optimise_takes_no_step_after_its_deadline(monkeypatch) -> None:
+def test_optimise_takes_no_step_after_its_deadline(virtual_clock) -> None:
     """A clock that ticks once per bound evaluated: with the deadline at 2.5 ticks the
     optimiser evaluates iterates 0, 1, 2 and stops — the same result as 2 steps."""
-    import time
-
     from nobound.certify import beta_crown
 
     _, dense, box, signs, bounds, _ = split_instance(3, 2)
     domains = domains_of(box, signs, bounds)
     rows, offset = np.array([[[1.0, -1.0]]]), np.zeros((1, 1))
     two_steps, chosen = optimise(dense, domains, rows, offset, steps=2)
-    ticks = [0.0]
-    evaluate = beta_crown.bound_and_gradient
-
-    def ticking(*args, **kwargs):
-        ticks[0] += 1
-        return evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(beta_crown, "bound_and_gradient", ticking)
-    monkeypatch.setattr(time, "perf_counter", lambda: ticks[0])
+    virtual_clock.charge(beta_crown, "bound_and_gradient", 1.0)
     stopped, kept = optimise(dense, domains, rows, offset, steps=50, deadline=2.5)
-    assert ticks[0] == 3
+    assert virtual_clock.now == 3
     np.testing.assert_array_equal(stopped, two_steps)
     for a, b in zip(kept.alpha + kept.beta, chosen.alpha + chosen.beta, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -361,33 +351,20 @@ def test_tightening_past_its_deadline_keeps_the_starting_bounds() -> None:
         assert np.all(optimised.upper[k] <= late.upper[k] + 1e-12)
 
 
-def test_the_roots_one_time_tightening_does_not_stop_the_first_round(monkeypatch) -> None:
+def test_the_roots_one_time_tightening_does_not_stop_the_first_round(virtual_clock) -> None:
     """On a virtual clock where tightening the root's intermediate bounds costs 100 and a
     bound evaluation 0.01, a deadline at 130 leaves time for many children: the first round
     must be sized by what a sub-problem costs, not by the root's one-time tightening."""
-    import time
-
     from nobound.certify import bab, beta_crown
 
     model = tiny_network(0, (2, 16, 16, 2))
     centre = np.random.default_rng(0).uniform(-1, 1, 2)
     problem, _ = near_boundary_problem(model, centre, 0.3, np.array([1.0, -1.0]), 1e-4)
-    clock = [0.0]
-
-    def costing(function, cost):
-        def timed(*args, **kwargs):
-            result = function(*args, **kwargs)
-            clock[0] += cost
-            return result
-        return timed
-
-    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(bab, "tighten_intermediate", costing(bab.tighten_intermediate, 100.0))
-    monkeypatch.setattr(beta_crown, "bound_and_gradient",
-                        costing(beta_crown.bound_and_gradient, 0.01))
+    virtual_clock.charge(bab, "tighten_intermediate", 100.0)
+    virtual_clock.charge(beta_crown, "bound_and_gradient", 0.01)
     result = branch_and_bound(problem, dense_network(model, problem.input_shape),
                               BabConfig(method="beta-crown", root_share=1.0), deadline=130.0)
-    assert clock[0] > 100 and result.bounded > 1, result
+    assert virtual_clock.now > 100 and result.bounded > 1, result
 
 
 def test_tightened_bounds_of_a_layer_rederived_together_equal_one_by_one() -> None:

@@ -8,11 +8,10 @@ deterministic and the lateness is measured in units of that work, not in seconds
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from certify_instances import near_boundary_problem, tiny_network
+from conftest import VirtualClock
 
 from nobound.certify import bab, checker, input_split
 from nobound.certify.bab import BabConfig, branch_and_bound
@@ -26,41 +25,15 @@ BOX_COST = 1.0     # one box or sub-problem bounded by the search
 NODE_COST = 10.0   # one node's bounds derived by the checker (dearer, as on ACAS Xu)
 
 
-class VirtualClock:
-    """``time.perf_counter`` that moves only when instrumented work is done."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.largest_step = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, cost: float) -> None:
-        self.now += cost
-        self.largest_step = max(self.largest_step, cost)
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
-    virtual = VirtualClock()
-    monkeypatch.setattr(time, "perf_counter", virtual)
-
-    def costs(function, unit: float, count):
-        def timed(*args, **kwargs):
-            result = function(*args, **kwargs)
-            virtual.advance(unit * count(*args))
-            return result
-        return timed
-
-    monkeypatch.setattr(checker, "node_bounds",
-                        costs(checker.node_bounds, NODE_COST, lambda *a: 1))
-    monkeypatch.setattr(input_split, "bound_boxes",
-                        costs(input_split.bound_boxes, BOX_COST, lambda net, lo, *a: len(lo)))
-    monkeypatch.setattr(bab, "bound_subproblems",
-                        costs(bab.bound_subproblems, BOX_COST,
-                              lambda problem, dense, signs, *a: len(signs[0])))
-    return virtual
+def clock(virtual_clock: VirtualClock) -> VirtualClock:
+    """The virtual clock, charging the search's boxes and sub-problems and the checker's
+    nodes."""
+    virtual_clock.charge(checker, "node_bounds", NODE_COST)
+    virtual_clock.charge(input_split, "bound_boxes", BOX_COST, lambda net, lo, *a: len(lo))
+    virtual_clock.charge(bab, "bound_subproblems", BOX_COST,
+                         lambda problem, dense, signs, *a: len(signs[0]))
+    return virtual_clock
 
 
 def _instance(domain: str) -> tuple:
@@ -81,7 +54,7 @@ def test_answers_are_never_late_by_more_than_one_step(clock: VirtualClock, domai
     def certify(timeout: float):
         certifier = Certifier(model, (2,), CertifierConfig(
             timeout=timeout, methods=("deeppoly",), bab_domain=domain, batch_size=4))
-        clock.now, clock.largest_step = 0.0, 0.0
+        clock.reset()
         return certifier.verify([problem], attack=False), clock.largest_step
 
     unlimited, _ = certify(1e9)
@@ -119,7 +92,8 @@ def test_an_unfinished_check_is_never_a_proof(clock: VirtualClock) -> None:
         assert report.leaves <= max(0, int(deadline // NODE_COST) + 1)
 
 
-def test_the_check_stops_inside_a_node_with_many_tightened_bounds(monkeypatch) -> None:
+def test_the_check_stops_inside_a_node_with_many_tightened_bounds(virtual_clock: VirtualClock
+                                                                 ) -> None:
     """beta-CROWN's root records tightened bounds on every layer above the first; they are
     re-derived one layer at a time (one back-substitution each), so the check also stops
     between layers: at most one past the deadline, counted on a clock that ticks once per
@@ -132,21 +106,50 @@ def test_the_check_stops_inside_a_node_with_many_tightened_bounds(monkeypatch) -
     layers = {entry.layer for entry in result.nodes[0].tightened}
     assert result.status == "certified" and len(layers) > 1
     certificate = [problem_certificate(problem, result.nodes)]
-    ticks = [0.0]
-    substitute = checker._back_substitute
-
-    def ticking(*args, **kwargs):
-        ticks[0] += 1
-        return substitute(*args, **kwargs)
-
-    monkeypatch.setattr(checker, "_back_substitute", ticking)
-    monkeypatch.setattr(time, "perf_counter", lambda: ticks[0])
+    virtual_clock.charge(checker, "_back_substitute", 1.0)
+    virtual_clock.reset()
     box = (problem.lower.reshape(-1), problem.upper.reshape(-1))
     checker.node_bounds(stored, box, [np.zeros(n, np.int8) for n in stored.hidden_sizes], None)
-    root_bounds, ticks[0] = ticks[0], 0.0
+    root_bounds = virtual_clock.now
+    virtual_clock.reset()
     assert check_proofs(stored, certificate, reproduce=False).valid
-    full, ticks[0] = ticks[0], 0.0
+    full = virtual_clock.now
+    virtual_clock.reset()
     deadline = root_bounds + 0.5  # the root's own bounds, then half of a tightened layer
     report = check_proofs(stored, certificate, reproduce=False, deadline=deadline)
     assert report.out_of_time and not report.valid
-    assert ticks[0] <= deadline + 1 < full
+    assert virtual_clock.now <= deadline + 1 < full
+
+
+def test_attacks_take_no_step_after_the_deadline(virtual_clock: VirtualClock) -> None:
+    """PGD (one problem, or problems batched by box) replays the points it has and stops
+    at the deadline: one gradient step costs one unit here, so a deadline at 2.5 lets
+    steps 0, 1, 2 run out of 50."""
+    from nobound.autodiff import ops
+    from nobound.certify.falsify import attack_problem, attack_problems
+
+    model, problem = _instance("relu")  # a true property: no attack can succeed
+    virtual_clock.charge(ops, "max", 1.0)  # one max_i r_i per step, then its gradient
+    for attack in (lambda: attack_problem(problem, steps=50, deadline=2.5),
+                   lambda: attack_problems([problem, problem], steps=50, deadline=2.5)):
+        virtual_clock.reset()
+        assert attack() is None
+        assert virtual_clock.now == 3
+    virtual_clock.reset()
+    assert attack_problem(problem, steps=50) is None and virtual_clock.now == 50
+
+
+def test_the_first_attack_keeps_the_deadline(virtual_clock: VirtualClock) -> None:
+    """A timeout shorter than the certifier's first attack: the answer is ``unknown``
+    (timeout), never a proof, and at most one attack step late."""
+    from nobound.autodiff import ops
+
+    model, problem = _instance("relu")
+    virtual_clock.charge(ops, "max", 1.0)
+    for timeout in (0.5, 7.5, 30.0):
+        certifier = Certifier(model, (2,), CertifierConfig(timeout=timeout, attack_steps=50,
+                                                           attack_restarts=3))
+        virtual_clock.reset()
+        verdict = certifier.verify([problem])
+        assert verdict.status == "unknown" and verdict.reason == "timeout", verdict
+        assert virtual_clock.now <= timeout + 1
