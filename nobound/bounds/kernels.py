@@ -30,6 +30,14 @@ from nobound.bounds.rows import ReluLines
 
 KERNELS = "nobound.bounds._back_substitution_numba"
 
+#: Bytes of pixel-row products per block of :func:`fused_transposed_conv`: the block is
+#: written by the matrix product and read back by the fold while it is still in the L2
+#: cache.
+PRODUCT_BLOCK_BYTES = 1 << 20
+#: The fold's vector adds are one patch row, kernel_w · C numbers; shorter rows (cnn5's
+#: first layer: 5 · 1) leave it slower than the engine's col2im, which then stays.
+MIN_PATCH_ROW = 16
+
 # vjp(G or None, g) → one gradient (or None) per input, for upstream G of A' and g of b'
 StepVjp = Callable[[Any, Any], list[Any]]
 
@@ -244,3 +252,57 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
     upper = spread.shape[1] - 1
     return {"lower": total[:, 0] - spread_tensor[:, 0],
             "upper": total[:, min(upper, total.shape[1] - 1)] + spread_tensor[:, upper]}
+
+
+def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
+                          in_shape: tuple[int, int, int], stride: int, padding: int
+                          ) -> Tensor | None:
+    """The transposed convolution of rows (…, O, Ho, Wo) → (…, *in_shape) for a shared
+    (O, C, kh, kw) weight, as ``ops.conv_transpose2d`` computes it; or None (a population
+    weight, patch rows shorter than MIN_PATCH_ROW, gradients recorded, arrays the compiled
+    loops do not take, or no Numba).
+
+    Both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W give
+    that pixel's C·kh·kw contributions, scatter-added onto the output. Here the product
+    runs as (pixels × O)(O × kh·kw·C) — pixels of a block of maps as the long axis, the
+    orientation OpenBLAS runs about twice as fast for these thin shapes as the
+    (C·kh·kw × O)(O × pixels) of the engine's col2im path — and the compiled
+    ``fold_pixel_rows_into`` scatter-adds each pixel's row while the block is in cache.
+    """
+    if weight.ndim != 4 or weight.shape[-3] * weight.shape[-1] < MIN_PATCH_ROW or (
+            is_grad_enabled() and (coefficients.requires_grad or weight.requires_grad)):
+        return None
+    if not _compiled_arrays((coefficients, weight)):
+        return None
+    kernels = numba_kernels(KERNELS)
+    if kernels is None:
+        return None
+    data = coefficients.data
+    out_channels, channels, kernel_h, kernel_w = weight.shape
+    in_h, in_w = data.shape[-2:]
+    height, width = in_shape[1:]
+    lead, pixels = data.shape[:-3], in_h * in_w
+    count = prod(lead)
+    maps = data.reshape(count, out_channels, pixels)
+    # W's columns in the fold's order (p, q, c): a patch row is kernel_w · C contiguous
+    columns = kernel_h * kernel_w * channels
+    w_rows = np.ascontiguousarray(weight.data.transpose(0, 2, 3, 1).reshape(out_channels,
+                                                                            columns))
+    dtype = data.dtype
+    out = np.empty((count, channels, height, width), dtype=dtype)
+    scratch = np.empty((max((in_h - 1) * stride + kernel_h, padding + height),
+                        max((in_w - 1) * stride + kernel_w, padding + width), channels),
+                       dtype=dtype)
+    per_block = max(1, min(count, PRODUCT_BLOCK_BYTES // (pixels * columns * dtype.itemsize)))
+    channel_major = np.empty(out_channels * per_block * pixels, dtype=dtype)
+    products = np.empty((per_block * pixels, columns), dtype=dtype)
+    for start in range(0, count, per_block):
+        stop = min(count, start + per_block)
+        size = (stop - start) * pixels
+        block = channel_major[:out_channels * size].reshape(out_channels, stop - start, pixels)
+        np.copyto(block, maps[start:stop].transpose(1, 0, 2))  # runs of a channel's pixels
+        # (pixels × O) as the transposed view of the (O × pixels) block: no copy
+        np.matmul(block.reshape(out_channels, size).T, w_rows, out=products[:size])
+        kernels.fold_pixel_rows_into(products[:size], in_h, in_w, kernel_h, kernel_w, stride,
+                                     padding, scratch, out, start)
+    return Tensor(out.reshape(*lead, channels, height, width))

@@ -249,6 +249,12 @@ def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, 
         rows = coefficients.reshape((lead[0], -1, n_out))
         return ops.matmul(rows, operator.reshape(population, n_out, n_in)).reshape(
             (-1, *lead[1:], *in_shape))
+    # imported here: the kernels module builds on the layouts, which build on the steps
+    from nobound.bounds.kernels import fused_transposed_conv
+
+    if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride, padding)
+            ) is not None:
+        return fused
     if population > 1 and coefficients.shape[0] == 1:
         coefficients = ops.broadcast_to(coefficients, (population, *coefficients.shape[1:]))
     return ops.conv_transpose2d(coefficients, weight, in_shape[1:], stride, padding)
