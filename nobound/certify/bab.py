@@ -21,8 +21,9 @@ as the search runs) and bounding all their children in one batched relaxation ca
 A sub-domain with no unstable neuron left is affine: its LP (:mod:`nobound.certify.leaf_lp`)
 either proves it with dual multipliers or yields a candidate. Candidates — each child's
 linear-bound minimiser, LP minimisers, and a PGD run from the worst sub-domains' minimisers
-every ``attack_every`` rounds — are replayed in float64; a replayed violation ends the
-search as ``falsified``. The search ends ``unknown`` at the deadline (a round only pops
+every ``attack_every`` rounds (skipped while these runs have taken more than
+``attack_share`` of the search's time) — are replayed in float64; a replayed violation
+ends the search as ``falsified``. The search ends ``unknown`` at the deadline (a round only pops
 as many sub-domains as the last measured time per sub-problem lets it bound before the
 deadline) or after ``max_nodes`` bounded sub-problems, ``certified`` when no open
 sub-domain is left. Every bounded sub-domain becomes a node of the split tree that
@@ -73,6 +74,9 @@ class BabConfig:
     branching: str = "babsr"    # or "intercept", "fsb" (filtered smart branching)
     attack_every: int = 5       # rounds between PGD runs on the worst sub-domains
     attack_steps: int = 20
+    # those runs take at most this share of the search's time so far (a round due for an
+    # attack skips it while they are over): on properties that hold they find nothing
+    attack_share: float = 0.05
     seed: int = 0
     # beta-CROWN: "inherit" keeps the parent's intermediate bounds (clamped by the new
     # split: cheap), "recompute" re-runs DeepPoly on each child first (tighter, and what
@@ -183,6 +187,7 @@ class _Search:
         self.heap: list[_Open] = []
         self.order = itertools.count()
         self.bounded = 0
+        self.bounding_seconds = 0.0  # of the last expand's choice and bounding call
         self.unresolved = 0
         self.root_tightened: list[NeuronBound] = []
         # seconds of the root's one-time work (its intermediate bounds, DeepPoly then
@@ -260,7 +265,10 @@ class _Search:
         return None
 
     def expand(self, parents: list[_Open]) -> Counterexample | None:
-        """Split each parent on one neuron and bound all children in one batched call."""
+        """Split each parent on one neuron and bound all children in one batched call.
+        ``bounding_seconds``: the time of the choice and the bounding call (the part the
+        batch size amortises; settling the children — leaf LPs, the checker — is not)."""
+        bounding_start = time.perf_counter()
         objectives = np.stack([self.problem.spec[int(np.argmax(p.lower))] for p in parents])
         stacked_bounds = [(np.stack([p.bounds[k][0] for p in parents]),
                            np.stack([p.bounds[k][1] for p in parents]))
@@ -302,6 +310,7 @@ class _Search:
             result = bound_subproblems(self.problem, self.dense, signs, known,
                                        self.config.method)
             multipliers = None
+        self.bounding_seconds = time.perf_counter() - bounding_start
         self.bounded += len(child_nodes)
         if result.minimisers is not None:
             found = self.problem.find_counterexample(result.minimisers)
@@ -434,6 +443,7 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     # refined after every round
     per_subproblem = time.perf_counter() - root_start - search.root_setup_seconds
     sizes = _BatchSizer(config.batch_size)
+    attack_seconds = 0.0  # spent in the search's attacks (attack_share)
     search.bounded = 1
     index = search.new_node()
     search.nodes[index].tightened = search.root_tightened
@@ -464,10 +474,16 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
         round_start = time.perf_counter()
         found = search.expand(parents)
         per_subproblem = (time.perf_counter() - round_start) / (2 * len(parents))
-        sizes.record(len(parents), per_subproblem)
+        # the batch size is chosen by the bounding alone: settling the children costs the
+        # same per child at any batch size, and its noise (leaves the checker confirms)
+        # would stop the search for the best size early
+        sizes.record(len(parents), search.bounding_seconds / (2 * len(parents)))
         if found is None and config.attack_every and round_index % config.attack_every == 0 \
-                and search.heap:
+                and search.heap and \
+                attack_seconds <= config.attack_share * (time.perf_counter() - start):
+            attack_start = time.perf_counter()
             found = search.attack_worst(round_index)
+            attack_seconds += time.perf_counter() - attack_start
         if found is not None:
             return finish("falsified", "counterexample", found, round_index)
     if search.unresolved:

@@ -153,3 +153,20 @@ def test_the_first_attack_keeps_the_deadline(virtual_clock: VirtualClock) -> Non
         verdict = certifier.verify([problem])
         assert verdict.status == "unknown" and verdict.reason == "timeout", verdict
         assert virtual_clock.now <= timeout + 1
+
+
+def test_the_searchs_attacks_keep_to_their_share_of_the_time(virtual_clock: VirtualClock
+                                                             ) -> None:
+    """Attacks during branch and bound cost 10 units here, a bounded sub-problem 1: due
+    every round, they still take at most ``attack_share`` of the time (plus one attack)."""
+    from nobound.certify.bab import BabConfig
+
+    model, problem = _instance("relu")
+    attacks = []
+    virtual_clock.charge(bab, "bound_subproblems", BOX_COST,
+                         lambda problem, dense, signs, *a: len(signs[0]))
+    virtual_clock.charge(bab, "attack_problem", 10.0, lambda *a: attacks.append(1) or 1)
+    config = BabConfig(batch_size=4, attack_every=1, attack_share=0.2, max_nodes=400)
+    result = branch_and_bound(problem, dense_network(model, (2,)), config)
+    assert result.rounds > 20 and len(attacks) >= 2, result
+    assert 10.0 * len(attacks) <= 0.2 * virtual_clock.now + 10.0
