@@ -51,11 +51,13 @@ from nobound.certify.rounding import (
     SMALLEST_SUBNORMAL,
     down,
     gamma_factor,
-    lower_dot,
+    lower_rows,
+    matmul,
     matmul_error,
-    product_error,
+    product_error_rows,
     up,
-    upper_product,
+    upper_rows,
+    upper_sum,
 )
 from nobound.certify.stored_network import StoredNetwork, stored_network
 from nobound.nn.activation import Flatten, ReLU, Sigmoid, Tanh
@@ -185,27 +187,37 @@ def _magnitude(bounds: Interval) -> np.ndarray:
 
 
 def _through_stage(rows: np.ndarray, error: np.ndarray | None, weight: np.ndarray,
-                   radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fl(Λ W), E') with |Λ* W* − fl(Λ W)| ≤ E' for |Λ* − Λ| ≤ E, |W* − W| ≤ R."""
+                   radius: np.ndarray, below: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fl(Λ W), F): Λ* W* a ≥ fl(Λ W)·a − F per row for every real a with |a| ≤ ``below``,
+    where |Λ* − Λ| ≤ E (``error``; exact when None) and |W* − W| ≤ R.
+
+    Each entry of fl(Λ W) is off by at most (2.5nu|Λ| + E)|W| + (|Λ| + E)R + 2nη, so
+    F = 2.5nu |Λ|·v + E·v + (|Λ| + E)·(R below) + 2nη Σ below with v ≥ |W| below: the
+    products are re-associated (in real arithmetic, (|Λ||W|) below = |Λ| (|W| below)),
+    so no error matrix is formed — one matrix-vector product per stack entry instead of a
+    matrix product per stage."""
     n = weight.shape[0]
-    product = rows @ weight
-    spread = up(gamma_factor(n) * np.abs(rows))
+    product = matmul(rows, weight)
+    size = np.abs(rows)
+    reach = upper_rows(np.abs(weight), below)                  # ≥ |W| below
+    fold = up(up(gamma_factor(n) * upper_rows(size, reach))
+              + up(2.0 * n * SMALLEST_SUBNORMAL * upper_sum(below)[..., None]))
     if error is not None:
-        spread = up(spread + error)
-    new_error = up(upper_product(spread, np.abs(weight)) + up(2.0 * n * SMALLEST_SUBNORMAL))
+        fold = up(fold + upper_rows(error, reach))
     if np.any(radius):
-        reach = np.abs(rows) if error is None else up(np.abs(rows) + error)
-        new_error = up(new_error + upper_product(reach, radius))
-    return product, new_error
+        reach_radius = upper_rows(radius, below)               # ≥ R below
+        spread = size if error is None else up(size + error)
+        fold = up(fold + upper_rows(spread, reach_radius))
+    return product, fold
 
 
 def _bias_term(rows: np.ndarray, error: np.ndarray | None, bias: np.ndarray,
                radius: np.ndarray) -> np.ndarray:
     """A lower bound of Λ* · b* (real), per row."""
-    value = lower_dot(rows, bias)
-    penalty = upper_product(np.abs(rows), radius) if np.any(radius) else 0.0
+    value = lower_rows(rows, bias)
+    penalty = upper_rows(np.abs(rows), radius) if np.any(radius) else 0.0
     if error is not None:
-        penalty = up(penalty + upper_product(error, up(np.abs(bias) + radius)))
+        penalty = up(penalty + upper_rows(error, up(np.abs(bias) + radius)))
     return down(value - penalty)
 
 
@@ -214,35 +226,42 @@ def _back_substitute(net: StoredNetwork, rows: np.ndarray, constant: np.ndarray,
                      box: Interval, betas: dict[int, np.ndarray] | None = None,
                      error: np.ndarray | None = None) -> np.ndarray:
     """A rigorous lower bound of rows* · z_top + constant over the node's domain, where the
-    real coefficient rows* is within ``error`` of ``rows`` (exact when None)."""
+    real coefficient rows* is within ``error`` of ``rows`` (exact when None).
+
+    Shapes: rows (..., R, n_top), constant (..., R); the bounds, relaxations, box and β
+    (..., n) of one leaf (no leading axis) or of a stack of leaves (a leading axis that
+    broadcasts with the rows'); the result is (..., R). Every rounding error is folded
+    into the constant with the magnitude of the variable it multiplies, at once."""
     for k in range(top, -1, -1):
         constant = down(constant + _bias_term(rows, error, net.biases[k], net.bias_radii[k]))
-        rows, error = _through_stage(rows, error, net.weights[k], net.weight_radii[k])
+        below = _magnitude(box if k == 0 else relaxations[k - 1][-1].outputs)
+        rows, fold = _through_stage(rows, error, net.weights[k], net.weight_radii[k], below)
+        constant, error = down(constant - fold), None
         if k == 0:
             break
-        for relaxed in reversed(relaxations[k - 1]):  # the layer's operations, last first
-            # rows* a = rows a + (rows* − rows) a ≥ rows a − E |a|, |a| from a's interval
-            constant = down(constant - upper_product(error, _magnitude(relaxed.outputs)))
-            rows, error, added = relaxed.back(rows)
-            constant = down(constant + added)
+        chain = relaxations[k - 1]
+        for i in range(len(chain) - 1, -1, -1):  # the layer's operations, last first
+            inputs = _magnitude(chain[i - 1].outputs if i else bounds[k - 1])
+            rows, fold, added = chain[i].back(rows, inputs)
+            constant = down(down(constant + added) - fold)
         if betas and (k - 1) in betas:
-            rows = rows - betas[k - 1]
-            error = up(error + product_error(rows))
-        constant = down(constant - upper_product(error, _magnitude(bounds[k - 1])))
-        error = None
+            beta = betas[k - 1]
+            rows = rows - beta[..., None, :]
+            # one rounded difference per entry, and none where β = 0 (exact)
+            where = np.where(beta != 0, _magnitude(bounds[k - 1]), 0.0)
+            constant = down(constant - product_error_rows(rows, where))
     lower, upper = box
-    value = down(lower_dot(np.maximum(rows, 0), lower) + lower_dot(np.minimum(rows, 0), upper))
-    value = down(value - upper_product(error, _magnitude(box)))
+    value = down(lower_rows(np.maximum(rows, 0), lower) + lower_rows(np.minimum(rows, 0), upper))
     return down(constant + value)
 
 
 def _interval_lower(weight: np.ndarray, bias: np.ndarray, radius: np.ndarray,
                     bias_radius: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """A lower bound of W* a + b* over low ≤ a ≤ high (real arithmetic)."""
-    value = down(lower_dot(np.maximum(weight, 0), low) + lower_dot(np.minimum(weight, 0), high))
+    """A lower bound of W* a + b* over low ≤ a ≤ high (real arithmetic; a (..., n))."""
+    value = down(lower_rows(np.maximum(weight, 0), low) + lower_rows(np.minimum(weight, 0), high))
     value = down(value + down(bias - bias_radius))
     if np.any(radius):
-        value = down(value - upper_product(radius, _magnitude((low, high))))
+        value = down(value - upper_rows(radius, _magnitude((low, high))))
     return value
 
 
@@ -264,13 +283,17 @@ def interval_step(net: StoredNetwork, k: int, previous: Interval) -> Interval:
 def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
                 parent: list[Interval] | None, interval_chain: bool = False
                 ) -> list[Interval]:
-    """Rigorous pre-activation bounds of every hidden layer on one node's domain.
+    """Rigorous pre-activation bounds of every hidden layer on one node's domain — or on
+    each of a stack of nodes' domains: box, signs and parent bounds with a leading axis
+    (..., n), on networks whose hidden layers are ReLUs (the other relaxations take one
+    node).
 
     As the certifier does: interval bounds first (from the box for the first layer, where
     they are what back-substitution gives; from the layer before otherwise), intersected
     with the parent's bounds and clamped by the splits; then a back-substitution row only
     for the neurons still unstable (a stable neuron's relaxation is exact whatever its
-    bounds), intersected again.
+    bounds), intersected again. A stack back-substitutes the neurons unstable in any of
+    its nodes, once for all of them, and each node takes the rows of its own unstable ones.
 
     ``interval_chain``: the interval estimate of layer k comes from layer k − 1's interval
     estimate, not from its back-substituted bounds — what the input-split search does on
@@ -296,14 +319,19 @@ def node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
         upper = np.where(signs[k] < 0, np.minimum(upper, 0), upper)
         # a ReLU is exact on a stable neuron whatever its bounds; the other layers'
         # relaxations depend on every bound
-        unstable = np.flatnonzero((lower < 0) & (upper > 0) if relu[k] else lower < upper)
+        open_ = (lower < 0) & (upper > 0) if relu[k] else lower < upper
+        unstable = np.flatnonzero(open_.reshape(-1, open_.shape[-1]).any(axis=0))
         if k and unstable.size:
-            rows = np.zeros((unstable.size, net.weights[k].shape[0]))  # unit rows e_i,
-            rows[np.arange(unstable.size), unstable] = 1.0  # without an n × n identity
-            both = _back_substitute(net, np.concatenate([rows, -rows]),
-                                    np.zeros(2 * unstable.size), k, relaxations, bounds, box)
-            lower[unstable] = np.maximum(lower[unstable], both[:unstable.size])
-            upper[unstable] = np.minimum(upper[unstable], -both[unstable.size:])
+            count = unstable.size
+            rows = np.zeros((count, net.weights[k].shape[0]))  # unit rows e_i,
+            rows[np.arange(count), unstable] = 1.0  # without an n × n identity
+            both = _back_substitute(net, np.concatenate([rows, -rows]), np.zeros(2 * count),
+                                    k, relaxations, bounds, box)
+            own = open_[..., unstable]
+            lower[..., unstable] = np.where(
+                own, np.maximum(lower[..., unstable], both[..., :count]), lower[..., unstable])
+            upper[..., unstable] = np.where(
+                own, np.minimum(upper[..., unstable], -both[..., count:]), upper[..., unstable])
             lower = np.where(signs[k] > 0, np.maximum(lower, 0), lower)
             upper = np.where(signs[k] < 0, np.minimum(upper, 0), upper)
         bounds.append((lower, upper))
@@ -317,14 +345,35 @@ def leaf_value(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: 
                alphas: list[np.ndarray | None] | None = None) -> float:
     """A rigorous lower bound of Σλ_i r_i(x) − Σβ_j s_j z_j(x) over a leaf's domain
     (``alphas``: recorded lower slopes per hidden layer, None = DeepPoly's)."""
-    rows, row_error = matmul_error(weights[None], spec)
-    constant = np.atleast_1d(lower_dot(weights, offset))
+    recorded = any(a is not None for a in alphas or [])
+    return float(leaf_values(net, box, bounds, spec, offset, weights, betas, alphas,
+                             np.asarray(recorded), np.asarray(bool(betas))))
+
+
+def leaf_values(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: np.ndarray,
+                offset: np.ndarray, weights: np.ndarray,
+                betas: dict[int, np.ndarray] | None, alphas: list[np.ndarray | None] | None,
+                recorded: np.ndarray, multiplied: np.ndarray) -> np.ndarray:
+    """:func:`leaf_value` of one leaf, or of a stack of leaves of one problem (box, bounds,
+    row weights, β·s and α with a leading axis; nan in α: that leaf records none there).
+    ``recorded``: the leaf records α (else the usual other choices are tried when its bound
+    is not positive); ``multiplied``: it records β (else IBP's bound may win)."""
+    rows, row_error = matmul_error(weights[..., None, :], spec)
+    constant = lower_rows(weights[..., None, :], offset)
     own = [layer_relaxation(net, k, b) for k, b in enumerate(bounds)]
-    value = float(_back_substitute(net, rows, constant, net.num_hidden_layers,
-                                   _with_alphas(own, alphas), bounds, box, betas,
-                                   row_error)[0])
+    top = net.num_hidden_layers
+
+    def bound(choice: list[np.ndarray | None] | None) -> np.ndarray:
+        return _back_substitute(net, rows, constant, top, _with_alphas(own, choice), bounds,
+                                box, betas, row_error)[..., 0]
+
+    def better(value: np.ndarray, other: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return np.where(where & (other > value), other, value)  # max(value, other) there
+
+    value = bound(alphas)
     relu = _relu_layers(net)
-    if not value > 0 and not any(a is not None for a in alphas or []) and any(relu):
+    retry = ~(value > 0) & ~recorded
+    if any(relu) and np.any(retry):
         # the area heuristic α = 1[u > −l] is only a heuristic: with the checker's own (often
         # tighter) bounds it can choose worse lower lines than the certifier did; any
         # α ∈ [0, 1] is sound, so the usual other choices are tried too
@@ -335,14 +384,14 @@ def leaf_value(net: StoredNetwork, box: Interval, bounds: list[Interval], spec: 
         for choice in (each(lambda r: np.zeros_like(r.lower_slope)),
                        each(lambda r: np.ones_like(r.lower_slope)),
                        each(lambda r: r.upper_slope)):
-            value = max(value, float(_back_substitute(
-                net, rows, constant, net.num_hidden_layers, _with_alphas(own, choice), bounds,
-                box, betas, row_error)[0]))
-            if value > 0:
+            value = better(value, bound(choice), retry)
+            retry = retry & ~(value > 0)
+            if not np.any(retry):
                 break
-    if bounds and not betas:  # IBP-style (a proof with split multipliers is held to them):
+    if bounds:  # IBP-style (a proof with split multipliers is held to them):
         # on IBP-trained networks DeepPoly can be the looser of the two
-        value = max(value, float(_interval_value(net, rows, row_error, constant, bounds)[0]))
+        value = better(value, _interval_value(net, rows, row_error, constant, bounds)[..., 0],
+                       ~multiplied)
     return value
 
 
@@ -353,10 +402,11 @@ def _interval_value(net: StoredNetwork, rows: np.ndarray, error: np.ndarray,
     purpose: where it is > 0 no point of the leaf is unsafe)."""
     top = net.num_hidden_layers
     constant = down(constant + _bias_term(rows, error, net.biases[top], net.bias_radii[top]))
-    rows, error = _through_stage(rows, error, net.weights[top], net.weight_radii[top])
     low, high = activation_interval(net, top - 1, bounds[-1])
-    value = down(lower_dot(np.maximum(rows, 0), low) + lower_dot(np.minimum(rows, 0), high))
-    return down(constant + down(value - upper_product(error, _magnitude((low, high)))))
+    rows, fold = _through_stage(rows, error, net.weights[top], net.weight_radii[top],
+                                _magnitude((low, high)))
+    value = down(lower_rows(np.maximum(rows, 0), low) + lower_rows(np.minimum(rows, 0), high))
+    return down(constant + down(value - fold))
 
 
 def _with_alphas(relaxations: list[list[Any]],
@@ -445,9 +495,10 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
         layers = sorted({j for e in entries for j in e[3]})
         betas = {j: np.stack([e[3].get(j, np.zeros(sizes[j])) for e in entries])
                  for j in layers}
-        values = _back_substitute(net, rows, np.zeros(count), k,
+        # the entries are the stack's leading axis: one row each, with its own α and β
+        values = _back_substitute(net, rows[:, None, :], np.zeros((count, 1)), k,
                                   _with_alphas(base, _stacked_alphas(entries, base)),
-                                  bounds[:k], box, betas)
+                                  bounds[:k], box, betas)[:, 0]
         lower, upper = bounds[k]
         for (neuron, side, _, _), value in zip(entries, values, strict=True):
             if side > 0:
@@ -490,6 +541,13 @@ def inherited_bounds(parent: list[Interval], signs: list[np.ndarray]) -> list[In
             for (lo, hi), s in zip(parent, signs, strict=True)]
 
 
+def _derived_alone(box_half: bool, parent: list[Interval] | None, node: Any) -> bool:
+    """Are a node's bounds :func:`node_bounds` of its own box (and its parent's bounds)
+    alone — not the root's cached ones, not inherited — as :func:`derive_node_bounds`
+    derives them? Such nodes can be derived in one stack."""
+    return box_half or (parent is not None and not node.inherit)
+
+
 def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray],
                        parent: list[Interval] | None, node: Any,
                        root_cache: dict[bytes, list[Interval]],
@@ -504,18 +562,189 @@ def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray
     proof was made with, and on ACAS Xu turned proved leaves into bounds of −6). The one
     rule the check and the search's leaf confirmation (:mod:`nobound.certify.leaf_confirm`)
     both follow."""
-    if box_half:
-        bounds = node_bounds(net, box, signs, None, interval_chain=True)
+    if _derived_alone(box_half, parent, node):
+        bounds = node_bounds(net, box, signs, None if box_half else parent,
+                             interval_chain=box_half)
     elif parent is None:
         key = box[0].tobytes() + box[1].tobytes()
         if key not in root_cache:
             root_cache[key] = node_bounds(net, box, signs, None)
         bounds = root_cache[key]
-    elif node.inherit:
-        bounds = inherited_bounds(parent, signs)
     else:
-        bounds = node_bounds(net, box, signs, parent)
+        bounds = inherited_bounds(parent, signs)
     return apply_tightened(net, box, bounds, signs, node.tightened, deadline)
+
+
+# Leaves checked together: at most this many, and fewer on wide networks, so that a
+# stack's coefficient rows (two per neuron of a layer, per leaf) stay under STACK_NUMBERS.
+MOST_STACKED = 256
+STACK_NUMBERS = 2 ** 21
+
+
+@dataclass
+class _Leaf:
+    """A proof leaf waiting for its check: the tree node and what its bounds derive from."""
+
+    index: int
+    node: Any
+    signs: list[np.ndarray]
+    parent: list[Interval] | None
+    box: Interval
+    box_half: bool
+
+
+class _Pace:
+    """How many leaves to check in one stack: as many as fit, but with a deadline no more
+    than the last stack's time per leaf lets finish before it (one leaf until a stack has
+    been timed) — so a check still stops about one stack's work after its deadline."""
+
+    def __init__(self, net: StoredNetwork, deadline: float) -> None:
+        widest = max(w.shape[0] * w.shape[1] for w in net.weights)
+        self.most = 1 if not stackable(net) else \
+            max(1, min(MOST_STACKED, STACK_NUMBERS // (2 * widest)))
+        self.deadline = deadline
+        self.per_leaf: float | None = None
+
+    def size(self) -> int:
+        if not np.isfinite(self.deadline):
+            return self.most
+        if self.per_leaf is None:
+            return 1
+        left = (self.deadline - time.perf_counter()) / max(self.per_leaf, 1e-12)
+        return int(max(1, min(self.most, left)))
+
+    def record(self, leaves: int, seconds: float) -> None:
+        self.per_leaf = seconds / max(leaves, 1)
+
+
+def stackable(net: StoredNetwork) -> bool:
+    """Can nodes of ``net`` be bounded as one stack (every hidden layer one ReLU)?"""
+    return all(_relu_layers(net))
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.stack(arrays)
+
+
+def _leaf_bounds(net: StoredNetwork, leaves: list[_Leaf],
+                 root_cache: dict[bytes, list[Interval]], deadline: float
+                 ) -> list[list[Interval] | str]:
+    """Each leaf's :func:`derive_node_bounds`; those derived alone, one stack per kind
+    (input-split halves; children of a ReLU split)."""
+    derived: list[list[Interval] | str | None] = [None] * len(leaves)
+    layers = range(net.num_hidden_layers)
+    for half in (True, False):
+        group = [i for i, leaf in enumerate(leaves) if leaf.box_half == half
+                 and _derived_alone(leaf.box_half, leaf.parent, leaf.node)]
+        if len(group) < 2 or not stackable(net):
+            continue
+        box = tuple(_stack([leaves[i].box[side] for i in group]) for side in (0, 1))
+        signs = [_stack([leaves[i].signs[k] for i in group]) for k in layers]
+        parent = None if half else [
+            tuple(_stack([leaves[i].parent[k][side] for i in group]) for side in (0, 1))
+            for k in layers]
+        stacked = node_bounds(net, box, signs, parent, interval_chain=half)
+        for j, i in enumerate(group):
+            leaf = leaves[i]
+            derived[i] = apply_tightened(net, leaf.box, [(lo[j], hi[j]) for lo, hi in stacked],
+                                         leaf.signs, leaf.node.tightened, deadline)
+    for i, leaf in enumerate(leaves):
+        if derived[i] is None:
+            derived[i] = derive_node_bounds(net, leaf.box, leaf.signs, leaf.parent, leaf.node,
+                                            root_cache, deadline, leaf.box_half)
+    return derived
+
+
+@dataclass
+class _Proved:
+    """A leaf's parsed proof, ready for its bound."""
+
+    position: int
+    box: Interval
+    bounds: list[Interval]
+    weights: np.ndarray
+    betas: dict[int, np.ndarray]
+    alphas: list[np.ndarray | None]
+
+
+def _proof_values(net: StoredNetwork, ready: list[_Proved], spec: np.ndarray,
+                  offset: np.ndarray) -> list[float]:
+    """:func:`leaf_value` of each leaf; on a stackable network, of all of them as one stack
+    (each with its own box, bounds, row weights, α and β)."""
+    if len(ready) < 2 or not stackable(net):
+        return [leaf_value(net, r.box, r.bounds, spec, offset, r.weights, r.betas, r.alphas)
+                for r in ready]
+    sizes = net.hidden_sizes
+    box = (_stack([r.box[0] for r in ready]), _stack([r.box[1] for r in ready]))
+    bounds = [(_stack([r.bounds[k][0] for r in ready]), _stack([r.bounds[k][1] for r in ready]))
+              for k in range(len(sizes))]
+    betas = {k: _stack([r.betas.get(k, np.zeros(sizes[k])) for r in ready])
+             for k in sorted({k for r in ready for k in r.betas})}
+    alphas: list[np.ndarray | None] = []
+    for k in range(max(len(r.alphas) for r in ready)):
+        chosen = [r.alphas[k] if k < len(r.alphas) else None for r in ready]
+        alphas.append(None if all(c is None for c in chosen) else _stack(
+            [np.full(sizes[k], np.nan) if c is None else c for c in chosen]))
+    recorded = np.array([any(a is not None for a in r.alphas) for r in ready])
+    multiplied = np.array([bool(r.betas) for r in ready])
+    values = leaf_values(net, box, bounds, spec, offset, _stack([r.weights for r in ready]),
+                         betas or None, alphas, recorded, multiplied)
+    return [float(v) for v in values]
+
+
+def _check_leaves(net: StoredNetwork, leaves: list[_Leaf], spec: np.ndarray,
+                  offset: np.ndarray, report: CheckReport, label: str, reproduce: bool,
+                  root_cache: dict[bytes, list[Interval]], deadline: float) -> bool:
+    """Check proof leaves together (their messages in their order); False when the
+    deadline passed inside (the report is then out of time)."""
+    sizes = net.hidden_sizes
+    relu = _relu_layers(net)
+    derived = _leaf_bounds(net, leaves, root_cache, deadline)
+    if any(bounds is OUT_OF_TIME for bounds in derived):
+        report.out_of_time = True
+        first = next(leaf for leaf, b in zip(leaves, derived, strict=True) if b is OUT_OF_TIME)
+        report.errors.append(f"{label}: the check ran out of time at node {first.index}")
+        return False
+    messages: list[list[str]] = [[] for _ in leaves]
+    ready: list[_Proved] = []
+    for position, (leaf, bounds) in enumerate(zip(leaves, derived, strict=True)):
+        where = f"{label} node {leaf.index}"
+        if isinstance(bounds, str):
+            messages[position].append(f"{where}: {bounds}")
+            continue
+        report.leaves += 1
+        proof = leaf.node.proof
+        weights = np.asarray(proof.row_weights, float)
+        if weights.shape != offset.shape or not np.all(weights >= 0):
+            messages[position].append(f"{where}: row weights must be ≥ 0, one per row")
+            continue
+        betas = split_betas(proof.betas, leaf.signs, sizes)
+        if betas is None:
+            messages[position].append(f"{where}: β must be ≥ 0 and belong to a split neuron")
+            continue
+        if any(np.any(lo > hi) for lo, hi in bounds):
+            continue  # an empty domain has no unsafe point
+        alphas = recorded_alphas(proof.alphas, sizes)
+        if alphas is None:
+            messages[position].append(f"{where}: α must be one number in [0, 1] per neuron")
+            continue
+        if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
+            messages[position].append(f"{where}: α is recorded for a layer that is not a ReLU")
+            continue
+        ready.append(_Proved(position, leaf.box, bounds, weights, betas, alphas))
+    for proved, value in zip(ready, _proof_values(net, ready, spec, offset), strict=True):
+        proof = leaves[proved.position].node.proof
+        where = f"{label} node {leaves[proved.position].index}"
+        if not value > 0:
+            messages[proved.position].append(
+                f"{where}: rigorous bound {value:.6g} does not prove the leaf")
+        elif reproduce and proof.method in REPRODUCED_METHODS and \
+                value < proof.bound - BOUND_TOLERANCE * max(1.0, abs(proof.bound)):
+            messages[proved.position].append(f"{where}: stored bound {proof.bound:.9g} is not "
+                                             f"implied (re-derived {value:.9g})")
+    for own in messages:
+        report.errors.extend(own)
+    return True
 
 
 def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: CheckReport,
@@ -540,6 +769,25 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
     stack: list[tuple[int, list[np.ndarray], Any, Interval, bool]] = [
         (0, root_signs, None, box, False)]
     seen: set[int] = set()
+    # proof leaves are checked in stacks (_check_leaves), as many as the pace allows
+    pending: list[_Leaf] = []
+    pace = _Pace(net, deadline)
+
+    def flush() -> bool:
+        if not pending:
+            return True
+        if time.perf_counter() > deadline:
+            report.out_of_time = True
+            report.errors.append(f"{label}: the check ran out of time after {report.nodes} "
+                                 f"nodes")
+            return False
+        start = time.perf_counter()
+        done = _check_leaves(net, pending, spec, offset, report, label, reproduce,
+                             root_cache, deadline)
+        pace.record(len(pending), time.perf_counter() - start)
+        pending.clear()
+        return done
+
     while stack:
         if time.perf_counter() > deadline:  # an unfinished check proves nothing
             report.out_of_time = True
@@ -554,7 +802,12 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         seen.add(index)
         report.nodes += 1
         node = nodes[index]
-        if node.proof is None and node.input_split is not None:
+        if node.proof is not None:
+            pending.append(_Leaf(index, node, signs, parent, box, box_half))
+            if len(pending) >= pace.size() and not flush():
+                return
+            continue
+        if node.input_split is not None:
             # its halves derive their bounds on their own boxes: its own are never used
             halves = input_halves(box, node.input_split)
             if node.children is None or len(node.children) != 2 or halves is None:
@@ -572,49 +825,22 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
         if isinstance(bounds, str):
             report.errors.append(f"{where}: {bounds}")
             continue
-        empty = any(np.any(lo > hi) for lo, hi in bounds)
-        if node.proof is None:
-            if node.split is None or node.children is None or len(node.children) != 2:
-                report.errors.append(f"{where}: neither a proof nor a split into two")
-                continue
-            k, neuron = int(node.split[0]), int(node.split[1])
-            if not (0 <= k < len(sizes) and 0 <= neuron < sizes[k]) or signs[k][neuron]:
-                report.errors.append(f"{where}: invalid or repeated split {node.split}")
-                continue
-            if not relu[k]:
-                report.errors.append(f"{where}: split {node.split} is not on a ReLU layer")
-                continue
-            for child, sign in zip(node.children, (1, -1), strict=True):
-                child_signs = [s.copy() for s in signs]
-                child_signs[k][neuron] = sign
-                stack.append((int(child), child_signs, bounds, box, False))
+        if node.split is None or node.children is None or len(node.children) != 2:
+            report.errors.append(f"{where}: neither a proof nor a split into two")
             continue
-        report.leaves += 1
-        proof = node.proof
-        weights = np.asarray(proof.row_weights, float)
-        if weights.shape != offset.shape or not np.all(weights >= 0):
-            report.errors.append(f"{where}: row weights must be ≥ 0, one per row")
+        k, neuron = int(node.split[0]), int(node.split[1])
+        if not (0 <= k < len(sizes) and 0 <= neuron < sizes[k]) or signs[k][neuron]:
+            report.errors.append(f"{where}: invalid or repeated split {node.split}")
             continue
-        betas = split_betas(proof.betas, signs, sizes)
-        if betas is None:
-            report.errors.append(f"{where}: β must be ≥ 0 and belong to a split neuron")
+        if not relu[k]:
+            report.errors.append(f"{where}: split {node.split} is not on a ReLU layer")
             continue
-        if empty:
-            continue
-        alphas = recorded_alphas(proof.alphas, sizes)
-        if alphas is None:
-            report.errors.append(f"{where}: α must be one number in [0, 1] per neuron")
-            continue
-        if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
-            report.errors.append(f"{where}: α is recorded for a layer that is not a ReLU")
-            continue
-        value = leaf_value(net, box, bounds, spec, offset, weights, betas, alphas)
-        if not value > 0:
-            report.errors.append(f"{where}: rigorous bound {value:.6g} does not prove the leaf")
-        elif reproduce and proof.method in REPRODUCED_METHODS and \
-                value < proof.bound - BOUND_TOLERANCE * max(1.0, abs(proof.bound)):
-            report.errors.append(f"{where}: stored bound {proof.bound:.9g} is not implied "
-                                 f"(re-derived {value:.9g})")
+        for child, sign in zip(node.children, (1, -1), strict=True):
+            child_signs = [s.copy() for s in signs]
+            child_signs[k][neuron] = sign
+            stack.append((int(child), child_signs, bounds, box, False))
+    if not flush():
+        return
     unreached = set(range(len(nodes))) - seen
     if unreached:
         report.errors.append(f"{label}: nodes {sorted(unreached)[:5]} are not in the tree")

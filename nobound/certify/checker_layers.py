@@ -7,8 +7,13 @@ order (a ReLU followed by a MaxPool is one chain). Each operation, given rigorou
 
 * a rigorous **interval** of its output, and
 * a **relaxation** that moves coefficient rows Λ on its output to rows on its input:
-  Λ·op(x) ≥ Λ'·x + c for every real x in [l, u], with Λ' computed in floats within a
-  stated error of the real rows (:meth:`back`), c rounded downward.
+  Λ·op(x) ≥ Λ'*·x + c for every real x in [l, u], where Λ' is computed in floats and
+  Λ'* is the real row it stands for; :meth:`back` returns Λ', c (rounded downward) and
+  F ≥ Σ_j |Λ'* − Λ'|_j m_j for the magnitude m ≥ |x| it is given, so that
+  Λ·op(x) ≥ Λ'·x + c − F (the error is folded into the constant, never formed).
+
+Elementwise relaxations take bounds of any leading shape (a stack of leaves: (..., n)), and
+coefficient rows (..., R, n) whose leading axes broadcast with theirs.
 
 Elementwise operations are relaxed by two lines per neuron,
 ls·x + li ≤ op(x) ≤ us·x + ui on [l, u], and the lines hold in real arithmetic:
@@ -43,11 +48,12 @@ from nobound.certify.rounding import (
     SMALLEST_SUBNORMAL,
     down,
     gamma_factor,
-    lower_dot,
-    product_error,
+    lower_rows,
+    product_error_rows,
     sigmoid_enclosure,
     tanh_enclosure,
     up,
+    upper_rows,
 )
 
 Interval = tuple[np.ndarray, np.ndarray]
@@ -74,20 +80,25 @@ class Lines:
     # its winners with them, as the certifier does (looser than 0, still true bounds)
     lower_line_minimum: np.ndarray | None = None
 
-    def back(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Λ', E, c): Λ·op(x) ≥ Λ'*·x + c with |Λ'* − Λ'| ≤ E (Λ exact floats)."""
+    def back(self, rows: np.ndarray, inputs: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Λ', F, c): Λ·op(x) ≥ Λ'·x + c − F for real x in the inputs' bounds, where
+        ``inputs`` ≥ |x| (Λ exact floats, rows (..., R, n))."""
         positive, negative = np.maximum(rows, 0), np.minimum(rows, 0)
-        constant = lower_dot(negative, self.upper_intercept)
+        constant = lower_rows(negative, self.upper_intercept)
         if not self.relu:   # a ReLU's lower lines pass through 0
-            constant = down(constant + lower_dot(positive, self.lower_intercept))
-        # one of the two products is zero: each entry is one rounded product
-        moved = positive * self.lower_slope + negative * self.upper_slope
-        return moved, product_error(moved), constant
+            constant = down(constant + lower_rows(positive, self.lower_intercept))
+        # one of the two products is zero: each entry is one rounded product, off by at
+        # most product_error (2u|Λ'| + η), folded with |x| ≤ inputs
+        moved = positive * self.lower_slope[..., None, :] + \
+            negative * self.upper_slope[..., None, :]
+        return moved, product_error_rows(moved, inputs), constant
 
     def with_lower_slopes(self, slopes: np.ndarray) -> Lines:
         """The ReLU's lines with other lower slopes on its unstable neurons (any α in
-        [0, 1] gives α x ≤ ReLU(x); stable neurons keep their exact slopes)."""
-        unstable = self.upper_intercept > 0   # exactly the neurons relaxed by a triangle
+        [0, 1] gives α x ≤ ReLU(x); stable neurons keep their exact slopes). A nan slope
+        keeps DeepPoly's (a leaf of a stack that records no α there)."""
+        unstable = (self.upper_intercept > 0) & ~np.isnan(slopes)  # relaxed by a triangle
         return Lines(np.where(unstable, slopes, self.lower_slope), self.lower_intercept,
                      self.upper_slope, self.upper_intercept, self.outputs, self.relu)
 
@@ -334,22 +345,23 @@ class PoolRelaxation:
     sharing: int                # most windows any input wins (sums of that many terms)
     outputs: Interval
 
-    def back(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Λ', E, c) as :meth:`Lines.back`: Λ ≥ 0 (or a decided window) takes x_{j*},
-        Λ < 0 takes the constant max u."""
+    def back(self, rows: np.ndarray, inputs: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Λ', F, c) as :meth:`Lines.back` (one leaf: rows (R, m)): Λ ≥ 0 (or a decided
+        window) takes x_{j*}, Λ < 0 takes the constant max u."""
         variable = (rows >= 0) | self.decided[None]
-        constant = lower_dot(np.where(variable, 0.0, rows), self.largest_upper)
+        constant = lower_rows(np.where(variable, 0.0, rows), self.largest_upper)
         moved = np.zeros((rows.shape[0], self.inputs))
         chosen = np.where(variable, rows, 0.0)
         np.add.at(moved, (slice(None), self.winner_input), chosen)
         if self.sharing <= 1:   # every input receives one coefficient at most: copied exactly
-            return moved, np.zeros_like(moved), constant
+            return moved, np.zeros(rows.shape[0]), constant
         # a sum of at most `sharing` floats, in any order: Higham's bound (rounding.py)
         size = np.zeros_like(moved)
         np.add.at(size, (slice(None), self.winner_input), np.abs(chosen))
         error = up(up(gamma_factor(self.sharing) * size)
                    + up(2.0 * self.sharing * SMALLEST_SUBNORMAL))
-        return moved, error, constant
+        return moved, upper_rows(error, inputs), constant
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ it stands for. Two tools make the checker's numbers rigorous (docs/certifier.md,
 
   and S = fl(|A|·|B|) satisfies |A|·|B| ≤ S/(1 − γ_n) + n η. For n u ≤ 2⁻²⁰ this gives
   |A·B − C| ≤ 2.5 n u S + 2 n η, which :func:`matmul_error` evaluates rounding upward.
+  For non-negative A and B the product is its own magnitude, so one product suffices:
+  A·B ≤ (C + n η)/(1 − γ_n) ≤ (1 + 2.5 n u) C + 2 n η (:func:`upper_product`).
+
+The ``*_rows`` forms take coefficient rows (..., R, n) and one vector (n,) or a stack of
+vectors (..., n) that broadcasts with the rows' leading axes, and give one value per row
+(..., R): the checker's back-substitution over a stack of leaves, in one BLAS call where
+the shapes allow. Which call computes a product changes its rounding, never the bound.
 
 Inputs with inf or nan give inf or nan error terms; every caller compares with ``not x > 0``
 so such a check fails (→ ``unknown``) instead of passing.
@@ -52,19 +59,44 @@ def gamma_factor(n: int) -> float:
     return float(up(2.5 * max(n, 1) * UNIT_ROUNDOFF))
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """fl(a @ b); a stack of matrices times one matrix as one BLAS call."""
+    if a.ndim > 2 and b.ndim == 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[1])
+    return a @ b
+
+
+def _rows_times(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """fl(rows · vector) per row: rows (..., R, n), vector (n,) or (..., n) → (..., R)."""
+    if vector.ndim == 1:
+        if rows.ndim <= 2:
+            return rows @ vector
+        return (rows.reshape(-1, rows.shape[-1]) @ vector).reshape(rows.shape[:-1])
+    if rows.ndim == 2:  # one set of rows for a stack of vectors
+        return vector @ rows.T
+    return (rows @ vector[..., None])[..., 0]
+
+
+def _error(magnitude: np.ndarray, n: int) -> np.ndarray:
+    """2.5 n u S + 2 n η rounded upward: the error of a product whose magnitude is S."""
+    return up(up(gamma_factor(n) * magnitude) + up(2.0 * n * SMALLEST_SUBNORMAL))
+
+
+def _upper(product: np.ndarray, n: int) -> np.ndarray:
+    """(1 + 2.5 n u) C + 2 n η rounded upward: above the real product of non-negative
+    operands whose float product is C (module doc)."""
+    return up(up(float(up(1.0 + gamma_factor(n))) * product)
+              + up(2.0 * n * SMALLEST_SUBNORMAL))
+
+
 def matmul_error(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(C, E) with C = fl(a @ b) and |a @ b − C| ≤ E elementwise, in real arithmetic."""
-    n = a.shape[-1]
-    product = a @ b
-    magnitude = np.abs(a) @ np.abs(b)
-    error = up(up(gamma_factor(n) * magnitude) + up(2.0 * n * SMALLEST_SUBNORMAL))
-    return product, error
+    return matmul(a, b), _error(matmul(np.abs(a), np.abs(b)), a.shape[-1])
 
 
 def upper_product(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """An upper bound of the real p @ q for non-negative p and q."""
-    product, error = matmul_error(p, q)
-    return up(product + error)
+    return _upper(matmul(p, q), p.shape[-1])
 
 
 def lower_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -73,10 +105,40 @@ def lower_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return down(product - error)
 
 
+def row_products(rows: np.ndarray, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, E): C = fl(rows · vector) per row and |rows · vector − C| ≤ E (module doc)."""
+    return (_rows_times(rows, vector),
+            _error(_rows_times(np.abs(rows), np.abs(vector)), rows.shape[-1]))
+
+
+def lower_rows(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """A lower bound of the real rows · vector per row (any signs)."""
+    product, error = row_products(rows, vector)
+    return down(product - error)
+
+
+def upper_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """An upper bound of the real p · q per row, for non-negative p and q."""
+    return _upper(_rows_times(p, q), p.shape[-1])
+
+
+def upper_sum(values: np.ndarray) -> np.ndarray:
+    """An upper bound of the real sum of non-negative values over the last axis (a product
+    with a vector of ones, whose products are exact: the product bound holds)."""
+    return _upper(values.sum(axis=-1), values.shape[-1])
+
+
 def product_error(result: np.ndarray) -> np.ndarray:
     """A bound of |x − fl(x)| for x a single real product or difference whose rounded
     value is ``result``: |x| u + η/2 ≤ 2 u |fl(x)| + η (for u |x| ≤ |fl(x)| + η)."""
     return up(up(2.0 * UNIT_ROUNDOFF * np.abs(result)) + SMALLEST_SUBNORMAL)
+
+
+def product_error_rows(results: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    """An upper bound of Σ_j product_error(results)_j · m_j per row (m = ``magnitude`` ≥ 0)
+    without the error matrix: 2u Σ_j |r_j| m_j + η Σ_j m_j, each sum bounded above."""
+    scaled = up(2.0 * UNIT_ROUNDOFF * upper_rows(np.abs(results), magnitude))
+    return up(scaled + up(SMALLEST_SUBNORMAL * upper_sum(magnitude)[..., None]))
 
 
 def lower_sum(*terms: np.ndarray | float) -> np.ndarray:

@@ -428,6 +428,6 @@ def test_max_pool_after_relu_picks_the_winner_the_certifier_picks() -> None:
     assert 0.5 - 1e-12 < value <= 0.5   # (IBP's 0 also gives it here)
     relu, pool = layer_relaxation(net, 0, bounds[0])
     assert list(pool.winner_input) == [1] and not pool.decided[0]
-    rows, error, constant = pool.back(np.ones((1, 1)))
-    assert list(rows[0]) == [0.0, 1.0, 0.0, 0.0] and not np.any(error)
+    rows, folded_error, constant = pool.back(np.ones((1, 1)), np.ones(4))
+    assert list(rows[0]) == [0.0, 1.0, 0.0, 0.0] and not np.any(folded_error)
     assert -1e-300 < constant[0] <= 0.0   # no negative coefficient: only error terms
