@@ -84,6 +84,8 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
     # the deadline passed before every node was checked (then ``valid`` is False)
     out_of_time: bool = False
+    # (problem, node) of every leaf whose proof was not accepted
+    refused: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -693,10 +695,11 @@ def _proof_values(net: StoredNetwork, ready: list[_Proved], spec: np.ndarray,
 
 
 def _check_leaves(net: StoredNetwork, leaves: list[_Leaf], spec: np.ndarray,
-                  offset: np.ndarray, report: CheckReport, label: str, reproduce: bool,
+                  offset: np.ndarray, report: CheckReport, problem: int, reproduce: bool,
                   root_cache: dict[bytes, list[Interval]], deadline: float) -> bool:
     """Check proof leaves together (their messages in their order); False when the
     deadline passed inside (the report is then out of time)."""
+    label = f"problem {problem}"
     sizes = net.hidden_sizes
     relu = _relu_layers(net)
     derived = _leaf_bounds(net, leaves, root_cache, deadline)
@@ -742,14 +745,17 @@ def _check_leaves(net: StoredNetwork, leaves: list[_Leaf], spec: np.ndarray,
                 value < proof.bound - BOUND_TOLERANCE * max(1.0, abs(proof.bound)):
             messages[proved.position].append(f"{where}: stored bound {proof.bound:.9g} is not "
                                              f"implied (re-derived {value:.9g})")
-    for own in messages:
+    for leaf, own in zip(leaves, messages, strict=True):
         report.errors.extend(own)
+        if own:
+            report.refused.append((problem, leaf.index))
     return True
 
 
 def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: CheckReport,
-                   label: str, reproduce: bool, root_cache: dict[bytes, list[Interval]],
+                   number: int, reproduce: bool, root_cache: dict[bytes, list[Interval]],
                    deadline: float = np.inf) -> None:
+    label = f"problem {number}"
     box = (np.asarray(problem.lower, float).reshape(-1),
            np.asarray(problem.upper, float).reshape(-1))
     spec, offset = np.atleast_2d(np.asarray(problem.spec, float)), \
@@ -782,7 +788,7 @@ def _check_problem(net: StoredNetwork, problem: ProblemCertificate, report: Chec
                                  f"nodes")
             return False
         start = time.perf_counter()
-        done = _check_leaves(net, pending, spec, offset, report, label, reproduce,
+        done = _check_leaves(net, pending, spec, offset, report, number, reproduce,
                              root_cache, deadline)
         pace.record(len(pending), time.perf_counter() - start)
         pending.clear()
@@ -862,8 +868,7 @@ def check_proofs(net: StoredNetwork, problems: list[ProblemCertificate],
     root_cache = {} if root_cache is None else root_cache
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         for i, problem in enumerate(problems):
-            _check_problem(net, problem, report, f"problem {i}", reproduce, root_cache,
-                           deadline)
+            _check_problem(net, problem, report, i, reproduce, root_cache, deadline)
             if report.out_of_time:
                 break
     report.valid = not report.errors

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from nobound.certify.certificate import LeafProof, TreeNode
+from nobound.certify.certificate import LeafProof, TreeNode, problem_certificate
 from nobound.certify.checker import (
     OUT_OF_TIME,
+    check_proofs,
     derive_node_bounds,
     input_halves,
     leaf_value,
@@ -57,6 +58,7 @@ class LeafConfirmer:
                  | None = None, deadline: float = np.inf) -> None:
         self.stored = stored
         self.deadline = deadline
+        self.problem = problem
         self.box = (np.asarray(problem.lower, float).reshape(-1),
                     np.asarray(problem.upper, float).reshape(-1))
         self.spec = np.atleast_2d(np.asarray(problem.spec, float))
@@ -121,9 +123,15 @@ class LeafConfirmer:
             return self._derive(index)[2]
 
     def refused(self) -> list[int]:
-        """The leaves whose proofs the checker would not accept."""
-        return [index for index, node in enumerate(self.nodes)
-                if node.proof is not None and not self.proves(index, node.proof)]
+        """The leaves whose proofs the checker would not accept: the whole tree's check
+        (:func:`~nobound.certify.checker.check_proofs`, its leaves in stacks) names them.
+        After ``deadline`` every leaf counts as refused (the check did not finish)."""
+        report = check_proofs(self.stored, [problem_certificate(self.problem, self.nodes)],
+                              reproduce=False, root_cache=self.root_cache,
+                              deadline=self.deadline)
+        if report.out_of_time:
+            return [index for index, node in enumerate(self.nodes) if node.proof is not None]
+        return sorted(index for _, index in report.refused)
 
     def proves(self, index: int, proof: LeafProof) -> bool:
         """Would the checker accept ``proof`` as the proof of leaf ``index``?"""

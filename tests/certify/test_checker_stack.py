@@ -163,3 +163,23 @@ def test_a_deadline_makes_the_first_stack_one_leaf(monkeypatch: pytest.MonkeyPat
     assert check_proofs(stored, [problem_certificate(problem, nodes)],
                         deadline=time.perf_counter() + 3600).valid
     assert sizes[0] == 1 and max(sizes) > 1
+
+
+@pytest.mark.parametrize("domain", ["input", "relu"])
+def test_the_confirmers_refused_leaves_are_those_it_refuses_one_at_a_time(domain: str
+                                                                          ) -> None:
+    """LeafConfirmer.refused (one stacked check of the tree, before a repair) names exactly
+    the leaves its per-leaf proves() refuses."""
+    from nobound.certify.leaf_confirm import LeafConfirmer
+
+    stored, problem, nodes = _tree(domain)
+    tampered = copy.deepcopy(nodes)
+    leaves = _leaves(nodes)
+    tampered[leaves[2]].proof.row_weights = [0.0]
+    tampered[leaves[-3]].proof.alphas = [[-0.5] * 12]
+    parents = {int(c): i for i, n in enumerate(tampered) if n.children for c in n.children}
+    refused = LeafConfirmer(stored, problem, tampered, parents).refused()
+    one_by_one = LeafConfirmer(stored, problem, tampered, parents)
+    assert refused == [i for i in leaves if not one_by_one.proves(i, tampered[i].proof)]
+    assert refused == sorted({leaves[2], leaves[-3]})
+    assert LeafConfirmer(stored, problem, nodes, parents).refused() == []
