@@ -45,6 +45,9 @@ class SShapeStep(Step):
     """An elementwise S-shaped activation (see the module doc)."""
 
     activation = True
+    # DeepPoly keeps the intersection of its bounds of the input with the interval ones:
+    # through several S-shaped layers the interval is the tighter on some neurons
+    intersects_interval = True
 
     def __init__(self, index: int, shape: tuple[int, ...]) -> None:
         super().__init__(index, shape, shape)

@@ -38,6 +38,8 @@ Shortcuts that change no relaxation:
   bounded by eq. (3), exact there (a dense map of a box has exactly that interval hull);
 * only neurons an interval pre-check cannot prove stable get rows: a stable neuron's
   relaxation is exact whatever its bounds, so the pre-check's bounds serve for it;
+* a Sigmoid's or Tanh's input keeps the intersection of eq. (4)'s and the pre-check's
+  bounds (each holds); a ReLU's keeps eq. (4)'s alone, as the paper defines DeepPoly;
 * which rows, in which layout (whole maps or receptive-field windows) and in chunks of what
   size is :mod:`nobound.bounds.rows`'s business, under the plan (:mod:`nobound.bounds.plan`);
   how A W is computed (a matrix product, a transposed convolution) is the layer's
@@ -245,6 +247,8 @@ def deeppoly_relaxations(network: Network, box: Box, splits: Any, intermediate: 
             rows = neuron_rows(network, end, box, plan, relaxations,
                                prior if isinstance(step, ReluStep) else None)
             (l, u), _ = bound_rows(network, end, box, rows, relaxations)  # noqa: E741
+            if getattr(step, "intersects_interval", False):  # S-shapes (module doc)
+                l, u = ops.maximum(l, prior[0]), ops.minimum(u, prior[1])  # noqa: E741
         l, u = refine_bounds(step.index, l, u, intermediate, splits)  # noqa: E741
         recorded[step.index] = (l, u)
         relaxations[step.index] = relax(step, l, u)

@@ -188,3 +188,32 @@ def test_mixed_box_lines_are_tangents_at_the_midpoint_or_through_the_far_end(
                                        rtol=1e-6, atol=1e-9)
             checked[side] += 1
     assert min(checked.values()) > 100
+
+
+@pytest.mark.parametrize("activation", [Sigmoid, Tanh])
+def test_deeppoly_s_shape_inputs_lie_within_the_interval_bounds(activation) -> None:
+    # Through several S-shaped layers back-substitution alone can be looser than the
+    # interval on some neurons; DeepPoly keeps both (their intersection), so its bounds of
+    # every S-shape input lie inside IBP's (soundness: the sampled tests above).
+    rng = np.random.default_rng(3)
+    widths = [12, 12, 12, 12, 12]
+    layers: list = []
+    previous = 6
+    for width in widths:
+        layers += [Linear(previous, width, dtype=np.float64), activation()]
+        previous = width
+    model = randomise(Sequential(*layers, Linear(previous, 3, dtype=np.float64)), rng, 1.5)
+    center = rng.normal(size=(2, 6))
+    box = Box(Tensor(center - 0.8), Tensor(center + 0.8))
+    with no_grad():
+        deeppoly = compute_bounds(model, box, method="deeppoly").intermediate
+        ibp = compute_bounds(model, box, method="ibp").intermediate
+    tighter_somewhere = False
+    for index, (low, high) in deeppoly.items():
+        ibp_low, ibp_high = (np.asarray(v.data).reshape(np.asarray(low.data).shape)
+                             for v in ibp[index])
+        # (IBP from its own, wider bounds rounds differently: equal to 1e-9)
+        assert np.all(low.data >= ibp_low - 1e-9) and np.all(high.data <= ibp_high + 1e-9), index
+        tighter_somewhere |= bool(np.any(low.data > ibp_low + 1e-6)
+                                  or np.any(high.data < ibp_high - 1e-6))
+    assert tighter_somewhere
