@@ -377,8 +377,11 @@ class _Search:
                                  for k in layers],
                                 [np.stack([s.beta[k] for s in starts]).astype(np.float64)
                                  for k in layers])
+        # a sub-domain proved (its bound above the tolerance) stops there; the checker
+        # confirms its leaf with the multipliers of that iterate
         lower, best = optimise(self.dense, domains, objective, offset, start, steps,
-                               optimise_alpha=self.config.optimise_alpha, deadline=root_end)
+                               optimise_alpha=self.config.optimise_alpha, deadline=root_end,
+                               settled_above=PROOF_TOLERANCE)
         coefficients = input_coefficients(self.dense, domains, objective, offset, best)
         chosen = coefficients[np.arange(count), np.argmax(lower, axis=1)]
         minimisers = np.where(chosen < 0, problem.upper.reshape(1, -1),

@@ -222,14 +222,18 @@ def _back_substitute(network: DenseNetwork, domains: SplitDomains, objective: Ar
 
 def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, offset: Array,
              start: Multipliers | None = None, steps: int = 20, learning_rate: float = 0.1,
-             optimise_alpha: bool = True, deadline: float = math.inf
-             ) -> tuple[Array, Multipliers]:
+             optimise_alpha: bool = True, deadline: float = math.inf,
+             settled_above: float | None = None) -> tuple[Array, Multipliers]:
     """Projected Adam ascent on (α, β) from ``start`` (default: DeepPoly's α, β = 0).
 
     Returns the best bound found per sub-domain and row (every iterate is sound, so the
     elementwise maximum over iterates is too) and the multipliers that gave it. After
     ``deadline`` (a ``time.perf_counter`` reading) no further step is taken: the best of
-    the iterates so far is returned (at least the starting point's bound).
+    the iterates so far is returned (at least the starting point's bound). With
+    ``settled_above``, a sub-domain whose best row is above it is settled (for branch and
+    bound: proved) and leaves the optimisation — the other sub-domains' steps are the same,
+    the batch only shrinks (branch and bound's warm-started children are mostly proved at
+    their first iterate or not within the round; docs/certifier.md).
     """
     xp = get_array_module(objective)
     rows = objective.shape[1]
@@ -246,26 +250,58 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
                            for b, m in zip(current.beta, split, strict=True)])
     best_bound = None
     best = Multipliers([a.copy() for a in current.alpha], [b.copy() for b in current.beta])
-    parameters = (current.alpha if optimise_alpha else []) + current.beta
-    first_moment = [xp.zeros_like(p) for p in parameters]
-    second_moment = [xp.zeros_like(p) for p in parameters]
+    first_moment = [xp.zeros_like(p) for p in current.alpha + current.beta]
+    second_moment = [xp.zeros_like(p) for p in current.alpha + current.beta]
+    # the sub-domains still optimised (positions in the batch; None: all of them) and
+    # their part of the problem
+    positions = None
+    part, part_objective, part_offset = domains, objective, offset
     for step in range(steps + 1):
-        bound, grads = bound_and_gradient(network, domains, objective, offset, current,
+        bound, grads = bound_and_gradient(network, part, part_objective, part_offset, current,
                                           gradient=step < steps)
         # the bound of the current iterate: keep it where it beats the best so far
         if best_bound is None:
             best_bound = bound
         else:
-            improved = bound > best_bound
-            best_bound = xp.where(improved, bound, best_bound)
+            kept_bound = best_bound if positions is None else best_bound[positions]
+            improved = bound > kept_bound
+            updated = xp.where(improved, bound, kept_bound)
+            if positions is None:
+                best_bound = updated
+            else:
+                best_bound[positions] = updated
             for kept, now in zip(best.alpha + best.beta, current.alpha + current.beta,
                                  strict=True):
-                kept[...] = xp.where(improved[:, :, None], now, kept)
+                if positions is None:
+                    kept[...] = xp.where(improved[:, :, None], now, kept)
+                else:
+                    kept[positions] = xp.where(improved[:, :, None], now, kept[positions])
         if step == steps or time.perf_counter() > deadline:
             break
-        gradients = (grads.alpha if optimise_alpha else []) + grads.beta
-        for p, g, m, v in zip(parameters, gradients, first_moment, second_moment,
-                              strict=True):
+        if settled_above is not None:
+            own = best_bound if positions is None else best_bound[positions]
+            going = own.max(axis=1) <= settled_above
+            if not bool(going.all()):
+                if not bool(going.any()):
+                    break
+                positions = xp.flatnonzero(going) if positions is None \
+                    else positions[going]
+                part, part_objective, part_offset = (_subset(domains, positions),
+                                                     objective[positions], offset[positions])
+                split = [m[going] for m in split]
+                current = Multipliers([a[going] for a in current.alpha],
+                                      [b[going] for b in current.beta])
+                grads = Multipliers([g[going] for g in grads.alpha],
+                                    [g[going] for g in grads.beta])
+                first_moment = [m[going] for m in first_moment]
+                second_moment = [v[going] for v in second_moment]
+        parameters = current.alpha + current.beta
+        gradients = grads.alpha + grads.beta
+        moving = [optimise_alpha] * len(current.alpha) + [True] * len(current.beta)
+        for p, g, m, v, moves in zip(parameters, gradients, first_moment, second_moment,
+                                     moving, strict=True):
+            if not moves:
+                continue
             m *= 0.9
             m += 0.1 * g
             v *= 0.999
@@ -278,6 +314,16 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
             b[...] = xp.where(m, xp.maximum(b, 0.0), 0.0)
     return best_bound, best
 
+
+def _subset(domains: SplitDomains, positions: Array) -> SplitDomains:
+    """The sub-domains at ``positions`` (a box shared by all stays shared)."""
+    def pick(box: Array) -> Array:
+        return box[positions] if box.ndim == 2 else box
+
+    return SplitDomains([lo[positions] for lo in domains.lower],
+                        [hi[positions] for hi in domains.upper],
+                        [s[positions] for s in domains.signs],
+                        pick(domains.box_lower), pick(domains.box_upper))
 
 
 def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: int = 10,

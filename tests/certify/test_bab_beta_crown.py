@@ -458,3 +458,33 @@ def test_sparse_weight_products_equal_the_dense_ones_and_stay_sound(seed, monkey
     assert inside.any()
     outputs = hidden[-1][inside] @ rows[0].T
     assert np.all(sparse_value[0] <= outputs.min(axis=0) + 1e-9)
+
+
+def test_settled_sub_domains_leave_the_optimisation_and_the_rest_is_unchanged() -> None:
+    """With ``settled_above`` a sub-domain whose bound passes it stops being optimised:
+    the others get exactly the steps they get without it, the settled ones keep a bound
+    above the threshold that is still one of their (sound) iterates."""
+    _, dense, box, signs, bounds, _ = split_instance(3, 2)
+    one = domains_of(box, signs, bounds)
+    count = 6
+    domains = SplitDomains([np.repeat(lo, count, axis=0) for lo in one.lower],
+                           [np.repeat(hi, count, axis=0) for hi in one.upper],
+                           [np.repeat(s, count, axis=0) for s in one.signs],
+                           one.box_lower, one.box_upper)
+    rows = np.broadcast_to(np.array([[1.0, -1.0]]), (count, 1, 2))
+    start, _ = optimise(dense, domains, rows, np.zeros((count, 1)), steps=0)
+    # offsets put the starting bound at -0.2 … +0.3: some settled at once, some later,
+    # some never
+    offset = -start + np.linspace(-0.2, 0.3, count)[:, None]
+    full, full_best = optimise(dense, domains, rows, offset, steps=15)
+    settled, settled_best = optimise(dense, domains, rows, offset, steps=15,
+                                     settled_above=0.0)
+    at_start = (start + offset)[:, 0] > 0
+    never = full[:, 0] <= 0
+    assert at_start.any() and never.any() and not (at_start | never).all()
+    np.testing.assert_allclose(settled[never], full[never], rtol=1e-12, atol=1e-12)
+    assert np.all(settled[~never] > 0) and np.all(settled <= full + 1e-12)
+    np.testing.assert_allclose(settled[at_start], (start + offset)[at_start], atol=1e-12)
+    # each settled bound is the bound of the multipliers returned with it
+    again, _ = bound_and_gradient(dense, domains, rows, offset, settled_best, gradient=False)
+    np.testing.assert_allclose(again, settled, rtol=1e-12, atol=1e-12)
