@@ -228,6 +228,10 @@ class ConvStep(Step):
 #: convolutions; on whole maps the convolution engine is the better choice.
 OPERATOR_OVERHEAD = 8
 OPERATOR_ENTRIES = 1 << 22
+#: Where the compiled path (:func:`nobound.bounds.kernels.fused_transposed_conv`) applies,
+#: the dense operator is kept only up to this overhead: beyond it the compiled product and
+#: fold is faster (cnn5's second layer on 4 × 4 windows, overhead 6.25: 2.2× faster).
+COMPILED_OPERATOR_OVERHEAD = 3
 
 
 def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, int, int],
@@ -236,28 +240,40 @@ def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, 
     """A ↦ A W for a convolution W of (C, H, W) = ``in_shape`` to ``out_shape``: the
     transposed convolution of the rows (…, *out_shape) → (…, *in_shape), with a leading
     population axis on ``coefficients`` (P' ∈ {1, P}) and optionally on ``weight``."""
-    population = weight.shape[0] if weight.ndim == 5 else 1
-    kernel = prod(weight.shape[-3:])
-    n_out, n_in = prod(out_shape), prod(in_shape)
-    if as_matrix and n_in <= OPERATOR_OVERHEAD * kernel and n_out * n_in <= OPERATOR_ENTRIES:
-        xp = coefficients.xp
-        basis = xp.eye(n_out, dtype=coefficients.dtype).reshape(n_out, *out_shape)
-        basis = Tensor(basis if weight.ndim == 4 else
-                       xp.broadcast_to(basis, (population, *basis.shape)))
-        operator = ops.conv_transpose2d(basis, weight, in_shape[1:], stride, padding)
-        lead = coefficients.shape[:-3]
-        rows = coefficients.reshape((lead[0], -1, n_out))
-        return ops.matmul(rows, operator.reshape(population, n_out, n_in)).reshape(
-            (-1, *lead[1:], *in_shape))
     # imported here: the kernels module builds on the layouts, which build on the steps
     from nobound.bounds.kernels import fused_transposed_conv
 
+    population = weight.shape[0] if weight.ndim == 5 else 1
+    kernel = prod(weight.shape[-3:])
+    n_out, n_in = prod(out_shape), prod(in_shape)
+    operator = as_matrix and n_in <= OPERATOR_OVERHEAD * kernel and \
+        n_out * n_in <= OPERATOR_ENTRIES
+    if operator and n_in <= COMPILED_OPERATOR_OVERHEAD * kernel:
+        return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)
     if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride, padding)
             ) is not None:
         return fused
+    if operator:
+        return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)
     if population > 1 and coefficients.shape[0] == 1:
         coefficients = ops.broadcast_to(coefficients, (population, *coefficients.shape[1:]))
     return ops.conv_transpose2d(coefficients, weight, in_shape[1:], stride, padding)
+
+
+def _operator_product(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, int, int],
+                      in_shape: tuple[int, int, int], stride: int, padding: int) -> Tensor:
+    """The rows times the dense operator M of the transposed convolution, one GEMM."""
+    population = weight.shape[0] if weight.ndim == 5 else 1
+    n_out, n_in = prod(out_shape), prod(in_shape)
+    xp = coefficients.xp
+    basis = xp.eye(n_out, dtype=coefficients.dtype).reshape(n_out, *out_shape)
+    basis = Tensor(basis if weight.ndim == 4 else
+                   xp.broadcast_to(basis, (population, *basis.shape)))
+    operator = ops.conv_transpose2d(basis, weight, in_shape[1:], stride, padding)
+    lead = coefficients.shape[:-3]
+    rows = coefficients.reshape((lead[0], -1, n_out))
+    return ops.matmul(rows, operator.reshape(population, n_out, n_in)).reshape(
+        (-1, *lead[1:], *in_shape))
 
 
 class ChannelAffineStep(Step):

@@ -83,25 +83,30 @@ def test_where_it_does_not_apply(monkeypatch):
         assert fused_transposed_conv(y, weight, shape, 2, 1) is None
 
 
-def test_whole_network_bounds_equal_the_plain_path(monkeypatch):
-    """DeepPoly on a network whose dense rows cross 16-channel convolutions: the bounds
-    and every intermediate bound with the compiled transposed convolution equal those
-    without it."""
+@pytest.mark.parametrize("convs, size, patches", [
+    ([(16, 4, 2, 1), (16, 4, 2, 1)], 14, "never"),  # dense rows through whole maps
+    # windows: a third-layer row's 4 × 4 window through the second conv (10 × 10), where
+    # the compiled path replaces the dense operator
+    ([(16, 4, 2, 1), (16, 4, 2, 1), (16, 4, 2, 1)], 16, "always"),
+])
+def test_whole_network_bounds_equal_the_plain_path(convs, size, patches, monkeypatch):
+    """DeepPoly on networks whose rows cross 16-channel convolutions: the bounds and every
+    intermediate bound with the compiled transposed convolution equal those without it."""
     from nobound.bounds import BoundsPlan, compute_bounds, linf_ball, margin_spec
     from nobound.nn.zoo import conv_net
     from nobound.testing.strategies import randomise
 
-    model = conv_net((1, 14, 14), 5, [(16, 4, 2, 1), (16, 4, 2, 1)], [12], dtype=np.float64)
+    model = conv_net((1, size, size), 5, convs, [12], dtype=np.float64)
     randomise(model, 7, 1.0, 0.5)
     rng = np.random.default_rng(2)
-    region = linf_ball(Tensor(rng.uniform(0, 1, (4, 1, 14, 14))), 0.2)
+    region = linf_ball(Tensor(rng.uniform(0, 1, (4, 1, size, size))), 0.2)
     spec = margin_spec(rng.integers(0, 5, 4), 5)
     calls = []
     fused = kernels.fused_transposed_conv
 
-    def counted(*args):
-        result = fused(*args)
-        calls.append(result is not None)
+    def counted(coefficients, *args):
+        result = fused(coefficients, *args)
+        calls.append((result is not None, coefficients.ndim))
         return result
 
     results = {}
@@ -111,8 +116,8 @@ def test_whole_network_bounds_equal_the_plain_path(monkeypatch):
                           counted if name == "compiled" else lambda *args: None)
             with no_grad():
                 results[name] = compute_bounds(model, region, method="deeppoly", spec=spec,
-                                               plan=BoundsPlan(patches="never"))
-    assert any(calls)  # the compiled path did run
+                                               plan=BoundsPlan(patches=patches))
+    assert (True, 7) in calls  # the compiled path did run, on rows (P', S, B, R, C, H, W)
     compiled, plain = results["compiled"], results["plain"]
     for field in ("lower", "upper"):
         np.testing.assert_allclose(getattr(compiled, field).data, getattr(plain, field).data,
