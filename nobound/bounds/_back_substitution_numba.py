@@ -582,3 +582,47 @@ def _channels_first(flat: Any, padded_w: int, padding: int, target: Any) -> None
             line = target[c, h]
             for w in range(width):
                 line[w] = flat[at + w * channels]
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def fold_kernel_rows_into(products: Any, count: int, in_h: int, in_w: int, kernel_h: int,
+                          kernel_w: int, stride: int, padding: int, scratch: Any, out: Any,
+                          first: int) -> None:
+    """The same scatter-add as :func:`fold_pixel_rows_into`, from kernel rows: for maps
+    with few channels, whose patch rows are too short to vectorise.
+
+    ``products`` (C · kernel_h · kernel_w, count · in_h · in_w) holds, for each kernel
+    entry (c, p, q), its contribution from every input pixel (m, i, j) of the block; it is
+    added to out[first + m, c, i·stride + p − padding, j·stride + q − padding]. For a
+    fixed (c, p, q, i) these are in_w contiguous numbers landing on every stride-th output
+    column. ``scratch`` (C, Hp, stride, Wq) holds a map split by column phase,
+    x = w + padding = stride · k + b at [c, h + padding, b, k], so each such run is added
+    onto contiguous numbers; the phases are interleaved into ``out`` at the end.
+    """
+    channels, height, width = out.shape[1], out.shape[2], out.shape[3]
+    pixels = in_h * in_w
+    flat = scratch.ravel()
+    zero = out.dtype.type(0)
+    for m in range(count):
+        flat[:] = zero
+        for c in range(channels):
+            for p in range(kernel_h):
+                for q in range(kernel_w):
+                    row = products[(c * kernel_h + p) * kernel_w + q]
+                    phase, shift = q % stride, q // stride
+                    for i in range(in_h):
+                        at = m * pixels + i * in_w
+                        source = row[at:at + in_w]
+                        target = scratch[c, i * stride + p, phase, shift:shift + in_w]
+                        for j in range(in_w):
+                            target[j] += source[j]
+        target_map = out[first + m]
+        for c in range(channels):
+            for h in range(height):
+                line = target_map[c, h]
+                for phase in range(stride):
+                    w = (phase - padding) % stride  # the first column of this phase
+                    source = scratch[c, h + padding, phase]
+                    base = (w + padding) // stride
+                    for k in range((width - w + stride - 1) // stride):
+                        line[w + k * stride] = source[base + k]

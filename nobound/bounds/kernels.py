@@ -34,8 +34,9 @@ KERNELS = "nobound.bounds._back_substitution_numba"
 #: written by the matrix product and read back by the fold while it is still in the L2
 #: cache.
 PRODUCT_BLOCK_BYTES = 1 << 20
-#: The fold's vector adds are one patch row, kernel_w · C numbers; shorter rows (cnn5's
-#: first layer: 5 · 1) leave it slower than the engine's col2im, which then stays.
+#: :func:`fused_transposed_conv` adds whole patch rows, kernel_w · C numbers, when they are
+#: at least this long (a vector or more); shorter ones (a first layer: 5 · 1) by kernel
+#: entry.
 MIN_PATCH_ROW = 16
 
 # vjp(G or None, g) → one gradient (or None) per input, for upstream G of A' and g of b'
@@ -259,18 +260,20 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
                           ) -> Tensor | None:
     """The transposed convolution of rows (…, O, Ho, Wo) → (…, *in_shape) for a shared
     (O, C, kh, kw) weight, as ``ops.conv_transpose2d`` computes it; or None (a population
-    weight, patch rows shorter than MIN_PATCH_ROW, gradients recorded, arrays the compiled
-    loops do not take, or no Numba).
+    weight, gradients recorded, arrays the compiled loops do not take, or no Numba).
 
     Both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W give
-    that pixel's C·kh·kw contributions, scatter-added onto the output. Here the product
-    runs as (pixels × O)(O × kh·kw·C) — pixels of a block of maps as the long axis, the
-    orientation OpenBLAS runs about twice as fast for these thin shapes as the
-    (C·kh·kw × O)(O × pixels) of the engine's col2im path — and the compiled
-    ``fold_pixel_rows_into`` scatter-adds each pixel's row while the block is in cache.
+    that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
+    block of maps. Where a patch row (kw · C numbers) is at least MIN_PATCH_ROW long, the
+    product runs as (pixels × O)(O × kh·kw·C) — the orientation OpenBLAS runs about twice
+    as fast for these thin shapes as the engine's (C·kh·kw × O)(O × pixels) — and
+    ``fold_pixel_rows_into`` adds whole patch rows; otherwise (few channels, as in a first
+    layer) the product keeps the engine's orientation and ``fold_kernel_rows_into`` adds
+    runs of a kernel entry's contributions onto the output split by column phase, where
+    the engine's col2im writes every stride-th number.
     """
-    if weight.ndim != 4 or weight.shape[-3] * weight.shape[-1] < MIN_PATCH_ROW or (
-            is_grad_enabled() and (coefficients.requires_grad or weight.requires_grad)):
+    if weight.ndim != 4 or (is_grad_enabled() and (coefficients.requires_grad or
+                                                   weight.requires_grad)):
         return None
     if not _compiled_arrays((coefficients, weight)):
         return None
@@ -284,25 +287,39 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     lead, pixels = data.shape[:-3], in_h * in_w
     count = prod(lead)
     maps = data.reshape(count, out_channels, pixels)
-    # W's columns in the fold's order (p, q, c): a patch row is kernel_w · C contiguous
-    columns = kernel_h * kernel_w * channels
-    w_rows = np.ascontiguousarray(weight.data.transpose(0, 2, 3, 1).reshape(out_channels,
-                                                                            columns))
     dtype = data.dtype
     out = np.empty((count, channels, height, width), dtype=dtype)
-    scratch = np.empty((max((in_h - 1) * stride + kernel_h, padding + height),
-                        max((in_w - 1) * stride + kernel_w, padding + width), channels),
-                       dtype=dtype)
+    padded_h = max((in_h - 1) * stride + kernel_h, padding + height)
+    columns = kernel_h * kernel_w * channels
+    pixel_rows = kernel_w * channels >= MIN_PATCH_ROW
+    if pixel_rows:
+        # W's columns in the fold's order (p, q, c): a patch row is kw · C contiguous numbers
+        w_matrix = np.ascontiguousarray(weight.data.transpose(0, 2, 3, 1).reshape(
+            out_channels, columns))
+        scratch = np.empty((padded_h, max((in_w - 1) * stride + kernel_w, padding + width),
+                            channels), dtype=dtype)
+    else:
+        w_matrix = np.ascontiguousarray(weight.data.reshape(out_channels, columns).T)
+        phase_width = max(in_w + (kernel_w - 1) // stride, (padding + width - 1) // stride + 1)
+        scratch = np.empty((channels, padded_h, stride, phase_width), dtype=dtype)
     per_block = max(1, min(count, PRODUCT_BLOCK_BYTES // (pixels * columns * dtype.itemsize)))
     channel_major = np.empty(out_channels * per_block * pixels, dtype=dtype)
-    products = np.empty((per_block * pixels, columns), dtype=dtype)
+    products = np.empty(per_block * pixels * columns, dtype=dtype)
     for start in range(0, count, per_block):
         stop = min(count, start + per_block)
         size = (stop - start) * pixels
         block = channel_major[:out_channels * size].reshape(out_channels, stop - start, pixels)
         np.copyto(block, maps[start:stop].transpose(1, 0, 2))  # runs of a channel's pixels
-        # (pixels × O) as the transposed view of the (O × pixels) block: no copy
-        np.matmul(block.reshape(out_channels, size).T, w_rows, out=products[:size])
-        kernels.fold_pixel_rows_into(products[:size], in_h, in_w, kernel_h, kernel_w, stride,
-                                     padding, scratch, out, start)
+        block = block.reshape(out_channels, size)
+        if pixel_rows:
+            # (pixels × O) as the transposed view of the (O × pixels) block: no copy
+            product = np.matmul(block.T, w_matrix,
+                                out=products[:size * columns].reshape(size, columns))
+            kernels.fold_pixel_rows_into(product, in_h, in_w, kernel_h, kernel_w, stride,
+                                         padding, scratch, out, start)
+        else:
+            product = np.matmul(w_matrix, block,
+                                out=products[:size * columns].reshape(columns, size))
+            kernels.fold_kernel_rows_into(product, stop - start, in_h, in_w, kernel_h,
+                                          kernel_w, stride, padding, scratch, out, start)
     return Tensor(out.reshape(*lead, channels, height, width))

@@ -228,9 +228,12 @@ class ConvStep(Step):
 #: convolutions; on whole maps the convolution engine is the better choice.
 OPERATOR_OVERHEAD = 8
 OPERATOR_ENTRIES = 1 << 22
-#: Where the compiled path (:func:`nobound.bounds.kernels.fused_transposed_conv`) applies,
-#: the dense operator is kept only up to this overhead: beyond it the compiled product and
-#: fold is faster (cnn5's second layer on 4 × 4 windows, overhead 6.25: 2.2× faster).
+#: Where the compiled path (:func:`nobound.bounds.kernels.fused_transposed_conv`) applies
+#: and adds whole patch rows, the dense operator is kept only up to this overhead: beyond it
+#: the compiled product and fold is faster (cnn5's second layer on 4 × 4 windows, overhead
+#: 6.25: 2.2× faster). With short patch rows (few channels, a first layer) the operator
+#: keeps OPERATOR_OVERHEAD: on cnn5's first layer's 4 × 4 windows, overhead 4.8, it takes
+#: 11 ms where the compiled path takes 18.
 COMPILED_OPERATOR_OVERHEAD = 3
 
 
@@ -241,14 +244,15 @@ def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, 
     transposed convolution of the rows (…, *out_shape) → (…, *in_shape), with a leading
     population axis on ``coefficients`` (P' ∈ {1, P}) and optionally on ``weight``."""
     # imported here: the kernels module builds on the layouts, which build on the steps
-    from nobound.bounds.kernels import fused_transposed_conv
+    from nobound.bounds.kernels import MIN_PATCH_ROW, fused_transposed_conv
 
     population = weight.shape[0] if weight.ndim == 5 else 1
     kernel = prod(weight.shape[-3:])
     n_out, n_in = prod(out_shape), prod(in_shape)
     operator = as_matrix and n_in <= OPERATOR_OVERHEAD * kernel and \
         n_out * n_in <= OPERATOR_ENTRIES
-    if operator and n_in <= COMPILED_OPERATOR_OVERHEAD * kernel:
+    long_rows = weight.shape[-3] * weight.shape[-1] >= MIN_PATCH_ROW
+    if operator and (n_in <= COMPILED_OPERATOR_OVERHEAD * kernel or not long_rows):
         return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)
     if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride, padding)
             ) is not None:
