@@ -90,6 +90,10 @@ class BabConfig:
     # of the time left (the rest is for branching); 1.0 lets it use all of it
     root_share: float = 0.5
     fsb_candidates: int = 3      # FSB: children bounded for the top-k scored neurons
+    # with a rigorous checker (``confirm``): "tree" checks the proved leaves once, in one
+    # stacked check of the finished tree, reopening the leaves it refuses (then confirming
+    # every later leaf alone); "leaf" confirms each leaf as it is closed
+    leaf_checks: str = "tree"
     # what to split: "relu", "input" (nobound.certify.input_split), or "auto" = the input
     # for networks with at most MAX_SPLIT_INPUTS inputs (no certificate: ReLU splits only)
     domain: str = "relu"
@@ -105,6 +109,8 @@ class BabConfig:
             raise ValueError("domain must be 'auto', 'relu' or 'input'")
         if self.intermediate not in ("inherit", "recompute"):
             raise ValueError("intermediate must be 'inherit' or 'recompute'")
+        if self.leaf_checks not in ("tree", "leaf"):
+            raise ValueError("leaf_checks must be 'tree' or 'leaf'")
 
 
 @dataclass
@@ -118,6 +124,9 @@ class BabResult:
     seconds: float = 0.0
     rounds: int = 0
     rejected: int = 0  # leaves the search proved and the rigorous checker did not
+    # True when the rigorous checker accepted exactly these nodes as the proof (the
+    # confirmer's check of the finished tree, under the certifier's deadline)
+    checked: bool = False
 
 
 @dataclass(order=True)
@@ -184,6 +193,10 @@ class _Search:
         self.nodes: list[TreeNode] = []
         self.parents: dict[int, int] = {}
         self.confirm = None if confirm is None else confirm(problem, self.nodes, self.parents)
+        # leaves proved but not yet checked ("tree" leaf checks), kept to reopen if refused
+        self.deferred = self.confirm is not None and config.leaf_checks == "tree"
+        self.unchecked: dict[int, _Open] = {}
+        self.tree_checked = False
         self.heap: list[_Open] = []
         self.order = itertools.count()
         self.bounded = 0
@@ -222,22 +235,62 @@ class _Search:
         """Prove, solve or queue one freshly bounded sub-domain."""
         if lower.max() > PROOF_TOLERANCE:
             self.prove(index, lower, multipliers)
+            if self.deferred:  # checked with the finished tree (check_tree)
+                self.unchecked[index] = self.open_entry(index, signs, bounds, lower,
+                                                        minimiser, multipliers)
+                return None
             if self.confirmed(index):
                 return None
             self.nodes[index].proof = None  # the checker disagrees: split it further
             self.rejected += 1
+        return self.queue(index, signs, bounds, lower, minimiser, multipliers)
+
+    def queue(self, index: int, signs: list[np.ndarray], bounds: list[Interval],
+              lower: np.ndarray, minimiser: np.ndarray | None,
+              multipliers: Multipliers | None) -> Counterexample | None:
+        """Close an unproved sub-domain (empty, or affine: its LP) or queue it."""
         if any(np.any(lo > hi) for lo, hi in bounds):  # sound bounds: the domain is empty
             weights = [0.0] * self.problem.num_rows
             self.nodes[index].proof = LeafProof(weights, [], 0.0, "empty")
             return None
         if _fully_fixed(bounds, signs):
             return self.solve_fixed(index, signs, bounds)
+        heapq.heappush(self.heap, self.open_entry(index, signs, bounds, lower, minimiser,
+                                                  multipliers))
+        return None
+
+    def open_entry(self, index: int, signs: list[np.ndarray], bounds: list[Interval],
+                   lower: np.ndarray, minimiser: np.ndarray | None,
+                   multipliers: Multipliers | None) -> _Open:
         if multipliers is not None:  # only a warm start: float32 halves an open domain
             multipliers = Multipliers([a.astype(np.float32) for a in multipliers.alpha],
                                       [b.astype(np.float32) for b in multipliers.beta])
-        heapq.heappush(self.heap, _Open(float(lower.max()), next(self.order), index, signs,
-                                        bounds, lower, minimiser, multipliers))
-        return None
+        return _Open(float(lower.max()), next(self.order), index, signs, bounds, lower,
+                     minimiser, multipliers)
+
+    def check_tree(self) -> tuple[bool, Counterexample | None]:
+        """The rigorous check of the finished tree (its leaves in stacks): the leaves it
+        refuses go back to the queue to be split further (or to their LP when affine), and
+        every leaf closed after that is confirmed alone. (False, None) when the check ran
+        out of time (the search must stop); a counterexample from a reopened leaf's LP."""
+        refused = self.confirm.refused()
+        if time.perf_counter() > self.deadline:  # an unfinished check refuses everything
+            return False, None
+        reopened = [index for index in refused if index in self.unchecked]
+        self.rejected += len(reopened)
+        self.deferred = self.deferred and not reopened
+        for index in reopened:
+            self.nodes[index].proof = None
+            entry = self.unchecked.pop(index)
+            found = self.queue(index, entry.signs, entry.bounds, entry.lower,
+                               entry.minimiser, entry.multipliers)
+            if found is not None:
+                return True, found
+        # the tree is accepted as it stands only if nothing was refused (a refused leaf
+        # the search cannot reopen — an LP leaf — leaves it to the certifier's check)
+        self.tree_checked = not refused
+        self.unchecked.clear()
+        return True, None
 
     def solve_fixed(self, index: int, signs: list[np.ndarray],
                     bounds: list[Interval]) -> Counterexample | None:
@@ -433,7 +486,8 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
                rounds: int = 0) -> BabResult:
         lowest = search.heap[0].value if search.heap else np.inf
         return BabResult(status, search.nodes, search.bounded, counterexample, lowest, reason,
-                         time.perf_counter() - start, rounds, search.rejected)
+                         time.perf_counter() - start, rounds, search.rejected,
+                         checked=status == "certified" and search.tree_checked)
 
     signs = [np.zeros((1, w.shape[0]), np.int8) for w in dense.weights[:-1]]
     root_start = time.perf_counter()
@@ -460,8 +514,15 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     if found is not None:
         return finish("falsified", "counterexample", found)
     for round_index in itertools.count(1):
+        if not search.heap and search.unchecked:  # finished: check the deferred leaves
+            in_time, found = search.check_tree()
+            if found is not None:
+                return finish("falsified", "counterexample", found, round_index)
+            if not in_time:
+                return finish("unknown", "timeout", rounds=round_index)
         if not search.heap:
             break
+        search.tree_checked = False  # the tree grows again
         if time.perf_counter() > deadline:
             return finish("unknown", "timeout", rounds=round_index)
         if search.bounded >= config.max_nodes:

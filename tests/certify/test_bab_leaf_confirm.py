@@ -81,9 +81,9 @@ class _RefuseFirst:
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), mode=st.sampled_from(MODES[:3]), refuse=st.integers(1, 4))
 def test_a_refused_leaf_is_split_further_and_the_tree_checks(seed, mode, refuse) -> None:
-    """ReLU splits: the search asks before it closes a leaf."""
+    """ReLU splits, leaves confirmed one by one: the search asks before it closes a leaf."""
     _, problem, stored, dense = _instance(seed, 2, 0.3, 0.05)
-    config = BabConfig(batch_size=4, max_nodes=3000, **mode)
+    config = BabConfig(batch_size=4, max_nodes=3000, leaf_checks="leaf", **mode)
     plain = branch_and_bound(problem, dense, config)
     if plain.status != "certified":
         return
@@ -95,6 +95,58 @@ def test_a_refused_leaf_is_split_further_and_the_tree_checks(seed, mode, refuse)
     report = check_proofs(stored, [problem_certificate(problem, result.nodes)],
                           reproduce=False)
     assert report.valid, report.errors
+
+
+class _RefuseInFirstCheck:
+    """A confirmer whose first check of the finished tree also refuses the first ``count``
+    bound proofs (as if the checker's arithmetic disagreed); later checks are the real."""
+
+    def __init__(self, real: LeafConfirmer, count: int) -> None:
+        self.real, self.count, self.checks = real, count, 0
+        self.forced: list[int] = []
+
+    def refused(self) -> list[int]:
+        self.checks += 1
+        real = self.real.refused()
+        if self.checks > 1:
+            return real
+        proved = [i for i, n in enumerate(self.real.nodes)
+                  if n.proof is not None and n.proof.method not in ("lp", "empty")]
+        self.forced = proved[:self.count]
+        return sorted(set(real) | set(self.forced))
+
+    def proves(self, index, proof) -> bool:
+        return self.real.proves(index, proof)
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), mode=st.sampled_from(MODES[:3]), refuse=st.integers(0, 3))
+def test_leaves_checked_with_the_tree_are_reopened_when_refused(seed, mode, refuse) -> None:
+    """ReLU splits, leaves checked with the finished tree: the leaves the check refuses are
+    split further; a tree reported as checked passes the certifier's check_proofs."""
+    _, problem, stored, dense = _instance(seed, 2, 0.3, 0.05)
+    config = BabConfig(batch_size=4, max_nodes=3000, leaf_checks="tree", **mode)
+    plain = branch_and_bound(problem, dense, config)
+    if plain.status != "certified":
+        return
+    confirmers = []
+
+    def confirm(p, n, par):
+        confirmers.append(_RefuseInFirstCheck(LeafConfirmer(stored, p, n, par), refuse))
+        return confirmers[-1]
+
+    result = branch_and_bound(problem, dense, config, confirm=confirm)
+    assert result.status == "certified" and confirmers[0].checks >= 1
+    report = check_proofs(stored, [problem_certificate(problem, result.nodes)],
+                          reproduce=False)
+    assert report.valid, report.errors
+    if refuse:
+        assert result.rejected >= 1 and not result.checked  # the certifier checks again
+        forced = confirmers[0].forced
+        assert forced and all(result.nodes[i].proof is None and result.nodes[i].children
+                              for i in forced)
+    else:
+        assert result.rejected == 0 and result.checked
 
 
 class _RefuseLeaves:
