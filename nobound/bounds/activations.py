@@ -63,48 +63,66 @@ class SShapeStep(Step):
         return self.function(lower), self.function(upper)
 
     def relax(self, l: Tensor, u: Tensor) -> ReluRelaxation:  # noqa: E741 - the paper's l
+        """The two lines of the module doc: a tangent where :meth:`tangent_ranges` allows
+        one (at its default point), else the chord."""
         xp = l.xp
+        chord, chord_intercept = self.chord(l, u)
+        ranges = self.tangent_ranges(l.data, u.data)
+        middle = (l + u) * 0.5
+        lines = {}
+        for side, (movable, _, _, point, at_middle) in ranges.items():
+            # the midpoint stays a tensor: its tangent is differentiable in l and u
+            slope, intercept = self.tangent(ops.where(at_middle, middle, Tensor(point)))
+            lines[side] = (ops.where(movable, slope, chord),
+                           ops.where(movable, intercept, chord_intercept))
+        return ReluRelaxation(lines["lower"][0], lines["upper"][0], lines["upper"][1],
+                              xp.zeros(l.shape, dtype=bool), lower_intercept=lines["lower"][1])
+
+    def chord(self, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:  # noqa: E741
+        """(slope, intercept) of the chord through (l, σ(l)) and (u, σ(u)); the constant
+        σ(l) where l = u."""
         f_l, f_u = self.function(l), self.function(u)
         width = u - l
         safe_width = ops.where(width.data > 0, width, 1.0)
-        chord = ops.where(width.data > 0, (f_u - f_l) / safe_width, 0.0)
-        chord_intercept = f_l - chord * l
-        middle = (l + u) * 0.5
-        f_m = self.function(middle)
-        tangent = ops.where(width.data > 0, self.derivative(f_m), 0.0)
-        tangent_intercept = f_m - tangent * middle
-        convex = u.data <= 0
-        concave = (l.data >= 0) & ~convex
+        slope = ops.where(width.data > 0, (f_u - f_l) / safe_width, 0.0)
+        return slope, f_l - slope * l
+
+    def tangent(self, point: Tensor) -> tuple[Tensor, Tensor]:
+        """(slope, intercept) of the tangent at ``point``: σ′(d), σ(d) − σ′(d) d."""
+        value = self.function(point)
+        slope = self.derivative(value)
+        return slope, value - slope * point
+
+    def tangent_ranges(self, l: Any, u: Any) -> dict[str, tuple[Any, Any, Any, Any, Any]]:  # noqa: E741
+        """Per line ("lower", "upper"): (movable, start, stop, point, at_middle) arrays —
+        where ``movable`` the tangent at any d ∈ [start, stop] is a sound line (module
+        doc: a convex box's lower line d ∈ [l, u], a concave box's upper line d ∈ [l, u],
+        around 0 d ∈ [l, d′_l] below and [d_u, u] above), elsewhere the chord is used;
+        ``point`` is DeepPoly's choice of d, ``at_middle`` where that is the midpoint.
+        alpha-CROWN moves d within the range."""
+        xp = Tensor(l).xp
+        width_positive = u > l
+        convex = u <= 0
+        concave = (l >= 0) & ~convex
         mixed = ~convex & ~concave
-        # mixed boxes: a tangent through the far end, or the chord (module doc)
-        up_slope, up_intercept, up_point, up_tangent = self._through_end(l.data, u.data,
-                                                                         upper=True)
-        low_slope, low_intercept, low_point, low_tangent = self._through_end(l.data, u.data,
-                                                                             upper=False)
-        # the midpoint's tangent where the midpoint lies beyond the tangent point through
-        # the far end (module doc): the same lines as on a convex or concave box
-        mixed_upper = mixed & up_tangent & (middle.data < up_point)
-        mixed_lower = mixed & low_tangent & (middle.data > low_point)
-        upper_at_middle = concave | (mixed & up_tangent & ~mixed_upper)
-        lower_at_middle = convex | (mixed & low_tangent & ~mixed_lower)
-        lower_slope = ops.where(lower_at_middle, tangent,
-                                ops.where(mixed_lower, Tensor(low_slope), chord))
-        lower_intercept = ops.where(lower_at_middle, tangent_intercept,
-                                    ops.where(mixed_lower, Tensor(low_intercept),
-                                              chord_intercept))
-        upper_slope = ops.where(upper_at_middle, tangent,
-                                ops.where(mixed_upper, Tensor(up_slope), chord))
-        upper_intercept = ops.where(upper_at_middle, tangent_intercept,
-                                    ops.where(mixed_upper, Tensor(up_intercept),
-                                              chord_intercept))
-        return ReluRelaxation(lower_slope, upper_slope, upper_intercept,
-                              xp.zeros(l.shape, dtype=bool), lower_intercept=lower_intercept)
+        middle = (l + u) * 0.5
+        up_point, up_found = self._through_end(l, u, upper=True)
+        low_point, low_found = self._through_end(l, u, upper=False)
+        lower_mixed = mixed & low_found
+        upper_mixed = mixed & up_found
+        lower_middle = convex | (lower_mixed & (middle <= low_point))
+        upper_middle = concave | (upper_mixed & (middle >= up_point))
+        return {
+            "lower": ((convex | lower_mixed) & width_positive, l,
+                      xp.where(convex, u, low_point), xp.where(lower_middle, middle, low_point),
+                      lower_middle),
+            "upper": ((concave | upper_mixed) & width_positive,
+                      xp.where(concave, l, up_point), u,
+                      xp.where(upper_middle, middle, up_point), upper_middle)}
 
-
-    def _through_end(self, l: Any, u: Any, upper: bool  # noqa: E741
-                     ) -> tuple[Any, Any, Any, Any]:
-        """(slope, intercept, d, found) of the tangent at d through the far end: for the
-        upper line d ∈ [0, u] with tangent(l) = σ(l), for the lower line d ∈ [l, 0] with
+    def _through_end(self, l: Any, u: Any, upper: bool) -> tuple[Any, Any]:  # noqa: E741
+        """(d, found): the point whose tangent passes through the far end — for the upper
+        line d ∈ [0, u] with tangent(l) = σ(l), for the lower line d ∈ [l, 0] with
         tangent(u) = σ(u); ``found`` is False where no such d exists (use the chord)."""
         xp = Tensor(l).xp
 
@@ -130,10 +148,7 @@ class SShapeStep(Step):
                 high, low = xp.where(above, middle, high), xp.where(above, low, middle)
             else:       # keep low where the tangent is below σ(u)
                 low, high = xp.where(above, low, middle), xp.where(above, middle, high)
-        d = high if upper else low
-        f_d = value(d)
-        slope = self.derivative(Tensor(f_d)).data
-        return slope, f_d - slope * d, d, found
+        return (high if upper else low), found
 
 
 # Halvings of the tangent-point bracket: the bracket is at most |l| or u wide, so 60

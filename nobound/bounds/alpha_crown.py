@@ -13,6 +13,12 @@ DeepPoly's and stay fixed; only the output pass is optimised. Because α is per 
 rows are independent, the best slopes seen for each row are kept, so with
 ``init="deeppoly"`` the result is never looser than DeepPoly.
 
+Sigmoid and Tanh (Xu et al. 2021 optimise them too): the tangent at any point d of a range
+is a sound line (:meth:`nobound.bounds.activations.SShapeStep.tangent_ranges` — a convex
+box's lower line, a concave box's upper line, the tangents through the far end around 0),
+so d = start + θ (stop − start) with θ ∈ [0, 1] per neuron, output row, side and line is
+optimised by the same sign steps; DeepPoly's d is the start with ``init="deeppoly"``.
+
 The paper's training variant (App. F.2) is ``init=0.5, steps=1, step_size=0.5``: every
 unstable slope ends at 0 or 1 (0.5 where the bound does not depend on it), for about
 twice the cost of DeepPoly.
@@ -40,15 +46,24 @@ from nobound.bounds.regions import Box
 
 BOTH_SIDES = ("lower", "upper")
 
-Slopes = dict[str, dict[int, Tensor]]  # side → ReLU index → α (P', B, R, *neurons)
+# side → ReLU index → α, or (S-shape index, line) → θ; each (P', B, R, *neurons)
+Slopes = dict[str, dict[Any, Tensor]]
+# S-shape index → line → (movable, start, stop) of its tangent points (tangent_ranges)
+TangentRanges = dict[int, dict[str, tuple[Any, Any, Any]]]
 
 
 def _with_slopes(relaxations: Mapping[int, ReluRelaxation], slopes: Slopes,
-                 detach: bool) -> dict[int, ReluRelaxation]:
+                 detach: bool, network: Network | None = None,
+                 ranges: TangentRanges | None = None) -> dict[int, ReluRelaxation]:
     """Relaxations whose unstable neurons use α (per side and row); stable ones keep 0/1.
-    Activations without α (:func:`_optimised`) keep their lines."""
+    S-shapes in ``ranges`` take the tangents at their θ; other activations keep their lines."""
     out = {}
     for index, relaxation in relaxations.items():
+        if ranges and index in ranges:
+            out[index] = _with_tangents(relaxation, network.steps[index], ranges[index],
+                                        {side: {line: slopes[side][(index, line)]
+                                                for line in ranges[index]} for side in slopes})
+            continue
         if index not in slopes["lower"]:
             out[index] = relaxation
             continue
@@ -63,6 +78,65 @@ def _with_slopes(relaxations: Mapping[int, ReluRelaxation], slopes: Slopes,
         out[index] = replace(relaxation, upper_slope=upper_slope, upper_intercept=intercept,
                              row_lower_slopes=rows)
     return out
+
+
+def _with_tangents(relaxation: ReluRelaxation, step: Any,
+                   ranges: dict[str, tuple[Any, Any, Any]],
+                   theta: dict[str, dict[str, Tensor]]) -> ReluRelaxation:
+    """An S-shape's lines per side and row: the tangent at d = start + θ (stop − start)
+    where the line's tangent point is movable, the relaxation's (constant) line elsewhere."""
+    fixed = {"lower": (relaxation.lower_slope, relaxation.lower_intercept),
+             "upper": (relaxation.upper_slope, relaxation.upper_intercept)}
+    rows: dict[str, dict[str, Tensor]] = {}
+    for side, per_line in theta.items():
+        rows[side] = {}
+        for line, (movable, start, stop) in ranges.items():
+            row = per_line[line]
+            expand = start.shape[:2] + (1,) + start.shape[2:]
+            point = Tensor(start.reshape(expand)) + row * Tensor((stop - start).reshape(expand))
+            slope, intercept = step.tangent(point)
+            keep = movable.reshape(expand)
+            rows[side][f"{line}_slope"] = ops.where(
+                keep, slope, Tensor(fixed[line][0].data.reshape(expand)))
+            rows[side][f"{line}_intercept"] = ops.where(
+                keep, intercept, Tensor(fixed[line][1].data.reshape(expand)))
+    return replace(relaxation, row_lines=rows)
+
+
+def _tangent_ranges(network: Network, relaxations: Mapping[int, ReluRelaxation],
+                    recorded: Mapping[int, Any]) -> TangentRanges:
+    """The movable tangent points of every S-shaped layer (others: none)."""
+    ranges: TangentRanges = {}
+    for index in relaxations:
+        step = network.steps[index]
+        if not hasattr(step, "tangent_ranges") or index not in recorded:
+            continue
+        low, high = recorded[index]
+        per_line = step.tangent_ranges(low.data, high.data)
+        ranges[index] = {line: (movable, start, stop) for line, (movable, start, stop, _, _)
+                         in per_line.items()}
+    return ranges
+
+
+def _initial_tangents(network: Network, relaxations: Mapping[int, ReluRelaxation],
+                      recorded: Mapping[int, Any], rows: int, init: str | float,
+                      slopes: Slopes) -> None:
+    """θ of every movable tangent point into ``slopes``: DeepPoly's point, or ``init``."""
+    for index in _tangent_ranges(network, relaxations, recorded):
+        low, high = recorded[index]
+        xp = low.xp
+        for line, (movable, start, stop, point, _) in network.steps[index].tangent_ranges(
+                low.data, high.data).items():
+            span = stop - start
+            theta = xp.where(movable & (span > 0), (point - start) / xp.where(
+                span > 0, span, 1.0), 0.0) if init == "deeppoly" else \
+                xp.full(start.shape, float(init), dtype=start.dtype)
+            theta = xp.clip(theta, 0.0, 1.0)
+            shape = theta.shape[:2] + (rows,) + theta.shape[2:]
+            value = xp.broadcast_to(theta.reshape(theta.shape[:2] + (1,) + theta.shape[2:]),
+                                    shape)
+            for side in BOTH_SIDES:
+                slopes[side][(index, line)] = Tensor(xp.array(value, copy=True))
 
 
 def _optimised(relaxation: object) -> bool:
@@ -107,10 +181,13 @@ def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None,
     detached_box = Box(Tensor(box.lower.data), Tensor(box.upper.data))
     detached_spec = None if spec is None else Tensor(spec.data)
     slopes = _initial_slopes(relaxations, rows, init)
+    _initial_tangents(network, relaxations, recorded, rows, init, slopes)
+    ranges = _tangent_ranges(network, relaxations, recorded)
 
     def evaluate(current: Slopes) -> dict[str, Tensor]:
         bounds, _ = output_bounds(detached_network, detached_box, detached_spec,
-                                  _with_slopes(relaxations, current, detach=True), plan)
+                                  _with_slopes(relaxations, current, True, network, ranges),
+                                  plan)
         return bounds
 
     best: dict[str, Tensor] | None = None
@@ -127,12 +204,18 @@ def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None,
                   for side, per in variables.items()}
     with no_grad():
         best, best_slopes = _keep_best(best, best_slopes, evaluate(slopes), slopes)
+    chosen = _with_slopes(relaxations, best_slopes, True, network, ranges)
+    tangent_slopes = {index: (chosen[index].row_lines["lower"]["lower_slope"],
+                              chosen[index].row_lines["lower"]["upper_slope"])
+                      for index in ranges}
     if not differentiable and not return_linear:
-        return BoundResult(best["lower"], best["upper"], "alpha-crown", recorded)
+        return BoundResult(best["lower"], best["upper"], "alpha-crown", recorded,
+                           tangent_slopes=tangent_slopes)
     final, linear = output_bounds(network, box, spec,
-                                  _with_slopes(relaxations, best_slopes, detach=False), plan,
-                                  keep_symbolic=return_linear)
-    return BoundResult(final["lower"], final["upper"], "alpha-crown", recorded, linear)
+                                  _with_slopes(relaxations, best_slopes, False, network,
+                                               ranges), plan, keep_symbolic=return_linear)
+    return BoundResult(final["lower"], final["upper"], "alpha-crown", recorded, linear,
+                       tangent_slopes)
 
 
 @dataclass(frozen=True)

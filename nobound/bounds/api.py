@@ -134,4 +134,7 @@ def _assemble(pieces: list[BoundResult], sizes: list[int], has_population: bool)
         fields = [finish([getattr(p.linear, f) for p in pieces])
                   for f in ("A_l", "b_l", "A_u", "b_u")]
         linear = LinearBounds(*fields, first.input_shape, first.reference)
-    return BoundResult(lower, upper, pieces[0].method, intermediate, linear)
+    tangent_slopes = {index: (finish([p.tangent_slopes[index][0] for p in pieces]),
+                              finish([p.tangent_slopes[index][1] for p in pieces]))
+                      for index in pieces[0].tangent_slopes}
+    return BoundResult(lower, upper, pieces[0].method, intermediate, linear, tangent_slopes)

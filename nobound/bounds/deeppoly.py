@@ -58,7 +58,7 @@ from typing import Any
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
-from nobound.bounds.ibp import interval_bounds, propagate_affine, with_population_axis
+from nobound.bounds.ibp import interval_bounds, interval_precheck
 from nobound.bounds.kernels import fused_concretise, fused_relu_back_step
 from nobound.bounds.linear_bounds import BoundResult, LinearBounds
 from nobound.bounds.network import Network, ReluStep, Step
@@ -70,6 +70,7 @@ from nobound.bounds.rows import (
     contract,
     members_per_chunk,
     neuron_rows,
+    per_side,
     spec_rows,
 )
 from nobound.bounds.splits import refine_bounds
@@ -83,7 +84,9 @@ class ReluRelaxation:
 
     ``unstable`` marks l < 0 < u (the only neurons whose λ is a free choice);
     ``row_lower_slopes`` optionally overrides λ per side and row (alpha-CROWN):
-    ``{"lower" | "upper": Tensor (P', B, R, *neurons)}``.
+    ``{"lower" | "upper": Tensor (P', B, R, *neurons)}``; ``row_lines`` likewise all four
+    lines' tensors of another activation (alpha-CROWN's tangent points on S-shapes):
+    ``{side: {"lower_slope" | "lower_intercept" | "upper_slope" | "upper_intercept": …}}``.
     """
 
     lower_slope: Tensor
@@ -92,14 +95,16 @@ class ReluRelaxation:
     unstable: Any
     row_lower_slopes: dict[str, Tensor] | None = None
     lower_intercept: Tensor | None = None  # other activations: λ v + t_l ≤ σ(v)
+    row_lines: dict[str, dict[str, Tensor]] | None = None
 
     def rows(self, start: int, stop: int) -> ReluRelaxation:
         """The relaxation restricted to back-substitution rows start…stop−1."""
-        if self.row_lower_slopes is None:
-            return self
-        chosen = {side: slopes[:, :, start:stop] for side, slopes in
-                  self.row_lower_slopes.items()}
-        return replace(self, row_lower_slopes=chosen)
+        def cut(per_side: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if per_side is None else {
+                side: cut(v) if isinstance(v, dict) else v[:, :, start:stop]
+                for side, v in per_side.items()}
+        return replace(self, row_lower_slopes=cut(self.row_lower_slopes),
+                       row_lines=cut(self.row_lines))
 
 
 def relax_relu(l: Tensor, u: Tensor) -> ReluRelaxation:  # noqa: E741 - the paper's l
@@ -133,15 +138,18 @@ def relu_back_step(A: Tensor, a: Tensor | None, lines: ReluLines,  # noqa: N803
     (upper) for an activation whose lower line has an intercept t_l."""
     if (fused := fused_relu_back_step(A, a, lines, ndim)) is not None:
         return fused
-    lam, s, t = lines.lower_slope, lines.upper_slope, lines.intercept
+    lam = lines.lower_slope
+    s, t, t_l = (per_side(line) for line in
+                 (lines.upper_slope, lines.intercept, lines.lower_intercept))
     lower_A, upper_A = A[:, :1], A[:, A.shape[1] - 1:]  # noqa: N806 - S = 1 serves both
-    a_lower = contract(ops.negative_part(lower_A), t, ndim)
-    a_upper = contract(ops.positive_part(upper_A), t, ndim)
+    a_lower = contract(ops.negative_part(lower_A), t["lower"], ndim)
+    a_upper = contract(ops.positive_part(upper_A), t["upper"], ndim)
     if lines.lower_intercept is not None:
-        a_lower = a_lower + contract(ops.positive_part(lower_A), lines.lower_intercept, ndim)
-        a_upper = a_upper + contract(ops.negative_part(upper_A), lines.lower_intercept, ndim)
+        a_lower = a_lower + contract(ops.positive_part(lower_A), t_l["lower"], ndim)
+        a_upper = a_upper + contract(ops.negative_part(upper_A), t_l["upper"], ndim)
     a_new = _sides(a_lower, a_upper)
-    slope = ops.where(A.data >= 0, _sides(lam["lower"], s), _sides(s, lam["upper"]))
+    slope = ops.where(A.data >= 0, _sides(lam["lower"], s["upper"]),
+                      _sides(s["lower"], lam["upper"]))
     return A * slope, a_new if a is None else a + a_new
 
 
@@ -207,22 +215,6 @@ def exact_by_intervals(network: Network, end: int) -> bool:
     """Whether eq. (3) is exact for node ``end``: no ReLU and ≤ 1 dense map before it."""
     steps = network.steps[:end + 1]
     return not any(s.activation for s in steps) and sum(s.dense for s in steps) <= 1
-
-
-def interval_precheck(network: Network, end: int, box: Box, recorded: Bounds
-                      ) -> tuple[Tensor, Tensor]:
-    """Eq. (3) for node ``end``, started from the bounds of the last ReLU before it (or from
-    the box): sound, cheap, and tight enough to prove most stable neurons stable."""
-    previous = [index for index in recorded if index <= end]
-    if previous:
-        start = max(previous)
-        lower, upper = network.steps[start].interval(*recorded[start])
-        c, r = (upper + lower) * 0.5, (upper - lower) * 0.5
-    else:
-        start = -1
-        c, r = with_population_axis(box.center), with_population_axis(box.radius)
-    c, r = propagate_affine(network.steps[start + 1:end + 1], c, r)
-    return c - r, c + r
 
 
 def deeppoly_relaxations(network: Network, box: Box, splits: Any, intermediate: Any,

@@ -59,3 +59,19 @@ def interval_bounds(network: Network, box: Box, splits: Mapping[int, Any] | None
         lower, upper = step.interval(lower, upper)
         center, radius = (upper + lower) * 0.5, (upper - lower) * 0.5
     return center - radius, center + radius, recorded
+
+
+def interval_precheck(network: Network, end: int, box: Box,
+                      recorded: Mapping[int, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Eq. (3) for node ``end``, started from the bounds of the last ReLU before it (or from
+    the box): sound, cheap, and tight enough to prove most stable neurons stable."""
+    previous = [index for index in recorded if index <= end]
+    if previous:
+        start = max(previous)
+        lower, upper = network.steps[start].interval(*recorded[start])
+        c, r = (upper + lower) * 0.5, (upper - lower) * 0.5
+    else:
+        start = -1
+        c, r = with_population_axis(box.center), with_population_axis(box.radius)
+    c, r = propagate_affine(network.steps[start + 1:end + 1], c, r)
+    return c - r, c + r

@@ -157,6 +157,9 @@ class BoundResult:
     ``lower``/``upper``: (B, K) or (P, B, K). ``intermediate``: {index of a ReLU layer:
     (lower, upper) of that ReLU's input}, each (B, *neurons) or (P, B, *neurons).
     ``linear``: LinearBounds of the output rows w.r.t. the input (``return_linear``).
+    ``tangent_slopes``: alpha-CROWN's {index of a Sigmoid/Tanh layer: (slopes of its lower
+    lines, of its upper lines)} behind ``lower``, each (B, K, *neurons) — what a proof
+    records for the checker, which derives rigorous intercepts for any slope.
     Inside the package every field carries a population axis P' (1 or P).
     """
 
@@ -165,3 +168,4 @@ class BoundResult:
     method: str
     intermediate: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     linear: LinearBounds | None = None
+    tangent_slopes: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)

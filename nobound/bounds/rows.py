@@ -58,15 +58,20 @@ def per_neuron(tensor: Tensor) -> Tensor:
     return tensor.reshape((tensor.shape[0], 1, tensor.shape[1], 1) + tensor.shape[2:])
 
 
+def per_side(line: Tensor | dict[str, Tensor] | None) -> dict[str, Any]:
+    """{side: line}: a line of eq. (5) shared by both bound sides, or its own per side."""
+    return line if isinstance(line, dict) else {"lower": line, "upper": line}
+
+
 @dataclass(frozen=True)
 class ReluLines:
     """Eq. (5) laid out like the coefficients: λ per side, s, t of shape (P', 1, B, 1 or R,
     *n) — shared by every row, or one per row (windows, alpha-CROWN's per-row slopes)."""
 
     lower_slope: dict[str, Tensor]  # side → λ
-    upper_slope: Tensor             # s = u / (u − l)
-    intercept: Tensor               # t = −s l
-    lower_intercept: Tensor | None = None  # 0 for a ReLU; other activations' lower line
+    upper_slope: Tensor | dict[str, Tensor]     # s = u / (u − l); per side: alpha-CROWN
+    intercept: Tensor | dict[str, Tensor]       # t = −s l
+    lower_intercept: Tensor | dict[str, Tensor] | None = None  # other activations' t_l
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,14 @@ class DenseRows:
         return DenseRows(step.backward(self.A)), step.bias_term(self.A)
 
     def relu_lines(self, relaxation: ReluRelaxation, index: int) -> ReluLines:
+        if relaxation.row_lines is not None:  # (P', B, R, *n) → (P', 1, B, R, *n)
+            per_row = {name: {side: line[name].reshape((line[name].shape[0], 1)
+                                                       + line[name].shape[1:])
+                              for side, line in relaxation.row_lines.items()}
+                       for name in ("lower_slope", "upper_slope", "upper_intercept",
+                                    "lower_intercept")}
+            return ReluLines(per_row["lower_slope"], per_row["upper_slope"],
+                             per_row["upper_intercept"], per_row["lower_intercept"])
         slopes = relaxation.row_lower_slopes or {}
         lam = {side: slopes[side].reshape((slopes[side].shape[0], 1) + slopes[side].shape[1:])
                if side in slopes else per_neuron(relaxation.lower_slope)
@@ -237,4 +250,4 @@ def neuron_rows(network: Network, end: int, box: Box, plan: BoundsPlan,
 
 
 __all__ = ["DenseRows", "ReluLines", "RowSet", "contract", "dense_chunk", "identity_rows",
-           "neuron_rows", "per_neuron", "spec_rows"]
+           "neuron_rows", "per_neuron", "per_side", "spec_rows"]

@@ -163,6 +163,12 @@ def _relu_layers(net: StoredNetwork) -> list[bool]:
     return [is_relu(_chain(net, k)) for k in range(net.num_hidden_layers)]
 
 
+def _s_shape_layers(net: StoredNetwork) -> list[bool]:
+    """Hidden layers that are one Sigmoid or Tanh: a proof may record their line slopes."""
+    return [len(chain) == 1 and isinstance(chain[0], Elementwise) and chain[0].kind != "relu"
+            for chain in (_chain(net, k) for k in range(net.num_hidden_layers))]
+
+
 def layer_relaxation(net: StoredNetwork, k: int, bounds: Interval) -> list[Any]:
     """The relaxation of each operation of hidden layer k, from the bounds of z_k: each
     has ``outputs`` (its output interval) and ``back`` (rows on its output → its input)."""
@@ -421,15 +427,21 @@ def _with_alphas(relaxations: list[list[Any]],
     out = []
     for k, relaxed in enumerate(relaxations):
         recorded = alphas[k] if k < len(alphas) else None
-        if recorded is not None and len(relaxed) == 1 and isinstance(relaxed[0], Lines) \
-                and relaxed[0].relu:
-            relaxed = [relaxed[0].with_lower_slopes(recorded)]
+        if recorded is not None and len(relaxed) == 1 and isinstance(relaxed[0], Lines):
+            if relaxed[0].relu:
+                relaxed = [relaxed[0].with_lower_slopes(recorded)]
+            elif relaxed[0].reslope is not None:  # an S-shape: (lower slopes, upper slopes)
+                half = recorded.shape[-1] // 2
+                relaxed = [relaxed[0].reslope(recorded[..., :half], recorded[..., half:])]
         out.append(relaxed)
     return out
 
 
-def recorded_alphas(raw: list[list[float]], sizes: list[int]) -> list[np.ndarray | None] | None:
-    """Per-layer α vectors from a certificate ([] = DeepPoly's); None when malformed."""
+def recorded_alphas(raw: list[list[float]], sizes: list[int],
+                    s_shapes: list[bool] | None = None) -> list[np.ndarray | None] | None:
+    """Per-layer α vectors from a certificate ([] = DeepPoly's); None when malformed. On a
+    layer that is one Sigmoid/Tanh (``s_shapes``) the entry is its line slopes, 2 n finite
+    numbers (lower lines', then upper lines'); elsewhere n lower ReLU slopes in [0, 1]."""
     alphas: list[np.ndarray | None] = []
     for k, values in enumerate(raw):
         if k >= len(sizes):
@@ -438,7 +450,10 @@ def recorded_alphas(raw: list[list[float]], sizes: list[int]) -> list[np.ndarray
             alphas.append(None)
             continue
         vector = np.asarray(values, float)
-        if vector.shape != (sizes[k],) or not np.all((vector >= 0) & (vector <= 1)):
+        if s_shapes is not None and k < len(s_shapes) and s_shapes[k]:
+            if vector.shape != (2 * sizes[k],) or not np.all(np.isfinite(vector)):
+                return None
+        elif vector.shape != (sizes[k],) or not np.all((vector >= 0) & (vector <= 1)):
             return None
         alphas.append(vector)
     return alphas
@@ -701,7 +716,7 @@ def _check_leaves(net: StoredNetwork, leaves: list[_Leaf], spec: np.ndarray,
     deadline passed inside (the report is then out of time)."""
     label = f"problem {problem}"
     sizes = net.hidden_sizes
-    relu = _relu_layers(net)
+    relu, s_shapes = _relu_layers(net), _s_shape_layers(net)
     derived = _leaf_bounds(net, leaves, root_cache, deadline)
     if any(bounds is OUT_OF_TIME for bounds in derived):
         report.out_of_time = True
@@ -727,12 +742,15 @@ def _check_leaves(net: StoredNetwork, leaves: list[_Leaf], spec: np.ndarray,
             continue
         if any(np.any(lo > hi) for lo, hi in bounds):
             continue  # an empty domain has no unsafe point
-        alphas = recorded_alphas(proof.alphas, sizes)
+        alphas = recorded_alphas(proof.alphas, sizes, s_shapes)
         if alphas is None:
-            messages[position].append(f"{where}: α must be one number in [0, 1] per neuron")
+            messages[position].append(f"{where}: α must be one number in [0, 1] per neuron "
+                                      f"(two finite slopes on a Sigmoid/Tanh layer)")
             continue
-        if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
-            messages[position].append(f"{where}: α is recorded for a layer that is not a ReLU")
+        if any(a is not None and not (r or shaped)
+               for a, r, shaped in zip(alphas, relu, s_shapes, strict=False)):
+            messages[position].append(f"{where}: α is recorded for a layer that is not a ReLU "
+                                      f"or one Sigmoid/Tanh")
             continue
         ready.append(_Proved(position, leaf.box, bounds, weights, betas, alphas))
     for proved, value in zip(ready, _proof_values(net, ready, spec, offset), strict=True):

@@ -39,6 +39,7 @@ ls·x + li ≤ op(x) ≤ us·x + ui on [l, u], and the lines hold in real arithm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,8 @@ class Lines:
     upper_intercept: np.ndarray
     outputs: Interval
     relu: bool = False   # a ReLU's triangle: recorded α may replace its lower slopes
+    # an S-shape's lines with other (recorded) slopes, each with its rigorous intercept
+    reslope: Callable[[np.ndarray, np.ndarray], Lines] | None = None
     # a ReLU's min of α x over [l, u] (α ∈ {0, 1}): the lower bounds of its outputs as a
     # back-substitution through the lower line sees them — a max pool after the ReLU picks
     # its winners with them, as the certifier does (looser than 0, still true bounds)
@@ -217,12 +220,20 @@ class SShape:
         point = np.maximum(distant, middle) if toward_upper else np.minimum(distant, middle)
         return np.where(found, self.approx_slope(point), chord)
 
-    def lines(self, bounds: Interval) -> Lines:
+    def lines(self, bounds: Interval, slopes: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> Lines:
+        """The lines with DeepPoly's slopes, or with recorded ``slopes`` (lower, upper;
+        alpha-CROWN's tangents; nan keeps DeepPoly's) — any finite slope is sound, since
+        the intercept is the rigorous extremum of f(x) − s·x over [l, u]."""
         lower, upper = bounds
         lower_slope, upper_slope = self.slopes(lower, upper)
+        if slopes is not None:
+            lower_slope = np.where(np.isnan(slopes[0]), lower_slope, slopes[0])
+            upper_slope = np.where(np.isnan(slopes[1]), upper_slope, slopes[1])
         return Lines(lower_slope, self._extremum(lower, upper, lower_slope, lowest=True),
                      upper_slope, self._extremum(lower, upper, upper_slope, lowest=False),
-                     self.interval(bounds))
+                     self.interval(bounds),
+                     reslope=lambda low, high: self.lines(bounds, (low, high)))
 
     def _extremum(self, lower: np.ndarray, upper: np.ndarray, slope: np.ndarray,
                   lowest: bool) -> np.ndarray:

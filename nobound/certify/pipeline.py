@@ -68,6 +68,7 @@ from nobound.certify.replay import ModelReplay, Replay
 from nobound.certify.stored_network import StoredNetwork
 from nobound.certify.verdicts import CERTIFIED, FALSIFIED, UNKNOWN, Verdict
 from nobound.exact.dense import DenseNetwork, dense_network
+from nobound.nn import MaxPool2d, ReLU, Sigmoid, Tanh
 
 # A padding row never proves anything: its lower bound is this offset.
 _PADDING_OFFSET = -1e300
@@ -227,16 +228,16 @@ class Certifier:
                 break
             if time.perf_counter() > deadline:
                 return self._unknown(start, "timeout", values)
-            lower = self._stage_bounds([problems[i] for i in open_], method)
+            lower, tangents = self._stage_bounds([problems[i] for i in open_], method)
             still_open = []
-            for index, rows in zip(open_, lower, strict=True):
+            for index, rows, slopes in zip(open_, lower, tangents, strict=True):
                 row = int(np.argmax(rows))
                 values[index] = max(values[index], float(rows[row]))
                 if rows[row] > PROOF_TOLERANCE:
                     weights = np.zeros(problems[index].num_rows)
                     weights[row] = 1.0
                     nodes = [TreeNode(proof=LeafProof(weights.tolist(), [], float(rows[row]),
-                                                      method))]
+                                                      method, self._recorded(slopes, row)))]
                     rejected = self.rejection(problems[index], nodes, deadline)
                     if not rejected:
                         proofs[index] = nodes
@@ -339,11 +340,24 @@ class Certifier:
         return Verdict(UNKNOWN, "none", time.perf_counter() - start, bounded=bounded,
                        reason=reason, lower_bound=lowest)
 
+    def _recorded(self, slopes: dict[int, tuple[np.ndarray, np.ndarray]], row: int
+                  ) -> list[list[float]]:
+        """A whole-box proof's α entries (:class:`LeafProof`): alpha-CROWN's line slopes of
+        row ``row`` on every hidden layer that is one Sigmoid/Tanh — the checker derives
+        rigorous intercepts for them ([] where nothing is recorded)."""
+        activations = [i for i, layer in enumerate(getattr(self.model, "layers", []))
+                       if isinstance(layer, (ReLU, Sigmoid, Tanh, MaxPool2d))]
+        if not slopes or len(activations) != self.stored.num_hidden_layers:
+            return []  # (hidden layers that chain several operations record nothing)
+        return [np.concatenate([slopes[i][0][row].ravel(), slopes[i][1][row].ravel()]).tolist()
+                if i in slopes else [] for i in activations]
+
     def _stage_bounds(self, problems: list[VerificationProblem], method: str
-                      ) -> list[np.ndarray]:
+                      ) -> tuple[list[np.ndarray], list[dict[int, tuple[np.ndarray, np.ndarray]]]]:
         """Lower bounds of every row of every problem, one batched call: the problems that
         share a box share one batch element, their rows stacked (a box's intermediate
-        bounds are computed once, not once per problem; groups padded to the same rows)."""
+        bounds are computed once, not once per problem; groups padded to the same rows).
+        Also, per problem, alpha-CROWN's S-shape line slopes of its rows (else {})."""
         from nobound.bounds import Box, compute_bounds
 
         groups: dict[bytes, list[int]] = {}
@@ -370,8 +384,15 @@ class Certifier:
             result = compute_bounds(self.bound_model, box, method=method,
                                     spec=to_device(spec, device))
         lower = to_numpy(result.lower.data).reshape(len(members), rows) + offset
-        return [lower[places[n][0], places[n][1]:places[n][1] + p.num_rows]
-                for n, p in enumerate(problems)]
+
+        def own(array: Any, n: int) -> np.ndarray:  # problem n's rows of (groups, rows, …)
+            g, first = places[n]
+            return to_numpy(array)[g, first:first + problems[n].num_rows]
+
+        return ([own(lower, n) for n in range(len(problems))],
+                [{index: (own(low.data, n), own(high.data, n))
+                  for index, (low, high) in result.tangent_slopes.items()}
+                 for n in range(len(problems))])
 
 
 def predict(model: Any, x: Any) -> np.ndarray:

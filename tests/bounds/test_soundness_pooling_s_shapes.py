@@ -217,3 +217,78 @@ def test_deeppoly_s_shape_inputs_lie_within_the_interval_bounds(activation) -> N
         tighter_somewhere |= bool(np.any(low.data > ibp_low + 1e-6)
                                   or np.any(high.data < ibp_high - 1e-6))
     assert tighter_somewhere
+
+
+@settings(max_examples=max(30, settings.default.max_examples), deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([Sigmoid, Tanh]),
+       st.sampled_from([0.1, 0.6, 2.0]))
+def test_alpha_crown_s_shape_tangent_points_are_sound_for_any_theta(seed, activation,
+                                                                   eps) -> None:
+    # alpha-CROWN moves each tangent point within its range (d = start + θ (stop − start));
+    # any θ ∈ [0, 1] per row, side and line must give true bounds — checked with random θ
+    # at the box's vertices and inside, and θ of DeepPoly's points must give DeepPoly's bound.
+    from nobound.bounds.alpha_crown import (
+        _initial_slopes,
+        _initial_tangents,
+        _tangent_ranges,
+        _with_slopes,
+    )
+    from nobound.bounds.deeppoly import deeppoly_relaxations, output_bounds
+    from nobound.bounds.network import Network
+    from nobound.bounds.plan import BoundsPlan
+
+    rng = np.random.default_rng(seed)
+    model = randomise(Sequential(Linear(3, 5, dtype=np.float64), activation(),
+                                 Linear(5, 4, dtype=np.float64), activation(),
+                                 Linear(4, 3, dtype=np.float64)), rng, 1.5)
+    center = rng.normal(size=(2, 3))
+    box = Box(Tensor(center - eps), Tensor(center + eps))
+    spec = Tensor(rng.normal(size=(2, 2, 3)))
+    network, plan = Network.from_model(model, (3,)), BoundsPlan()
+    with no_grad():
+        relaxations, recorded = deeppoly_relaxations(network, box, None, None, plan)
+        ranges = _tangent_ranges(network, relaxations, recorded)
+        assert ranges, "the S-shaped layers have movable tangent points"
+        slopes = _initial_slopes(relaxations, 2, "deeppoly")
+        _initial_tangents(network, relaxations, recorded, 2, "deeppoly", slopes)
+        at_deeppoly, _ = output_bounds(network, box, spec,
+                                       _with_slopes(relaxations, slopes, True, network, ranges),
+                                       plan)
+        plain = compute_bounds(model, box, method="deeppoly", spec=spec)
+        np.testing.assert_allclose(at_deeppoly["lower"].data[0], plain.lower.data, rtol=1e-9,
+                                   atol=1e-9)
+        np.testing.assert_allclose(at_deeppoly["upper"].data[0], plain.upper.data, rtol=1e-9,
+                                   atol=1e-9)
+        points = region_samples(box.lower.data, box.upper.data, 200, rng)  # vertices too
+        outputs = model(Tensor(points.reshape(-1, 3))).data.reshape(2, -1, 3)
+        values = np.einsum("brk,bsk->bsr", spec.data, outputs)   # (B, samples, rows)
+        for _ in range(5):
+            for side in slopes:
+                for key, theta in slopes[side].items():
+                    slopes[side][key] = Tensor(rng.uniform(size=theta.shape))
+            bounds, _ = output_bounds(network, box, spec,
+                                      _with_slopes(relaxations, slopes, True, network, ranges),
+                                      plan)
+            assert_below(bounds["lower"].data[0][:, None], values, "random θ, lower")
+            assert_above(bounds["upper"].data[0][:, None], values, "random θ, upper")
+
+
+def test_alpha_crown_optimises_s_shape_tangents_beyond_deeppoly() -> None:
+    # never looser than DeepPoly (it starts there and keeps the best), strictly tighter
+    # somewhere on a deep Sigmoid net whose neurons straddle 0
+    rng = np.random.default_rng(5)
+    layers: list = []
+    previous = 4
+    for width in (8, 8, 8):
+        layers += [Linear(previous, width, dtype=np.float64), Sigmoid()]
+        previous = width
+    model = randomise(Sequential(*layers, Linear(previous, 3, dtype=np.float64)), rng, 2.0)
+    center = rng.normal(size=(3, 4))
+    box = Box(Tensor(center - 0.4), Tensor(center + 0.4))
+    with no_grad():
+        deeppoly = compute_bounds(model, box, method="deeppoly")
+        alpha = compute_bounds(model, box, method="alpha-crown", alpha_steps=20)
+    assert np.all(alpha.lower.data >= deeppoly.lower.data - 1e-12)
+    assert np.all(alpha.upper.data <= deeppoly.upper.data + 1e-12)
+    gained = (alpha.lower.data - deeppoly.lower.data) + (deeppoly.upper.data - alpha.upper.data)
+    assert gained.max() > 1e-3

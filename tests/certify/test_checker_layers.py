@@ -307,9 +307,62 @@ def test_splits_and_slopes_on_s_shaped_layers_are_rejected() -> None:
              TreeNode(proof=LeafProof([1.0], [], 0.0, "deeppoly"))]
     report = check_proofs(net, [leaf_certificate(lower, upper, spec, 100.0, 0.0, split)])
     assert not report.valid and "not on a ReLU layer" in report.errors[0]
-    alphas = [TreeNode(proof=LeafProof([1.0], [], 0.0, "deeppoly", [[0.5] * 6, []]))]
-    report = check_proofs(net, [leaf_certificate(lower, upper, spec, 100.0, 0.0, alphas)])
-    assert not report.valid and "not a ReLU" in report.errors[0]
+    # an S-shape layer records two slopes per neuron (lower lines', upper lines'): one
+    # number per neuron, as for a ReLU, or a slope that is not finite is malformed
+    for recorded in ([0.5] * 6, [0.1] * 11 + [np.inf]):
+        alphas = [TreeNode(proof=LeafProof([1.0], [], 0.0, "deeppoly", [recorded, []]))]
+        report = check_proofs(net, [leaf_certificate(lower, upper, spec, 100.0, 0.0, alphas)])
+        assert not report.valid and "two finite slopes" in report.errors[0]
+
+
+def s_shape_slopes_problem() -> tuple:
+    """A Sigmoid net and a property alpha-CROWN proves on the whole box and DeepPoly does
+    not: (model, lower, upper, spec, offset, alpha-CROWN's slopes per hidden layer)."""
+    rng = np.random.default_rng(11)
+    model = Sequential(Linear(3, 8, dtype=np.float64), Sigmoid(), Linear(8, 8, dtype=np.float64),
+                       Sigmoid(), Linear(8, 2, dtype=np.float64))
+    for layer in model.layers:
+        if isinstance(layer, Linear):
+            layer.weight.data = rng.normal(size=layer.weight.shape) * 2.0
+            layer.bias.data = rng.normal(size=layer.bias.shape)
+    x = rng.uniform(-1, 1, 3)
+    lower, upper, spec = x - 0.4, x + 0.4, np.array([[1.0, -1.0]])
+    box = Box(Tensor(lower[None]), Tensor(upper[None]))
+    with no_grad():
+        deeppoly = float(compute_bounds(model.eval(), box, method="deeppoly",
+                                        spec=spec[None]).lower.data.ravel()[0])
+        alpha = compute_bounds(model, box, method="alpha-crown", spec=spec[None])
+    value = float(alpha.lower.data.ravel()[0])
+    assert value > deeppoly + 0.01
+    offset = -(deeppoly + value) / 2   # proved by alpha-CROWN's bound, not by DeepPoly's
+    slopes = [np.concatenate([alpha.tangent_slopes[i][0].data.ravel(),
+                              alpha.tangent_slopes[i][1].data.ravel()]).tolist()
+              for i in (1, 3)]
+    return model, lower, upper, spec, offset, slopes
+
+
+def test_recorded_s_shape_slopes_prove_what_deeppoly_cannot_and_garbage_slopes_nothing(
+        ) -> None:
+    # the checker derives a rigorous intercept for any finite slope: alpha-CROWN's slopes
+    # confirm its proof; without them DeepPoly's lines do not; random slopes never prove
+    # a claim that a sampled point breaks
+    model, lower, upper, spec, offset, slopes = s_shape_slopes_problem()
+    net = checked_network(model, (3,))
+
+    def certificate(recorded: list, claim: float) -> ProblemCertificate:
+        leaf = [TreeNode(proof=LeafProof([1.0], [], 0.0, "alpha-crown", recorded))]
+        return leaf_certificate(lower, upper, spec, claim, 0.0, leaf)
+
+    assert check_proofs(net, [certificate(slopes, offset)]).valid
+    assert not check_proofs(net, [certificate([], offset)]).valid
+    rng = np.random.default_rng(0)
+    grid = rng.uniform(lower, upper, size=(4000, 3))
+    with no_grad():
+        sampled = float(np.min(model(Tensor(grid)).data @ spec[0]))
+    for _ in range(20):
+        garbage = [rng.normal(scale=rng.choice([0.01, 0.3, 5.0]), size=len(s)).tolist()
+                   for s in slopes]
+        assert not check_proofs(net, [certificate(garbage, -(sampled + 1e-3))]).valid
 
 
 def test_max_pool_network_exact_on_a_decided_window() -> None:
@@ -431,3 +484,23 @@ def test_max_pool_after_relu_picks_the_winner_the_certifier_picks() -> None:
     rows, folded_error, constant = pool.back(np.ones((1, 1)), np.ones(4))
     assert list(rows[0]) == [0.0, 1.0, 0.0, 0.0] and not np.any(folded_error)
     assert -1e-300 < constant[0] <= 0.0   # no negative coefficient: only error terms
+
+
+def test_the_certifier_records_alpha_crowns_s_shape_slopes_and_the_check_confirms_them(
+        ) -> None:
+    # the property of s_shape_slopes_problem through Certifier.verify: DeepPoly's bound
+    # does not prove it, alpha-CROWN's does, and its whole-box proof (with the slopes it
+    # records) passes the rigorous check; without recording it would be refused
+    from dataclasses import replace
+
+    from nobound.certify.pipeline import Certifier, CertifierConfig
+    from nobound.certify.problem import VerificationProblem
+
+    model, lower, upper, spec, offset, _ = s_shape_slopes_problem()
+    problem = VerificationProblem(model, lower, upper, spec, np.array([offset]))
+    config = replace(CertifierConfig(), timeout=60.0, bab=False,
+                     methods=("ibp", "deeppoly", "alpha-crown"))
+    verdict = Certifier(model, (3,), config).verify([problem])
+    assert verdict.status == "certified" and verdict.method == "alpha-crown", verdict.reason
+    config = replace(config, methods=("ibp", "deeppoly"))
+    assert Certifier(model, (3,), config).verify([problem]).status == "unknown"

@@ -111,8 +111,8 @@ def test_whole_box_bounds_of_problems_sharing_a_box_equal_their_own() -> None:
     problems = shared + other
     certifier = Certifier(model, (3,), CertifierConfig())
     for method in ("ibp", "deeppoly", "alpha-crown"):
-        together = certifier._stage_bounds(problems, method)
+        together, _ = certifier._stage_bounds(problems, method)
         for problem, rows in zip(problems, together, strict=True):
-            alone = certifier._stage_bounds([problem], method)[0]
+            alone = certifier._stage_bounds([problem], method)[0][0]
             assert rows.shape == (problem.num_rows,)
             np.testing.assert_allclose(rows, alone, rtol=1e-10, atol=1e-12)
