@@ -585,14 +585,14 @@ def _channels_first(flat: Any, padded_w: int, padding: int, target: Any) -> None
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
-def fold_kernel_rows_into(products: Any, count: int, in_h: int, in_w: int, kernel_h: int,
+def fold_kernel_rows_into(products: Any, in_h: int, in_w: int, kernel_h: int,
                           kernel_w: int, stride: int, padding: int, scratch: Any, out: Any,
                           first: int) -> None:
     """The same scatter-add as :func:`fold_pixel_rows_into`, from kernel rows: for maps
     with few channels, whose patch rows are too short to vectorise.
 
-    ``products`` (C · kernel_h · kernel_w, count · in_h · in_w) holds, for each kernel
-    entry (c, p, q), its contribution from every input pixel (m, i, j) of the block; it is
+    ``products`` (count, C · kernel_h · kernel_w, in_h · in_w) holds, for each map m and
+    kernel entry (c, p, q), its contribution from every input pixel (i, j); it is
     added to out[first + m, c, i·stride + p − padding, j·stride + q − padding]. For a
     fixed (c, p, q, i) these are in_w contiguous numbers landing on every stride-th output
     column. ``scratch`` (C, Hp, stride, Wq) holds a map split by column phase,
@@ -600,18 +600,17 @@ def fold_kernel_rows_into(products: Any, count: int, in_h: int, in_w: int, kerne
     onto contiguous numbers; the phases are interleaved into ``out`` at the end.
     """
     channels, height, width = out.shape[1], out.shape[2], out.shape[3]
-    pixels = in_h * in_w
     flat = scratch.ravel()
     zero = out.dtype.type(0)
-    for m in range(count):
+    for m in range(products.shape[0]):
         flat[:] = zero
         for c in range(channels):
             for p in range(kernel_h):
                 for q in range(kernel_w):
-                    row = products[(c * kernel_h + p) * kernel_w + q]
+                    row = products[m, (c * kernel_h + p) * kernel_w + q]
                     phase, shift = q % stride, q // stride
                     for i in range(in_h):
-                        at = m * pixels + i * in_w
+                        at = i * in_w
                         source = row[at:at + in_w]
                         target = scratch[c, i * stride + p, phase, shift:shift + in_w]
                         for j in range(in_w):

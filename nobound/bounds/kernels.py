@@ -38,6 +38,11 @@ PRODUCT_BLOCK_BYTES = 1 << 20
 #: at least this long (a vector or more); shorter ones (a first layer: 5 · 1) by kernel
 #: entry.
 MIN_PATCH_ROW = 16
+#: Short patch rows go through one (C·kh·kw × O)(O × pixels) product per map; with fewer
+#: than this many output channels O those products are too small for BLAS to beat the
+#: engine (cnn3's first layer, O = 8: 14.6 against 12.4 ms; cnn5's, O = 16: 23.4 against
+#: 29.0 ms), which then stays.
+MIN_MAP_PRODUCT_DEPTH = 16
 
 # vjp(G or None, g) → one gradient (or None) per input, for upstream G of A' and g of b'
 StepVjp = Callable[[Any, Any], list[Any]]
@@ -260,7 +265,8 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
                           ) -> Tensor | None:
     """The transposed convolution of rows (…, O, Ho, Wo) → (…, *in_shape) for a shared
     (O, C, kh, kw) weight, as ``ops.conv_transpose2d`` computes it; or None (a population
-    weight, gradients recorded, arrays the compiled loops do not take, or no Numba).
+    weight, short patch rows with O < MIN_MAP_PRODUCT_DEPTH, gradients recorded, arrays the
+    compiled loops do not take, or no Numba).
 
     Both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W give
     that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
@@ -268,9 +274,9 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     product runs as (pixels × O)(O × kh·kw·C) — the orientation OpenBLAS runs about twice
     as fast for these thin shapes as the engine's (C·kh·kw × O)(O × pixels) — and
     ``fold_pixel_rows_into`` adds whole patch rows; otherwise (few channels, as in a first
-    layer) the product keeps the engine's orientation and ``fold_kernel_rows_into`` adds
-    runs of a kernel entry's contributions onto the output split by column phase, where
-    the engine's col2im writes every stride-th number.
+    layer) each map is one product in the engine's orientation, (C·kh·kw × O)(O × pixels),
+    and ``fold_kernel_rows_into`` adds runs of a kernel entry's contributions onto the
+    output split by column phase, where the engine's col2im writes every stride-th number.
     """
     if weight.ndim != 4 or (is_grad_enabled() and (coefficients.requires_grad or
                                                    weight.requires_grad)):
@@ -292,6 +298,8 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     padded_h = max((in_h - 1) * stride + kernel_h, padding + height)
     columns = kernel_h * kernel_w * channels
     pixel_rows = kernel_w * channels >= MIN_PATCH_ROW
+    if not pixel_rows and out_channels < MIN_MAP_PRODUCT_DEPTH:
+        return None
     if pixel_rows:
         # W's columns in the fold's order (p, q, c): a patch row is kw · C contiguous numbers
         w_matrix = np.ascontiguousarray(weight.data.transpose(0, 2, 3, 1).reshape(
@@ -303,23 +311,25 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
         phase_width = max(in_w + (kernel_w - 1) // stride, (padding + width - 1) // stride + 1)
         scratch = np.empty((channels, padded_h, stride, phase_width), dtype=dtype)
     per_block = max(1, min(count, PRODUCT_BLOCK_BYTES // (pixels * columns * dtype.itemsize)))
-    channel_major = np.empty(out_channels * per_block * pixels, dtype=dtype)
+    channel_major = np.empty(out_channels * per_block * pixels if pixel_rows else 0,
+                             dtype=dtype)
     products = np.empty(per_block * pixels * columns, dtype=dtype)
     for start in range(0, count, per_block):
         stop = min(count, start + per_block)
         size = (stop - start) * pixels
-        block = channel_major[:out_channels * size].reshape(out_channels, stop - start, pixels)
-        np.copyto(block, maps[start:stop].transpose(1, 0, 2))  # runs of a channel's pixels
-        block = block.reshape(out_channels, size)
         if pixel_rows:
+            block = channel_major[:out_channels * size].reshape(out_channels, stop - start,
+                                                                pixels)
+            np.copyto(block, maps[start:stop].transpose(1, 0, 2))  # runs of channel pixels
             # (pixels × O) as the transposed view of the (O × pixels) block: no copy
-            product = np.matmul(block.T, w_matrix,
+            product = np.matmul(block.reshape(out_channels, size).T, w_matrix,
                                 out=products[:size * columns].reshape(size, columns))
             kernels.fold_pixel_rows_into(product, in_h, in_w, kernel_h, kernel_w, stride,
                                          padding, scratch, out, start)
         else:
-            product = np.matmul(w_matrix, block,
-                                out=products[:size * columns].reshape(columns, size))
-            kernels.fold_kernel_rows_into(product, stop - start, in_h, in_w, kernel_h,
-                                          kernel_w, stride, padding, scratch, out, start)
+            # one (C·kh·kw × O)(O × pixels) product per map: no copy of the maps
+            product = np.matmul(w_matrix, maps[start:stop], out=products[
+                :size * columns].reshape(stop - start, columns, pixels))
+            kernels.fold_kernel_rows_into(product, in_h, in_w, kernel_h, kernel_w, stride,
+                                          padding, scratch, out, start)
     return Tensor(out.reshape(*lead, channels, height, width))

@@ -26,9 +26,9 @@ CASES = [  # (O, C, kh, kw, stride, padding, H, W)
     (7, 16, 3, 3, 2, 0, 12, 9),     # no padding, an unread last column
     # patch rows shorter than MIN_PATCH_ROW: folded by kernel entry, by column phase
     (16, 1, 5, 5, 2, 2, 28, 28),    # cnn5's first layer
-    (4, 3, 3, 3, 1, 1, 9, 11),      # three channels, stride 1
-    (6, 2, 4, 3, 3, 0, 13, 10),     # stride 3, non-square kernel, unread rows and columns
-    (5, 1, 3, 5, 2, 3, 11, 12),     # padding beyond half the kernel
+    (16, 3, 3, 3, 1, 1, 9, 11),     # three channels, stride 1
+    (17, 2, 4, 3, 3, 0, 13, 10),    # stride 3, non-square kernel, unread rows and columns
+    (20, 1, 3, 5, 2, 3, 11, 12),    # padding beyond half the kernel
 ]
 
 
@@ -67,8 +67,8 @@ def test_float32_to_round_off():
 
 
 def test_where_it_does_not_apply(monkeypatch):
-    """A population weight, recorded gradients, small arrays and a run without Numba keep
-    the engine's path."""
+    """A population weight, short patch rows with few output channels, recorded gradients,
+    small arrays and a run without Numba keep the engine's path."""
     rng = np.random.default_rng(0)
     y = Tensor(rng.standard_normal((200, 16, 7, 7)))
     weight = Tensor(rng.standard_normal((16, 16, 4, 4)))
@@ -78,6 +78,9 @@ def test_where_it_does_not_apply(monkeypatch):
         assert fused_transposed_conv(Tensor(y.data[None]), Tensor(weight.data[None]), shape,
                                      2, 1) is None
         assert fused_transposed_conv(Tensor(y.data[:2]), weight, shape, 2, 1) is None
+        first_layer = Tensor(rng.standard_normal((8, 1, 5, 5)))  # O = 8 < 16
+        assert fused_transposed_conv(Tensor(rng.standard_normal((200, 8, 14, 14))),
+                                     first_layer, (1, 28, 28), 2, 2) is None
     assert fused_transposed_conv(Tensor(y.data, requires_grad=True), weight, shape, 2,
                                  1) is None
     monkeypatch.setattr(kernels, "numba_kernels", lambda module: None)
