@@ -318,6 +318,8 @@ class Certifier:
                 continue
             proofs[index] = result.nodes
             decided_by = "bab"
+            # proved: its whole-box bound is no longer the lowest open bound of the verdict
+            values[index] = np.inf
         if len(proofs) < len(problems):
             if not unknown_reason and not config.bab and rejections:
                 unknown_reason = "the rigorous check rejected " + "; ".join(
