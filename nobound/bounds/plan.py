@@ -21,7 +21,10 @@ node it crosses, for every sample, bound side and member,
                     itemsize · P · S · B · (max node size) · 6   (no gradient)
 
 with window sizes C_m K_m² for node sizes in patches mode (and twice the factors: each ReLU
-step of a window row also holds its gathered λ, s, t and their index).
+step of a window row also holds its gathered λ, s, t and their index). Without gradients a
+chunk also keeps each of its arrays (rows on the largest node) under LARGEST_ARRAY_BYTES,
+the allocator's mmap threshold (:mod:`nobound.host_memory`): a larger block is mapped
+afresh and page-faulted in on every call (measured in docs/benchmarks.md, cnn5 DeepPoly).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from nobound.autodiff.tensor import is_grad_enabled
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes
+LARGEST_ARRAY_BYTES = 128 << 20  # one array of a chunk without gradients (module doc)
 PATCH_MODES = ("auto", "always", "never")
 
 
@@ -55,12 +59,13 @@ class BoundsPlan:
         """How many back-substitution rows fit the budget at once; ``node_sizes`` are the
         numbers of coefficients a row holds on each node it crosses, ``rows_factor`` 1 for
         dense rows and 2 for window rows."""
+        one_row = itemsize * members * sides * batch
         if is_grad_enabled():
-            factor = sum(node_sizes) * 4 * rows_factor
-        else:
-            factor = max(node_sizes) * 6 * rows_factor
-        per_row = itemsize * members * sides * batch * factor
-        return max(1, int(self.memory_budget_bytes // max(per_row, 1)))
+            return max(1, int(self.memory_budget_bytes
+                              // max(one_row * sum(node_sizes) * 4 * rows_factor, 1)))
+        largest = one_row * max(node_sizes) * rows_factor   # one array's bytes per row
+        budget = min(self.memory_budget_bytes, 6 * LARGEST_ARRAY_BYTES)
+        return max(1, int(budget // max(largest * 6, 1)))
 
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "PATCH_MODES", "BoundsPlan"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "LARGEST_ARRAY_BYTES", "PATCH_MODES", "BoundsPlan"]
