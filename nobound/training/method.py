@@ -54,8 +54,9 @@ class StepContext:
     lr: float
     xp: ModuleType = np
     #: how the step is executed: the run's one plan, handed down by the trainer (threads,
-    #: micro-batches, population chunks, the bound's plan for the certified loss)
-    plan: ExecutionPlan = DEFAULT_PLAN
+    #: micro-batches, population chunks, the bound's plan for the certified loss); a factory
+    #: so that docs/api.md shows "<factory>", not the whole default plan
+    plan: ExecutionPlan = field(default_factory=lambda: DEFAULT_PLAN)
 
     @property
     def progress(self) -> float:
