@@ -48,8 +48,8 @@ BOTH_SIDES = ("lower", "upper")
 
 # side → ReLU index → α, or (S-shape index, line) → θ; each (P', B, R, *neurons)
 Slopes = dict[str, dict[Any, Tensor]]
-# S-shape index → line → (movable, start, stop) of its tangent points (tangent_ranges)
-TangentRanges = dict[int, dict[str, tuple[Any, Any, Any]]]
+# S-shape index → line → (movable, start, stop, DeepPoly's point) of its tangent points
+TangentRanges = dict[int, dict[str, tuple[Any, Any, Any, Any]]]
 
 
 def _with_slopes(relaxations: Mapping[int, ReluRelaxation], slopes: Slopes,
@@ -81,7 +81,7 @@ def _with_slopes(relaxations: Mapping[int, ReluRelaxation], slopes: Slopes,
 
 
 def _with_tangents(relaxation: ReluRelaxation, step: Any,
-                   ranges: dict[str, tuple[Any, Any, Any]],
+                   ranges: dict[str, tuple[Any, Any, Any, Any]],
                    theta: dict[str, dict[str, Tensor]]) -> ReluRelaxation:
     """An S-shape's lines per side and row: the tangent at d = start + θ (stop − start)
     where the line's tangent point is movable, the relaxation's (constant) line elsewhere."""
@@ -90,7 +90,7 @@ def _with_tangents(relaxation: ReluRelaxation, step: Any,
     rows: dict[str, dict[str, Tensor]] = {}
     for side, per_line in theta.items():
         rows[side] = {}
-        for line, (movable, start, stop) in ranges.items():
+        for line, (movable, start, stop, _) in ranges.items():
             row = per_line[line]
             expand = start.shape[:2] + (1,) + start.shape[2:]
             point = Tensor(start.reshape(expand)) + row * Tensor((stop - start).reshape(expand))
@@ -113,20 +113,17 @@ def _tangent_ranges(network: Network, relaxations: Mapping[int, ReluRelaxation],
             continue
         low, high = recorded[index]
         per_line = step.tangent_ranges(low.data, high.data)
-        ranges[index] = {line: (movable, start, stop) for line, (movable, start, stop, _, _)
-                         in per_line.items()}
+        ranges[index] = {line: (movable, start, stop, point) for line,
+                         (movable, start, stop, point, _) in per_line.items()}
     return ranges
 
 
-def _initial_tangents(network: Network, relaxations: Mapping[int, ReluRelaxation],
-                      recorded: Mapping[int, Any], rows: int, init: str | float,
+def _initial_tangents(ranges: TangentRanges, rows: int, init: str | float,
                       slopes: Slopes) -> None:
     """θ of every movable tangent point into ``slopes``: DeepPoly's point, or ``init``."""
-    for index in _tangent_ranges(network, relaxations, recorded):
-        low, high = recorded[index]
-        xp = low.xp
-        for line, (movable, start, stop, point, _) in network.steps[index].tangent_ranges(
-                low.data, high.data).items():
+    for index, per_line in ranges.items():
+        for line, (movable, start, stop, point) in per_line.items():
+            xp = Tensor(start).xp
             span = stop - start
             theta = xp.where(movable & (span > 0), (point - start) / xp.where(
                 span > 0, span, 1.0), 0.0) if init == "deeppoly" else \
@@ -181,8 +178,8 @@ def alpha_crown_bounds(network: Network, box: Box, spec: Tensor | None,
     detached_box = Box(Tensor(box.lower.data), Tensor(box.upper.data))
     detached_spec = None if spec is None else Tensor(spec.data)
     slopes = _initial_slopes(relaxations, rows, init)
-    _initial_tangents(network, relaxations, recorded, rows, init, slopes)
     ranges = _tangent_ranges(network, relaxations, recorded)
+    _initial_tangents(ranges, rows, init, slopes)
 
     def evaluate(current: Slopes) -> dict[str, Tensor]:
         bounds, _ = output_bounds(detached_network, detached_box, detached_spec,

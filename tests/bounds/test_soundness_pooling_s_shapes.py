@@ -34,6 +34,17 @@ def randomise(model: Sequential, rng: np.random.Generator, scale: float) -> Sequ
     return model.eval()
 
 
+def deep_s_shape_net(rng: np.random.Generator, activation: type, inputs: int,
+                     widths: list[int], scale: float) -> Sequential:
+    """Dense layers of ``widths`` each followed by ``activation``, then 3 outputs."""
+    layers: list = []
+    previous = inputs
+    for width in widths:
+        layers += [Linear(previous, width, dtype=np.float64), activation()]
+        previous = width
+    return randomise(Sequential(*layers, Linear(previous, 3, dtype=np.float64)), rng, scale)
+
+
 @st.composite
 def networks(draw: st.DrawFn) -> tuple[Sequential, tuple[int, ...]]:
     seed = draw(st.integers(0, 2**31 - 1))
@@ -196,13 +207,7 @@ def test_deeppoly_s_shape_inputs_lie_within_the_interval_bounds(activation) -> N
     # interval on some neurons; DeepPoly keeps both (their intersection), so its bounds of
     # every S-shape input lie inside IBP's (soundness: the sampled tests above).
     rng = np.random.default_rng(3)
-    widths = [12, 12, 12, 12, 12]
-    layers: list = []
-    previous = 6
-    for width in widths:
-        layers += [Linear(previous, width, dtype=np.float64), activation()]
-        previous = width
-    model = randomise(Sequential(*layers, Linear(previous, 3, dtype=np.float64)), rng, 1.5)
+    model = deep_s_shape_net(rng, activation, 6, [12] * 5, 1.5)
     center = rng.normal(size=(2, 6))
     box = Box(Tensor(center - 0.8), Tensor(center + 0.8))
     with no_grad():
@@ -250,7 +255,7 @@ def test_alpha_crown_s_shape_tangent_points_are_sound_for_any_theta(seed, activa
         ranges = _tangent_ranges(network, relaxations, recorded)
         assert ranges, "the S-shaped layers have movable tangent points"
         slopes = _initial_slopes(relaxations, 2, "deeppoly")
-        _initial_tangents(network, relaxations, recorded, 2, "deeppoly", slopes)
+        _initial_tangents(ranges, 2, "deeppoly", slopes)
         at_deeppoly, _ = output_bounds(network, box, spec,
                                        _with_slopes(relaxations, slopes, True, network, ranges),
                                        plan)
@@ -277,12 +282,7 @@ def test_alpha_crown_optimises_s_shape_tangents_beyond_deeppoly() -> None:
     # never looser than DeepPoly (it starts there and keeps the best), strictly tighter
     # somewhere on a deep Sigmoid net whose neurons straddle 0
     rng = np.random.default_rng(5)
-    layers: list = []
-    previous = 4
-    for width in (8, 8, 8):
-        layers += [Linear(previous, width, dtype=np.float64), Sigmoid()]
-        previous = width
-    model = randomise(Sequential(*layers, Linear(previous, 3, dtype=np.float64)), rng, 2.0)
+    model = deep_s_shape_net(rng, Sigmoid, 4, [8] * 3, 2.0)
     center = rng.normal(size=(3, 4))
     box = Box(Tensor(center - 0.4), Tensor(center + 0.4))
     with no_grad():
