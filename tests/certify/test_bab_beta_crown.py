@@ -488,3 +488,97 @@ def test_settled_sub_domains_leave_the_optimisation_and_the_rest_is_unchanged() 
     # each settled bound is the bound of the multipliers returned with it
     again, _ = bound_and_gradient(dense, domains, rows, offset, settled_best, gradient=False)
     np.testing.assert_allclose(again, settled, rtol=1e-12, atol=1e-12)
+
+
+def _batched_instances(count: int, seed: int):
+    """(dense, domains of ``count`` sub-domains: boxes inside one box, some neurons split,
+    IBP bounds of each) — the batch shape input splitting and branch and bound use."""
+    rng = np.random.default_rng(seed)
+    model = tiny_network(seed, (3, 9, 8, 7, 2))
+    dense = dense_network(model, (3,))
+    lows, highs, signs = [], [], []
+    for _ in range(count):
+        centre = rng.uniform(-1, 1, 3)
+        radius = rng.uniform(0.05, 0.8, 3)
+        free = interval_bounds(dense, centre - radius, centre + radius)
+        sign = [np.where(rng.random(lo.size) < 0.15, rng.choice([-1, 1], lo.size), 0)
+                .astype(np.int8) for lo, _ in free[:-1]]
+        sign = [np.where((lo < 0) & (hi > 0), s, 0).astype(np.int8)
+                for (lo, hi), s in zip(free[:-1], sign, strict=True)]
+        splits = {layer: s for layer, s in zip(dense.relu_layers, sign, strict=True)}
+        bounds = interval_bounds(dense, centre - radius, centre + radius, splits)
+        lows.append((centre - radius, [lo for lo, _ in bounds[:-1]]))
+        highs.append((centre + radius, [hi for _, hi in bounds[:-1]]))
+        signs.append(sign)
+    hidden = len(signs[0])
+    domains = SplitDomains([np.stack([low[1][k] for low in lows]) for k in range(hidden)],
+                           [np.stack([high[1][k] for high in highs]) for k in range(hidden)],
+                           [np.stack([s[k] for s in signs]) for k in range(hidden)],
+                           np.stack([low[0] for low in lows]),
+                           np.stack([high[0] for high in highs]))
+    return dense, domains
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_per_row_deeppoly_intermediate_bounds_equal_the_batched_ones(compiled,
+                                                                     monkeypatch) -> None:
+    """The per-(sub-domain, neuron) rows of :func:`deeppoly_intermediate` give each neuron
+    unstable in its own sub-domain the bound the batched reference (``tighten_intermediate``
+    with ``steps=0`` through the optimiser's rectangular batch) gives it, hence the same
+    relaxations everywhere, and the same output bounds; compiled or gathered step alike."""
+    import nobound.certify.beta_crown as beta_crown
+    from nobound.certify.beta_crown import deeppoly_intermediate, relaxation, tighten_intermediate
+
+    if not compiled:
+        monkeypatch.setattr(beta_crown, "numba_kernels", lambda module: None)
+    for seed in range(4):
+        dense, domains = _batched_instances(40, seed)
+        fast = deeppoly_intermediate(dense, domains)
+        reference = tighten_intermediate(dense, domains, steps=0, records=[])
+        # the reference also bounds neurons stable in their own sub-domain, which only
+        # matters where that shows the sub-domain empty (its splits contradict): skip those
+        feasible = np.all([np.all(lo <= hi, axis=1) for lo, hi in
+                           zip(reference.lower, reference.upper, strict=True)], axis=0)
+        assert 10 <= feasible.sum() < 40
+        for k in range(len(domains.lower)):
+            own = relaxation(fast.lower[k], fast.upper[k])[0] & feasible[:, None]
+            assert own.any()
+            assert np.allclose(fast.lower[k][own], reference.lower[k][own], atol=1e-12)
+            assert np.allclose(fast.upper[k][own], reference.upper[k][own], atol=1e-12)
+            for mine, theirs in zip(relaxation(fast.lower[k], fast.upper[k]),
+                                    relaxation(reference.lower[k], reference.upper[k]),
+                                    strict=True):
+                assert np.allclose(mine[feasible], theirs[feasible], atol=1e-12)
+        objective = np.broadcast_to(np.eye(2)[None], (40, 2, 2))
+        offset = np.zeros((40, 2))
+        assert np.allclose(optimise(dense, fast, objective, offset, steps=0)[0][feasible],
+                           optimise(dense, reference, objective, offset, steps=0)[0][feasible],
+                           atol=1e-12)
+
+
+def test_per_row_deeppoly_intermediate_bounds_hold_on_sampled_points() -> None:
+    """Every bound :func:`deeppoly_intermediate` returns holds at the vertices and sampled
+    points of its sub-domain's box that satisfy its splits, and none is looser than the
+    bounds it started from."""
+    from nobound.certify.beta_crown import deeppoly_intermediate
+
+    rng = np.random.default_rng(7)
+    dense, domains = _batched_instances(30, 7)
+    tight = deeppoly_intermediate(dense, domains)
+    tighter = 0
+    for n in range(30):
+        low, high = domains.box_lower[n], domains.box_upper[n]
+        corners = np.array(np.meshgrid(*np.stack([low, high]).T)).reshape(3, -1).T
+        points = np.concatenate([corners, rng.uniform(low, high, (3000, 3))])
+        hidden = dense.pre_activations(points)
+        inside = np.ones(len(points), bool)
+        for k, s in enumerate(domains.signs):
+            inside &= np.all(s[n] * hidden[k] >= 0, axis=1)
+        for k in range(len(domains.lower)):
+            assert np.all(tight.lower[k][n] >= domains.lower[k][n])
+            assert np.all(tight.upper[k][n] <= domains.upper[k][n])
+            tighter += int(np.sum(tight.lower[k][n] > domains.lower[k][n] + 1e-9))
+            values = hidden[k][inside]
+            assert np.all(values >= tight.lower[k][n] - 1e-9)
+            assert np.all(values <= tight.upper[k][n] + 1e-9)
+    assert tighter > 0  # the back-substitution did tighten something
