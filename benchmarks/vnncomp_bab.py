@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="a category folder with results.csv")
     parser.add_argument("--sample", type=int, default=0, help="instances (0: all)")
     parser.add_argument("--only", help="keep instances whose onnx/vnnlib path contains this")
+    parser.add_argument("--unsolved-in", type=Path, metavar="LEDGER",
+                        help="keep only the instances a previous run's ledger (.jsonl) "
+                             "did not solve (a rerun of its unknowns after a change)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the competition's timeout")
     add_certifier_flags(parser, timeout=1.0)
@@ -182,7 +185,9 @@ def main() -> None:
         time.perf_counter = time.process_time
     config = certifier_config(args, allow_roundoff_errors=args.skip_proof_check)
     settings = {"folder": str(args.folder), "scale": args.scale, "sample": args.sample,
-                "only": args.only, "bab_method": config.bab_method,
+                "only": args.only,
+                "unsolved_in": str(args.unsolved_in) if args.unsolved_in else None,
+                "bab_method": config.bab_method,
                 "branching": config.branching, "bab_domain": config.bab_domain,
                 "methods": list(config.methods), "max_nodes": config.max_nodes,
                 "proof_check": not args.skip_proof_check,
@@ -192,6 +197,12 @@ def main() -> None:
     records = _read_ledger(ledger) if ledger else []
     done = {(r["onnx"], r["vnnlib"]) for r in records}
     rows = category_rows(args.folder, args.only, args.sample)
+    if args.unsolved_in:
+        if not args.unsolved_in.is_file():
+            parser.exit(2, f"{args.unsolved_in}: no such ledger\n")
+        solved = {(r["onnx"], r["vnnlib"]) for r in _read_ledger(args.unsolved_in)
+                  if r["outcome"] == "solved"}
+        rows = [r for r in rows if (r["onnx"], r["vnnlib"]) not in solved]
     certifiers: dict = {}
     with tempfile.TemporaryDirectory() as scratch:
         for row in rows:
