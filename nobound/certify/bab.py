@@ -52,6 +52,7 @@ from nobound.certify.certificate import LeafProof, NeuronBound, TreeNode
 from nobound.certify.falsify import attack_problem
 from nobound.certify.fsb import choose_by_children
 from nobound.certify.input_split import (
+    DIMENSION_RULES,
     MAX_SPLIT_INPUTS,
     input_split_search,
     repair_refused_leaves,
@@ -97,6 +98,9 @@ class BabConfig:
     # what to split: "relu", "input" (nobound.certify.input_split), or "auto" = the input
     # for networks with at most MAX_SPLIT_INPUTS inputs (no certificate: ReLU splits only)
     domain: str = "relu"
+    # input splitting's dimension choice (nobound.certify.input_split): "bounds" bounds the
+    # halves along every input and keeps the best pair, "gradient" estimates by |a_i| width
+    input_branching: str = "bounds"
 
     def __post_init__(self) -> None:
         if self.method not in BAB_METHODS:
@@ -105,6 +109,9 @@ class BabConfig:
         if self.branching not in BRANCHING_RULES:
             raise ValueError(f"unknown branching rule {self.branching!r}; "
                              f"choose from {', '.join(BRANCHING_RULES)}")
+        if self.input_branching not in DIMENSION_RULES:
+            raise ValueError(f"unknown input branching {self.input_branching!r}; "
+                             f"choose from {', '.join(DIMENSION_RULES)}")
         if self.domain not in ("auto", "relu", "input"):
             raise ValueError("domain must be 'auto', 'relu' or 'input'")
         if self.intermediate not in ("inherit", "recompute"):
@@ -474,8 +481,9 @@ def branch_and_bound(problem: VerificationProblem, dense: DenseNetwork,
     deadline = np.inf if deadline is None else deadline
     if _splits_input(config, dense):
         found = input_split_search(problem, dense, deadline, config.max_nodes,
-                                   max(config.batch_size, 64), attack_every=config.attack_every,
-                                   attack_steps=config.attack_steps, seed=config.seed)
+                                   attack_every=config.attack_every,
+                                   attack_steps=config.attack_steps, seed=config.seed,
+                                   dimension_rule=config.input_branching)
         return BabResult(found["status"], found["nodes"], found["bounded"],
                          found["counterexample"],
                          found["lower_bound"], found["reason"], found["seconds"],
@@ -570,10 +578,10 @@ def repair(problem: VerificationProblem, dense: DenseNetwork, config: BabConfig,
         return result
     boxes = {i: confirmer.box_of(i) for i in refused}
     found = repair_refused_leaves(problem, dense, result.nodes, boxes, deadline,
-                                  max(1, config.max_nodes - result.bounded),
-                                  batch_size=max(config.batch_size, 64),
+                                  max(1, config.max_nodes - len(result.nodes)),
                                   attack_every=config.attack_every,
-                                  attack_steps=config.attack_steps, seed=config.seed)
+                                  attack_steps=config.attack_steps, seed=config.seed,
+                                  dimension_rule=config.input_branching)
     return BabResult(found["status"], found["nodes"], result.bounded + found["bounded"],
                      found["counterexample"], found["lower_bound"], found["reason"],
                      result.seconds + found["seconds"], result.rounds, len(refused))

@@ -10,14 +10,25 @@ hidden layer's bounds by back-substitution through the layers below (the interme
 bounds of that box), then the rows, with α optimised for the rows (a few steps: on ACAS Xu
 this needs several times fewer boxes than DeepPoly's slopes, docs/benchmarks.md).
 
-Which dimension: the row's linear lower bound a·x + c has min over the box
-c + Σ_i min(a_i l_i, a_i u_i), so dimension i costs |a_i| (u_i − l_i) of it; halving
-the widest contribution (|a_i| × width, "bound gradient times width") is the greedy
-choice. A box is proved when a row's lower bound is positive; the corner minimising the
-best row's linear bound and the box centre are replayed in float64 as candidates, and
-PGD runs from the worst boxes' corners every few rounds. Boxes are taken worst first, up
-to ``batch_size`` per round — fewer near the deadline: no more than the last round's time
-per box lets it bound in time — all halves bounded in one batched call.
+Which dimension (``dimension_rule``):
+
+* ``"bounds"`` (default) — strong branching over the few inputs: bound the two halves
+  along *every* dimension, all in the one batched call, and keep the pair whose bounds
+  leave the least to prove, Σ_halves min(0, best row's bound). No estimate: the halves
+  kept are already bounded. It costs n₀ times the bounding of one split, and on ACAS Xu
+  needs one to two orders of magnitude fewer boxes than the estimate below (the split
+  changes the relaxation everywhere, which the linear bound of the parent cannot see;
+  docs/benchmarks.md).
+* ``"gradient"`` — the row's linear lower bound a·x + c has min over the box
+  c + Σ_i min(a_i l_i, a_i u_i), so dimension i costs |a_i| (u_i − l_i) of it; halving
+  the widest contribution (|a_i| × width, "bound gradient times width") is the greedy
+  estimate; only the two halves it picks are bounded.
+
+A box is proved when a row's lower bound is positive; the corner minimising the best row's
+linear bound and the box centre are replayed in float64 as candidates, and PGD runs from
+the worst boxes' corners every few rounds. Boxes are taken worst first, up to
+``batch_size`` boxes bounded per round — fewer near the deadline: no more than the last
+round's time per box lets it bound in time.
 
 The split tree is a certificate like a ReLU-split tree: internal nodes name
 (dimension, m), children are the halves x_d ≤ m and x_d ≥ m, leaves are proved by one row
@@ -48,6 +59,7 @@ from nobound.exact.dense import DenseNetwork
 
 # The certifier splits the input instead of ReLUs for networks with at most this many inputs.
 MAX_SPLIT_INPUTS = 16
+DIMENSION_RULES = ("bounds", "gradient")
 
 Array = Any
 
@@ -90,16 +102,20 @@ def split_dimension(coefficients: Array, lower: Array, upper: Array) -> Array:
 
 def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                        deadline: float = np.inf, max_boxes: int = 200_000,
-                       batch_size: int = 256, alpha_steps: int = 5, attack_every: int = 10,
+                       batch_size: int = 640, alpha_steps: int = 5, attack_every: int = 10,
                        attack_steps: int = 20, seed: int = 0,
-                       split_root: bool = False) -> dict:
+                       split_root: bool = False, dimension_rule: str = "bounds") -> dict:
     """Decide ``problem`` by splitting its input box (module docstring).
 
     Returns {"status", "nodes" (the split tree, for certificates), "counterexample",
-    "bounded", "lower_bound", "reason", "rounds", "seconds"}. ``split_root``: split the
-    box even if its bound proves it (:func:`repair_refused_leaves`: the checker refused
-    that proof).
+    "bounded" (every box bounded, the halves not kept included), "lower_bound", "reason",
+    "rounds", "seconds"}. ``batch_size``: boxes bounded per round (at least one split's
+    worth). ``split_root``: split the box even if its bound proves it
+    (:func:`repair_refused_leaves`: the checker refused that proof).
     """
+    if dimension_rule not in DIMENSION_RULES:
+        raise ValueError(f"unknown dimension rule {dimension_rule!r}; "
+                         f"choose from {', '.join(DIMENSION_RULES)}")
     start = time.perf_counter()
     spec, offset = problem.spec, problem.offset
     nodes: list[TreeNode] = [TreeNode()]
@@ -117,6 +133,12 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
     boxes_lower = problem.lower.reshape(1, -1)
     boxes_upper = problem.upper.reshape(1, -1)
     indices = [0]
+    # the boxes split last round: heap entries, and their bounds (P, n₀)
+    parents: list[tuple] = []
+    lower = upper = boxes_lower
+    inputs = boxes_lower.shape[1]
+    # halves bounded per split: both, along every dimension or along the estimated one
+    halves = 2 * inputs if dimension_rule == "bounds" else 2
     for round_index in itertools.count():
         round_start = time.perf_counter()
         bound, coefficients, alphas = bound_boxes(network, boxes_lower, boxes_upper, spec,
@@ -131,6 +153,14 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         found = problem.find_counterexample(candidates.reshape(-1, *problem.input_shape))
         if found is not None:
             return result("falsified", "counterexample", found, round_index)
+        if round_index > 0 and dimension_rule == "bounds":
+            kept, dimension = _kept_halves(best, lower, upper)
+            boxes_lower, boxes_upper = boxes_lower[kept], boxes_upper[kept]
+            rows, best, chosen = rows[kept], best[kept], chosen[kept]
+            alphas = None if alphas is None else [a[kept] for a in alphas]
+            for n, parent in enumerate(parents):  # m: the upper half's lower end
+                middle = float(boxes_lower[len(parents) + n, dimension[n]])
+                nodes[parent[5]].input_split = (int(dimension[n]), middle)
         for n, index in enumerate(indices):
             if best[n] > PROOF_TOLERANCE and not (split_root and round_index == 0):
                 weights = np.zeros(problem.num_rows)
@@ -152,30 +182,67 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                 return result("falsified", "counterexample", found, round_index)
         if time.perf_counter() > deadline:
             return result("unknown", "timeout", rounds=round_index)
-        if bounded >= max_boxes:
+        if len(nodes) >= max_boxes:
             return result("unknown", "node limit", rounds=round_index)
-        count = min(batch_size, len(heap))
+        count = min(max(1, batch_size // halves), len(heap))
         if np.isfinite(deadline):  # no more boxes than the last round's pace bounds in time
-            affordable = int((deadline - time.perf_counter()) / (2 * max(per_box, 1e-9)))
+            affordable = int((deadline - time.perf_counter())
+                             / (halves * max(per_box, 1e-9)))
             count = max(1, min(count, affordable))
         parents = [heapq.heappop(heap) for _ in range(count)]
         lower = np.stack([p[2] for p in parents])
         upper = np.stack([p[3] for p in parents])
-        count = np.arange(len(parents))
-        dimension = split_dimension(np.stack([p[4] for p in parents]), lower, upper)
-        middle = (lower[count, dimension] + upper[count, dimension]) / 2
-        below, above = upper.copy(), lower.copy()   # halves x_d ≤ m and x_d ≥ m
-        below[count, dimension] = middle
-        above[count, dimension] = middle
-        boxes_lower = np.concatenate([lower, above])
-        boxes_upper = np.concatenate([below, upper])
+        if dimension_rule == "bounds":
+            boxes_lower, boxes_upper = _halves_everywhere(lower, upper)
+        else:
+            dimension = split_dimension(np.stack([p[4] for p in parents]), lower, upper)
+            boxes_lower, boxes_upper = _halves(lower, upper, dimension)
         first = len(nodes)
         nodes += [TreeNode() for _ in range(2 * len(parents))]
         for n, parent in enumerate(parents):
-            nodes[parent[5]].input_split = (int(dimension[n]), float(middle[n]))
             nodes[parent[5]].children = (first + n, first + len(parents) + n)
+            if dimension_rule == "gradient":
+                nodes[parent[5]].input_split = (int(dimension[n]),
+                                                float(boxes_lower[len(parents) + n,
+                                                                  dimension[n]]))
         indices = list(range(first, first + 2 * len(parents)))
     raise AssertionError("unreachable")
+
+
+def _halves(lower: np.ndarray, upper: np.ndarray, dimension: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The halves x_d ≤ m and x_d ≥ m (m the midpoint; both keep it, so they cover the
+    box) of P boxes (P, n₀) along ``dimension`` (P,): the P lower halves, then the P upper."""
+    count = np.arange(len(lower))
+    middle = (lower[count, dimension] + upper[count, dimension]) / 2
+    below, above = upper.copy(), lower.copy()
+    below[count, dimension] = middle
+    above[count, dimension] = middle
+    return np.concatenate([lower, above]), np.concatenate([below, upper])
+
+
+def _halves_everywhere(lower: np.ndarray, upper: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_halves` along each dimension d in turn: box 2 P d + P s + p is half s (0:
+    lower) of box p along d."""
+    pairs = [_halves(lower, upper, np.full(len(lower), d)) for d in range(lower.shape[1])]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def _kept_halves(best: np.ndarray, lower: np.ndarray, upper: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the two halves kept for each of the P boxes [lower, upper] (P, n₀) in
+    :func:`_halves_everywhere`' layout — the lower halves, then the upper ones, as the search
+    expects its children — and the dimension of each), given each half's best row's bound
+    ``best``: the dimension whose halves leave the least to prove,
+    max_d Σ_halves min(0, best); never one the box has no width in (its halves are the box)
+    unless it has none."""
+    parents, inputs = lower.shape
+    score = np.minimum(best.reshape(inputs, 2, parents), 0.0).sum(axis=1)
+    score = np.where((upper > lower).T | ~np.any(upper > lower, axis=1), score, -np.inf)
+    chosen = np.argmax(score, axis=0)
+    first = 2 * parents * chosen + np.arange(parents)
+    return np.concatenate([first, first + parents]), chosen
 
 
 def repair_refused_leaves(problem: VerificationProblem, network: DenseNetwork,
@@ -191,12 +258,13 @@ def repair_refused_leaves(problem: VerificationProblem, network: DenseNetwork,
     inside a leaf's box, hence inside the problem's box)."""
     from dataclasses import replace
 
-    start, bounded = time.perf_counter(), 0
+    start, bounded, grown = time.perf_counter(), 0, 0
     for index, (lower, upper) in refused.items():
         sub = input_split_search(replace(problem, lower=lower.reshape(problem.input_shape),
                                          upper=upper.reshape(problem.input_shape)),
-                                 network, deadline, max(1, max_boxes - bounded),
+                                 network, deadline, max(1, max_boxes - grown),
                                  split_root=True, **search)
+        grown += len(sub["nodes"])
         bounded += sub["bounded"]
         if sub["status"] != "certified":
             return {**sub, "nodes": nodes, "bounded": bounded,

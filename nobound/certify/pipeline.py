@@ -86,6 +86,7 @@ class CertifierConfig:
     bab_method: str = "deeppoly"
     branching: str = "babsr"
     bab_domain: str = "relu"   # "input" splits the box, "auto" does for few inputs (ACAS)
+    input_branching: str = "bounds"  # input splitting's dimension rule (BabConfig)
     attack_steps: int = 50
     attack_restarts: int = 3
     robustness_attack_steps: int = 50
@@ -270,7 +271,8 @@ class Certifier:
             bab_config = BabConfig(method=config.bab_method, batch_size=config.batch_size,
                                    max_nodes=max(1, config.max_nodes - bounded),
                                    branching=config.branching, seed=config.seed,
-                                   domain=config.bab_domain)
+                                   domain=config.bab_domain,
+                                   input_branching=config.input_branching)
             result = branch_and_bound(problems[index], self.dense, bab_config, deadline,
                                       shared, confirm)
             bounded += result.bounded

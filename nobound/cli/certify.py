@@ -58,6 +58,10 @@ def add_certifier_flags(parser: argparse.ArgumentParser, timeout: float) -> None
     parser.add_argument("--bab-domain", default="auto", choices=("auto", "relu", "input"),
                         help="split ReLUs or the input box (auto: the input box for "
                              "networks with at most 16 inputs; default %(default)s)")
+    parser.add_argument("--input-branching", default="bounds", choices=("bounds", "gradient"),
+                        help="input splitting's dimension: bounds bounds the halves along "
+                             "every input and keeps the best pair, gradient picks the "
+                             "largest |bound coefficient| x width (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks")
     parser.add_argument("--device", default="cpu",
                         help="where the whole-box bounds run: cpu or cuda (attacks, branch "
@@ -84,6 +88,7 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
                            batch_size=args.batch_size, methods=methods, bab=not args.no_bab,
                            bab_method=args.bab_method, branching=args.branching,
                            bab_domain=args.bab_domain,
+                           input_branching=args.input_branching,
                            seed=args.seed, device=args.device, **extra)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 from certify_instances import near_boundary_problem, tiny_network
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,13 @@ from hypothesis import strategies as st
 from nobound.certify.bab import BabConfig, branch_and_bound
 from nobound.certify.certificate import Certificate, model_fingerprint, problem_certificate
 from nobound.certify.checker import check_certificate
-from nobound.certify.input_split import bound_boxes, split_dimension
+from nobound.certify.input_split import (
+    _halves_everywhere,
+    _kept_halves,
+    bound_boxes,
+    input_split_search,
+    split_dimension,
+)
 from nobound.exact import dense_network, minimise_output
 
 
@@ -46,13 +53,60 @@ def test_split_dimension_is_the_largest_coefficient_times_width() -> None:
     assert split_dimension(coefficients, lower, upper).tolist() == [2, 1]
 
 
+def test_the_bounds_rule_keeps_the_halves_that_leave_least_to_prove() -> None:
+    """Every box's halves along each dimension, bounded separately, against the pair
+    :func:`_kept_halves` keeps from the one batched call: the kept pair is the brute-force
+    best by Σ min(0, bound), the halves cover the box, and a dimension without width is
+    never kept while another has some."""
+    rng = np.random.default_rng(3)
+    model = tiny_network(3, (3, 10, 10, 2))
+    dense = dense_network(model, (3,))
+    lower = rng.uniform(-1, 0, (6, 3))
+    upper = lower + rng.uniform(0.2, 1.0, (6, 3))
+    upper[5, 1] = lower[5, 1]  # no width along 1
+    spec, offset = np.array([[1.0, -1.0]]), np.array([0.3])
+    halves_lower, halves_upper = _halves_everywhere(lower, upper)
+    bound, _, _ = bound_boxes(dense, halves_lower, halves_upper, spec, offset, 0)
+    kept, chosen = _kept_halves(bound.max(axis=1), lower, upper)
+    assert chosen[5] != 1
+    for p in range(6):
+        scores = []
+        for d in range(3):
+            middle = (lower[p, d] + upper[p, d]) / 2
+            below, above = upper[p].copy(), lower[p].copy()
+            below[d] = above[d] = middle
+            pair, _, _ = bound_boxes(dense, np.stack([lower[p], above]),
+                                     np.stack([below, upper[p]]), spec, offset, 0)
+            scores.append(np.minimum(pair[:, 0], 0).sum() if upper[p, d] > lower[p, d]
+                          else -np.inf)
+            if d == chosen[p]:
+                assert np.allclose(bound[kept[[p, p + 6]], 0], pair[:, 0], atol=1e-12)
+                assert np.array_equal(halves_lower[kept[p]], lower[p])
+                assert np.array_equal(halves_upper[kept[p + 6]], upper[p])
+                assert halves_upper[kept[p], d] == halves_lower[kept[p + 6], d] == middle
+        assert scores[chosen[p]] == max(scores)
+
+
+def test_the_bounds_rule_needs_fewer_boxes_in_its_tree() -> None:
+    """On a problem that needs splitting, keeping the best-bounded pair of halves gives a
+    smaller tree than the gradient estimate (the point of paying n₀ bounds per split)."""
+    model = tiny_network(1, (4, 16, 16, 16, 2))
+    problem, _ = near_boundary_problem(model, np.zeros(4), 0.6, np.array([1.0, -1.0]), 0.01)
+    dense = dense_network(model, (4,))
+    trees = {rule: input_split_search(problem, dense, dimension_rule=rule)
+             for rule in ("bounds", "gradient")}
+    assert all(found["status"] == "certified" for found in trees.values())
+    assert len(trees["bounds"]["nodes"]) < len(trees["gradient"]["nodes"])
+
+
 def _check(model, problem, nodes, size):
     certificate = Certificate(model_fingerprint(model), (size,),
                               [problem_certificate(problem, nodes)])
     return check_certificate(model, certificate, [problem])
 
 
-def test_decisions_match_milp_and_the_trees_check() -> None:
+@pytest.mark.parametrize("rule", ["bounds", "gradient"])
+def test_decisions_match_milp_and_the_trees_check(rule) -> None:
     checked = 0
     for seed in range(6):
         model = tiny_network(seed, (3, 10, 10, 2))
@@ -61,7 +115,8 @@ def test_decisions_match_milp_and_the_trees_check() -> None:
             problem, attained = near_boundary_problem(model, centre, 0.5,
                                                       np.array([1.0, -1.0]), margin)
             result = branch_and_bound(problem, dense_network(model, (3,)),
-                                      BabConfig(domain="input", max_nodes=20_000))
+                                      BabConfig(domain="input", max_nodes=20_000,
+                                                input_branching=rule))
             assert result.status == ("certified" if margin > 0 else "falsified")
             if margin < 0:
                 values = problem.row_values(problem.outputs(result.counterexample.input[None]))
