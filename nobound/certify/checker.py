@@ -477,8 +477,11 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
                     signs: list[np.ndarray], tightened: list[Any],
                     deadline: float = np.inf) -> list[Interval] | str:
     """Node bounds tightened by recorded single-neuron proofs (beta-CROWN's intermediate
-    bounds), layer by layer so that each uses the tightened layers below it; the error
-    text when an entry is malformed, :data:`OUT_OF_TIME` when ``deadline`` passes first.
+    bounds, alpha-CROWN's on the whole box), layer by layer so that each uses the tightened
+    layers below it; the error text when an entry is malformed, :data:`OUT_OF_TIME` when
+    ``deadline`` passes first. An entry's α per layer below is as a leaf's
+    (:func:`recorded_alphas`): lower slopes of a ReLU layer, the 2 n line slopes of a
+    Sigmoid/Tanh layer (rigorous intercepts are derived for them on the node's bounds).
 
     The entries of one layer depend only on the layers below it, so they are re-derived
     together: one back-substitution of all their rows, each row with its own α and β
@@ -487,18 +490,21 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
     if not tightened:
         return bounds
     sizes = net.hidden_sizes
-    relu = _relu_layers(net)
+    relu, s_shapes = _relu_layers(net), _s_shape_layers(net)
     by_layer: dict[int, list[tuple[int, int, list, dict[int, np.ndarray]]]] = {}
     for entry in tightened:  # every entry is validated before any is used
         k, neuron, side = int(entry.layer), int(entry.neuron), int(entry.side)
         if not (0 < k < len(sizes) and 0 <= neuron < sizes[k] and side in (1, -1)):
             return f"invalid tightened bound ({k}, {neuron}, {side})"
-        alphas = recorded_alphas(entry.alphas, sizes[:k])
+        alphas = recorded_alphas(entry.alphas, sizes[:k], s_shapes[:k])
         betas = split_betas(entry.betas, signs, sizes[:k])
         if alphas is None or betas is None:
-            return f"tightened bound ({k}, {neuron}): α must lie in [0, 1] and β ≥ 0 on splits"
-        if any(a is not None and not r for a, r in zip(alphas, relu, strict=False)):
-            return f"tightened bound ({k}, {neuron}): α on a layer that is not a ReLU"
+            return (f"tightened bound ({k}, {neuron}): α must lie in [0, 1] (two finite "
+                    f"slopes per neuron on a Sigmoid/Tanh layer) and β ≥ 0 on splits")
+        if any(a is not None and not (r or shaped)
+               for a, r, shaped in zip(alphas, relu, s_shapes, strict=False)):
+            return (f"tightened bound ({k}, {neuron}): α on a layer that is not a ReLU or "
+                    f"one Sigmoid/Tanh")
         by_layer.setdefault(k, []).append((neuron, side, alphas, betas))
     bounds = [(lo.copy(), hi.copy()) for lo, hi in bounds]
     for k in sorted(by_layer):
@@ -529,16 +535,17 @@ def apply_tightened(net: StoredNetwork, box: Interval, bounds: list[Interval],
 
 def _stacked_alphas(entries: list[tuple[int, int, list, dict]],
                     base: list[list[Any]]) -> list[np.ndarray | None]:
-    """Per layer below, the entries' recorded α as one row each (DeepPoly's slopes for an
-    entry that records none there), or None when no entry records any."""
+    """Per layer below, the entries' recorded α as one row each (nan, DeepPoly's lines,
+    for an entry that records none there), or None when no entry records any."""
     stacked: list[np.ndarray | None] = []
-    for j, relaxed in enumerate(base):
+    for j in range(len(base)):
         chosen = [e[2][j] if j < len(e[2]) else None for e in entries]
         if all(c is None for c in chosen):
             stacked.append(None)
             continue
-        default = relaxed[0].lower_slope  # α is only recorded on one-ReLU layers
-        stacked.append(np.stack([default if c is None else c for c in chosen]))
+        # α is only recorded on a layer of one ReLU (n slopes) or one S-shape (2 n)
+        width = next(c for c in chosen if c is not None).shape
+        stacked.append(np.stack([np.full(width, np.nan) if c is None else c for c in chosen]))
     return stacked
 
 
@@ -587,6 +594,16 @@ def derive_node_bounds(net: StoredNetwork, box: Interval, signs: list[np.ndarray
         if key not in root_cache:
             root_cache[key] = node_bounds(net, box, signs, None)
         bounds = root_cache[key]
+        if node.tightened:
+            # the problems of one box share one list of whole-box tightened bounds (the
+            # certifier's): derived once; the cache holds the list, so its id stays its own
+            shared = key + b"tightened" + id(node.tightened).to_bytes(8, "little")
+            if shared not in root_cache:
+                derived = apply_tightened(net, box, bounds, signs, node.tightened, deadline)
+                if isinstance(derived, str):
+                    return derived
+                root_cache[shared] = (node.tightened, derived)
+            return root_cache[shared][1]
     else:
         bounds = inherited_bounds(parent, signs)
     return apply_tightened(net, box, bounds, signs, node.tightened, deadline)

@@ -154,6 +154,9 @@ class SShape:
     low: float      # f(−∞)
     high: float     # f(+∞)
 
+    def __init__(self) -> None:
+        self._known: dict[float, tuple[float, float]] = {}  # point → enclosure of f there
+
     def enclosure(self, x: np.ndarray) -> Interval:
         """Float bounds of the real f(x)."""
         raise NotImplementedError
@@ -174,8 +177,24 @@ class SShape:
         raise NotImplementedError
 
     def values(self, x: np.ndarray) -> Interval:
-        low, high = self.enclosure(x)
-        return np.maximum(low, self.low), np.minimum(high, self.high)
+        # each distinct point once, and once per process: the enclosures are exact decimal
+        # arithmetic, one point at a time, and a check meets the same points again and
+        # again (the bounds' ends on every row of a stack and in every leaf of a box, the
+        # few tangent points a row's slopes take per neuron); an enclosure is a function
+        # of the float alone, so a remembered one is the one it would compute
+        unique, inverse = np.unique(x, return_inverse=True)
+        points, known = unique.tolist(), self._known
+        missing = [v for v in points if v == v and v not in known]  # (nan: not a point)
+        if missing:
+            if len(known) + len(missing) > KNOWN_POINTS:
+                known.clear()
+            for v, low_value, high_value in zip(missing, *self.enclosure(np.array(missing)),
+                                                strict=True):
+                known[v] = (float(low_value), float(high_value))
+        low, high = np.array([known[v] if v == v else (np.nan, np.nan)
+                              for v in points]).reshape(-1, 2).T
+        inverse = inverse.reshape(np.shape(x))
+        return np.maximum(low[inverse], self.low), np.minimum(high[inverse], self.high)
 
     def interval(self, bounds: Interval) -> Interval:
         return self.values(bounds[0])[0], self.values(bounds[1])[1]
@@ -224,7 +243,9 @@ class SShape:
               ) -> Lines:
         """The lines with DeepPoly's slopes, or with recorded ``slopes`` (lower, upper;
         alpha-CROWN's tangents; nan keeps DeepPoly's) — any finite slope is sound, since
-        the intercept is the rigorous extremum of f(x) − s·x over [l, u]."""
+        the intercept is the rigorous extremum of f(x) − s·x over [l, u]. Slopes (..., n)
+        with leading axes give lines per entry of a stack (one row each) on the same
+        bounds (n,)."""
         lower, upper = bounds
         lower_slope, upper_slope = self.slopes(lower, upper)
         if slopes is not None:
@@ -239,6 +260,8 @@ class SShape:
                   lowest: bool) -> np.ndarray:
         """A rigorous bound of min (``lowest``) or max of f(x) − s·x over [l, u]: the
         convex piece [l, min(u, 0)] and the concave piece [max(l, 0), u] (module doc)."""
+        shape = np.broadcast_shapes(lower.shape, slope.shape)  # a stack of slopes (..., n)
+        lower, upper = np.broadcast_to(lower, shape), np.broadcast_to(upper, shape)
         convex = (lower, np.minimum(upper, 0.0))
         concave = (np.maximum(lower, 0.0), upper)
         # the ends decide on the convex piece for the max, on the concave one for the min
@@ -248,9 +271,7 @@ class SShape:
         point = self.tangent_point(slope) * (-1.0 if lowest else 1.0)
         d = np.clip(point, tangent[0], tangent[1])
         d = np.where(np.isfinite(d), d, tangent[1] if not lowest else tangent[0])
-        values = self.values(np.concatenate([ends[0], ends[1], d]))
-        n = lower.size
-        value_lo, value_hi = (v.reshape(3, n) for v in values)
+        value_lo, value_hi = self.values(np.stack([ends[0], ends[1], d]))
         at_ends = [self._minus_line(value_lo[i], value_hi[i], slope, ends[i], lowest)
                    for i in range(2)]
         end_value = np.minimum(*at_ends) if lowest else np.maximum(*at_ends)
@@ -342,6 +363,8 @@ class TanhShape(SShape):
 
 
 SHAPES: dict[str, SShape] = {"sigmoid": SigmoidShape(), "tanh": TanhShape()}
+# The most enclosures an S-shape remembers (then it forgets them all and starts again).
+KNOWN_POINTS = 1 << 20
 
 
 # ------------------------------------------------------------------ max pooling

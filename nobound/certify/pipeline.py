@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from nobound.certify.bab import BabConfig, branch_and_bound, repair
 from nobound.certify.certificate import (
     Certificate,
     LeafProof,
+    NeuronBound,
     TreeNode,
     model_fingerprint,
     problem_certificate,
@@ -69,6 +70,9 @@ from nobound.certify.stored_network import StoredNetwork
 from nobound.certify.verdicts import CERTIFIED, FALSIFIED, UNKNOWN, Verdict
 from nobound.exact.dense import DenseNetwork, dense_network
 from nobound.nn import MaxPool2d, ReLU, Sigmoid, Tanh
+
+if TYPE_CHECKING:
+    from nobound.bounds.alpha_crown import TightenedLayer
 
 # A padding row never proves anything: its lower bound is this offset.
 _PADDING_OFFSET = -1e300
@@ -98,6 +102,10 @@ class CertifierConfig:
     device: str = "cpu"
     # skip the rigorous re-check of proofs: faster, but round-off can make it wrong
     allow_roundoff_errors: bool = False
+    # alpha-CROWN on a network with Sigmoid/Tanh layers (no branch and bound splits them):
+    # sign steps per layer that tighten every activation's input bounds before the output
+    # pass (0: DeepPoly's stay), in at most half the time left (docs/certifier.md)
+    intermediate_steps: int = 20
 
 
 class Certifier:
@@ -229,16 +237,18 @@ class Certifier:
                 break
             if time.perf_counter() > deadline:
                 return self._unknown(start, "timeout", values)
-            lower, tangents = self._stage_bounds([problems[i] for i in open_], method)
+            stage = self._stage_bounds([problems[i] for i in open_], method, deadline)
             still_open = []
-            for index, rows, slopes in zip(open_, lower, tangents, strict=True):
+            for index, (rows, slopes, tightened) in zip(open_, zip(*stage, strict=True),
+                                                        strict=True):
                 row = int(np.argmax(rows))
                 values[index] = max(values[index], float(rows[row]))
                 if rows[row] > PROOF_TOLERANCE:
                     weights = np.zeros(problems[index].num_rows)
                     weights[row] = 1.0
                     nodes = [TreeNode(proof=LeafProof(weights.tolist(), [], float(rows[row]),
-                                                      method, self._recorded(slopes, row)))]
+                                                      method, self._recorded(slopes, row)),
+                                      tightened=tightened)]
                     rejected = self.rejection(problems[index], nodes, deadline)
                     if not rejected:
                         proofs[index] = nodes
@@ -344,25 +354,54 @@ class Certifier:
         return Verdict(UNKNOWN, "none", time.perf_counter() - start, bounded=bounded,
                        reason=reason, lower_bound=lowest)
 
-    def _recorded(self, slopes: dict[int, tuple[np.ndarray, np.ndarray]], row: int
-                  ) -> list[list[float]]:
-        """A whole-box proof's α entries (:class:`LeafProof`): alpha-CROWN's line slopes of
-        row ``row`` on every hidden layer that is one Sigmoid/Tanh — the checker derives
-        rigorous intercepts for them ([] where nothing is recorded)."""
+    @property
+    def _hidden_activations(self) -> list[int] | None:
+        """The model's activation layers, one per hidden layer of the checked network (so
+        a recorded α list is indexed by hidden layer), or None when the two do not match
+        (hidden layers that chain several operations record nothing)."""
         activations = [i for i, layer in enumerate(getattr(self.model, "layers", []))
                        if isinstance(layer, (ReLU, Sigmoid, Tanh, MaxPool2d))]
-        if not slopes or len(activations) != self.stored.num_hidden_layers:
-            return []  # (hidden layers that chain several operations record nothing)
-        return [np.concatenate([slopes[i][0][row].ravel(), slopes[i][1][row].ravel()]).tolist()
-                if i in slopes else [] for i in activations]
+        return activations if len(activations) == self.stored.num_hidden_layers else None
 
-    def _stage_bounds(self, problems: list[VerificationProblem], method: str
-                      ) -> tuple[list[np.ndarray], list[dict[int, tuple[np.ndarray, np.ndarray]]]]:
+    def _recorded(self, slopes: dict[int, Any], row: int) -> list[list[float]]:
+        """A proof's α entries (:class:`LeafProof`, :class:`NeuronBound`): per hidden layer,
+        row ``row`` of alpha-CROWN's lines there — a ReLU's lower slopes (an array
+        (rows, *n)), a Sigmoid/Tanh's lower- then upper-line slopes (a pair of them), for
+        which the checker derives rigorous intercepts — [] where nothing is recorded."""
+        activations = self._hidden_activations
+        if not slopes or activations is None:
+            return []
+
+        def line(value: Any) -> list[float]:
+            if isinstance(value, tuple):
+                return np.concatenate([value[0][row].ravel(), value[1][row].ravel()]).tolist()
+            return value[row].ravel().tolist()
+
+        return [line(slopes[i]) if i in slopes else [] for i in activations]
+
+    def _optimises_intermediate(self, method: str) -> bool:
+        """Whether alpha-CROWN tightens the intermediate bounds here: on a network with a
+        Sigmoid/Tanh layer whose proofs can record the slopes behind them."""
+        if method != "alpha-crown" or self.config.intermediate_steps <= 0 or \
+                not any(isinstance(layer, (Sigmoid, Tanh))
+                        for layer in getattr(self.model, "layers", [])):
+            return False
+        try:
+            return self._hidden_activations is not None or self.config.allow_roundoff_errors
+        except TypeError:  # the checker cannot read the network: nothing would be confirmed
+            return self.config.allow_roundoff_errors
+
+    def _stage_bounds(self, problems: list[VerificationProblem], method: str,
+                      deadline: float = np.inf
+                      ) -> tuple[list[np.ndarray], list[dict[int, Any]], list[list[NeuronBound]]]:
         """Lower bounds of every row of every problem, one batched call: the problems that
         share a box share one batch element, their rows stacked (a box's intermediate
         bounds are computed once, not once per problem; groups padded to the same rows).
-        Also, per problem, alpha-CROWN's S-shape line slopes of its rows (else {})."""
+        Also, per problem, alpha-CROWN's lines behind its rows (:meth:`_recorded`; else
+        {}), and the intermediate bounds it tightened on the problem's box with the slopes
+        that proved them (one list shared by the problems of a box; else [])."""
         from nobound.bounds import Box, compute_bounds
+        from nobound.bounds.alpha_crown import optimised_model_bounds
 
         groups: dict[bytes, list[int]] = {}
         for n, problem in enumerate(problems):
@@ -384,19 +423,60 @@ class Certifier:
         device = self.config.device  # explicit transfers there and back
         box = Box(Tensor(to_device(np.stack([problems[g[0]].lower for g in members]), device)),
                   Tensor(to_device(np.stack([problems[g[0]].upper for g in members]), device)))
+        tightened: list[list[NeuronBound]] = [[] for _ in members]
         with no_grad():
-            result = compute_bounds(self.bound_model, box, method=method,
-                                    spec=to_device(spec, device))
+            if self._optimises_intermediate(method):
+                now = time.perf_counter()
+                optimised = optimised_model_bounds(
+                    self.bound_model, box, to_device(spec, device),
+                    intermediate_steps=self.config.intermediate_steps,
+                    deadline=now + (deadline - now) / 2)  # the rest: the proof's check
+                result = optimised.bounds
+                lines = {i: (tuple(to_numpy(v)[0] for v in value) if isinstance(value, tuple)
+                             else to_numpy(value)[0])
+                         for i, value in optimised.output_slopes.items()}
+                tightened = [self._neuron_bounds(optimised.tightened, g)
+                             for g in range(len(members))]
+            else:
+                result = compute_bounds(self.bound_model, box, method=method,
+                                        spec=to_device(spec, device))
+                lines = {index: (to_numpy(low.data), to_numpy(high.data))
+                         for index, (low, high) in result.tangent_slopes.items()}
         lower = to_numpy(result.lower.data).reshape(len(members), rows) + offset
 
         def own(array: Any, n: int) -> np.ndarray:  # problem n's rows of (groups, rows, …)
             g, first = places[n]
-            return to_numpy(array)[g, first:first + problems[n].num_rows]
+            return array[g, first:first + problems[n].num_rows]
+
+        def own_lines(value: Any, n: int) -> Any:
+            return tuple(own(v, n) for v in value) if isinstance(value, tuple) else own(value, n)
 
         return ([own(lower, n) for n in range(len(problems))],
-                [{index: (own(low.data, n), own(high.data, n))
-                  for index, (low, high) in result.tangent_slopes.items()}
-                 for n in range(len(problems))])
+                [{i: own_lines(value, n) for i, value in lines.items()}
+                 for n in range(len(problems))],
+                [tightened[places[n][0]] for n in range(len(problems))])
+
+    def _neuron_bounds(self, layers: list[TightenedLayer], element: int) -> list[NeuronBound]:
+        """The tightened intermediate bounds of batch element ``element`` as certificate
+        entries: per applied bound, its neuron, side and value and the lines of every
+        hidden layer below that proved it (:meth:`_recorded`)."""
+        activations = self._hidden_activations
+        if activations is None:
+            return []
+        entries = []
+        for layer in layers:
+            k = activations.index(layer.index)
+            neurons = to_numpy(layer.neurons)
+            for side, sign, values in (("lower", 1, layer.lower), ("upper", -1, layer.upper)):
+                lines = {i: (tuple(to_numpy(v)[0, element] for v in value)
+                             if isinstance(value, tuple) else to_numpy(value)[0, element])
+                         for i, value in layer.slopes[side].items()}
+                values = to_numpy(values)[0, element]
+                for r in np.flatnonzero(to_numpy(layer.applied[side])[0, element]):
+                    entries.append(NeuronBound(k, int(neurons[r]), sign,
+                                               self._recorded(lines, int(r))[:k], [],
+                                               float(sign * values[r])))
+        return entries
 
 
 def predict(model: Any, x: Any) -> np.ndarray:

@@ -111,7 +111,7 @@ def test_whole_box_bounds_of_problems_sharing_a_box_equal_their_own() -> None:
     problems = shared + other
     certifier = Certifier(model, (3,), CertifierConfig())
     for method in ("ibp", "deeppoly", "alpha-crown"):
-        together, _ = certifier._stage_bounds(problems, method)
+        together = certifier._stage_bounds(problems, method)[0]
         for problem, rows in zip(problems, together, strict=True):
             alone = certifier._stage_bounds([problem], method)[0][0]
             assert rows.shape == (problem.num_rows,)
