@@ -30,7 +30,8 @@ across the valley. A round of the search therefore
    the minimum over the box of a linear piece lies on a vertex of its region, often on the
    box's faces. S = 9^n (about nine levels per input in the joint grid), at least 4096
    and at most 65536: on the five-input boxes of ACAS Xu a quarter of that found the
-   thinnest sets in far fewer rounds (docs/certifier.md, "Falsification");
+   thinnest sets in far fewer rounds (docs/certifier.md, "Falsification on small
+   boxes");
 2. evolves ``SEARCH_ISLANDS`` separate populations per problem (a cross-entropy method:
    each keeps its ``SEARCH_ELITE`` best points and draws children from them with each
    input's spread in the elite as the Gaussian step), seeded by the best samples at least
@@ -53,8 +54,10 @@ forward pass is dear gets fewer points, not a late answer. Boxes with more than
 ``SEARCH_MAX_INPUTS`` inputs are not searched: samples of a high-dimensional box say
 little and PGD (the first attack) is the tool there. :func:`attack_problems` gives the
 search at most ``SEARCH_ROUNDS`` rounds and ``SEARCH_SHARE`` of the time left: properties
-that hold pay that share and nothing more (docs/certifier.md, "Falsification").
+that hold pay that share and nothing more (docs/certifier.md, "Falsification on small
+boxes").
 """
+
 from __future__ import annotations
 
 import math
@@ -71,7 +74,7 @@ from nobound.certify.problem import Counterexample, VerificationProblem
 
 # The search of small boxes (search_problems; the module docstring derives the sizes)
 SEARCH_MAX_INPUTS = 64      # boxes with more inputs are left to PGD (module docstring)
-SEARCH_ROUNDS = 4           # rounds of attack_problems' search, at most
+SEARCH_ROUNDS = 2           # rounds of attack_problems' search, at most
 SEARCH_SHARE = 0.07         # of the time left before the deadline, at most
 SEARCH_SAMPLES = 65536      # stratified samples per round, at most (half snapped to faces)
 SEARCH_LEVELS = 9           # … and at most this many per input to the power of the inputs
