@@ -239,6 +239,10 @@ class OptimisedBounds:
 MIN_GAIN = 1e-4
 
 
+# Copies of the per-row slopes a layer's search holds at once (values, gradients, best).
+SLOPE_COPIES = 4
+
+
 def optimised_bounds(network: Network, box: Box, spec: Tensor | None,
                      splits: Mapping[int, Any] | None, intermediate: Mapping[int, Any] | None,
                      plan: BoundsPlan, return_linear: bool, steps: int = 20,
@@ -380,6 +384,13 @@ def _tighten_intermediate(network: Network, detached: tuple[Network, Box],
         below = {i: r for i, r in relaxations.items() if i < index}
         below_ranges = {i: r for i, r in ranges.items() if i < index}
         count = int(neurons.size)
+        # per-row slopes of every layer below (θ per line of an S-shape), per side; the
+        # search holds a few copies (values, gradients, the best): wide convolutional
+        # layers would not fit, and keep their bounds
+        numbers = 2 * count * sum(prod(network.steps[i].input_shape) * len(below_ranges.get(
+            i, (None,))) for i in below) * lead[0] * lead[1]
+        if SLOPE_COPIES * numbers * low.data.itemsize > plan.memory_budget_bytes:
+            continue
         slopes = _initial_slopes(below, count, "deeppoly")
         _initial_tangents(below_ranges, count, "deeppoly", slopes)
         evaluate = partial(_neuron_bounds, network, detached, relaxations, ranges, index,

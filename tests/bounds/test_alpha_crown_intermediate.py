@@ -165,3 +165,15 @@ def test_a_past_deadline_takes_no_step_and_stays_sound() -> None:
     for index, (low, high) in late.bounds.intermediate.items():
         assert np.all(low.data[0] >= deeppoly.intermediate[index][0].data)
         assert np.all(high.data[0] <= deeppoly.intermediate[index][1].data)
+
+
+def test_layers_whose_slopes_would_not_fit_the_memory_budget_keep_their_bounds() -> None:
+    rng = np.random.default_rng(6)
+    model = deep_s_shape_net(rng, Sigmoid, 4, [10] * 4, 1.5)
+    x = rng.uniform(-1, 1, 4)
+    box = Box(Tensor((x - 0.3)[None]), Tensor((x + 0.3)[None]))
+    with no_grad():
+        # 10 rows × 10 neurons × 2 lines × 2 sides × 8 bytes × 4 copies fit layer 3's;
+        # layer 5's search has twice as many slopes
+        small = optimised_model_bounds(model, box, None, plan=BoundsPlan(13_000))
+    assert [layer.index for layer in small.tightened] == [3]
