@@ -108,19 +108,9 @@ def attack_problem(problem: VerificationProblem, starts: np.ndarray | None = Non
     if starts is not None and len(starts):
         points.insert(0, np.asarray(starts, np.float64).reshape(-1, *problem.input_shape))
     point = np.concatenate(points)
-    half_width = (upper - lower) / 2
-    spec = Tensor(problem.spec.T)
-    offset = Tensor(problem.offset)
-    for step in range(steps + 1):
-        found = problem.find_counterexample(point)
-        if found is not None or step == steps or time.perf_counter() > deadline:
-            return found
-        x = Tensor(point, requires_grad=True)
-        rows = ops.matmul(problem.model(x), spec) + offset
-        ops.max(rows, axis=-1).sum().backward()
-        alpha = step_size * (0.1 if step >= steps // 2 else 1.0)
-        point = np.clip(point - alpha * half_width * np.sign(x.grad), lower, upper)
-    return None
+    found = _descend(_Rows([problem]), point, np.zeros(len(point), int), steps,
+                     lambda step: step_size * (0.1 if step >= steps // 2 else 1.0), deadline)
+    return None if found is None else found[1]
 
 
 def attack_problems(problems: list[VerificationProblem], steps: int = 50, restarts: int = 3,
