@@ -153,10 +153,17 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         found = problem.find_counterexample(candidates.reshape(-1, *problem.input_shape))
         if found is not None:
             return result("falsified", "counterexample", found, round_index)
+        # a parent's bound holds on its halves too: each box's value in the search (its
+        # place in the queue, the score of a split) is the larger of its own and its
+        # parent's — the relaxation of a half can be far looser than its parent's (ACAS
+        # Xu: −3.6 under a parent at −0.84); only a box's own bound proves it
+        inherited = np.tile([p[0] for p in parents], len(best) // max(len(parents), 1)) \
+            if parents else np.full(len(best), -np.inf)
+        value = np.maximum(best, inherited)
         if round_index > 0 and dimension_rule == "bounds":
-            kept, dimension = _kept_halves(best, lower, upper)
+            kept, dimension = _kept_halves(best, value, lower, upper)
             boxes_lower, boxes_upper = boxes_lower[kept], boxes_upper[kept]
-            rows, best, chosen = rows[kept], best[kept], chosen[kept]
+            rows, best, chosen, value = rows[kept], best[kept], chosen[kept], value[kept]
             alphas = None if alphas is None else [a[kept] for a in alphas]
             for n, parent in enumerate(parents):  # m: the upper half's lower end
                 middle = float(boxes_lower[len(parents) + n, dimension[n]])
@@ -169,7 +176,7 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
                 nodes[index].proof = LeafProof(weights.tolist(), [], float(best[n]), "crown",
                                                recorded)
                 continue
-            heapq.heappush(heap, (float(best[n]), next(order), boxes_lower[n],
+            heapq.heappush(heap, (float(value[n]), next(order), boxes_lower[n],
                                   boxes_upper[n], chosen[n], index))
         if not heap:
             return result("certified", rounds=round_index)
@@ -229,18 +236,23 @@ def _halves_everywhere(lower: np.ndarray, upper: np.ndarray
     return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
 
-def _kept_halves(best: np.ndarray, lower: np.ndarray, upper: np.ndarray
+def _kept_halves(best: np.ndarray, value: np.ndarray, lower: np.ndarray, upper: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(positions of the two halves kept for each of the P boxes [lower, upper] (P, n₀) in
     :func:`_halves_everywhere`' layout — the lower halves, then the upper ones, as the search
-    expects its children — and the dimension of each), given each half's best row's bound
-    ``best``: the dimension whose halves leave the least to prove,
-    max_d Σ_halves min(0, best); never one the box has no width in (its halves are the box)
+    expects its children — and the dimension of each), given each half's best row's own
+    bound ``best`` and its search ``value`` (at least its parent's bound): the dimension
+    that proves the most halves, then whose halves leave the least to prove,
+    Σ_halves min(0, value) — proving a half outright ends its work, however the other
+    half's bound looks; never a dimension the box has no width in (its halves are the box)
     unless it has none."""
     parents, inputs = lower.shape
-    score = np.minimum(best.reshape(inputs, 2, parents), 0.0).sum(axis=1)
-    score = np.where((upper > lower).T | ~np.any(upper > lower, axis=1), score, -np.inf)
-    chosen = np.argmax(score, axis=0)
+    proved = (best.reshape(inputs, 2, parents) > PROOF_TOLERANCE).sum(axis=1)
+    left = np.minimum(value.reshape(inputs, 2, parents), 0.0).sum(axis=1)
+    wide = (upper > lower).T | ~np.any(upper > lower, axis=1)
+    # lexicographic: ``left`` is finite and ≤ 0, so one more proved half always wins
+    order = np.lexsort((np.where(wide, left, -np.inf), np.where(wide, proved, -1)), axis=0)
+    chosen = order[-1]
     first = 2 * parents * chosen + np.arange(parents)
     return np.concatenate([first, first + parents]), chosen
 

@@ -56,19 +56,27 @@ def test_split_dimension_is_the_largest_coefficient_times_width() -> None:
 def test_the_bounds_rule_keeps_the_halves_that_leave_least_to_prove() -> None:
     """Every box's halves along each dimension, bounded separately, against the pair
     :func:`_kept_halves` keeps from the one batched call: the kept pair is the brute-force
-    best by Σ min(0, bound), the halves cover the box, and a dimension without width is
-    never kept while another has some."""
+    best (most halves proved, then least left to prove, Σ min(0, value) with each value at
+    least the parent's), the halves cover the box, and a dimension without width is never
+    kept while another has some."""
+    from nobound.certify.problem import PROOF_TOLERANCE
+
     rng = np.random.default_rng(3)
     model = tiny_network(3, (3, 10, 10, 2))
     dense = dense_network(model, (3,))
     lower = rng.uniform(-1, 0, (6, 3))
     upper = lower + rng.uniform(0.2, 1.0, (6, 3))
     upper[5, 1] = lower[5, 1]  # no width along 1
-    spec, offset = np.array([[1.0, -1.0]]), np.array([0.3])
+    spec = np.array([[1.0, -1.0]])
+    parent_bound = bound_boxes(dense, lower, upper, spec, np.zeros(1), 0)[0][:, 0]
+    offset = -np.median(parent_bound)  # some halves proved, some not
+    parent_value = parent_bound + offset
     halves_lower, halves_upper = _halves_everywhere(lower, upper)
-    bound, _, _ = bound_boxes(dense, halves_lower, halves_upper, spec, offset, 0)
-    kept, chosen = _kept_halves(bound.max(axis=1), lower, upper)
+    bound, _, _ = bound_boxes(dense, halves_lower, halves_upper, spec, np.array([offset]), 0)
+    value = np.maximum(bound[:, 0], np.tile(parent_value, 6))
+    kept, chosen = _kept_halves(bound[:, 0], value, lower, upper)
     assert chosen[5] != 1
+    proved_any = False
     for p in range(6):
         scores = []
         for d in range(3):
@@ -76,15 +84,21 @@ def test_the_bounds_rule_keeps_the_halves_that_leave_least_to_prove() -> None:
             below, above = upper[p].copy(), lower[p].copy()
             below[d] = above[d] = middle
             pair, _, _ = bound_boxes(dense, np.stack([lower[p], above]),
-                                     np.stack([below, upper[p]]), spec, offset, 0)
-            scores.append(np.minimum(pair[:, 0], 0).sum() if upper[p, d] > lower[p, d]
-                          else -np.inf)
+                                     np.stack([below, upper[p]]), spec,
+                                     np.array([offset]), 0)
+            pair = pair[:, 0]
+            proved = int(np.sum(pair > PROOF_TOLERANCE))
+            proved_any |= proved > 0
+            left = np.minimum(np.maximum(pair, parent_value[p]), 0).sum()
+            scores.append((proved, left) if upper[p, d] > lower[p, d] else (-1, -np.inf))
             if d == chosen[p]:
-                assert np.allclose(bound[kept[[p, p + 6]], 0], pair[:, 0], atol=1e-12)
+                assert np.allclose(bound[kept[[p, p + 6]], 0], pair, atol=1e-12)
                 assert np.array_equal(halves_lower[kept[p]], lower[p])
                 assert np.array_equal(halves_upper[kept[p + 6]], upper[p])
                 assert halves_upper[kept[p], d] == halves_lower[kept[p + 6], d] == middle
-        assert scores[chosen[p]] == max(scores)
+        assert scores[chosen[p]][0] == max(s[0] for s in scores)
+        assert scores[chosen[p]][1] == max(s[1] for s in scores if s[0] == scores[chosen[p]][0])
+    assert proved_any
 
 
 def test_the_bounds_rule_needs_fewer_boxes_in_its_tree() -> None:
