@@ -52,10 +52,12 @@ from nobound.certify.rounding import (
     down,
     gamma_factor,
     lower_rows,
-    matmul,
     matmul_error,
     product_error_rows,
+    rows_times_matrix,
+    stage_matrix,
     up,
+    upper_magnitude_times,
     upper_rows,
     upper_sum,
 )
@@ -205,9 +207,10 @@ def _through_stage(rows: np.ndarray, error: np.ndarray | None, weight: np.ndarra
     so no error matrix is formed — one matrix-vector product per stack entry instead of a
     matrix product per stage."""
     n = weight.shape[0]
-    product = matmul(rows, weight)
+    matrix = stage_matrix(weight)
+    product = rows_times_matrix(rows, matrix)
     size = np.abs(rows)
-    reach = upper_rows(np.abs(weight), below)                  # ≥ |W| below
+    reach = upper_magnitude_times(matrix, below)               # ≥ |W| below
     fold = up(up(gamma_factor(n) * upper_rows(size, reach))
               + up(2.0 * n * SMALLEST_SUBNORMAL * upper_sum(below)[..., None]))
     if error is not None:

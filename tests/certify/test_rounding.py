@@ -198,3 +198,41 @@ def test_upper_bounds_hold_for_long_sums_and_underflowing_products(seed: int) ->
         assert Fraction(float(upper_rows(p, q)[0])) >= exact
         assert Fraction(float(upper_product(p, q[:, None])[0, 0])) >= exact
     assert Fraction(float(upper_sum(long[0]))) >= sum(Fraction(float(x)) for x in long[0])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_mostly_zero_stage_is_multiplied_in_csr_form_with_the_same_bounds(seed: int) -> None:
+    """A weight matrix with few non-zeros (a convolution unrolled) goes through the CSR
+    products, whose sums run in another order: the fold still covers the exact worst case,
+    |W|·v stays above the exact product, and both agree with the dense path's values."""
+    from nobound.certify.rounding import (
+        SPARSE_SHARE,
+        stage_matrix,
+        upper_magnitude_times,
+    )
+
+    rng = np.random.default_rng(500 + seed)
+    rows = adversarial(rng, (3, 40), classes=THREE_FACTORS)
+    weight = adversarial(rng, (40, 12), classes=THREE_FACTORS)
+    weight[rng.random(weight.shape) > 0.12] = 0.0
+    assert np.count_nonzero(weight) <= SPARSE_SHARE * weight.size
+    assert stage_matrix(weight).transposed_csr is not None  # the CSR path is the one tested
+    below = adversarial(rng, (2, 12), False, THREE_FACTORS)
+    product, fold = _through_stage(rows, None, weight, np.zeros_like(weight), below)
+    dense = rows @ weight
+    finite = np.isfinite(dense)
+    assert np.allclose(product[finite], dense[finite], rtol=1e-12, atol=0)
+    for b, r in np.ndindex(2, 3):
+        assert _stage_error(rows[r], np.zeros(40), weight, np.zeros_like(weight),
+                            product[r], below[b]) <= Fraction(float(fold[b, r]))
+    vector = adversarial(rng, (12,), False)
+    reach = upper_magnitude_times(stage_matrix(weight), vector)
+    stacked = upper_magnitude_times(stage_matrix(weight), below)
+    for i in range(40):
+        assert sum((abs(Fraction(float(w))) * Fraction(float(v))
+                    for w, v in zip(weight[i], vector, strict=True)), Fraction(0)) <= \
+            Fraction(float(reach[i]))
+        for b in range(2):
+            assert sum((abs(Fraction(float(w))) * Fraction(float(v))
+                        for w, v in zip(weight[i], below[b], strict=True)), Fraction(0)) <= \
+                Fraction(float(stacked[b, i]))
