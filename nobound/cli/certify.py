@@ -62,6 +62,10 @@ def add_certifier_flags(parser: argparse.ArgumentParser, timeout: float) -> None
                         help="input splitting's dimension: bounds bounds the halves along "
                              "every input and keeps the best pair, gradient picks the "
                              "largest |bound coefficient| x width (default %(default)s)")
+    parser.add_argument("--intermediate-steps", type=int, default=20,
+                        help="alpha-CROWN on Sigmoid/Tanh networks: optimisation steps per "
+                             "layer for the intermediate bounds (0: DeepPoly's; default "
+                             "%(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks")
     parser.add_argument("--device", default="cpu",
                         help="where the whole-box bounds run: cpu or cuda (attacks, branch "
@@ -76,6 +80,7 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
     check_positive("--max-nodes", args.max_nodes)
     check_positive("--batch-size", args.batch_size)
     check_non_negative("--seed", args.seed)
+    check_non_negative("--intermediate-steps", args.intermediate_steps)
     check_device(args.device)
     try:
         methods = tuple(resolve_method(m) for m in args.methods.split(",") if m.strip())
@@ -89,6 +94,7 @@ def certifier_config(args: argparse.Namespace, **extra: Any) -> Any:
                            bab_method=args.bab_method, branching=args.branching,
                            bab_domain=args.bab_domain,
                            input_branching=args.input_branching,
+                           intermediate_steps=args.intermediate_steps,
                            seed=args.seed, device=args.device, **extra)
 
 

@@ -123,3 +123,24 @@ def test_verify_reports_unknown_and_input_errors(onnx_network, tmp_path, capsys)
                           "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 0))\n")
     assert main(["verify", str(path), str(wrong_size)]) == 2
     assert "inputs" in capsys.readouterr().err
+
+
+def test_search_flags_reach_the_certifier_configuration() -> None:
+    """--input-branching and --intermediate-steps end up in CertifierConfig; a negative
+    step count is refused with a one-line usage error."""
+    import argparse
+
+    import pytest
+
+    from nobound.cli import UsageError
+    from nobound.cli.certify import add_certifier_flags, certifier_config
+
+    parser = argparse.ArgumentParser()
+    add_certifier_flags(parser, timeout=1.0)
+    config = certifier_config(parser.parse_args(["--input-branching", "gradient",
+                                                 "--intermediate-steps", "0"]))
+    assert config.input_branching == "gradient" and config.intermediate_steps == 0
+    default = certifier_config(parser.parse_args([]))
+    assert default.input_branching == "bounds" and default.intermediate_steps == 20
+    with pytest.raises(UsageError, match="intermediate-steps"):
+        certifier_config(parser.parse_args(["--intermediate-steps", "-1"]))
