@@ -417,7 +417,8 @@ def deeppoly_intermediate(network: DenseNetwork, domains: SplitDomains) -> Split
             box, neuron = xp.nonzero((lower[k] < 0) & (upper[k] > 0))
             if box.size:
                 box, neuron = xp.concatenate([box, box]), xp.concatenate([neuron, neuron])
-                side = xp.concatenate([xp.ones(box.size // 2), -xp.ones(box.size // 2)])
+                one = xp.ones(box.size // 2, lower[k].dtype)
+                side = xp.concatenate([one, -one])
                 bound = _one_hot_rows_bound(weights, biases, lines, k, box, neuron, side,
                                             box_lower, box_upper)
                 half = box.size // 2
