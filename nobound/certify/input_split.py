@@ -157,9 +157,10 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         # place in the queue, the score of a split) is the larger of its own and its
         # parent's — the relaxation of a half can be far looser than its parent's (ACAS
         # Xu: −3.6 under a parent at −0.84); only a box's own bound proves it
-        inherited = np.tile([p[0] for p in parents], len(best) // max(len(parents), 1)) \
-            if parents else np.full(len(best), -np.inf)
-        value = np.maximum(best, inherited)
+        # (every layout of halves lists the P parents' halves in parent order, again and
+        # again: half i belongs to parent i mod P)
+        value = best if round_index == 0 else \
+            np.maximum(best, np.resize([p[0] for p in parents], len(best)))
         if round_index > 0 and dimension_rule == "bounds":
             kept, dimension = _kept_halves(best, value, lower, upper)
             boxes_lower, boxes_upper = boxes_lower[kept], boxes_upper[kept]
