@@ -57,7 +57,13 @@ from nobound.certify.certificate import (
     problem_certificate,
 )
 from nobound.certify.checker import check_proofs, checked_network
-from nobound.certify.falsify import attack_problems, robustness_attack
+from nobound.certify.falsify import (
+    SEARCH_ROUNDS,
+    SEARCH_SHARE,
+    attack_problems,
+    robustness_attack,
+    search_problems,
+)
 from nobound.certify.leaf_confirm import ConfirmerFactory, LeafConfirmer
 from nobound.certify.problem import (
     PROOF_TOLERANCE,
@@ -93,6 +99,10 @@ class CertifierConfig:
     input_branching: str = "bounds"  # input splitting's dimension rule (BabConfig)
     attack_steps: int = 50
     attack_restarts: int = 3
+    # the falsifier's search of small boxes (≤ 64 inputs) on the problems the whole-box
+    # bounds leave open: rounds, and the share of the time left they may take
+    search_rounds: int = SEARCH_ROUNDS
+    search_share: float = SEARCH_SHARE
     robustness_attack_steps: int = 50
     robustness_attack_restarts: int = 3
     certificate: bool = False
@@ -225,7 +235,7 @@ class Certifier:
         if attack and open_:  # the problems of one box in one batched attack
             hit = attack_problems([problems[i] for i in open_], steps=config.attack_steps,
                                   restarts=config.attack_restarts, seed=config.seed,
-                                  deadline=deadline)
+                                  deadline=deadline, search_rounds=0)
             if hit is not None:
                 return Verdict(FALSIFIED, "pgd", time.perf_counter() - start, hit[1],
                                details={"problem": open_[hit[0]]})
@@ -257,6 +267,16 @@ class Certifier:
                     rejections[index] = f"{method}: {rejected}"
                 still_open.append(index)
             open_ = still_open
+        if attack and open_ and config.search_rounds and time.perf_counter() < deadline:
+            # the search of small boxes (falsify.search_problems) only for the problems the
+            # whole-box bounds leave open: the ones they prove pay nothing for it
+            now = time.perf_counter()
+            hit = search_problems([problems[i] for i in open_], rounds=config.search_rounds,
+                                  seed=config.seed,
+                                  deadline=now + config.search_share * (deadline - now))
+            if hit is not None:
+                return Verdict(FALSIFIED, "search", time.perf_counter() - start, hit[1],
+                               details={"problem": open_[hit[0]]})
         bounded = 0
         if open_ and not config.bab:
             reason = "not proved by bounds (branch and bound off)"

@@ -116,3 +116,36 @@ def test_whole_box_bounds_of_problems_sharing_a_box_equal_their_own() -> None:
             alone = certifier._stage_bounds([problem], method)[0][0]
             assert rows.shape == (problem.num_rows,)
             np.testing.assert_allclose(rows, alone, rtol=1e-10, atol=1e-12)
+
+
+def test_the_small_box_search_runs_only_on_problems_the_bounds_leave_open(monkeypatch) -> None:
+    """The falsifier's search of small boxes runs after the whole-box bounds, on the open
+    problems only: a problem DeepPoly proves never pays for it, and a thin violation that
+    PGD misses (falsify's corner problem) is found by it, replaying."""
+    import sys
+    from pathlib import Path
+
+    import nobound.certify.pipeline as pipeline
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_falsify import corner_problem
+
+    calls = []
+    original = pipeline.search_problems
+
+    def counted(problems, **kwargs):
+        calls.append(len(problems))
+        return original(problems, **kwargs)
+
+    monkeypatch.setattr(pipeline, "search_problems", counted)
+    model = tiny_network(0, (3, 8, 8, 2))
+    proved, _ = near_boundary_problem(model, np.zeros(3), 0.01, np.array([1.0, -1.0]), 0.5)
+    certifier = Certifier(model, (3,), CertifierConfig(methods=("ibp", "deeppoly")))
+    assert certifier.verify([proved]).status == "certified"
+    assert calls == []
+    corner = corner_problem()
+    verdict = Certifier(corner.model, (2,), CertifierConfig(methods=("ibp", "deeppoly"),
+                                                            bab=False)).verify([corner])
+    assert verdict.status == "falsified" and verdict.method == "search"
+    assert calls == [1]
+    assert corner.row_values(corner.outputs(verdict.counterexample.input[None]))[0, 0] <= 0
