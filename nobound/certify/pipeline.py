@@ -88,6 +88,10 @@ _REPAIRS = 4
 
 @dataclass(frozen=True)
 class CertifierConfig:
+    """How the certifier decides: the time per instance, the whole-box bounds in order, the
+    attacks, and branch and bound (``max_nodes``: sub-problems bounded before it gives up,
+    its memory budget; the rest as :class:`nobound.certify.bab.BabConfig`)."""
+
     timeout: float = 60.0
     max_nodes: int = 20_000
     batch_size: int = 32
