@@ -45,6 +45,7 @@ from nobound.exact.dense import DenseNetwork
 Array = Any
 
 ROWS_KERNELS = "nobound.certify._rows_numba"
+BETA_KERNELS = "nobound.certify._beta_numba"
 
 
 @dataclass
@@ -101,6 +102,30 @@ class Weight:
             return rows @ self.dense.T
         return _sparse_rows(self.sparse, rows)
 
+    def transpose_times(self, columns: Array) -> Array:
+        """Wᵀ @ columns: (n_out, …) → (n_in, …), the columns in the layout the CSR product
+        reads and writes (no transposed copies)."""
+        return _columns_product(self.dense.T, self.sparse_transpose, columns)
+
+    def times(self, columns: Array) -> Array:
+        """W @ columns: (n_in, …) → (n_out, …)."""
+        return _columns_product(self.dense, self.sparse, columns)
+
+
+def _columns_product(dense: Array, sparse: Any, columns: Array) -> Array:
+    flat = columns.reshape(columns.shape[0], -1)
+    if sparse is None:
+        product = dense @ flat
+    else:
+        kernels = _compiled(flat) if flat.dtype == sparse.dtype else None
+        if kernels is None:
+            product = sparse @ flat
+        else:  # SciPy's product of few columns pays a call per stored entry
+            product = np.empty((sparse.shape[0], flat.shape[1]), flat.dtype)
+            kernels.csr_times_into(sparse.indptr, sparse.indices, sparse.data,
+                                   np.ascontiguousarray(flat), product)
+    return product.reshape(product.shape[0], *columns.shape[1:])
+
 
 def _sparse_rows(matrix: Any, rows: Array) -> Array:
     """rows (…, m) times the transpose of a CSR matrix with m columns: (matrix @ rowsᵀ)ᵀ."""
@@ -156,71 +181,208 @@ def initial_multipliers(domains: SplitDomains, rows: int) -> Multipliers:
     return Multipliers(alpha, beta)
 
 
+def neuron_major(values: Array) -> Array:
+    """(N, K, n) → (n, N, K), contiguous: the layout the back-substitution works in, where
+    a weight product reads and writes whole rows of n (:meth:`Weight.transpose_times`)."""
+    xp = get_array_module(values)
+    return xp.ascontiguousarray(xp.moveaxis(values, -1, 0))
+
+
+def row_major(values: Array) -> Array:
+    """(n, N, K) → (N, K, n), contiguous: the layout of :class:`Multipliers`."""
+    xp = get_array_module(values)
+    return xp.ascontiguousarray(xp.moveaxis(values, 0, -1))
+
+
+@dataclass
+class _Lines:
+    """Each sub-domain's ReLU relaxation per hidden layer j, neuron-major (n_j, N, 1) so
+    that it broadcasts against (n_j, N, K): derived once per optimisation, whose bounds do
+    not change. A stable neuron's upper slope (1 active, 0 inactive) is its lower slope
+    too; ``signs`` are the split signs (int8)."""
+
+    unstable: list[Array]
+    slope: list[Array]
+    intercept: list[Array]
+    signs: list[Array]
+    box_lower: Array     # (n₀, N, 1), or (n₀, 1, 1) for a box shared by all
+    box_upper: Array
+    shared_box: bool
+
+    def take(self, chosen: Array) -> _Lines:
+        """The sub-domains ``chosen`` (a mask or positions along N)."""
+        def pick(values: list[Array]) -> list[Array]:
+            return [v[:, chosen] for v in values]
+
+        def pick_box(box: Array) -> Array:
+            return box if self.shared_box else box[:, chosen]
+
+        return _Lines(pick(self.unstable), pick(self.slope),
+                      pick(self.intercept), pick(self.signs), pick_box(self.box_lower),
+                      pick_box(self.box_upper), self.shared_box)
+
+
+def _compiled(*arrays: Array) -> Any:
+    """The compiled loops (:mod:`nobound.certify._beta_numba`) when Numba is there and the
+    arrays are host arrays of one float dtype, else None (the NumPy/CuPy passes)."""
+    if not all(isinstance(a, np.ndarray) for a in arrays) or \
+            arrays[0].dtype.type not in (np.float32, np.float64) or \
+            any(a.dtype != arrays[0].dtype for a in arrays):
+        return None
+    return numba_kernels(BETA_KERNELS)
+
+
+def _lines(domains: SplitDomains, dtype: Any) -> _Lines:
+    xp = get_array_module(domains.lower[0])
+
+    def column(values: Array) -> Array:
+        return xp.ascontiguousarray(values.T)[:, :, None]
+
+    kernels = _compiled(*domains.lower, *domains.upper) if \
+        all(np.dtype(dtype) == lo.dtype for lo in domains.lower) else None
+    unstable, slope, intercept, signs = [], [], [], []
+    for lower, upper, sign in zip(domains.lower, domains.upper, domains.signs, strict=True):
+        if kernels is not None:
+            shape = (lower.shape[1], lower.shape[0], 1)
+            made = [np.empty(shape, bool), np.empty(shape, dtype), np.empty(shape, dtype),
+                    np.empty(shape, np.int8)]
+            kernels.lines_into(np.ascontiguousarray(lower), np.ascontiguousarray(upper),
+                               np.ascontiguousarray(sign), *(a[:, :, 0] for a in made))
+            for kept, value in zip((unstable, slope, intercept, signs), made,
+                                   strict=True):
+                kept.append(value)
+            continue
+        mask, up_slope, up_intercept = relaxation(lower, upper)
+        unstable.append(column(mask))
+        slope.append(column(up_slope.astype(dtype, copy=False)))
+        intercept.append(column(up_intercept.astype(dtype, copy=False)))
+        signs.append(column(sign.astype(np.int8)))
+
+    def box(values: Array) -> Array:
+        return column(values) if values.ndim == 2 else values[:, None, None]
+
+    return _Lines(unstable, slope, intercept, signs, box(domains.box_lower),
+                  box(domains.box_upper), domains.box_lower.ndim == 1)
+
+
 def bound_and_gradient(network: DenseNetwork, domains: SplitDomains, objective: Array,
                        offset: Array, multipliers: Multipliers, gradient: bool = True
                        ) -> tuple[Array, Multipliers | None]:
     """Lower bounds (N, K) of objective·f + offset on each sub-domain, and their gradient
     w.r.t. α and β (module docstring). ``objective`` is (N, K, outputs)."""
-    bound, first, grads = _back_substitute(network, domains, objective, offset, multipliers,
-                                           gradient)
-    return bound, grads
+    bound, _, grads = _back_substitute(
+        network, _lines(domains, objective.dtype), neuron_major(objective), offset,
+        [neuron_major(a) for a in multipliers.alpha],
+        [neuron_major(b) for b in multipliers.beta], gradient)
+    if grads is None:
+        return bound, None
+    return bound, Multipliers([row_major(g) for g in grads[0]],
+                              [row_major(g) for g in grads[1]])
 
 
 def input_coefficients(network: DenseNetwork, domains: SplitDomains, objective: Array,
                        offset: Array, multipliers: Multipliers) -> Array:
     """(N, K, n₀): the coefficient of x in each row's linear lower bound (its minimiser
     over the box is the corner picked by the signs: a counterexample candidate)."""
-    return _back_substitute(network, domains, objective, offset, multipliers, False)[1]
+    first = _back_substitute(network, _lines(domains, objective.dtype),
+                             neuron_major(objective), offset,
+                             [neuron_major(a) for a in multipliers.alpha],
+                             [neuron_major(b) for b in multipliers.beta], False)[1]
+    return row_major(first)
 
 
-def _back_substitute(network: DenseNetwork, domains: SplitDomains, objective: Array,
-                     offset: Array, multipliers: Multipliers, gradient: bool
-                     ) -> tuple[Array, Array, Multipliers | None]:
+def _back_substitute(network: DenseNetwork, lines: _Lines, objective: Array, offset: Array,
+                     alpha: list[Array], beta: list[Array], gradient: bool
+                     ) -> tuple[Array, Array, tuple[list[Array], list[Array]] | None]:
+    """The module docstring's loop and its reverse, every array neuron-major: objective
+    (outputs, N, K), α and β (n_j, N, K); returns the bound (N, K), the coefficient of x
+    (n₀, N, K) and, with ``gradient``, the gradients (α, β) in the same layout."""
     xp = get_array_module(objective)
     weights, biases = _weights(network, xp)
+    kernels = _compiled(objective, *alpha, *beta, *lines.slope)
+    if kernels is not None:
+        return _back_substitute_compiled(kernels, weights, biases, lines, objective, offset,
+                                         alpha, beta, gradient)
     hidden = len(weights) - 1
-    relaxations = [relaxation(lo, hi) for lo, hi in zip(domains.lower, domains.upper,
-                                                        strict=True)]
-    lower_slopes = []
-    for j, (unstable, _, _) in enumerate(relaxations):
-        fixed = (domains.lower[j] >= 0).astype(objective.dtype)
-        lower_slopes.append(xp.where(unstable[:, None, :], multipliers.alpha[j],
-                                     fixed[:, None, :]))
+    lower_slopes = [xp.where(unstable, a, slope) for unstable, a, slope
+                    in zip(lines.unstable, alpha, lines.slope, strict=True)]
     coefficient = objective                           # Λ on z_H
     constant = xp.asarray(offset, objective.dtype)
     through: list[Array] = [None] * (hidden + 1)      # Λ̂ = Λ_k W_k, coefficient of a_{k−1}
     for k in range(hidden, -1, -1):
-        constant = constant + coefficient @ biases[k]
-        through[k] = weights[k].rows_times(coefficient)
+        constant = constant + xp.tensordot(biases[k], coefficient, axes=(0, 0))
+        through[k] = weights[k].transpose_times(coefficient)
         if k == 0:
             break
         j = k - 1
-        unstable, slope, intercept = relaxations[j]
         positive, negative = xp.maximum(through[k], 0), xp.minimum(through[k], 0)
-        constant = constant + xp.einsum("nkj,nj->nk", negative, intercept)
-        coefficient = positive * lower_slopes[j] + negative * slope[:, None, :] \
-            - multipliers.beta[j] * domains.signs[j][:, None, :]
-    box_lower = xp.broadcast_to(domains.box_lower, (objective.shape[0],
-                                                    weights[0].shape[1]))
-    box_upper = xp.broadcast_to(domains.box_upper, box_lower.shape)
+        constant = constant + (negative * lines.intercept[j]).sum(axis=0)
+        coefficient = positive * lower_slopes[j] + negative * lines.slope[j] \
+            - beta[j] * lines.signs[j]
     first = through[0]
-    bound = constant + xp.einsum("nki,ni->nk", xp.maximum(first, 0), box_lower) \
-        + xp.einsum("nki,ni->nk", xp.minimum(first, 0), box_upper)
+    bound = constant + (xp.maximum(first, 0) * lines.box_lower).sum(axis=0) \
+        + (xp.minimum(first, 0) * lines.box_upper).sum(axis=0)
     if not gradient:
         return bound, first, None
     # reverse pass: g = d(Σ bound)/d(coefficient of z_j), walking up from the input
-    grad_through = xp.where(first > 0, box_lower[:, None, :], box_upper[:, None, :])
+    grad_through = xp.where(first > 0, lines.box_lower, lines.box_upper)
     grad_alpha, grad_beta = [], []
     for j in range(hidden):
-        grad_coefficient = weights[j].rows_times_transpose(grad_through) + biases[j]
-        unstable, slope, intercept = relaxations[j]
+        grad_coefficient = weights[j].times(grad_through) + biases[j][:, None, None]
         above = through[j + 1]
-        grad_alpha.append(xp.where(unstable[:, None, :], grad_coefficient
+        grad_alpha.append(xp.where(lines.unstable[j], grad_coefficient
                                    * xp.maximum(above, 0), 0.0))
-        grad_beta.append(-grad_coefficient * domains.signs[j][:, None, :])
+        grad_beta.append(-grad_coefficient * lines.signs[j])
         grad_through = xp.where(above > 0, grad_coefficient * lower_slopes[j],
-                                grad_coefficient * slope[:, None, :] + intercept[:, None, :])
-    return bound, first, Multipliers(grad_alpha, grad_beta)
+                                grad_coefficient * lines.slope[j] + lines.intercept[j])
+    return bound, first, (grad_alpha, grad_beta)
+
+
+def _back_substitute_compiled(kernels: Any, weights: list[Weight], biases: list[Array],
+                              lines: _Lines, objective: Array, offset: Array,
+                              alpha: list[Array], beta: list[Array], gradient: bool
+                              ) -> tuple[Array, Array, tuple[list[Array], list[Array]] | None]:
+    """:func:`_back_substitute` with each ReLU step, the input layer and each reverse step
+    in one compiled pass (the same arithmetic per element; the sums in neuron order)."""
+    hidden = len(weights) - 1
+    count, rows = objective.shape[1:]
+    dtype = objective.dtype
+    coefficient = objective
+    constant = np.asarray(offset, dtype)
+    through: list[Array] = [None] * (hidden + 1)
+    for k in range(hidden, -1, -1):
+        constant = constant + np.tensordot(biases[k], coefficient, axes=(0, 0))
+        through[k] = np.ascontiguousarray(weights[k].transpose_times(coefficient))
+        if k == 0:
+            break
+        j = k - 1
+        coefficient = np.empty_like(through[k])
+        total = np.zeros((count, rows), dtype)
+        kernels.relu_step_into(through[k], alpha[j], beta[j], lines.unstable[j][:, :, 0],
+                               lines.slope[j][:, :, 0], lines.intercept[j][:, :, 0],
+                               lines.signs[j][:, :, 0], coefficient, total)
+        constant = constant + total
+    first = through[0]
+    below, above = np.zeros((count, rows), dtype), np.zeros((count, rows), dtype)
+    grad_through = np.empty_like(first) if gradient else first
+    kernels.box_step_into(first, np.ascontiguousarray(lines.box_lower[:, :, 0]),
+                          np.ascontiguousarray(lines.box_upper[:, :, 0]), below, above,
+                          grad_through, gradient)
+    bound = constant + below + above
+    if not gradient:
+        return bound, first, None
+    grad_alpha, grad_beta = [], []
+    for j in range(hidden):
+        product = np.ascontiguousarray(weights[j].times(grad_through))
+        grad_alpha.append(np.empty_like(product))
+        grad_beta.append(np.empty_like(product))
+        grad_through = np.empty_like(product)
+        kernels.relu_gradient_into(product, np.ascontiguousarray(biases[j], dtype),
+                                   through[j + 1], alpha[j],
+                                   lines.unstable[j][:, :, 0], lines.slope[j][:, :, 0],
+                                   lines.intercept[j][:, :, 0], lines.signs[j][:, :, 0],
+                                   grad_alpha[j], grad_beta[j], grad_through)
+    return bound, first, (grad_alpha, grad_beta)
 
 
 def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, offset: Array,
@@ -247,21 +409,23 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
         return bound, current
     if not optimise_alpha:  # DeepPoly's slopes on *these* bounds (what a checker re-derives)
         current = Multipliers(initial_multipliers(domains, rows).alpha, current.beta)
-    split = [(s != 0)[:, None, :] for s in domains.signs]
-    current = Multipliers([xp.clip(a, 0.0, 1.0) for a in current.alpha],
-                          [xp.where(m, xp.maximum(b, 0.0), 0.0)
-                           for b, m in zip(current.beta, split, strict=True)])
+    # the iterates live neuron-major (n_j, N, K) until they are returned
+    lines = _lines(domains, objective.dtype)
+    split = [s != 0 for s in lines.signs]
+    alpha = [xp.clip(neuron_major(a), 0.0, 1.0) for a in current.alpha]
+    beta = [xp.where(m, xp.maximum(neuron_major(b), 0.0), 0.0)
+            for b, m in zip(current.beta, split, strict=True)]
     best_bound = None
-    best = Multipliers([a.copy() for a in current.alpha], [b.copy() for b in current.beta])
-    first_moment = [xp.zeros_like(p) for p in current.alpha + current.beta]
-    second_moment = [xp.zeros_like(p) for p in current.alpha + current.beta]
+    best = [p.copy() for p in alpha + beta]
+    first_moment = [xp.zeros_like(p) for p in alpha + beta]
+    second_moment = [xp.zeros_like(p) for p in alpha + beta]
     # the sub-domains still optimised (positions in the batch; None: all of them) and
     # their part of the problem
     positions = None
-    part, part_objective, part_offset = domains, objective, offset
+    part_lines, part_objective, part_offset = lines, neuron_major(objective), offset
     for step in range(steps + 1):
-        bound, grads = bound_and_gradient(network, part, part_objective, part_offset, current,
-                                          gradient=step < steps)
+        bound, _, grads = _back_substitute(network, part_lines, part_objective, part_offset,
+                                           alpha, beta, gradient=step < steps)
         # the bound of the current iterate: keep it where it beats the best so far
         if best_bound is None:
             best_bound = bound
@@ -273,12 +437,11 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
                 best_bound = updated
             else:
                 best_bound[positions] = updated
-            for kept, now in zip(best.alpha + best.beta, current.alpha + current.beta,
-                                 strict=True):
+            for kept, now in zip(best, alpha + beta, strict=True):
                 if positions is None:
-                    kept[...] = xp.where(improved[:, :, None], now, kept)
+                    kept[...] = xp.where(improved[None], now, kept)
                 else:
-                    kept[positions] = xp.where(improved[:, :, None], now, kept[positions])
+                    kept[:, positions] = xp.where(improved[None], now, kept[:, positions])
         if step == steps or time.perf_counter() > deadline:
             break
         if settled_above is not None:
@@ -289,20 +452,29 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
                     break
                 positions = xp.flatnonzero(going) if positions is None \
                     else positions[going]
-                part, part_objective, part_offset = (_subset(domains, positions),
-                                                     objective[positions], offset[positions])
-                split = [m[going] for m in split]
-                current = Multipliers([a[going] for a in current.alpha],
-                                      [b[going] for b in current.beta])
-                grads = Multipliers([g[going] for g in grads.alpha],
-                                    [g[going] for g in grads.beta])
-                first_moment = [m[going] for m in first_moment]
-                second_moment = [v[going] for v in second_moment]
-        parameters = current.alpha + current.beta
-        gradients = grads.alpha + grads.beta
-        moving = [optimise_alpha] * len(current.alpha) + [True] * len(current.beta)
-        for p, g, m, v, moves in zip(parameters, gradients, first_moment, second_moment,
-                                     moving, strict=True):
+                part_lines, part_objective, part_offset = (
+                    part_lines.take(going), part_objective[:, going], part_offset[going])
+                split = [m[:, going] for m in split]
+                alpha = [a[:, going] for a in alpha]
+                beta = [b[:, going] for b in beta]
+                grads = ([g[:, going] for g in grads[0]], [g[:, going] for g in grads[1]])
+                first_moment = [m[:, going] for m in first_moment]
+                second_moment = [v[:, going] for v in second_moment]
+        kernels = _compiled(*alpha, *beta, *grads[0], *grads[1])
+        if kernels is not None:  # the step and the projection in one pass per array
+            first_correction, second_correction = 1 - 0.9 ** (step + 1), 1 - 0.999 ** (step + 1)
+            for index, (p, g, m, v) in enumerate(zip(alpha + beta, grads[0] + grads[1],
+                                                     first_moment, second_moment,
+                                                     strict=True)):
+                is_beta = index >= len(alpha)
+                if is_beta or optimise_alpha:
+                    kernels.adam_step_into(p, g, m, v, learning_rate, first_correction,
+                                           second_correction,
+                                           split[index % len(alpha)][:, :, 0], is_beta)
+            continue
+        moving = [optimise_alpha] * len(alpha) + [True] * len(beta)
+        for p, g, m, v, moves in zip(alpha + beta, grads[0] + grads[1], first_moment,
+                                     second_moment, moving, strict=True):
             if not moves:
                 continue
             m *= 0.9
@@ -311,22 +483,13 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
             v += 0.001 * g * g
             p += learning_rate * (m / (1 - 0.9 ** (step + 1))) / (
                 xp.sqrt(v / (1 - 0.999 ** (step + 1))) + 1e-8)
-        for a in current.alpha:
+        for a in alpha:
             xp.clip(a, 0.0, 1.0, out=a)
-        for b, m in zip(current.beta, split, strict=True):
+        for b, m in zip(beta, split, strict=True):
             b[...] = xp.where(m, xp.maximum(b, 0.0), 0.0)
-    return best_bound, best
-
-
-def _subset(domains: SplitDomains, positions: Array) -> SplitDomains:
-    """The sub-domains at ``positions`` (a box shared by all stays shared)."""
-    def pick(box: Array) -> Array:
-        return box[positions] if box.ndim == 2 else box
-
-    return SplitDomains([lo[positions] for lo in domains.lower],
-                        [hi[positions] for hi in domains.upper],
-                        [s[positions] for s in domains.signs],
-                        pick(domains.box_lower), pick(domains.box_upper))
+    layers = len(alpha)
+    return best_bound, Multipliers([row_major(p) for p in best[:layers]],
+                                   [row_major(p) for p in best[layers:]])
 
 
 def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: int = 10,

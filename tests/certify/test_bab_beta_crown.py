@@ -326,7 +326,7 @@ def test_optimise_takes_no_step_after_its_deadline(virtual_clock) -> None:
     domains = domains_of(box, signs, bounds)
     rows, offset = np.array([[[1.0, -1.0]]]), np.zeros((1, 1))
     two_steps, chosen = optimise(dense, domains, rows, offset, steps=2)
-    virtual_clock.charge(beta_crown, "bound_and_gradient", 1.0)
+    virtual_clock.charge(beta_crown, "_back_substitute", 1.0)
     stopped, kept = optimise(dense, domains, rows, offset, steps=50, deadline=2.5)
     assert virtual_clock.now == 3
     np.testing.assert_array_equal(stopped, two_steps)
@@ -361,7 +361,7 @@ def test_the_roots_one_time_tightening_does_not_stop_the_first_round(virtual_clo
     centre = np.random.default_rng(0).uniform(-1, 1, 2)
     problem, _ = near_boundary_problem(model, centre, 0.3, np.array([1.0, -1.0]), 1e-4)
     virtual_clock.charge(bab, "tighten_intermediate", 100.0)
-    virtual_clock.charge(beta_crown, "bound_and_gradient", 0.01)
+    virtual_clock.charge(beta_crown, "_back_substitute", 0.01)
     result = branch_and_bound(problem, dense_network(model, problem.input_shape),
                               BabConfig(method="beta-crown", root_share=1.0), deadline=130.0)
     assert virtual_clock.now > 100 and result.bounded > 1, result
