@@ -280,6 +280,22 @@ def bound_and_gradient(network: DenseNetwork, domains: SplitDomains, objective: 
                               [row_major(g) for g in grads[1]])
 
 
+def bound_children(network: DenseNetwork, domains: SplitDomains, objective: Array,
+                   offset: Array, parents: Multipliers, owners: Array) -> Array:
+    """:func:`bound_and_gradient`'s bounds (C, K), without gradient, of C children each
+    warm-started from its parent's multipliers (``owners`` (C,): positions in ``parents``):
+    the parents' are made neuron-major once and gathered, instead of the children's."""
+    dtype = objective.dtype
+    xp = get_array_module(objective)
+
+    def gathered(values: list[Array]) -> list[Array]:
+        return [xp.take(neuron_major(v.astype(dtype, copy=False)), owners, axis=1)
+                for v in values]
+
+    return _back_substitute(network, _lines(domains, dtype), neuron_major(objective), offset,
+                            gathered(parents.alpha), gathered(parents.beta), False)[0]
+
+
 def input_coefficients(network: DenseNetwork, domains: SplitDomains, objective: Array,
                        offset: Array, multipliers: Multipliers) -> Array:
     """(N, K, n₀): the coefficient of x in each row's linear lower bound (its minimiser

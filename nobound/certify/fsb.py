@@ -18,6 +18,7 @@ from nobound.certify.beta_crown import (
     Multipliers,
     SplitDomains,
     bound_and_gradient,
+    bound_children,
     initial_multipliers,
 )
 from nobound.certify.branching import Interval, clamp_to_splits, score_tables
@@ -70,16 +71,14 @@ def choose_by_children(problem: VerificationProblem, dense: DenseNetwork,
                                    child_signs)
     domains = SplitDomains([lo for lo, _ in child_bounds], [hi for _, hi in child_bounds],
                            child_signs, problem.lower.reshape(-1), problem.upper.reshape(-1))
+    offset = np.broadcast_to(problem.offset, (len(owners), problem.num_rows))
     if multipliers is None:
-        start = initial_multipliers(domains, problem.num_rows)
+        values, _ = bound_and_gradient(dense, domains, objective[owners_array], offset,
+                                       initial_multipliers(domains, problem.num_rows),
+                                       gradient=False)
     else:
-        start = multipliers.take(owners_array)
-        start = Multipliers([a.astype(np.float64) for a in start.alpha],
-                            [b.astype(np.float64) for b in start.beta])
-    values, _ = bound_and_gradient(dense, domains, objective[owners_array],
-                                   np.broadcast_to(problem.offset,
-                                                   (len(owners), problem.num_rows)),
-                                   start, gradient=False)
+        values = bound_children(dense, domains, objective[owners_array], offset,
+                                multipliers, owners_array)
     child_values = values.max(axis=1)
     choices: list[tuple[int, int] | None] = []
     position = 0

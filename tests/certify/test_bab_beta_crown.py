@@ -672,3 +672,22 @@ def test_compiled_csr_product_equals_scipys_for_every_column_block() -> None:
         out = np.full((37, width), np.nan)
         csr_times_into(matrix.indptr, matrix.indices, matrix.data, columns, out)
         np.testing.assert_allclose(out, matrix @ columns, rtol=1e-12, atol=1e-12)
+
+
+def test_children_bounded_from_their_parents_multipliers_equal_the_gathered_ones() -> None:
+    """:func:`bound_children` (the parents' multipliers gathered neuron-major) gives the
+    bounds of :func:`bound_and_gradient` on the children's own copies of them."""
+    from nobound.certify.beta_crown import bound_children
+
+    dense, box, signs, bounds = sparse_instance(0)
+    domains = _batched_split_domains(dense, box, signs, bounds, 5, 0, per_box=False)
+    rng = np.random.default_rng(0)
+    parents = Multipliers([rng.uniform(0, 1, (3, 2, s.shape[1])) for s in domains.signs],
+                          [rng.exponential(1.0, (3, 2, s.shape[1])) for s in domains.signs])
+    owners = np.array([2, 0, 0, 1, 2])
+    objective = rng.normal(0, 1, (5, 2, dense.weights[-1].shape[0]))
+    offset = np.zeros((5, 2))
+    expected, _ = bound_and_gradient(dense, domains, objective, offset, parents.take(owners),
+                                     gradient=False)
+    np.testing.assert_allclose(bound_children(dense, domains, objective, offset, parents,
+                                              owners), expected, rtol=1e-12, atol=1e-12)
