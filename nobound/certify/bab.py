@@ -232,7 +232,9 @@ class _Search:
         betas = [] if multipliers is None else [
             (k, int(neuron), float(beta[row, neuron]))
             for k, beta in enumerate(multipliers.beta) for neuron in np.flatnonzero(beta[row])]
-        alphas = [] if multipliers is None else [a[row].tolist() for a in multipliers.alpha]
+        # arrays, not lists: a tree of thousands of proved leaves is held until it is checked
+        alphas = [] if multipliers is None else [np.array(a[row], np.float64)
+                                                 for a in multipliers.alpha]
         self.nodes[index].proof = LeafProof(weights.tolist(), betas, float(lower[row]),
                                             self.config.method, alphas)
 
@@ -242,9 +244,11 @@ class _Search:
         """Prove, solve or queue one freshly bounded sub-domain."""
         if lower.max() > PROOF_TOLERANCE:
             self.prove(index, lower, multipliers)
-            if self.deferred:  # checked with the finished tree (check_tree)
+            if self.deferred:  # checked with the finished tree (check_tree); a reopened
+                # leaf restarts from DeepPoly's slopes (the multipliers are only a warm
+                # start, and thousands of them would be held until then)
                 self.unchecked[index] = self.open_entry(index, signs, bounds, lower,
-                                                        minimiser, multipliers)
+                                                        minimiser, None)
                 return None
             if self.confirmed(index):
                 return None

@@ -38,15 +38,26 @@ from nobound.nn.module import Module
 FORMAT = "nobound-certificate/1"
 
 
-@dataclass
+@dataclass(eq=False)
 class LeafProof:
     row_weights: list[float]
     betas: list[tuple[int, int, float]]  # (hidden layer k, neuron i, β)
     bound: float
     method: str
-    # lower ReLU slopes α ∈ [0, 1] per hidden layer (n_k numbers, used on unstable
-    # neurons); [] (or an empty layer) means DeepPoly's α = [u > −l]
-    alphas: list[list[float]] = field(default_factory=list)
+    # lower ReLU slopes α ∈ [0, 1] per hidden layer (n_k numbers — a list, or an array
+    # while a search holds the tree — used on unstable neurons); [] (or an empty layer)
+    # means DeepPoly's α = [u > −l]
+    alphas: list[Any] = field(default_factory=list)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every number is (α as lists or arrays alike)."""
+        if not isinstance(other, LeafProof):
+            return NotImplemented
+        return (self.row_weights, self.betas, self.bound, self.method) == \
+            (other.row_weights, other.betas, other.bound, other.method) and \
+            len(self.alphas) == len(other.alphas) and \
+            all(np.array_equal(np.asarray(a, float), np.asarray(b, float))
+                for a, b in zip(self.alphas, other.alphas, strict=True))
 
 
 @dataclass
@@ -111,9 +122,17 @@ def problem_certificate(problem: Any, nodes: list[TreeNode]) -> ProblemCertifica
                               problem.offset.tolist(), nodes)
 
 
+def _listed(value: Any) -> list:
+    """JSON for the arrays a search keeps in its proofs (α per layer: an array costs a
+    quarter of a list of Python floats while the tree is in memory)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def save_certificate(certificate: Certificate, path: str | Path) -> Path:
     path = Path(path)
-    text = json.dumps(asdict(certificate), allow_nan=True)
+    text = json.dumps(asdict(certificate), allow_nan=True, default=_listed)
     data = gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
