@@ -49,6 +49,7 @@ from nobound.certify.checker_layers import (
 )
 from nobound.certify.rounding import (
     SMALLEST_SUBNORMAL,
+    any_nonzero,
     down,
     gamma_factor,
     lower_rows,
@@ -215,7 +216,7 @@ def _through_stage(rows: np.ndarray, error: np.ndarray | None, weight: np.ndarra
               + up(2.0 * n * SMALLEST_SUBNORMAL * upper_sum(below)[..., None]))
     if error is not None:
         fold = up(fold + upper_rows(error, reach))
-    if np.any(radius):
+    if any_nonzero(radius):
         reach_radius = upper_rows(radius, below)               # ≥ R below
         spread = size if error is None else up(size + error)
         fold = up(fold + upper_rows(spread, reach_radius))
@@ -226,7 +227,7 @@ def _bias_term(rows: np.ndarray, error: np.ndarray | None, bias: np.ndarray,
                radius: np.ndarray) -> np.ndarray:
     """A lower bound of Λ* · b* (real), per row."""
     value = lower_rows(rows, bias)
-    penalty = upper_rows(np.abs(rows), radius) if np.any(radius) else 0.0
+    penalty = upper_rows(np.abs(rows), radius) if any_nonzero(radius) else 0.0
     if error is not None:
         penalty = up(penalty + upper_rows(error, up(np.abs(bias) + radius)))
     return down(value - penalty)
@@ -271,7 +272,7 @@ def _interval_lower(weight: np.ndarray, bias: np.ndarray, radius: np.ndarray,
     """A lower bound of W* a + b* over low ≤ a ≤ high (real arithmetic; a (..., n))."""
     value = down(lower_rows(np.maximum(weight, 0), low) + lower_rows(np.minimum(weight, 0), high))
     value = down(value + down(bias - bias_radius))
-    if np.any(radius):
+    if any_nonzero(radius):
         value = down(value - upper_rows(radius, _magnitude((low, high))))
     return value
 

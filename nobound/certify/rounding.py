@@ -88,23 +88,40 @@ class StageMatrix:
     magnitude_csr: Any | None
 
 
-# StageMatrix of a stored matrix by the array's id while it lives: a network is checked
-# leaf after leaf, and |W| and the CSR copies cost a pass over W each
-_STAGE_MATRICES: dict[int, tuple[weakref.ref, StageMatrix]] = {}
+# what is derived from a stored array, by (what, the array's id) while it lives: a network
+# is checked leaf after leaf, and |W|, the CSR copies or a scan for non-zeros cost a pass
+# over the whole matrix each. Stored arrays are never modified (stored_network copies
+# them from the model), which is what makes deriving once sound.
+_DERIVED: dict[tuple[str, int], tuple[weakref.ref, Any]] = {}
+
+
+def _derived(what: str, array: np.ndarray, make: Any) -> Any:
+    key = (what, id(array))
+    kept = _DERIVED.get(key)
+    if kept is not None and kept[0]() is array:
+        return kept[1]
+    value = make(array)
+    _DERIVED[key] = (weakref.ref(array), value)
+    weakref.finalize(array, _DERIVED.pop, key, None)
+    return value
+
+
+def _make_stage_matrix(weight: np.ndarray) -> StageMatrix:
+    magnitude = np.abs(weight)
+    sparse = np.count_nonzero(weight) <= SPARSE_SHARE * weight.size
+    return StageMatrix(weight, magnitude, csr_array(weight.T) if sparse else None,
+                       csr_array(magnitude) if sparse else None)
 
 
 def stage_matrix(weight: np.ndarray) -> StageMatrix:
     """The :class:`StageMatrix` of a host matrix, made once per array."""
-    kept = _STAGE_MATRICES.get(id(weight))
-    if kept is not None and kept[0]() is weight:
-        return kept[1]
-    magnitude = np.abs(weight)
-    sparse = np.count_nonzero(weight) <= SPARSE_SHARE * weight.size
-    matrix = StageMatrix(weight, magnitude, csr_array(weight.T) if sparse else None,
-                         csr_array(magnitude) if sparse else None)
-    _STAGE_MATRICES[id(weight)] = (weakref.ref(weight), matrix)
-    weakref.finalize(weight, _STAGE_MATRICES.pop, id(weight), None)
-    return matrix
+    return _derived("stage", weight, _make_stage_matrix)
+
+
+def any_nonzero(array: np.ndarray) -> bool:
+    """Whether a stored array (a weight radius: all zeros for weights exact in float64)
+    has a non-zero entry, decided once per array."""
+    return _derived("nonzero", array, lambda a: bool(np.any(a)))
 
 
 def rows_times_matrix(rows: np.ndarray, matrix: StageMatrix) -> np.ndarray:

@@ -80,7 +80,10 @@ class _Affine:
 
 
 def _array(value: object) -> np.ndarray:
-    return np.asarray(to_numpy(value.data if isinstance(value, Tensor) else value), np.float64)
+    # a copy: the checker derives |W|, CSR copies and "has a radius" once per stored array
+    # (rounding.stage_matrix), so a stored array must never change — not even when the
+    # model it was read from trains on
+    return np.array(to_numpy(value.data if isinstance(value, Tensor) else value), np.float64)
 
 
 def _elementwise_radius(x: np.ndarray, rx: np.ndarray, y: np.ndarray, ry: np.ndarray,

@@ -29,3 +29,21 @@ def test_conv_dense_matrix_in_chunks(chunk, monkeypatch) -> None:
         conv = model.layers[0](Tensor(x)).data.reshape(4, -1)
     dense = x.reshape(4, -1) @ chunked.weights[0].T + chunked.biases[0]
     assert np.allclose(dense, conv, rtol=1e-12, atol=1e-12)
+
+
+def test_stored_arrays_are_copies_so_what_the_checker_derives_from_them_stays_true() -> None:
+    """The checker derives |W|, CSR copies and "has a radius" once per stored array
+    (rounding.stage_matrix, any_nonzero): the stored network must not share memory with
+    the model, or a model trained on would leave those stale."""
+    from nobound.certify.rounding import any_nonzero, stage_matrix
+
+    first, second = Linear(3, 4, dtype=np.float64), Linear(4, 2, dtype=np.float64)
+    model = Sequential(first, ReLU(), second)
+    network = stored.stored_network(model, (3,))
+    before = network.weights[0].copy()
+    magnitude = stage_matrix(network.weights[0]).magnitude.copy()
+    first.weight.data[...] += 1.0  # training goes on in place
+    assert np.array_equal(network.weights[0], before)
+    assert np.array_equal(stage_matrix(network.weights[0]).magnitude, magnitude)
+    assert not any_nonzero(network.weight_radii[0])
+    assert any_nonzero(np.array([0.0, 1e-300])) and not any_nonzero(np.zeros(3))
