@@ -314,6 +314,8 @@ def _search_round(problems: list[VerificationProblem], rng: np.random.Generator,
             elite.append(samples[near])  # the seed and its nearest samples
             elite_values.append(scores[near, problem])
             owners.append(problem)
+    if not elite:  # no finite score anywhere (overflowing outputs): nothing to evolve
+        return None
     population, values = np.stack(elite), np.stack(elite_values)
     island_owner = np.array(owners)
     offspring_owner = np.repeat(island_owner, SEARCH_OFFSPRING)

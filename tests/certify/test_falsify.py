@@ -132,3 +132,18 @@ def test_the_first_attack_searches_for_its_share_of_the_time_left(clock: Virtual
         assert attack_problems(holding, deadline=deadline, search_rounds=100) is None
         share = falsify.SEARCH_SHARE * (deadline - pgd)
         assert pgd + share / 2 < clock.now <= pgd + share + clock.largest_step
+
+
+def test_a_box_whose_outputs_overflow_everywhere_ends_the_search_quietly() -> None:
+    """Outputs of ±inf/nan at every sample (an ill-conditioned network: z = 0·x + 1e300,
+    then ×1e300) leave no finite score to evolve: the search answers None, no crash
+    (found by tests/certify/test_ill_conditioned.py once the search ran after the bounds)."""
+    first, second = Linear(1, 1, dtype=np.float64), Linear(1, 1, dtype=np.float64)
+    first.weight.data = np.array([[0.0]])
+    first.bias.data = np.array([1e300])
+    second.weight.data = np.array([[1e300]])
+    second.bias.data = np.array([0.0])
+    model = float64_model(Sequential(first, ReLU(), second))
+    problem = VerificationProblem(model, np.zeros(1), np.ones(1), np.array([[1.0]]),
+                                  np.zeros(1))
+    assert search_problems([problem]) is None
