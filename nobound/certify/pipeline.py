@@ -8,7 +8,10 @@ proved —
 3. bounds on the whole box, cheapest first: IBP, CROWN-IBP, DeepPoly, alpha-CROWN — all
    open problems in one batched call per method; a problem is proved when one of its
    rows has a positive lower bound;
-4. branch and bound (:mod:`nobound.certify.bab`) on what is left, most violated first,
+4. on boxes of few inputs, the falsifier's search of the box (samples, islands,
+   multi-scale PGD: :func:`nobound.certify.falsify.search_problems`) for the problems the
+   bounds left open — thin counterexample sets PGD misses;
+5. branch and bound (:mod:`nobound.certify.bab`) on what is left, most violated first,
    sharing one deadline and one node budget.
 
 The verdict (:mod:`nobound.certify.verdicts`) names the stage that decided. The search is
