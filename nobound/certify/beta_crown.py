@@ -170,12 +170,18 @@ def relaxation(lower: Array, upper: Array) -> tuple[Array, Array, Array]:
     return unstable, slope, intercept
 
 
+def deeppoly_alpha(lower: Array, upper: Array) -> Array:
+    """DeepPoly's lower slope of an unstable ReLU on [l, u]: 1 where u > −l, else 0 (the
+    line of the smaller area; a stable neuron's lower line is its upper one)."""
+    return (upper > -lower).astype(lower.dtype)
+
+
 def initial_multipliers(domains: SplitDomains, rows: int) -> Multipliers:
-    """DeepPoly's slopes (α = 1 where u > −l) and β = 0."""
+    """DeepPoly's slopes (:func:`deeppoly_alpha`) and β = 0."""
     xp = get_array_module(domains.lower[0])
     alpha, beta = [], []
     for lower, upper in zip(domains.lower, domains.upper, strict=True):
-        start = (upper > -lower).astype(lower.dtype)
+        start = deeppoly_alpha(lower, upper)
         alpha.append(xp.repeat(start[:, None, :], rows, axis=1))
         beta.append(xp.zeros((lower.shape[0], rows, lower.shape[1]), lower.dtype))
     return Multipliers(alpha, beta)
@@ -609,8 +615,8 @@ def deeppoly_intermediate(network: DenseNetwork, domains: SplitDomains) -> Split
             lower[k] = xp.where(signs > 0, xp.maximum(lower[k], 0.0), lower[k])
             upper[k] = xp.where(signs < 0, xp.minimum(upper[k], 0.0), upper[k])
         unstable, slope, intercept = relaxation(lower[k], upper[k])
-        lower_slope = xp.where(unstable, (upper[k] > -lower[k]), lower[k] >= 0)
-        lines.append((lower_slope.astype(slope.dtype), slope, intercept))
+        lower_slope = xp.where(unstable, deeppoly_alpha(lower[k], upper[k]), slope)
+        lines.append((lower_slope, slope, intercept))
     return SplitDomains(lower, upper, domains.signs, domains.box_lower, domains.box_upper)
 
 
