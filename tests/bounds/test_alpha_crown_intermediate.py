@@ -132,13 +132,18 @@ def test_tightened_bounds_lie_within_deeppolys_and_hold(seed, activations, eps,
         assert layer.steps <= steps
 
 
+def deep_net_and_box(seed: int, activation: type, layers: int) -> tuple[Sequential, Box]:
+    """A deep S-shape net (4 inputs, ``layers`` × 10 neurons) and a box of radius 0.3."""
+    rng = np.random.default_rng(seed)
+    model = deep_s_shape_net(rng, activation, 4, [10] * layers, 1.5)
+    x = rng.uniform(-1, 1, 4)
+    return model, Box(Tensor((x - 0.3)[None]), Tensor((x + 0.3)[None]))
+
+
 def test_tightening_gains_on_a_deep_sigmoid_net() -> None:
     # DeepPoly's intermediate bounds of a deep Sigmoid net are loose: tightening them
     # raises the output bound beyond alpha-CROWN's on DeepPoly's bounds
-    rng = np.random.default_rng(6)
-    model = deep_s_shape_net(rng, Sigmoid, 4, [10] * 4, 1.5)
-    x = rng.uniform(-1, 1, 4)
-    box = Box(Tensor((x - 0.3)[None]), Tensor((x + 0.3)[None]))
+    model, box = deep_net_and_box(6, Sigmoid, 4)
     spec = np.array([[[1.0, -1.0, 0.0]]])
     with no_grad():
         plain = compute_bounds(model, box, method="alpha-crown", spec=spec)
@@ -154,10 +159,7 @@ def test_tightening_gains_on_a_deep_sigmoid_net() -> None:
 
 def test_a_past_deadline_takes_no_step_and_stays_sound() -> None:
     # each layer still gets its starting point's bound (DeepPoly's on the layers below)
-    rng = np.random.default_rng(6)
-    model = deep_s_shape_net(rng, Tanh, 4, [10] * 3, 1.5)
-    x = rng.uniform(-1, 1, 4)
-    box = Box(Tensor((x - 0.3)[None]), Tensor((x + 0.3)[None]))
+    model, box = deep_net_and_box(6, Tanh, 3)
     with no_grad():
         late = optimised_model_bounds(model, box, None, intermediate_steps=20, deadline=0.0)
         deeppoly = compute_bounds(model, box, method="deeppoly")
@@ -168,10 +170,7 @@ def test_a_past_deadline_takes_no_step_and_stays_sound() -> None:
 
 
 def test_layers_whose_slopes_would_not_fit_the_memory_budget_keep_their_bounds() -> None:
-    rng = np.random.default_rng(6)
-    model = deep_s_shape_net(rng, Sigmoid, 4, [10] * 4, 1.5)
-    x = rng.uniform(-1, 1, 4)
-    box = Box(Tensor((x - 0.3)[None]), Tensor((x + 0.3)[None]))
+    model, box = deep_net_and_box(6, Sigmoid, 4)
     with no_grad():
         # 10 rows × 10 neurons × 2 lines × 2 sides × 8 bytes × 4 copies fit layer 3's;
         # layer 5's search has twice as many slopes
