@@ -186,6 +186,18 @@ class _BatchSizer:
             self.current = best
 
 
+# A sub-domain is closed as empty only when some lower bound exceeds its upper bound by more
+# than round-off could explain: the rigorous checker re-derives the bounds with outward
+# rounding, and a domain empty by a hair in float64 is not empty to it (its "empty" proof
+# would be refused, and the search, seeing the same bounds, would close it as empty again).
+EMPTY_MARGIN = 1e-9
+
+
+def _clearly_empty(bounds: list[Interval]) -> bool:
+    return any(np.any(lo - hi > EMPTY_MARGIN * (1.0 + np.abs(lo) + np.abs(hi)))
+               for lo, hi in bounds)
+
+
 def _fully_fixed(bounds: list[Interval], signs: list[np.ndarray]) -> bool:
     return not any(unstable_mask(b, s).any() for b, s in zip(bounds, signs, strict=True))
 
@@ -260,7 +272,7 @@ class _Search:
               lower: np.ndarray, minimiser: np.ndarray | None,
               multipliers: Multipliers | None) -> Counterexample | None:
         """Close an unproved sub-domain (empty, or affine: its LP) or queue it."""
-        if any(np.any(lo > hi) for lo, hi in bounds):  # sound bounds: the domain is empty
+        if _clearly_empty(bounds):
             weights = [0.0] * self.problem.num_rows
             self.nodes[index].proof = LeafProof(weights, [], 0.0, "empty")
             return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from certify_instances import near_boundary_problem, tiny_network
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nobound.certify.pipeline import Certifier, CertifierConfig
@@ -41,6 +41,9 @@ def assert_agrees(verdict, problem, attained: float, exact_value: float) -> None
        widths=st.tuples(st.integers(2, 4), st.integers(3, 7), st.integers(3, 7)),
        radius=st.floats(0.05, 0.8),
        margin=st.sampled_from([-0.1, -0.01, -1e-3, 1e-3, 0.01, 0.1]))
+# a sub-domain empty by a hair in the search's float64 bounds but not in the checker's
+# rounded ones: closed as "empty" again and again, so the tree was never accepted
+@example(seed=160, widths=(2, 7, 5), radius=0.5, margin=1e-3)
 def test_verdict_agrees_with_milp_sign(seed, widths, radius, margin) -> None:
     inputs, first, second = widths
     model = tiny_network(seed, (inputs, first, second, 2))
