@@ -32,12 +32,16 @@ same driver serves the other linear relaxations with another source of [l, u] or
 CROWN-IBP takes every [l, u] from IBP (eq. 3) and back-substitutes C only (linear in depth);
 alpha-CROWN (:mod:`nobound.bounds.alpha_crown`) optimises λ per output row.
 
-Shortcuts that change no relaxation:
+Shortcuts (all but the second change no relaxation):
 
 * a ReLU input reached from the box through ReLU-free layers with at most one dense map is
   bounded by eq. (3), exact there (a dense map of a box has exactly that interval hull);
 * only neurons an interval pre-check cannot prove stable get rows: a stable neuron's
-  relaxation is exact whatever its bounds, so the pre-check's bounds serve for it;
+  relaxation is exact whatever its bounds, so the pre-check's bounds serve for it. Where the
+  pre-check proves a neuron stable that eq. (4) alone would not (it happens on IBP-trained
+  networks, whose interval bounds are tight), that neuron is relaxed exactly instead of by
+  eq. (5): sound either way, and usually tighter. Decided per sample (auto_LiRPA decides
+  per neuron for the whole batch, so its bounds can differ from these there);
 * a Sigmoid's or Tanh's input keeps the intersection of eq. (4)'s and the pre-check's
   bounds (each holds); a ReLU's keeps eq. (4)'s alone, as the paper defines DeepPoly;
 * which rows, in which layout (whole maps or receptive-field windows) and in chunks of what

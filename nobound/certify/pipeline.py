@@ -81,7 +81,7 @@ from nobound.exact.dense import DenseNetwork, dense_network
 from nobound.nn import MaxPool2d, ReLU, Sigmoid, Tanh
 
 if TYPE_CHECKING:
-    from nobound.bounds.alpha_crown import TightenedLayer
+    from nobound.bounds.alpha_crown_intermediate import TightenedLayer
 
 # A padding row never proves anything: its lower bound is this offset.
 _PADDING_OFFSET = -1e300

@@ -15,14 +15,9 @@ from test_soundness_pooling_s_shapes import ACTIVATIONS, deep_s_shape_net, rando
 
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.bounds import Box, compute_bounds
-from nobound.bounds.alpha_crown import (
-    _initial_slopes,
-    _initial_tangents,
-    _neuron_bounds,
-    _tangent_ranges,
-    optimised_bounds,
-    optimised_model_bounds,
-)
+from nobound.bounds.alpha_crown import optimised_bounds, optimised_model_bounds
+from nobound.bounds.alpha_crown_intermediate import neuron_bounds
+from nobound.bounds.alpha_slopes import initial_slopes, initial_tangents, tangent_ranges
 from nobound.bounds.deeppoly import deeppoly_relaxations
 from nobound.bounds.network import Network
 from nobound.bounds.plan import BoundsPlan
@@ -75,19 +70,19 @@ def test_neuron_bounds_hold_for_any_slopes_below(seed, activations, eps) -> None
     network, plan = Network.from_model(model, (3,)), BoundsPlan()
     with no_grad():
         relaxations, recorded = deeppoly_relaxations(network, box, None, None, plan)
-        ranges = _tangent_ranges(network, relaxations, recorded)
+        ranges = tangent_ranges(network, relaxations, recorded)
         for index in sorted(recorded)[1:]:
             neurons = np.arange(5)
             below = {i: r for i, r in relaxations.items() if i < index}
-            slopes = _initial_slopes(below, 5, "deeppoly")
-            _initial_tangents({i: r for i, r in ranges.items() if i < index}, 5, "deeppoly",
+            slopes = initial_slopes(below, 5, "deeppoly")
+            initial_tangents({i: r for i, r in ranges.items() if i < index}, 5, "deeppoly",
                               slopes)
             for trial in range(4):
                 if trial:
                     for side in slopes:
                         for key, value in slopes[side].items():
                             slopes[side][key] = Tensor(rng.uniform(size=value.shape))
-                bounds = _neuron_bounds(network, (network, box), relaxations, ranges, index,
+                bounds = neuron_bounds(network, (network, box), relaxations, ranges, index,
                                         neurons, plan, slopes)
                 for b in range(2):
                     assert_below(bounds["lower"].data[0, b], seen[b][index],

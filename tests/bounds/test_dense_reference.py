@@ -4,7 +4,9 @@
 matrices and takes no shortcut. Every execution plan of ``compute_bounds`` must give its
 output bounds (1e-9 relative, float64), its intermediate bounds on every neuron the fast
 path left unstable; on the others the fast path keeps the interval pre-check's bound (exact
-relaxation whatever the bound), and the reference must find them stable too.
+relaxation whatever the bound), and the reference must find them stable too — true of
+these networks, not of every one: the last test shows the pre-check proving stable a neuron
+that eq. (4) alone leaves unstable.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff.tensor import Tensor
-from nobound.bounds import BoundsPlan, compute_bounds, linf_ball, margin_spec
+from nobound.bounds import BoundsPlan, Box, compute_bounds, linf_ball, margin_spec
 from nobound.bounds.reference import dense_deeppoly
 from nobound.exact.dense import dense_network
 from nobound.nn.zoo import conv_net, fc_net
@@ -88,3 +90,38 @@ def test_the_reference_catches_a_wrong_slope(monkeypatch):
     lower, _, _ = dense_deeppoly(dense_network(model, shape), region.lower.data,
                                  region.upper.data)
     assert not np.allclose(result.lower.data, lower, rtol=RELATIVE, atol=RELATIVE)
+
+
+def test_a_neuron_the_precheck_proves_stable_is_relaxed_exactly():
+    """The one shortcut that can change a relaxation (nobound/bounds/deeppoly.py).
+
+    f(x) = ReLU(z₂) − ReLU(z₂') + 10 with z₂ = ReLU(x), z₂' = ReLU(x) + 10 on x ∈ [−1, 2]:
+    f ≡ 0. The interval pre-check gives z₂ ∈ [0, 2], stable; eq. (4) alone gives z₂ ≥ x
+    ≥ −1 (the first ReLU's lower line is λ = 1), so the reference relaxes it (λ = 1,
+    s = t = 2/3) and its upper bound is 1, by hand. nobound relaxes z₂ exactly: [0, 0]."""
+    from nobound.nn import Flatten, Linear, ReLU, Sequential
+
+    first, second, third = (Linear(1, 1, dtype=np.float64), Linear(1, 2, dtype=np.float64),
+                            Linear(2, 1, dtype=np.float64))
+    first.weight.data[...], first.bias.data[...] = [[1.0]], 0.0
+    second.weight.data[...], second.bias.data[...] = [[1.0], [1.0]], [0.0, 10.0]
+    third.weight.data[...], third.bias.data[...] = [[1.0, -1.0]], 10.0
+    model = Sequential(Flatten(), first, ReLU(), second, ReLU(), third)
+    lower, upper = np.array([[[[-1.0]]]]), np.array([[[[2.0]]]])
+    result = compute_bounds(model, Box(Tensor(lower), Tensor(upper)), method="deeppoly")
+    _, _, hidden = dense_deeppoly(dense_network(model, (1, 1, 1)), lower, upper)
+
+    z2_low, z2_high = (b.data.reshape(-1) for b in result.intermediate[4])
+    np.testing.assert_allclose([z2_low[0], z2_high[0]], [0.0, 2.0], atol=1e-15)
+    np.testing.assert_allclose([hidden[1][0][0, 0], hidden[1][1][0, 0]], [-1.0, 2.0],
+                               atol=1e-15)
+    np.testing.assert_allclose([result.lower.data[0, 0], result.upper.data[0, 0]], [0.0, 0.0],
+                               atol=1e-14)
+    reference_low, reference_high, _ = dense_deeppoly(dense_network(model, (1, 1, 1)),
+                                                      lower, upper)
+    np.testing.assert_allclose([reference_low[0, 0], reference_high[0, 0]], [0.0, 1.0],
+                               atol=1e-14)
+    points = np.linspace(-1.0, 2.0, 61).reshape(-1, 1, 1, 1)
+    values = model(Tensor(points)).data.reshape(-1)
+    assert np.all(values >= result.lower.data[0, 0] - 1e-12)
+    assert np.all(values <= result.upper.data[0, 0] + 1e-12)

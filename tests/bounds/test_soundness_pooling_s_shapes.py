@@ -232,11 +232,11 @@ def test_alpha_crown_s_shape_tangent_points_are_sound_for_any_theta(seed, activa
     # alpha-CROWN moves each tangent point within its range (d = start + θ (stop − start));
     # any θ ∈ [0, 1] per row, side and line must give true bounds — checked with random θ
     # at the box's vertices and inside, and θ of DeepPoly's points must give DeepPoly's bound.
-    from nobound.bounds.alpha_crown import (
-        _initial_slopes,
-        _initial_tangents,
-        _tangent_ranges,
-        _with_slopes,
+    from nobound.bounds.alpha_slopes import (
+        initial_slopes,
+        initial_tangents,
+        tangent_ranges,
+        with_slopes,
     )
     from nobound.bounds.deeppoly import deeppoly_relaxations, output_bounds
     from nobound.bounds.network import Network
@@ -252,12 +252,12 @@ def test_alpha_crown_s_shape_tangent_points_are_sound_for_any_theta(seed, activa
     network, plan = Network.from_model(model, (3,)), BoundsPlan()
     with no_grad():
         relaxations, recorded = deeppoly_relaxations(network, box, None, None, plan)
-        ranges = _tangent_ranges(network, relaxations, recorded)
+        ranges = tangent_ranges(network, relaxations, recorded)
         assert ranges, "the S-shaped layers have movable tangent points"
-        slopes = _initial_slopes(relaxations, 2, "deeppoly")
-        _initial_tangents(ranges, 2, "deeppoly", slopes)
+        slopes = initial_slopes(relaxations, 2, "deeppoly")
+        initial_tangents(ranges, 2, "deeppoly", slopes)
         at_deeppoly, _ = output_bounds(network, box, spec,
-                                       _with_slopes(relaxations, slopes, True, network, ranges),
+                                       with_slopes(relaxations, slopes, True, network, ranges),
                                        plan)
         plain = compute_bounds(model, box, method="deeppoly", spec=spec)
         np.testing.assert_allclose(at_deeppoly["lower"].data[0], plain.lower.data, rtol=1e-9,
@@ -272,7 +272,7 @@ def test_alpha_crown_s_shape_tangent_points_are_sound_for_any_theta(seed, activa
                 for key, theta in slopes[side].items():
                     slopes[side][key] = Tensor(rng.uniform(size=theta.shape))
             bounds, _ = output_bounds(network, box, spec,
-                                      _with_slopes(relaxations, slopes, True, network, ranges),
+                                      with_slopes(relaxations, slopes, True, network, ranges),
                                       plan)
             assert_below(bounds["lower"].data[0][:, None], values, "random θ, lower")
             assert_above(bounds["upper"].data[0][:, None], values, "random θ, upper")
