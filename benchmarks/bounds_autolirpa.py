@@ -16,6 +16,15 @@ the minimum over repeats of the CPU time is the reported time, with the load ave
 and after. The bounds are compared (relative to the
 largest bound) so the times are of the same computation.
 
+Trained networks (``--model PATH --images mnist``, e.g. a network ``nobound train --normalize
+none`` wrote, on the first MNIST test images): there the two DeepPoly bounds can differ
+beyond round-off, nobound's never looser (counted per margin: ``tighter/looser``). Both take
+a neuron that an interval pre-check proves stable as exact; auto_LiRPA decides per neuron
+over the whole batch (a neuron unstable in any sample gets back-substituted bounds in every
+sample, which may be looser than the pre-check's), nobound per sample. With auto_LiRPA's
+rule emulated (``--batch-stability``), nobound's bounds match its to float32 round-off and
+both back-substitute the same rows.
+
 The process runs with the glibc allocator settings the ``nobound`` command applies at start
 (:func:`nobound.host_memory.tune_host_allocator`: freed blocks below 128 MiB are reused
 instead of mapped afresh); they are process-wide, so auto_LiRPA's PyTorch allocations get
@@ -37,6 +46,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 from math import prod  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -47,13 +58,24 @@ PEER = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "deeppoly": "CROWN"}
 RESULTS = Path(__file__).parent / "results"
 
 
-def build(arch: str, batch: int, eps: float, seed: int = 0) -> dict[str, Any]:
-    """The nobound model, its PyTorch twin with the same weights, inputs, labels, C."""
+def build(arch: str, batch: int, eps: float, seed: int = 0, model_path: Path | None = None,
+          images: str = "uniform") -> dict[str, Any]:
+    """The nobound model, its PyTorch twin with the same weights, inputs, labels, C.
+
+    The model: Kaiming-uniform weights of ``seed``, or the network stored at ``model_path``
+    (e.g. one ``nobound train --normalize none`` wrote). The inputs: uniform noise in
+    [0, 1] with random labels, or (``images="mnist"``) the first ``batch`` MNIST test images
+    with their labels (``$NOBOUND_DATA``)."""
     import torch
 
     from nobound.nn import build_model, kaiming_uniform
 
-    model = kaiming_uniform(build_model(arch, (1, 28, 28), 10), seed=seed)
+    if model_path is None:
+        model = kaiming_uniform(build_model(arch, (1, 28, 28), 10), seed=seed)
+    else:
+        from nobound.io.models import load_model_checkpoint
+
+        model = load_model_checkpoint(model_path).model
     model.eval()
     layers = []
     for layer in model.layers:
@@ -75,13 +97,51 @@ def build(arch: str, batch: int, eps: float, seed: int = 0) -> dict[str, Any]:
              for name, p in model.named_parameters()}
     twin.load_state_dict(state)
     twin.eval()
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0.0, 1.0, (batch, 1, 28, 28)).astype(np.float32)
-    labels = rng.integers(0, 10, batch)
-    return {"model": model, "twin": twin, "images": images, "labels": labels, "eps": eps}
+    if images == "mnist":
+        from nobound.data import load_dataset
+
+        test = load_dataset("mnist", "test")
+        inputs = np.asarray(test.images[:batch], dtype=np.float32)
+        labels = np.asarray(test.labels[:batch])
+    else:
+        rng = np.random.default_rng(seed)
+        inputs = rng.uniform(0.0, 1.0, (batch, 1, 28, 28)).astype(np.float32)
+        labels = rng.integers(0, 10, batch)
+    return {"model": model, "twin": twin, "images": inputs, "labels": labels, "eps": eps}
 
 
-def nobound_runner(case: dict[str, Any], method: str) -> Any:
+@contextmanager
+def batch_stability_rule() -> Iterator[None]:
+    """Within: nobound's DeepPoly takes auto_LiRPA's rule for which neurons get rows.
+
+    auto_LiRPA back-substitutes a neuron in every sample when an interval bound leaves it
+    unstable in any sample of the batch, and keeps the interval bound only for neurons
+    stable in all; nobound decides per sample. Emulated here (benchmark only) by widening
+    the pre-check's bound to straddle 0 in the samples where such a neuron is stable, so
+    both tools compute the same bounds on the same rows."""
+    import nobound.bounds.deeppoly as deeppoly
+    from nobound.autodiff import Tensor
+
+    per_sample = deeppoly.interval_precheck
+
+    def per_batch(network: Any, end: int, box: Any, recorded: Any) -> tuple[Any, Any]:
+        low, high = per_sample(network, end, box, recorded)
+        if not recorded:  # the first ReLU: eq. (3) is its bound, not a pre-check
+            return low, high
+        unstable = (low.data < 0) & (high.data > 0)
+        widen = unstable.any(axis=1, keepdims=True) & ~unstable  # (P', B, *n)
+        tiny = np.finfo(low.data.dtype).tiny
+        return (Tensor(np.where(widen, np.minimum(low.data, -tiny), low.data)),
+                Tensor(np.where(widen, np.maximum(high.data, tiny), high.data)))
+
+    deeppoly.interval_precheck = per_batch
+    try:
+        yield
+    finally:
+        deeppoly.interval_precheck = per_sample
+
+
+def nobound_runner(case: dict[str, Any], method: str, batch_rule: bool = False) -> Any:
     from nobound.autodiff import Tensor, no_grad
     from nobound.bounds import compute_bounds, linf_ball, margin_spec
 
@@ -90,7 +150,7 @@ def nobound_runner(case: dict[str, Any], method: str) -> Any:
     spec = margin_spec(case["labels"], 10, dtype=np.float32)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
-        with no_grad():
+        with no_grad(), (batch_stability_rule() if batch_rule else nullcontext()):
             result = compute_bounds(case["model"], region, method=method, spec=spec)
         return np.asarray(result.lower.data), np.asarray(result.upper.data)
 
@@ -212,7 +272,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "bounds_autolirpa.json")
     parser.add_argument("--no-tune-malloc", action="store_true",
                         help="keep glibc's default allocator thresholds")
+    parser.add_argument("--model", type=Path,
+                        help="a trained network (nobound checkpoint without a Normalize "
+                             "layer) instead of Kaiming-uniform weights; one --archs entry")
+    parser.add_argument("--images", choices=["uniform", "mnist"], default="uniform",
+                        help="inputs: uniform noise with random labels (default) or the "
+                             "first --batch MNIST test images ($NOBOUND_DATA)")
+    parser.add_argument("--batch-stability", action="store_true",
+                        help="nobound's DeepPoly takes auto_LiRPA's rule for which neurons "
+                             "get rows (per batch, not per sample), so that on trained "
+                             "networks both compute the same bounds")
     args = parser.parse_args()
+    if args.model is not None and len(args.archs) != 1:
+        parser.error("--model takes exactly one --archs entry (the model's architecture)")
     from nobound.host_memory import tune_host_allocator
 
     tuned = False if args.no_tune_malloc else tune_host_allocator()
@@ -224,13 +296,21 @@ def main() -> int:
     rate = matmul_rate()
     rows = []
     for arch in args.archs:
-        case = build(arch, args.batch, args.eps)
+        case = build(arch, args.batch, args.eps, model_path=args.model, images=args.images)
         counts = unstable_counts(case)
         for method in args.methods:
-            ours, theirs = nobound_runner(case, method), peer_runner(case, method)
+            ours = nobound_runner(case, method, args.batch_stability)
+            theirs = peer_runner(case, method)
             ours_bounds, theirs_bounds = ours(), theirs()  # warm-up, and the comparison
             scale = max(1.0, float(np.abs(theirs_bounds[0]).max()))
             deviation = float(np.abs(ours_bounds[0] - theirs_bounds[0]).max()) / scale
+            # margins where one tool's bound is tighter beyond float32 round-off: on trained
+            # networks nobound's DeepPoly can be (module doc); looser it has not been
+            slack = 1e-5 * scale
+            tighter = int(np.sum((ours_bounds[0] > theirs_bounds[0] + slack)
+                                 | (ours_bounds[1] < theirs_bounds[1] - slack)))
+            looser = int(np.sum((ours_bounds[0] < theirs_bounds[0] - slack)
+                                | (ours_bounds[1] > theirs_bounds[1] + slack)))
             times: dict[str, list[float]] = {"nobound": [], "auto_LiRPA": []}
             walls: dict[str, list[float]] = {"nobound": [], "auto_LiRPA": []}
             for _ in range(args.repeats):
@@ -247,13 +327,16 @@ def main() -> int:
                    "wall_ratio": min(walls["nobound"]) / min(walls["auto_LiRPA"]),
                    "multiply_adds": macs, "floor_s": macs / rate,
                    "lower_bound_max_relative_difference": deviation,
+                   "margins_nobound_tighter": tighter, "margins_nobound_looser": looser,
                    "unstable_per_sample": counts}
             rows.append(row)
             print(f"{arch:5s} {method:10s} nobound {row['nobound_s'] * 1e3:9.1f} ms  "
                   f"auto_LiRPA {row['auto_lirpa_s'] * 1e3:9.1f} ms  ratio {row['ratio']:.2f}  "
                   f"(wall {row['wall_ratio']:.2f})  floor {row['floor_s'] * 1e3:7.1f} ms  "
-                  f"|Δlower| {deviation:.1e}", flush=True)
+                  f"|Δlower| {deviation:.1e}  tighter/looser {tighter}/{looser}", flush=True)
     record = {"batch": args.batch, "eps": args.eps, "threads": 1, "dtype": "float32",
+              "model": None if args.model is None else str(args.model),
+              "images": args.images, "batch_stability_rule": args.batch_stability,
               "repeats": args.repeats, "allocator_tuned": tuned,
               "statistic": "minimum CPU time over interleaved repeats (wall times recorded)",
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
