@@ -1,6 +1,7 @@
 """Compiled loop (Numba) for the ReLU step of rows that each carry their own sub-domain.
 
-The same arithmetic as the NumPy step in :func:`nobound.certify.beta_crown.relu_rows_step`
+The same arithmetic as the NumPy step in
+:func:`nobound.certify.beta_crown_intermediate.relu_rows_step`
 — each coefficient times the lower slope or the upper slope by its sign, the upper
 intercept collected where the coefficient is negative — reading each sub-domain's lines
 at the row's sub-domain instead of gathering them into row-sized arrays first, and writing

@@ -45,8 +45,8 @@ from nobound.certify.beta_crown import (
     SplitDomains,
     input_coefficients,
     optimise,
-    tighten_intermediate,
 )
+from nobound.certify.beta_crown_intermediate import tighten_intermediate
 from nobound.certify.branching import choose_neurons, clamp_to_splits, unstable_mask
 from nobound.certify.certificate import LeafProof, NeuronBound, TreeNode
 from nobound.certify.falsify import attack_problem

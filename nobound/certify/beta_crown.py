@@ -38,13 +38,12 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_array
 
-from nobound.autodiff.ops._compiled import numba_kernels, suits_compiled_pass
-from nobound.backend import get_array_module, to_numpy
+from nobound.autodiff.ops._compiled import numba_kernels
+from nobound.backend import get_array_module
 from nobound.exact.dense import DenseNetwork
 
 Array = Any
 
-ROWS_KERNELS = "nobound.certify._rows_numba"
 BETA_KERNELS = "nobound.certify._beta_numba"
 
 
@@ -155,7 +154,9 @@ def sparse_copies(matrix: Array) -> tuple[Any, Any] | None:
     return copies
 
 
-def _weights(network: DenseNetwork, xp: Any) -> tuple[list[Weight], list[Array]]:
+def layer_weights(network: DenseNetwork, xp: Any) -> tuple[list[Weight], list[Array]]:
+    """The network's matrices as :class:`Weight` (dense, with CSR copies when sparse) and
+    its biases, on the array module ``xp``."""
     return ([Weight(xp.asarray(w)) for w in network.weights],
             [xp.asarray(b) for b in network.biases])
 
@@ -320,7 +321,7 @@ def _back_substitute(network: DenseNetwork, lines: _Lines, objective: Array, off
     (outputs, N, K), α and β (n_j, N, K); returns the bound (N, K), the coefficient of x
     (n₀, N, K) and, with ``gradient``, the gradients (α, β) in the same layout."""
     xp = get_array_module(objective)
-    weights, biases = _weights(network, xp)
+    weights, biases = layer_weights(network, xp)
     kernels = _compiled(objective, *alpha, *beta, *lines.slope)
     if kernels is not None:
         return _back_substitute_compiled(kernels, weights, biases, lines, objective, offset,
@@ -512,155 +513,3 @@ def optimise(network: DenseNetwork, domains: SplitDomains, objective: Array, off
     layers = len(alpha)
     return best_bound, Multipliers([row_major(p) for p in best[:layers]],
                                    [row_major(p) for p in best[layers:]])
-
-
-def tighten_intermediate(network: DenseNetwork, domains: SplitDomains, steps: int = 10,
-                         learning_rate: float = 0.1, records: list | None = None,
-                         deadline: float = math.inf) -> SplitDomains:
-    """Optimised (α, β) bounds on every hidden pre-activation, layer by layer, intersected
-    with the given ones (alpha-CROWN's intermediate bounds, with split multipliers).
-
-    Layer k's bounds are the bounds of ±z_k through the truncated network W_0 … W_k, whose
-    ReLUs use the (already tightened) bounds of layers < k; only neurons still unstable in
-    some sub-domain get rows. Each result is a valid bound on the sub-domain for any α, β,
-    so the intersection is too; split neurons are clamped again afterwards. With
-    ``records`` (a list), each bound that improved is appended as (sub-domain, k, neuron,
-    side, α per layer < k, β per layer < k, value) — what a checker needs to re-derive it.
-    ``deadline``: the time left is shared evenly by the layers still to tighten, each
-    stopping its optimisation at its share (:func:`optimise`); every layer still gets at
-    least its starting point's bound, so a late call costs one bound per layer.
-    """
-    if steps == 0 and records is None:
-        return deeppoly_intermediate(network, domains)
-    xp = get_array_module(domains.lower[0])
-    lower = [lo.copy() for lo in domains.lower]
-    upper = [hi.copy() for hi in domains.upper]
-    count = lower[0].shape[0]
-    for k in range(1, len(lower)):
-        unstable = xp.flatnonzero(((lower[k] < 0) & (upper[k] > 0)).any(axis=0))
-        if unstable.size == 0:
-            continue
-        truncated = DenseNetwork(network.weights[:k + 1], network.biases[:k + 1],
-                                 network.input_shape, network.relu_layers[:k],
-                                 network.relu_shapes[:k])
-        part = SplitDomains(lower[:k], upper[:k], domains.signs[:k], domains.box_lower,
-                            domains.box_upper)
-        size = int(unstable.size)
-        rows = xp.zeros((2 * size, lower[k].shape[1]), lower[k].dtype)
-        rows[xp.arange(size), unstable] = 1.0
-        rows[size + xp.arange(size), unstable] = -1.0
-        objective = xp.broadcast_to(rows, (count, *rows.shape))
-        now = time.perf_counter()
-        layer_deadline = deadline if math.isinf(deadline) else \
-            now + (deadline - now) / (len(lower) - k)
-        bound, best = optimise(truncated, part, objective, xp.zeros((count, 2 * size)),
-                               steps=steps, learning_rate=learning_rate,
-                               deadline=layer_deadline)
-        if records is not None:
-            old_lower = lower[k][:, unstable].copy()
-            old_upper = upper[k][:, unstable].copy()
-        lower[k][:, unstable] = xp.maximum(lower[k][:, unstable], bound[:, :size])
-        upper[k][:, unstable] = xp.minimum(upper[k][:, unstable], -bound[:, size:])
-        if records is not None:
-            for n, r in zip(*(to_numpy(a) for a in xp.nonzero(bound[:, :size] > old_lower)),
-                            strict=True):
-                records.append(_record(n, k, int(unstable[r]), 1, best, int(r),
-                                       float(bound[n, r])))
-            for n, r in zip(*(to_numpy(a) for a in xp.nonzero(-bound[:, size:] < old_upper)),
-                            strict=True):
-                records.append(_record(n, k, int(unstable[r]), -1, best, size + int(r),
-                                       float(bound[n, size + r])))
-        signs = domains.signs[k]
-        lower[k] = xp.where(signs > 0, xp.maximum(lower[k], 0.0), lower[k])
-        upper[k] = xp.where(signs < 0, xp.minimum(upper[k], 0.0), upper[k])
-    return SplitDomains(lower, upper, domains.signs, domains.box_lower, domains.box_upper)
-
-
-def deeppoly_intermediate(network: DenseNetwork, domains: SplitDomains) -> SplitDomains:
-    """:func:`tighten_intermediate` with DeepPoly's slopes and β = 0 (``steps=0``), one row
-    per neuron that is unstable *in its own* sub-domain.
-
-    The batched optimiser gives every sub-domain the rows of the neurons unstable in any of
-    them (a rectangular (N, K, n) batch); with many small boxes of few inputs (input
-    splitting) most of those rows belong to neurons stable in their own box, so here the
-    rows are the (sub-domain, neuron, side) triples themselves, each carrying its
-    sub-domain's relaxation: the same back-substitution (module docstring, β = 0), the same
-    numbers up to summation order, about as many rows as the neurons that need them.
-    """
-    xp = get_array_module(domains.lower[0])
-    weights, biases = _weights(network, xp)
-    lower = [lo.copy() for lo in domains.lower]
-    upper = [hi.copy() for hi in domains.upper]
-    count = lower[0].shape[0]
-    box_lower = xp.broadcast_to(domains.box_lower, (count, weights[0].shape[1]))
-    box_upper = xp.broadcast_to(domains.box_upper, box_lower.shape)
-    # per hidden layer j < k, once its bounds are final: the lower slope, upper slope and
-    # upper intercept (N, n_j) of each sub-domain's ReLUs (DeepPoly: α = [u > −l] if unstable)
-    lines: list[tuple[Array, Array, Array]] = []
-    for k in range(len(lower)):
-        if k > 0:
-            box, neuron = xp.nonzero((lower[k] < 0) & (upper[k] > 0))
-            if box.size:
-                box, neuron = xp.concatenate([box, box]), xp.concatenate([neuron, neuron])
-                one = xp.ones(box.size // 2, lower[k].dtype)
-                side = xp.concatenate([one, -one])
-                bound = _one_hot_rows_bound(weights, biases, lines, k, box, neuron, side,
-                                            box_lower, box_upper)
-                half = box.size // 2
-                lower[k][box[:half], neuron[:half]] = xp.maximum(
-                    lower[k][box[:half], neuron[:half]], bound[:half])
-                upper[k][box[half:], neuron[half:]] = xp.minimum(
-                    upper[k][box[half:], neuron[half:]], -bound[half:])
-            signs = domains.signs[k]
-            lower[k] = xp.where(signs > 0, xp.maximum(lower[k], 0.0), lower[k])
-            upper[k] = xp.where(signs < 0, xp.minimum(upper[k], 0.0), upper[k])
-        unstable, slope, intercept = relaxation(lower[k], upper[k])
-        lower_slope = xp.where(unstable, deeppoly_alpha(lower[k], upper[k]), slope)
-        lines.append((lower_slope, slope, intercept))
-    return SplitDomains(lower, upper, domains.signs, domains.box_lower, domains.box_upper)
-
-
-def _one_hot_rows_bound(weights: list[Weight], biases: list[Array],
-                        lines: list[tuple[Array, Array, Array]], k: int, box: Array,
-                        neuron: Array, side: Array, box_lower: Array, box_upper: Array
-                        ) -> Array:
-    """Lower bound of side·z_k[neuron] on sub-domain ``box``, one per (box, neuron, side)
-    row, by back-substitution through layers k … 0 with the relaxations ``lines``."""
-    xp = get_array_module(side)
-    dense = weights[k].dense
-    through = side[:, None] * dense[neuron]          # Λ̂ = ±e_i W_k
-    constant = side * biases[k][neuron]
-    for j in range(k - 1, -1, -1):
-        coefficient, constant = relu_rows_step(through, box, *lines[j], constant)
-        constant = constant + coefficient @ biases[j]
-        through = weights[j].rows_times(coefficient)
-    return constant + (xp.maximum(through, 0) * box_lower[box]).sum(axis=1) \
-        + (xp.minimum(through, 0) * box_upper[box]).sum(axis=1)
-
-
-def relu_rows_step(through: Array, domain: Array, lower_slope: Array, slope: Array,
-                   intercept: Array, constant: Array) -> tuple[Array, Array]:
-    """One ReLU step of the back-substitution for rows that each belong to a sub-domain:
-    Λ = Λ̂⁺ α + Λ̂⁻ s, const += Λ̂⁻·t (module docstring, β = 0), with row r reading the
-    lines (N, n) of sub-domain ``domain[r]``. Returns (Λ, const); compiled in one pass when
-    Numba is there (:mod:`nobound.certify._rows_numba`), else gathered and multiplied."""
-    kernels = numba_kernels(ROWS_KERNELS)
-    arrays = (through, lower_slope, slope, intercept, constant)
-    if kernels is not None and suits_compiled_pass(through) and \
-            all(isinstance(a, np.ndarray) and a.dtype == through.dtype for a in arrays):
-        out, total = np.empty_like(through), np.ascontiguousarray(constant).copy()
-        kernels.relu_rows_step_into(through, domain, np.ascontiguousarray(lower_slope),
-                                    np.ascontiguousarray(slope),
-                                    np.ascontiguousarray(intercept), out, total)
-        return out, total
-    xp = get_array_module(through)
-    lower_slope, slope, intercept = lower_slope[domain], slope[domain], intercept[domain]
-    total = constant + (xp.minimum(through, 0) * intercept).sum(axis=1)
-    return through * xp.where(through > 0, lower_slope, slope), total
-
-
-def _record(n: int, k: int, neuron: int, side: int, best: Multipliers, row: int,
-            value: float) -> tuple:
-    alphas = [to_numpy(a[n, row]) for a in best.alpha]
-    betas = [to_numpy(b[n, row]) for b in best.beta]
-    return (int(n), k, neuron, side, alphas, betas, value)

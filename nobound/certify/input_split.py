@@ -50,8 +50,8 @@ from nobound.certify.beta_crown import (
     SplitDomains,
     input_coefficients,
     optimise,
-    tighten_intermediate,
 )
+from nobound.certify.beta_crown_intermediate import tighten_intermediate
 from nobound.certify.certificate import LeafProof, TreeNode
 from nobound.certify.falsify import attack_problem
 from nobound.certify.problem import PROOF_TOLERANCE, VerificationProblem

@@ -198,7 +198,7 @@ def test_checker_accepts_beta_proofs_and_rejects_tampered_multipliers() -> None:
 @settings(max_examples=15)
 @given(seed=st.integers(0, 10_000), splits=st.integers(0, 4))
 def test_tightened_intermediate_bounds_hold_and_only_shrink(seed, splits) -> None:
-    from nobound.certify.beta_crown import tighten_intermediate
+    from nobound.certify.beta_crown_intermediate import tighten_intermediate
 
     _, dense, box, signs, bounds, _ = split_instance(seed, splits)
     if any(np.any(lo > hi) for lo, hi in bounds[:-1]):
@@ -283,7 +283,7 @@ def test_certificates_with_multipliers_survive_a_file_round_trip(tmp_path) -> No
 
 def test_optimise_and_tighten_run_on_every_backend(xp) -> None:
     from nobound.backend import to_numpy
-    from nobound.certify.beta_crown import tighten_intermediate
+    from nobound.certify.beta_crown_intermediate import tighten_intermediate
     from nobound.certify.input_split import bound_boxes
 
     _, dense, box, signs, bounds, _ = split_instance(2, 2)
@@ -337,7 +337,7 @@ def test_optimise_takes_no_step_after_its_deadline(virtual_clock) -> None:
 def test_tightening_past_its_deadline_keeps_the_starting_bounds() -> None:
     """Out of time, every layer still gets its starting point's (DeepPoly's α) bound —
     the same bounds as no optimisation steps — and they still hold."""
-    from nobound.certify.beta_crown import tighten_intermediate
+    from nobound.certify.beta_crown_intermediate import tighten_intermediate
 
     _, dense, box, signs, bounds, _ = split_instance(5, 1)
     domains = domains_of(box, signs, bounds)
@@ -527,10 +527,13 @@ def test_per_row_deeppoly_intermediate_bounds_equal_the_batched_ones(compiled,
     with ``steps=0`` through the optimiser's rectangular batch) gives it, hence the same
     relaxations everywhere, and the same output bounds; compiled or gathered step alike."""
     import nobound.certify.beta_crown as beta_crown
-    from nobound.certify.beta_crown import deeppoly_intermediate, relaxation, tighten_intermediate
+    import nobound.certify.beta_crown_intermediate as intermediate
+    from nobound.certify.beta_crown import relaxation
+    from nobound.certify.beta_crown_intermediate import deeppoly_intermediate, tighten_intermediate
 
     if not compiled:
-        monkeypatch.setattr(beta_crown, "numba_kernels", lambda module: None)
+        for module in (beta_crown, intermediate):  # the optimiser's passes and the row step
+            monkeypatch.setattr(module, "numba_kernels", lambda module: None)
     for seed in range(4):
         dense, domains = _batched_instances(40, seed)
         fast = deeppoly_intermediate(dense, domains)
@@ -560,7 +563,7 @@ def test_per_row_deeppoly_intermediate_bounds_hold_on_sampled_points() -> None:
     """Every bound :func:`deeppoly_intermediate` returns holds at the vertices and sampled
     points of its sub-domain's box that satisfy its splits, and none is looser than the
     bounds it started from."""
-    from nobound.certify.beta_crown import deeppoly_intermediate
+    from nobound.certify.beta_crown_intermediate import deeppoly_intermediate
 
     rng = np.random.default_rng(7)
     dense, domains = _batched_instances(30, 7)

@@ -168,7 +168,7 @@ def test_the_checker_bounds_each_input_split_leaf_as_the_search_does() -> None:
     ``1_2`` property 1 that turned a leaf the search proved by 0.073 into −5.99). So the
     checker's bounds of every leaf are the search's up to round-off, its rigorous value
     reproduces the search's bound, and sampled points of the leaf's box never go below it."""
-    from nobound.certify.beta_crown import tighten_intermediate
+    from nobound.certify.beta_crown_intermediate import tighten_intermediate
     from nobound.certify.checker import checked_network, leaf_value, recorded_alphas
     from nobound.certify.input_split import input_split_search, interval_domains
     from nobound.certify.leaf_confirm import LeafConfirmer
