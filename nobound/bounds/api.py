@@ -17,11 +17,19 @@ from typing import Any
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
+from nobound.bounds.deeppoly import exact_by_intervals
 from nobound.bounds.linear_bounds import BoundResult, LinearBounds
 from nobound.bounds.network import Network
 from nobound.bounds.plan import DEFAULT_MEMORY_BUDGET, BoundsPlan
 from nobound.bounds.regions import Box
 from nobound.bounds.relaxation import RELAXATIONS, relaxation_named
+from nobound.bounds.sample_groups import (
+    MIN_GROUP,
+    join_samples,
+    plan_groups,
+    row_counts,
+    take_samples,
+)
 from nobound.bounds.specification import as_spec_tensor
 
 METHODS = tuple(RELAXATIONS)
@@ -57,8 +65,8 @@ def compute_bounds(model: Any, region: Box, method: str = "deeppoly", spec: Any 
       population members / HBox samples); with gradients recorded the graph of every
       chunk is kept for the backward pass, so the peak is larger.
     * ``plan``: every execution choice at once (:class:`BoundsPlan`: budget, patches,
-      unstable-row threshold); it overrides ``memory_budget_bytes``. No choice changes a
-      number.
+      unstable-row threshold, sample groups); it overrides ``memory_budget_bytes``. No
+      choice changes a number.
     """
     relaxation = relaxation_named(method)
     if not isinstance(region, Box):
@@ -77,15 +85,35 @@ def compute_bounds(model: Any, region: Box, method: str = "deeppoly", spec: Any 
     options = dict(alpha_steps=alpha_steps, alpha_step_size=alpha_step_size,
                    alpha_init=alpha_init)
     chunk = relaxation.members_per_chunk(network, region, plan)
+    groups = _sample_groups(relaxation, network, region, splits, intermediate, plan)
     pieces, sizes = [], []
     for start in range(0, network.population or 1, chunk):
         stop = min(start + chunk, network.population or 1)
-        pieces.append(relaxation.bound(network.members(start, stop), region, spec_tensor,
-                                       _members(network, splits, start, stop),
-                                       _members(network, intermediate, start, stop), plan,
-                                       return_linear, options))
+        members = network.members(start, stop)
+        member_splits = _members(network, splits, start, stop)
+        member_bounds = _members(network, intermediate, start, stop)
+        if groups is None:
+            pieces.append(relaxation.bound(members, region, spec_tensor, member_splits,
+                                           member_bounds, plan, return_linear, options))
+        else:
+            pieces.append(join_samples([relaxation.bound(
+                members, *take_samples(members, region, spec_tensor, member_splits,
+                                       member_bounds, group), plan, return_linear, options)
+                for group in groups], groups))
         sizes.append(stop - start)
     return _assemble(pieces, sizes, network.population is not None)
+
+
+def _sample_groups(relaxation: Any, network: Network, region: Box,
+                   splits: Mapping[int, Any] | None, intermediate: Mapping[int, Any] | None,
+                   plan: BoundsPlan) -> list[Any] | None:
+    """The plan's groups of samples (:mod:`nobound.bounds.sample_groups`), or None."""
+    if plan.sample_groups == "never" or not relaxation.rows_per_sample \
+            or region.batch_size < 2 * MIN_GROUP:
+        return None
+    counts = row_counts(network, region, splits, intermediate,
+                        lambda net, end: not exact_by_intervals(net, end))
+    return plan_groups(counts)
 
 
 def _check_keys(network: Network, mapping: Mapping[int, Any] | None, name: str,

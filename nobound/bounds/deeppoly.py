@@ -267,6 +267,7 @@ class DeepPoly:
 
     name: str = "deeppoly"
     differentiable: bool = True
+    rows_per_sample: bool = True  # one row per unstable neuron of each sample
 
     def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
                          plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:
@@ -288,6 +289,7 @@ class CrownIbp(DeepPoly):
     """CROWN-IBP (Zhang et al. 2020): the same driver, with [l, u] from IBP (eq. 3)."""
 
     name: str = "crown-ibp"
+    rows_per_sample: bool = False  # only the rows of C
 
     def relu_relaxations(self, network: Network, box: Box, splits: Any, intermediate: Any,
                          plan: BoundsPlan) -> tuple[dict[int, ReluRelaxation], Bounds]:

@@ -13,6 +13,9 @@ a number (tests compare every choice against the plain one):
 * ``dense_fraction``: DeepPoly back-substitutes only the neurons an interval pre-check leaves
   unstable, unless more than this share of a layer is unstable (then every neuron, with
   plain identity rows).
+* ``sample_groups``: ``"auto"`` bounds the samples of a batch in groups of similar numbers
+  of unstable neurons where that saves padding rows (:mod:`nobound.bounds.sample_groups`),
+  ``"never"`` in one batch.
 
 The memory model of a chunk of rows: each row carries one coefficient per feature of every
 node it crosses, for every sample, bound side and member,
@@ -37,6 +40,7 @@ from nobound.autodiff.tensor import is_grad_enabled
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes
 LARGEST_ARRAY_BYTES = 128 << 20  # one array of a chunk without gradients (module doc)
 PATCH_MODES = ("auto", "always", "never")
+SAMPLE_GROUP_MODES = ("auto", "never")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class BoundsPlan:
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
     patches: str = "auto"
     dense_fraction: float = 0.75
+    sample_groups: str = "auto"
 
     def __post_init__(self) -> None:
         if self.memory_budget_bytes <= 0:
@@ -53,6 +58,9 @@ class BoundsPlan:
                              f"{self.memory_budget_bytes}")
         if self.patches not in PATCH_MODES:
             raise ValueError(f"patches must be one of {PATCH_MODES}, got {self.patches!r}")
+        if self.sample_groups not in SAMPLE_GROUP_MODES:
+            raise ValueError(f"sample_groups must be one of {SAMPLE_GROUP_MODES}, got "
+                             f"{self.sample_groups!r}")
 
     def rows_per_chunk(self, node_sizes: Sequence[int], rows_factor: int, itemsize: int,
                        members: int, sides: int, batch: int) -> int:
@@ -68,4 +76,5 @@ class BoundsPlan:
         return max(1, int(budget // max(largest * 6, 1)))
 
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "LARGEST_ARRAY_BYTES", "PATCH_MODES", "BoundsPlan"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "LARGEST_ARRAY_BYTES", "PATCH_MODES", "SAMPLE_GROUP_MODES",
+           "BoundsPlan"]

@@ -8,7 +8,9 @@ A :class:`Relaxation` has a ``name``; says whether it is ``differentiable`` (its
 gradient is the gradient of the bound it returns, so GRAD/RGS training may use it);
 ``bound``s a network over a box; gives the ``relu_relaxations`` (eq. 5 on its own [l, u])
 that symbolic bounds of any layer are built from; and says how many population members fit
-the plan's memory budget together (``members_per_chunk``, its cost per member). Adding a
+the plan's memory budget together (``members_per_chunk``, its cost per member) and whether
+it back-substitutes rows for each sample's unstable neurons (``rows_per_sample``: then the
+samples may be bounded in groups, :mod:`nobound.bounds.sample_groups`). Adding a
 method means writing its module with its object and listing it in :data:`RELAXATIONS`.
 """
 
@@ -34,6 +36,7 @@ Bounds = dict[int, tuple[Tensor, Tensor]]
 class Relaxation(Protocol):
     name: str
     differentiable: bool
+    rows_per_sample: bool
 
     def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
               intermediate: Any, plan: BoundsPlan, return_linear: bool,
@@ -83,6 +86,7 @@ class ForwardRelaxation:
     name: str
     forward: Callable[..., tuple[Tensor, Tensor, Bounds, LinearBounds | None]]
     differentiable: bool = True
+    rows_per_sample: bool = False
 
     def bound(self, network: Network, box: Box, spec: Tensor | None, splits: Any,
               intermediate: Any, plan: BoundsPlan, return_linear: bool,

@@ -1,0 +1,131 @@
+"""Bounding the samples of a batch in groups (nobound/bounds/sample_groups.py) changes no
+number: every field of the result, and the gradient through it, equals the one-batch
+bound's (float64, up to the order of sums), for DeepPoly and alpha-CROWN, with population
+parameters, splits and known intermediate bounds — on batches whose samples have very
+different numbers of unstable neurons, where the groups are really formed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nobound.bounds.api as api
+from nobound.autodiff.tensor import Tensor
+from nobound.bounds import BoundsPlan, Box, compute_bounds, margin_spec
+from nobound.bounds.sample_groups import MIN_GROUP, padded_work, plan_groups
+from nobound.nn.zoo import conv_net
+from nobound.testing.strategies import randomise
+
+BATCH = 4 * MIN_GROUP
+CLOSE = dict(rtol=1e-11, atol=1e-11)
+
+
+def test_alike_samples_stay_one_batch():
+    counts = np.full((BATCH, 3), 7.0)
+    assert plan_groups(counts) is None
+
+
+def test_groups_cover_every_sample_once_sorted_by_difficulty_and_save_work():
+    rng = np.random.default_rng(0)
+    counts = rng.gamma(1.0, 10.0, (BATCH, 3))
+    groups = plan_groups(counts)
+    assert groups is not None and len(groups) >= 2
+    assert all(len(g) >= MIN_GROUP for g in groups)
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(BATCH))
+    totals = [counts[g].sum(axis=1) for g in groups]
+    assert all(a.max() <= b.min() for a, b in zip(totals, totals[1:], strict=False))
+    assert padded_work(counts, groups) < 0.9 * padded_work(counts, [np.arange(BATCH)])
+
+
+def network_and_region():
+    model = conv_net((1, 8, 8), 3, [(4, 3, 2, 1), (6, 3, 1, 1)], [12], dtype=np.float64)
+    randomise(model, 11, 1.0, 0.5)
+    model.eval()
+    rng = np.random.default_rng(3)
+    centre = rng.uniform(0.0, 1.0, (BATCH, 1, 8, 8))
+    # radii spread over two orders of magnitude: from few to many unstable neurons
+    radius = np.geomspace(1e-3, 0.3, BATCH)[rng.permutation(BATCH)].reshape(-1, 1, 1, 1)
+    region = Box(Tensor(centre - radius), Tensor(centre + radius))
+    spec = margin_spec(rng.integers(0, 3, BATCH), 3)
+    return model, region, spec
+
+
+def bound(model, region, spec, mode, **kwargs):
+    return compute_bounds(model, region, spec=spec, plan=BoundsPlan(sample_groups=mode),
+                          **kwargs)
+
+
+def assert_same(grouped, whole):
+    np.testing.assert_allclose(grouped.lower.data, whole.lower.data, **CLOSE)
+    np.testing.assert_allclose(grouped.upper.data, whole.upper.data, **CLOSE)
+    assert grouped.intermediate.keys() == whole.intermediate.keys()
+    for index, (low, high) in whole.intermediate.items():
+        np.testing.assert_allclose(grouped.intermediate[index][0].data, low.data, **CLOSE)
+        np.testing.assert_allclose(grouped.intermediate[index][1].data, high.data, **CLOSE)
+    assert (grouped.linear is None) == (whole.linear is None)
+    if whole.linear is not None:
+        for name in ("A_l", "b_l", "A_u", "b_u"):
+            np.testing.assert_allclose(getattr(grouped.linear, name).data,
+                                       getattr(whole.linear, name).data, **CLOSE)
+
+
+@pytest.fixture
+def groups_formed(monkeypatch):
+    """The number of groups each compute_bounds call formed (1: none)."""
+    formed = []
+    plan = api.plan_groups
+
+    def spy(counts):
+        groups = plan(counts)
+        formed.append(1 if groups is None else len(groups))
+        return groups
+
+    monkeypatch.setattr(api, "plan_groups", spy)
+    return formed
+
+
+@pytest.mark.parametrize("method", ["deeppoly", "alpha-crown"])
+def test_grouped_bounds_equal_the_whole_batch(method, groups_formed):
+    model, region, spec = network_and_region()
+    options = {"alpha_steps": 3} if method == "alpha-crown" else {}
+    grouped = bound(model, region, spec, "auto", method=method, return_linear=True, **options)
+    assert groups_formed == [4]
+    whole = bound(model, region, spec, "never", method=method, return_linear=True, **options)
+    assert_same(grouped, whole)
+
+
+def test_grouped_gradients_equal_the_whole_batch(groups_formed):
+    model, region, spec = network_and_region()
+    gradients = {}
+    for mode in ("auto", "never"):
+        for _, parameter in model.named_parameters():
+            parameter.grad = None
+        result = bound(model, region, spec, mode, method="deeppoly")
+        # weights per sample, so that a sample's bound in another's place would show
+        weights = Tensor(np.arange(1.0, BATCH + 1.0).reshape(-1, 1))
+        ((result.lower - 2.0 * result.upper) * weights).sum().backward()
+        gradients[mode] = [p.grad.copy() for _, p in model.named_parameters()]
+    assert groups_formed[0] > 1
+    assert all(np.abs(g).max() > 0 for g in gradients["never"])
+    for grouped, whole in zip(gradients["auto"], gradients["never"], strict=True):
+        np.testing.assert_allclose(grouped, whole, **CLOSE)
+
+
+def test_population_splits_and_known_bounds_follow_their_samples(groups_formed):
+    model, region, spec = network_and_region()
+    rng = np.random.default_rng(5)
+    params = {name: Tensor(p.data + rng.normal(0.0, 0.02, (3, *p.shape)))
+              for name, p in model.named_parameters()}
+    whole = bound(model, region, spec, "never", method="deeppoly", params=params)
+    first_relu = min(whole.intermediate)
+    last_relu = max(whole.intermediate)
+    low, high = whole.intermediate[last_relu]
+    splits = {first_relu: rng.integers(-1, 2, whole.intermediate[first_relu][0].shape[1:])}
+    known = {last_relu: (low.data + 0.01 * (high.data - low.data),
+                         high.data - 0.01 * (high.data - low.data))}
+    grouped = bound(model, region, spec, "auto", method="deeppoly", params=params,
+                    splits=splits, intermediate=known)
+    whole = bound(model, region, spec, "never", method="deeppoly", params=params,
+                  splits=splits, intermediate=known)
+    assert len(groups_formed) == 1 and groups_formed[0] > 1
+    assert_same(grouped, whole)
