@@ -107,11 +107,15 @@ def compute_bounds(model: Any, region: Box, method: str = "deeppoly", spec: Any 
 def _sample_groups(relaxation: Any, network: Network, region: Box,
                    splits: Mapping[int, Any] | None, intermediate: Mapping[int, Any] | None,
                    plan: BoundsPlan) -> list[Any] | None:
-    """The plan's groups of samples (:mod:`nobound.bounds.sample_groups`), or None."""
+    """The plan's groups of samples (:mod:`nobound.bounds.sample_groups`), or None. The
+    difficulty is estimated on the first population member alone: the members are
+    perturbed copies of one network, and IBP over all of them at once would not respect
+    the memory budget that the member chunks keep."""
     if plan.sample_groups == "never" or not relaxation.rows_per_sample \
             or region.batch_size < 2 * MIN_GROUP:
         return None
-    counts = row_counts(network, region, splits, intermediate,
+    counts = row_counts(network.members(0, 1), region, _members(network, splits, 0, 1),
+                        _members(network, intermediate, 0, 1),
                         lambda net, end: not exact_by_intervals(net, end))
     return plan_groups(counts)
 

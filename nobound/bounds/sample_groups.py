@@ -66,7 +66,7 @@ def row_counts(network: Network, box: Box, splits: Mapping[int, Any] | None,
                needs_rows: Callable[[Network, int], bool]) -> np.ndarray:
     """(B, L): per sample, IBP's unstable neurons at each ReLU whose input
     ``needs_rows(network, end)``, times the coefficients one of its rows holds on the way
-    back to the input (summed over population members)."""
+    back to the input (summed over the population members of ``network``)."""
     detached_box = Box(Tensor(box.lower.data), Tensor(box.upper.data))
     _, _, recorded = interval_bounds(network.detached(), detached_box, splits, intermediate)
     columns = []
