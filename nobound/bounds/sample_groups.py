@@ -50,6 +50,8 @@ def plan_groups(counts: np.ndarray, min_group: int = MIN_GROUP,
     batch = counts.shape[0]
     order = np.argsort(counts.sum(axis=1), kind="stable")
     best, best_work = None, padded_work(counts, [order])
+    if best_work == 0:  # no rows to pad (e.g. no ReLU after the first)
+        return None
     parts = 2
     while batch // parts >= min_group:
         groups = np.array_split(order, parts)

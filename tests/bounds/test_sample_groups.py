@@ -21,8 +21,9 @@ CLOSE = dict(rtol=1e-11, atol=1e-11)
 
 
 def test_alike_samples_stay_one_batch():
-    counts = np.full((BATCH, 3), 7.0)
-    assert plan_groups(counts) is None
+    assert plan_groups(np.full((BATCH, 3), 7.0)) is None
+    assert plan_groups(np.zeros((BATCH, 3))) is None   # nothing to pad
+    assert plan_groups(np.zeros((BATCH, 0))) is None   # no layer needs rows
 
 
 def test_groups_cover_every_sample_once_sorted_by_difficulty_and_save_work():
