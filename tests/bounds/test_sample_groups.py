@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import nobound.bounds.api as api
 from nobound.autodiff.tensor import Tensor
 from nobound.bounds import BoundsPlan, Box, compute_bounds, margin_spec
 from nobound.bounds.sample_groups import MIN_GROUP, padded_work, plan_groups
 from nobound.nn.zoo import conv_net
-from nobound.testing.strategies import randomise
+from nobound.testing.strategies import networks, randomise
 
 BATCH = 4 * MIN_GROUP
 CLOSE = dict(rtol=1e-11, atol=1e-11)
@@ -129,4 +131,36 @@ def test_population_splits_and_known_bounds_follow_their_samples(groups_formed):
     whole = bound(model, region, spec, "never", method="deeppoly", params=params,
                   splits=splits, intermediate=known)
     assert len(groups_formed) == 1 and groups_formed[0] > 1
+    assert_same(grouped, whole)
+
+
+@settings(max_examples=25, deadline=None)
+@given(network=networks(), seed=st.integers(0, 2**32 - 1),
+       spec_kind=st.sampled_from(["logits", "margin"]))
+def test_grouped_bounds_equal_the_whole_batch_on_random_networks(network, seed, spec_kind):
+    """Any small FC, conv or zoo-shaped network, a batch of 2·MIN_GROUP + 5 boxes whose
+    radii spread from 10⁻³ to 1 (so the unstable counts differ): the groups, when the plan
+    forms any, give the one-batch bounds."""
+    rng = np.random.default_rng(seed)
+    batch = 2 * MIN_GROUP + 5
+    centre = rng.uniform(0.0, 1.0, (batch, *network.input_shape))
+    radius = np.exp(rng.uniform(np.log(1e-3), 0.0, batch)).reshape(-1, 1, 1, 1)
+    region = Box(Tensor(centre - radius), Tensor(centre + radius))
+    spec = None if spec_kind == "logits" else \
+        margin_spec(rng.integers(0, network.num_classes, batch), network.num_classes)
+    formed = []
+    plan = api.plan_groups
+
+    def spy(counts):
+        groups = plan(counts)
+        formed.append(0 if groups is None else len(groups))
+        return groups
+
+    api.plan_groups = spy
+    try:
+        grouped = bound(network.model, region, spec, "auto", method="deeppoly")
+    finally:
+        api.plan_groups = plan
+    event("groups formed" if formed and formed[0] else "one batch")
+    whole = bound(network.model, region, spec, "never", method="deeppoly")
     assert_same(grouped, whole)
