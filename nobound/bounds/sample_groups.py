@@ -28,7 +28,7 @@ import numpy as np
 
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
-from nobound.backend import to_numpy
+from nobound.backend import get_array_module, to_numpy
 from nobound.bounds.ibp import interval_bounds
 from nobound.bounds.linear_bounds import BoundResult, LinearBounds
 from nobound.bounds.network import Network, ReluStep
@@ -88,13 +88,13 @@ def row_counts(network: Network, box: Box, splits: Mapping[int, Any] | None,
 def take_samples(network: Network, box: Box, spec: Tensor | None,
                  splits: Mapping[int, Any] | None, intermediate: Mapping[int, Any] | None,
                  samples: np.ndarray) -> tuple[Box, Tensor | None, Any, Any]:
-    """The box, C, splits and known bounds of the samples ``samples`` (in that order)."""
-    xp = box.lower.xp
-    index = xp.asarray(samples)
+    """The box, C, splits and known bounds of the samples ``samples`` (in that order);
+    each array is indexed on its own device (splits may be given as host arrays)."""
+    index = box.lower.xp.asarray(samples)
 
     def pick(array: Any, neuron_ndim: int) -> Any:
-        per_member = array.ndim == neuron_ndim + 2
-        return array[:, index] if per_member else array[index]
+        own = get_array_module(array).asarray(samples)
+        return array[:, own] if array.ndim == neuron_ndim + 2 else array[own]
 
     return (Box(box.lower[index], box.upper[index]),
             None if spec is None else spec[index],

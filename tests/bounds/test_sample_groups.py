@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import nobound.bounds.api as api
 from nobound.autodiff.tensor import Tensor
+from nobound.backend import device_of, get_array_module, to_numpy
 from nobound.bounds import BoundsPlan, Box, compute_bounds, margin_spec
 from nobound.bounds.sample_groups import MIN_GROUP, padded_work, plan_groups
 from nobound.nn.zoo import conv_net
@@ -164,3 +165,30 @@ def test_grouped_bounds_equal_the_whole_batch_on_random_networks(network, seed, 
     event("groups formed" if formed and formed[0] else "one batch")
     whole = bound(network.model, region, spec, "never", method="deeppoly")
     assert_same(grouped, whole)
+
+
+def test_groups_on_the_device_equal_the_cpu(xp, groups_formed):
+    """On CuPy (and its CPU guard, which refuses host arrays mixed into device work):
+    the groups, splits and known bounds included, give the CPU's whole-batch bounds."""
+    model, region, spec = network_and_region()
+    cpu = bound(model, region, spec, "never", method="deeppoly")
+    last_relu = max(cpu.intermediate)
+    low, high = (b.data for b in cpu.intermediate[last_relu])
+    known = {last_relu: (low + 0.01 * (high - low), high - 0.01 * (high - low))}
+    first_relu = min(cpu.intermediate)
+    splits = {first_relu: np.random.default_rng(2).integers(
+        -1, 2, cpu.intermediate[first_relu][0].shape)}
+    expected = bound(model, region, spec, "never", method="deeppoly", splits=splits,
+                     intermediate=known)
+    if xp is not np:
+        model.to(device_of(xp))
+    on_device = Box(Tensor(xp.asarray(region.lower.data)), Tensor(xp.asarray(region.upper.data)))
+    # splits as host arrays (accepted as everywhere else), known bounds on the device
+    result = bound(model, on_device, xp.asarray(spec), "auto", method="deeppoly",
+                   splits=splits,
+                   intermediate={k: tuple(xp.asarray(b) for b in v) for k, v in known.items()})
+    assert groups_formed[-1] > 1
+    assert get_array_module(result.lower.data) is xp
+    for side in ("lower", "upper"):
+        np.testing.assert_allclose(to_numpy(getattr(result, side).data),
+                                   getattr(expected, side).data, **CLOSE)
