@@ -192,3 +192,29 @@ def test_groups_on_the_device_equal_the_cpu(xp, groups_formed):
     for side in ("lower", "upper"):
         np.testing.assert_allclose(to_numpy(getattr(result, side).data),
                                    getattr(expected, side).data, **CLOSE)
+
+
+def test_grouped_alpha_crown_tangent_slopes_follow_their_samples(groups_formed):
+    """Sigmoid layers around a ReLU: alpha-CROWN's per-sample tangent slopes (what a proof
+    records for the checker) come back in the samples' order."""
+    from nobound.nn import Flatten, Linear, ReLU, Sequential, Sigmoid
+
+    model = Sequential(Flatten(), Linear(4, 12, dtype=np.float64), Sigmoid(),
+                       Linear(12, 12, dtype=np.float64), ReLU(),
+                       Linear(12, 12, dtype=np.float64), Sigmoid(),
+                       Linear(12, 3, dtype=np.float64))
+    randomise(model, 1, 2.0, 0.5)
+    model.eval()
+    rng = np.random.default_rng(0)
+    centre = rng.uniform(0.0, 1.0, (BATCH, 1, 1, 4))
+    radius = np.geomspace(1e-3, 1.0, BATCH)[rng.permutation(BATCH)].reshape(-1, 1, 1, 1)
+    region = Box(Tensor(centre - radius), Tensor(centre + radius))
+    spec = margin_spec(rng.integers(0, 3, BATCH), 3)
+    grouped = bound(model, region, spec, "auto", method="alpha-crown", alpha_steps=3)
+    whole = bound(model, region, spec, "never", method="alpha-crown", alpha_steps=3)
+    assert groups_formed[0] > 1
+    assert_same(grouped, whole)
+    assert grouped.tangent_slopes.keys() == whole.tangent_slopes.keys() != set()
+    for index, lines in whole.tangent_slopes.items():
+        for mine, theirs in zip(grouped.tangent_slopes[index], lines, strict=True):
+            np.testing.assert_allclose(mine.data, theirs.data, rtol=1e-10, atol=1e-10)
