@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nobound.autodiff import ops
-from nobound.autodiff.tensor import Tensor
+from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.backend import get_array_module, to_numpy
 from nobound.bounds.ibp import interval_bounds
 from nobound.bounds.linear_bounds import BoundResult, LinearBounds
@@ -69,15 +69,17 @@ def row_counts(network: Network, box: Box, splits: Mapping[int, Any] | None,
     """(B, L): per sample, IBP's unstable neurons at each ReLU whose input
     ``needs_rows(network, end)``, times the coefficients one of its rows holds on the way
     back to the input (summed over the population members of ``network``)."""
-    detached_box = Box(Tensor(box.lower.data), Tensor(box.upper.data))
-    _, _, recorded = interval_bounds(network.detached(), detached_box, splits, intermediate)
+    with no_grad():  # an estimate: nothing to differentiate
+        _, _, recorded = interval_bounds(network, box, splits, intermediate)
     columns = []
     for index, (low, high) in recorded.items():
         end = index - 1
         if not isinstance(network.steps[index], ReluStep) or not needs_rows(network, end):
             continue
-        unstable = to_numpy((low.data < 0) & (high.data > 0))
-        per_sample = unstable.reshape(unstable.shape[0], unstable.shape[1], -1).sum(axis=(0, 2))
+        unstable = (low.data < 0) & (high.data > 0)
+        # counted where the bounds are; only (B,) numbers come to the host
+        per_sample = to_numpy(unstable.reshape(unstable.shape[0], unstable.shape[1], -1)
+                              .sum(axis=(0, 2)))
         cost = sum(prod(step.input_shape) for step in network.steps[:end + 1])
         columns.append(per_sample.astype(float) * cost)
     if not columns:

@@ -170,6 +170,8 @@ def csr_times_into(indptr: Any, indices: Any, data: Any, columns: Any, out: Any)
             for r in range(width):
                 out[j, r] = total[r]
         return
+    # named scalars, not a small accumulator array: Numba keeps these in registers, an
+    # array it does not (the array version was measured slower at every width 1-15)
     r = 0
     while r < width:
         block = 8 if width - r >= 8 else 4 if width - r >= 4 else 2 if width - r >= 2 else 1

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ from scipy.sparse import csr_array
 
 from nobound.autodiff.ops._compiled import numba_kernels
 from nobound.backend import get_array_module
+from nobound.certify.derived import derived_once
 from nobound.exact.dense import DenseNetwork
 
 Array = Any
@@ -133,25 +133,20 @@ def _sparse_rows(matrix: Any, rows: Array) -> Array:
     return np.ascontiguousarray(product.T).reshape(*rows.shape[:-1], matrix.shape[0])
 
 
-# CSR copies (W, Wᵀ) of host matrices, by the array's id while it lives: the copies cost a
-# scan of the dense matrix, so they are made once per network, not once per bound
-_SPARSE_COPIES: dict[int, tuple[weakref.ref, tuple[Any, Any] | None]] = {}
-
-
 def sparse_copies(matrix: Array) -> tuple[Any, Any] | None:
     """CSR copies of a NumPy matrix and of its transpose when at most ``SPARSE_DENSITY``
-    of its entries are non-zero, else None (also for device arrays: they stay dense)."""
+    of its entries are non-zero, else None (also for device arrays: they stay dense). Made
+    once per matrix (:mod:`nobound.certify.derived`): a scan of the dense matrix, per
+    network, not per bound."""
     if not isinstance(matrix, np.ndarray):
         return None
-    kept = _SPARSE_COPIES.get(id(matrix))
-    if kept is not None and kept[0]() is matrix:
-        return kept[1]
-    copies = None
-    if np.count_nonzero(matrix) <= SPARSE_DENSITY * matrix.size:
-        copies = (csr_array(matrix), csr_array(matrix.T))
-    _SPARSE_COPIES[id(matrix)] = (weakref.ref(matrix), copies)
-    weakref.finalize(matrix, _SPARSE_COPIES.pop, id(matrix), None)
-    return copies
+    return derived_once("sparse copies", matrix, _make_sparse_copies)
+
+
+def _make_sparse_copies(matrix: np.ndarray) -> tuple[Any, Any] | None:
+    if np.count_nonzero(matrix) > SPARSE_DENSITY * matrix.size:
+        return None
+    return csr_array(matrix), csr_array(matrix.T)
 
 
 def layer_weights(network: DenseNetwork, xp: Any) -> tuple[list[Weight], list[Array]]:

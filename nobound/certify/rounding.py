@@ -32,12 +32,13 @@ so such a check fails (→ ``unknown``) instead of passing.
 from __future__ import annotations
 
 import decimal
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_array
+
+from nobound.certify.derived import derived_once
 
 UNIT_ROUNDOFF = 2.0 ** -53
 SMALLEST_SUBNORMAL = float(np.nextafter(0.0, 1.0))
@@ -88,24 +89,6 @@ class StageMatrix:
     magnitude_csr: Any | None
 
 
-# what is derived from a stored array, by (what, the array's id) while it lives: a network
-# is checked leaf after leaf, and |W|, the CSR copies or a scan for non-zeros cost a pass
-# over the whole matrix each. Stored arrays are never modified (stored_network copies
-# them from the model), which is what makes deriving once sound.
-_DERIVED: dict[tuple[str, int], tuple[weakref.ref, Any]] = {}
-
-
-def _derived(what: str, array: np.ndarray, make: Any) -> Any:
-    key = (what, id(array))
-    kept = _DERIVED.get(key)
-    if kept is not None and kept[0]() is array:
-        return kept[1]
-    value = make(array)
-    _DERIVED[key] = (weakref.ref(array), value)
-    weakref.finalize(array, _DERIVED.pop, key, None)
-    return value
-
-
 def _make_stage_matrix(weight: np.ndarray) -> StageMatrix:
     magnitude = np.abs(weight)
     sparse = np.count_nonzero(weight) <= SPARSE_SHARE * weight.size
@@ -115,13 +98,13 @@ def _make_stage_matrix(weight: np.ndarray) -> StageMatrix:
 
 def stage_matrix(weight: np.ndarray) -> StageMatrix:
     """The :class:`StageMatrix` of a host matrix, made once per array."""
-    return _derived("stage", weight, _make_stage_matrix)
+    return derived_once("stage matrix", weight, _make_stage_matrix)
 
 
 def any_nonzero(array: np.ndarray) -> bool:
     """Whether a stored array (a weight radius: all zeros for weights exact in float64)
     has a non-zero entry, decided once per array."""
-    return _derived("nonzero", array, lambda a: bool(np.any(a)))
+    return derived_once("any non-zero", array, lambda a: bool(np.any(a)))
 
 
 def rows_times_matrix(rows: np.ndarray, matrix: StageMatrix) -> np.ndarray:

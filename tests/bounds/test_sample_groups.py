@@ -41,17 +41,21 @@ def test_groups_cover_every_sample_once_sorted_by_difficulty_and_save_work():
     assert padded_work(counts, groups) < 0.9 * padded_work(counts, [np.arange(BATCH)])
 
 
+def spread_boxes(seed, input_shape, largest, classes):
+    """BATCH boxes whose radii spread from 10⁻³ to ``largest`` in random order (from few to
+    many unstable neurons), and margin rows for random labels."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0.0, 1.0, (BATCH, *input_shape))
+    radius = np.geomspace(1e-3, largest, BATCH)[rng.permutation(BATCH)].reshape(-1, 1, 1, 1)
+    region = Box(Tensor(centre - radius), Tensor(centre + radius))
+    return region, margin_spec(rng.integers(0, classes, BATCH), classes)
+
+
 def network_and_region():
     model = conv_net((1, 8, 8), 3, [(4, 3, 2, 1), (6, 3, 1, 1)], [12], dtype=np.float64)
     randomise(model, 11, 1.0, 0.5)
     model.eval()
-    rng = np.random.default_rng(3)
-    centre = rng.uniform(0.0, 1.0, (BATCH, 1, 8, 8))
-    # radii spread over two orders of magnitude: from few to many unstable neurons
-    radius = np.geomspace(1e-3, 0.3, BATCH)[rng.permutation(BATCH)].reshape(-1, 1, 1, 1)
-    region = Box(Tensor(centre - radius), Tensor(centre + radius))
-    spec = margin_spec(rng.integers(0, 3, BATCH), 3)
-    return model, region, spec
+    return (model, *spread_boxes(3, (1, 8, 8), 0.3, 3))
 
 
 def bound(model, region, spec, mode, **kwargs):
@@ -205,11 +209,7 @@ def test_grouped_alpha_crown_tangent_slopes_follow_their_samples(groups_formed):
                        Linear(12, 3, dtype=np.float64))
     randomise(model, 1, 2.0, 0.5)
     model.eval()
-    rng = np.random.default_rng(0)
-    centre = rng.uniform(0.0, 1.0, (BATCH, 1, 1, 4))
-    radius = np.geomspace(1e-3, 1.0, BATCH)[rng.permutation(BATCH)].reshape(-1, 1, 1, 1)
-    region = Box(Tensor(centre - radius), Tensor(centre + radius))
-    spec = margin_spec(rng.integers(0, 3, BATCH), 3)
+    region, spec = spread_boxes(0, (1, 1, 4), 1.0, 3)
     grouped = bound(model, region, spec, "auto", method="alpha-crown", alpha_steps=3)
     whole = bound(model, region, spec, "never", method="alpha-crown", alpha_steps=3)
     assert groups_formed[0] > 1
