@@ -419,7 +419,7 @@ class _Search:
         tighten = known is None and self.config.intermediate == "inherit" and \
             self.config.tighten_steps > 0
         # the root's bounds depend on the box only: problems sharing a box share them
-        key = (problem.lower.tobytes(), problem.upper.tobytes(), self.config.tighten_steps)
+        key = (problem.box_key, self.config.tighten_steps)
         if tighten and key in self.shared:
             bounds, self.root_tightened = self.shared[key]
         elif known is None or self.config.intermediate == "recompute":

@@ -70,7 +70,7 @@ import numpy as np
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor
 from nobound.backend import random_stream
-from nobound.certify.problem import Counterexample, VerificationProblem
+from nobound.certify.problem import Counterexample, VerificationProblem, group_by_box
 
 # The search of small boxes (search_problems; the module docstring derives the sizes)
 SEARCH_MAX_INPUTS = 64      # boxes with more inputs are left to PGD (module docstring)
@@ -130,7 +130,7 @@ def attack_problems(problems: list[VerificationProblem], steps: int = 50, restar
     (:func:`search_problems`, module docstring) for at most ``search_rounds`` rounds and
     ``search_share`` of the time left before ``deadline`` (no share of an infinite one:
     then the rounds alone bound it)."""
-    groups = _groups(problems)
+    groups = group_by_box(problems, skip_empty=True)
     for members in groups:
         found = _attack_group([problems[i] for i in members], steps, restarts, step_size,
                               seed, deadline)
@@ -141,16 +141,6 @@ def attack_problems(problems: list[VerificationProblem], steps: int = 50, restar
         return None
     share = now + search_share * (deadline - now) if math.isfinite(deadline) else math.inf
     return search_problems(problems, search_rounds, seed, share)
-
-
-def _groups(problems: list[VerificationProblem]) -> list[list[int]]:
-    """Indices of the non-empty problems, grouped by box (in order of first appearance)."""
-    groups: dict[bytes, list[int]] = {}
-    for index, problem in enumerate(problems):
-        if not problem.is_empty:
-            key = problem.lower.tobytes() + problem.upper.tobytes()
-            groups.setdefault(key, []).append(index)
-    return list(groups.values())
 
 
 class _Rows:
@@ -235,7 +225,7 @@ def search_problems(problems: list[VerificationProblem], rounds: int = SEARCH_RO
     violation, or None; nothing is evaluated after ``deadline`` but the chunk or step
     under way."""
     for round_index in range(first_round, first_round + rounds):
-        for members in _groups(problems):
+        for members in group_by_box(problems, skip_empty=True):
             if problems[members[0]].lower.size > SEARCH_MAX_INPUTS:
                 continue
             if time.perf_counter() > deadline:

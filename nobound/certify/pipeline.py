@@ -72,6 +72,7 @@ from nobound.certify.problem import (
     PROOF_TOLERANCE,
     VerificationProblem,
     float64_model,
+    group_by_box,
     robustness_problems,
 )
 from nobound.certify.replay import ModelReplay, Replay
@@ -430,10 +431,7 @@ class Certifier:
         from nobound.bounds import Box, compute_bounds
         from nobound.bounds.alpha_crown import optimised_model_bounds
 
-        groups: dict[bytes, list[int]] = {}
-        for n, problem in enumerate(problems):
-            groups.setdefault(problem.lower.tobytes() + problem.upper.tobytes(), []).append(n)
-        members = list(groups.values())
+        members = group_by_box(problems)
         rows = max(sum(problems[n].num_rows for n in group) for group in members)
         outputs = problems[0].spec.shape[1]
         spec = np.zeros((len(members), rows, outputs))

@@ -91,6 +91,12 @@ class VerificationProblem:
         """An empty box has no unsafe point."""
         return bool(np.any(self.lower > self.upper))
 
+    @property
+    def box_key(self) -> bytes:
+        """The box as bytes: equal exactly for problems on the same box (they share bounds,
+        attacks and searches)."""
+        return self.lower.tobytes() + self.upper.tobytes()
+
     def outputs(self, points: Any) -> np.ndarray:
         """f(x) by a float64 forward pass, for points of shape (N, *input_shape)."""
         with no_grad():
@@ -166,3 +172,14 @@ def robustness_problems(model: Sequential, x: Any, label: int, eps: float,
         problems.append(VerificationProblem(model, lower, upper, row[None], np.zeros(1),
                                             name=f"class {label} vs {other}"))
     return problems
+def group_by_box(problems: list[VerificationProblem], skip_empty: bool = False
+                 ) -> list[list[int]]:
+    """Indices of ``problems`` grouped by box, in order of first appearance (empty boxes
+    left out with ``skip_empty``)."""
+    groups: dict[bytes, list[int]] = {}
+    for index, problem in enumerate(problems):
+        if not (skip_empty and problem.is_empty):
+            groups.setdefault(problem.box_key, []).append(index)
+    return list(groups.values())
+
+
