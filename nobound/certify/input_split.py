@@ -166,9 +166,7 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
             boxes_lower, boxes_upper = boxes_lower[kept], boxes_upper[kept]
             rows, best, chosen, value = rows[kept], best[kept], chosen[kept], value[kept]
             alphas = None if alphas is None else [a[kept] for a in alphas]
-            for n, parent in enumerate(parents):  # m: the upper half's lower end
-                middle = float(boxes_lower[len(parents) + n, dimension[n]])
-                nodes[parent[5]].input_split = (int(dimension[n]), middle)
+            _record_splits(nodes, parents, dimension, boxes_lower)
         for n, index in enumerate(indices):
             if best[n] > PROOF_TOLERANCE and not (split_root and round_index == 0):
                 weights = np.zeros(problem.num_rows)
@@ -209,12 +207,20 @@ def input_split_search(problem: VerificationProblem, network: DenseNetwork,
         nodes += [TreeNode() for _ in range(2 * len(parents))]
         for n, parent in enumerate(parents):
             nodes[parent[5]].children = (first + n, first + len(parents) + n)
-            if dimension_rule == "gradient":
-                nodes[parent[5]].input_split = (int(dimension[n]),
-                                                float(boxes_lower[len(parents) + n,
-                                                                  dimension[n]]))
+        if dimension_rule == "gradient":
+            _record_splits(nodes, parents, dimension, boxes_lower)
         indices = list(range(first, first + 2 * len(parents)))
     raise AssertionError("unreachable")
+
+
+def _record_splits(nodes: list[TreeNode], parents: list[tuple], dimension: np.ndarray,
+                   halves_lower: np.ndarray) -> None:
+    """Each parent's split in its tree node: (dimension, m), m the upper half's lower end
+    (the halves laid out as :func:`_halves` lays them: the P lower halves, then the P
+    upper)."""
+    for n, parent in enumerate(parents):
+        middle = float(halves_lower[len(parents) + n, dimension[n]])
+        nodes[parent[5]].input_split = (int(dimension[n]), middle)
 
 
 def _halves(lower: np.ndarray, upper: np.ndarray, dimension: np.ndarray
