@@ -29,6 +29,7 @@ from nobound.bounds.regions import Box
 from nobound.bounds.rows import ReluLines
 
 KERNELS = "nobound.bounds._back_substitution_numba"
+ROWS_INNERMOST_KERNELS = "nobound.bounds._rows_innermost_numba"
 
 #: Bytes of pixel-row products per block of :func:`fused_transposed_conv`: the block is
 #: written by the matrix product and read back by the fold while it is still in the L2
@@ -43,6 +44,14 @@ MIN_PATCH_ROW = 16
 #: engine (cnn3's first layer, O = 8: 14.6 against 12.4 ms; cnn5's, O = 16: 23.4 against
 #: 29.0 ms), which then stays.
 MIN_MAP_PRODUCT_DEPTH = 16
+#: Whole-map rows reaching a transposed convolution with at least this many rows per
+#: (member, side, sample) are stored rows-innermost from there on (module
+#: ``_rows_innermost_numba``): the products' R dimension is then long enough for BLAS.
+MIN_ROWS_INNERMOST = 32
+#: Rows-innermost, a transposed convolution onto fewer channels than this (a first layer's
+#: 1 or 3) runs as one product per input pixel and a fold; with more, as one product per
+#: output pixel and kernel row, no fold (``_rows_innermost_numba``).
+MIN_ROWS_INNERMOST_PRODUCT_CHANNELS = 8
 
 # vjp(G or None, g) → one gradient (or None) per input, for upstream G of A' and g of b'
 StepVjp = Callable[[Any, Any], list[Any]]
@@ -146,9 +155,68 @@ def _gradient_arrays(inputs: Sequence[Tensor], shapes: Sequence[tuple[int, ...]]
     return arrays, wanted, assign
 
 
+def rows_innermost(data: Any) -> bool:
+    """Whether coefficients (P', S, B', R, C, H, W) are stored (P', S, B', H, W, C, R) in
+    memory: every neuron's R numbers contiguous (``_rows_innermost_numba``)."""
+    return isinstance(data, np.ndarray) and data.ndim == 7 and \
+        data.transpose(0, 1, 2, 5, 6, 4, 3).flags.c_contiguous
+
+
+def _innermost_blocks(data: np.ndarray) -> np.ndarray:
+    """(P', S, B', R, C, H, W) → (P'·S·B', H, W·C, R), C-contiguous: a view of rows-innermost
+    coefficients, a copy of others."""
+    stored = np.ascontiguousarray(data.transpose(0, 1, 2, 5, 6, 4, 3))
+    return stored.reshape(prod(stored.shape[:3]), stored.shape[3], -1, stored.shape[-1])
+
+
+def _logical(stored: np.ndarray, lead: tuple[int, ...], shape: tuple[int, int, int]
+             ) -> np.ndarray:
+    """Rows-innermost blocks (…, H, W·C, R) as the logical (*lead, R, C, H, W) view."""
+    channels, height, width = shape
+    rows = stored.shape[-1]
+    return stored.reshape(*lead, height, width, channels, rows).transpose(0, 1, 2, 6, 5, 3, 4)
+
+
+def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
+                         ) -> tuple[Tensor, Tensor] | None:
+    """The ReLU step on rows-innermost coefficients, writing rows-innermost ones (no
+    gradients: only :func:`fused_transposed_conv` stores rows so, and only without)."""
+    data = A.data
+    if is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return None
+    if any(t.shape[1] != 1 or t.shape[3] != 1 or t.shape[4:] != data.shape[4:]
+           for t in inputs[1:]):
+        return None  # per-row lines (alpha-CROWN): the plain path
+    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+    if compiled is None:
+        return None
+    members_a, sides, batch_a, rows = data.shape[:4]
+    channels, height, width = data.shape[4:]
+    coefficients = _innermost_blocks(data).reshape(members_a, sides, batch_a, -1, rows)
+
+    def neuron_order(line: Tensor) -> np.ndarray:
+        """(P', 1, B, 1, C, H, W) → (P', B, H·W·C): the coefficients' neuron order."""
+        values = line.data.reshape(line.shape[0], line.shape[2], channels, height, width)
+        return np.ascontiguousarray(values.transpose(0, 1, 3, 4, 2)).reshape(
+            values.shape[0], values.shape[1], -1)
+
+    lines = [neuron_order(t) for t in inputs[1:]]
+    members = max([members_a] + [x.shape[0] for x in lines])
+    batch = max([batch_a] + [x.shape[1] for x in lines])
+    out = np.empty((members, 2, batch, coefficients.shape[3], rows), dtype=data.dtype)
+    bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
+    compiled.relu_step_into(coefficients, *lines, out, bias)
+    stored = out.reshape(members * 2 * batch, height, width * channels, rows)
+    return Tensor(_logical(stored, (members, 2, batch), (channels, height, width))), \
+        Tensor(bias)
+
+
 def _dense_step(A: Tensor, lines: ReluLines) -> tuple[Tensor, Tensor] | None:  # noqa: N803
     inputs = (A, lines.lower_slope["lower"], lines.lower_slope["upper"], lines.upper_slope,
               lines.intercept)
+    if rows_innermost(A.data) and lines.lower_intercept is None and \
+            _compiled_arrays(inputs) and (step := _rows_innermost_step(A, inputs)) is not None:
+        return step
     if lines.lower_intercept is not None or not _compiled_arrays(inputs):
         return None
     features, rows = A.shape[4:], A.shape[3]
@@ -261,14 +329,19 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
 
 
 def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
-                          in_shape: tuple[int, int, int], stride: int, padding: int
-                          ) -> Tensor | None:
+                          in_shape: tuple[int, int, int], stride: int, padding: int,
+                          whole_maps: bool = False) -> Tensor | None:
     """The transposed convolution of rows (…, O, Ho, Wo) → (…, *in_shape) for a shared
     (O, C, kh, kw) weight, as ``ops.conv_transpose2d`` computes it; or None (a population
     weight, short patch rows with O < MIN_MAP_PRODUCT_DEPTH, gradients recorded, arrays the
     compiled loops do not take, or no Numba).
 
-    Both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W give
+    Rows over ``whole_maps`` (P', S, B', R, O, Ho, Wo) that are stored rows-innermost, or
+    number at least MIN_ROWS_INNERMOST per (member, side, sample), come back rows-innermost
+    (:func:`rows_innermost`), by ``_rows_innermost_numba``'s products without a fold; the
+    ReLU step and the convolution's bias term keep that layout, the other steps take any.
+
+    Otherwise both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W give
     that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
     block of maps. Where a patch row (kw · C numbers) is at least MIN_PATCH_ROW long, the
     product runs as (pixels × O)(O × kh·kw·C) — the orientation OpenBLAS runs about twice
@@ -283,10 +356,23 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
         return None
     if not _compiled_arrays((coefficients, weight)):
         return None
+    data = coefficients.data
+    if whole_maps and data.ndim == 7 and (rows_innermost(data) or
+                                          data.shape[3] >= MIN_ROWS_INNERMOST):
+        compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+        if compiled is not None:
+            maps = _innermost_blocks(data)
+            out = np.empty((maps.shape[0], in_shape[1], in_shape[2] * in_shape[0],
+                            maps.shape[-1]), dtype=data.dtype)
+            if in_shape[0] < MIN_ROWS_INNERMOST_PRODUCT_CHANNELS:
+                compiled.transposed_conv_fold_into(maps, weight.data, stride, padding, out)
+            else:
+                compiled.transposed_conv_into(maps, compiled.tap_runs(weight.data, stride),
+                                              weight.shape[0], stride, padding, out)
+            return Tensor(_logical(out, data.shape[:3], in_shape))
     kernels = numba_kernels(KERNELS)
     if kernels is None:
         return None
-    data = coefficients.data
     out_channels, channels, kernel_h, kernel_w = weight.shape
     in_h, in_w = data.shape[-2:]
     height, width = in_shape[1:]
@@ -333,3 +419,23 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
             kernels.fold_kernel_rows_into(product, in_h, in_w, kernel_h, kernel_w, stride,
                                           padding, scratch, out, start)
     return Tensor(out.reshape(*lead, channels, height, width))
+
+
+def fused_conv_bias_term(coefficients: Tensor, bias: Tensor) -> Tensor | None:
+    """A b = Σ_(c, h, w) A[c, h, w] b_c for rows-innermost coefficients (P', S, B', R, C, H,
+    W) and a shared bias (1, C), as (P', S, B', R); or None (another layout, a population
+    bias, gradients recorded, or no Numba)."""
+    data = coefficients.data
+    if not rows_innermost(data) or bias.shape[0] != 1 or \
+            not _compiled_arrays((coefficients, bias)) or \
+            (is_grad_enabled() and (coefficients.requires_grad or bias.requires_grad)):
+        return None
+    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+    if compiled is None:
+        return None
+    blocks = _innermost_blocks(data)
+    channels, rows = data.shape[4], data.shape[3]
+    out = np.empty((blocks.shape[0], rows), dtype=data.dtype)
+    compiled.conv_bias_into(blocks.reshape(blocks.shape[0], -1, channels, rows),
+                            np.ascontiguousarray(bias.data.reshape(-1)), out)
+    return Tensor(out.reshape(data.shape[:4]))

@@ -202,6 +202,10 @@ class ConvStep(Step):
         sums over short trailing axes, 9 or 49 positions, are not vectorised well)."""
         if self.bias is None:
             return None
+        from nobound.bounds.kernels import fused_conv_bias_term  # see transposed_conv
+
+        if (fused := fused_conv_bias_term(coefficients, self.bias)) is not None:
+            return fused
         middle = self._middle(coefficients, self.output_shape)
         # the positions the rows carry: the whole maps, or each row's window (patches.py)
         channels, positions = coefficients.shape[-3], prod(coefficients.shape[-2:])
@@ -254,8 +258,9 @@ def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, 
     long_rows = weight.shape[-3] * weight.shape[-1] >= MIN_PATCH_ROW
     if operator and (n_in <= COMPILED_OPERATOR_OVERHEAD * kernel or not long_rows):
         return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)
-    if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride, padding)
-            ) is not None:
+    # as_matrix is asked for rows on receptive-field windows; without it, on whole maps
+    if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride, padding,
+                                       whole_maps=not as_matrix)) is not None:
         return fused
     if operator:
         return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)

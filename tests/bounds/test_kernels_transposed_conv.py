@@ -109,8 +109,8 @@ def test_whole_network_bounds_equal_the_plain_path(convs, size, patches, monkeyp
     calls = []
     fused = kernels.fused_transposed_conv
 
-    def counted(coefficients, *args):
-        result = fused(coefficients, *args)
+    def counted(coefficients, *args, **kwargs):
+        result = fused(coefficients, *args, **kwargs)
         calls.append((result is not None, coefficients.ndim))
         return result
 
@@ -118,7 +118,7 @@ def test_whole_network_bounds_equal_the_plain_path(convs, size, patches, monkeyp
     for name in ("compiled", "plain"):
         with monkeypatch.context() as patch:
             patch.setattr(kernels, "fused_transposed_conv",
-                          counted if name == "compiled" else lambda *args: None)
+                          counted if name == "compiled" else lambda *args, **kwargs: None)
             with no_grad():
                 results[name] = compute_bounds(model, region, method="deeppoly", spec=spec,
                                                plan=BoundsPlan(patches=patches))

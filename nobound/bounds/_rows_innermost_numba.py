@@ -1,0 +1,258 @@
+"""Compiled loops (Numba, with BLAS) for back-substitution rows stored rows-innermost.
+
+Coefficients A of logical shape (P', S, B', R, C, H, W) are usually stored row by row: each
+row's C·H·W numbers together. A transposed convolution of such rows is a matrix product
+per block of rows followed by a scatter-add (col2im) of kh·kw/stride² times the output's
+size, the fold, which costs about as much as the product. Stored *rows-innermost* — in
+memory (P', S, B', H, W, C, R), the same logical array — every neuron's R numbers are
+contiguous, and the transposed convolution needs no fold:
+
+    out[y, x, :, :] += W_run (C × n·O) · A[oy, ox₀ … ox₀+n−1, :, :] (n·O × R)
+
+for each output pixel (y, x) and kernel row ky reaching it: the taps kx of that kernel row
+that reach column x read n consecutive input columns, whose n·O channels are contiguous in
+this layout, and W_run is those taps' weights side by side (:func:`tap_runs`). One BLAS
+product with β = 1 per (y, ky, x), accumulated straight into the output. The ReLU step
+(:func:`relu_step_into`) is then a loop over neurons with the λ, s, t of the neuron fixed
+and R contiguous numbers to scale, and the bias term of a convolution
+(:func:`conv_bias_into`) a sum of R-vectors.
+
+The arithmetic is that of :func:`nobound.bounds.deeppoly.relu_back_step` and of
+``ops.conv_transpose2d``, each sum in another order. Importing this module raises
+``ImportError`` without Numba; it registers the BLAS routines it calls (SciPy's) under
+``nobound_``-prefixed names with LLVM, so that the compiled loops can be cached on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+for _name in ("sgemm", "dgemm"):
+    llvm.add_symbol(f"nobound_{_name}",
+                    get_cython_function_address("scipy.linalg.cython_blas", _name))
+_GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))  # Fortran: every argument by address
+_sgemm = types.ExternalFunction("nobound_sgemm", _GEMM_SIGNATURE)
+_dgemm = types.ExternalFunction("nobound_dgemm", _GEMM_SIGNATURE)
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def tap_runs(weight: Any, stride: int) -> Any:
+    """runs[ky, kx, c, m·O + o] = weight[o, c, ky, kx − m·stride] (0 where kx − m·stride <
+    0): for each kernel entry, the weights of it and the taps stride, 2·stride, … to its
+    left, which read the next input columns; (kh, kw, C, n·O), n = ⌈kw / stride⌉."""
+    out_channels, channels, kernel_h, kernel_w = weight.shape
+    taps = (kernel_w + stride - 1) // stride
+    runs = np.zeros((kernel_h, kernel_w, channels, taps * out_channels), weight.dtype)
+    for ky in range(kernel_h):
+        for kx in range(kernel_w):
+            for m in range(taps):
+                k = kx - m * stride
+                if k < 0:
+                    break
+                for c in range(channels):
+                    for o in range(out_channels):
+                        runs[ky, kx, c, m * out_channels + o] = weight[o, c, ky, k]
+    return runs
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, padding: int,
+                         out: Any) -> None:
+    """out = the transposed convolution of ``maps`` for the weight whose :func:`tap_runs`
+    are ``runs``: maps (blocks, Hi, Wi·O, R) → out (blocks, Ho, Wo·C, R), both
+    rows-innermost and C-contiguous (pixel-major, channels, then rows).
+
+    An input pixel (oy, ox) reaches output (y, x) through the kernel entry (ky, kx) with
+    y = oy·stride − padding + ky and x likewise. For output column x the entries of a
+    kernel row that reach it are kx ≡ x + padding (mod stride), from the largest one at or
+    below min(kw − 1, x + padding) (the smallest ox) down, while ox stays below Wi: a run
+    of consecutive input columns, one product.
+    """
+    blocks, in_h, in_wo, rows = maps.shape
+    kernel_h, kernel_w, channels, run_width = runs.shape
+    out_h = out.shape[1]
+    out_w = out.shape[2] // channels
+    in_w = in_wo // out_channels
+    transposes = np.array([78, 78], np.uint8)  # "N", "N"
+    scalars = np.array([1, 0], maps.dtype)  # α = 1; β = 0 (first product), then 1
+    sizes = np.array([rows, channels, 0, rows, run_width, rows], np.int32)  # m n k lda ldb ldc
+    zero = out.dtype.type(0)
+    for block in range(blocks):
+        for y in range(out_h):
+            target_row = out[block, y]
+            first = True  # no product has reached this output row yet
+            for ky in range(min(kernel_h - 1, y + padding), -1, -1):  # oy ascending
+                if (y + padding - ky) % stride != 0:
+                    continue
+                oy = (y + padding - ky) // stride
+                if oy >= in_h:
+                    break
+                source_row = maps[block, oy]
+                for x in range(out_w):
+                    phase = (x + padding) % stride
+                    top = min(kernel_w - 1, x + padding)
+                    kx = phase + ((top - phase) // stride) * stride  # the largest entry
+                    ox = (x + padding - kx) // stride
+                    target = target_row[x * channels:(x + 1) * channels]
+                    if top < phase or ox >= in_w:  # no entry of this kernel row reaches x
+                        if first:
+                            target[:] = zero
+                        continue
+                    sizes[2] = (min(kx // stride + 1, in_w - ox)) * out_channels
+                    source = source_row[ox * out_channels:]
+                    run = runs[ky, kx]
+                    beta = scalars[1:] if first else scalars[0:]
+                    # column-major BLAS: outᵀ (R × C) = sourceᵀ (R × k) · runᵀ (k × C) + β outᵀ
+                    if maps.itemsize == 4:
+                        _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
+                               source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
+                               beta.ctypes, target.ctypes, sizes[5:].ctypes)
+                    else:
+                        _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
+                               source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
+                               beta.ctypes, target.ctypes, sizes[5:].ctypes)
+                first = False
+            if first:  # no kernel row reaches output row y
+                target_row[:] = zero
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
+                              out: Any) -> None:
+    """The same transposed convolution for few output channels C (a first layer), where
+    :func:`transposed_conv_into`'s products would be matrix-vector products: per input
+    pixel one product (kh·kw·C × O)(O × R) gives its contributions to every output pixel
+    its kernel reaches, each then added (R contiguous numbers) onto that pixel.
+
+    ``maps`` (blocks, Hi, Wi·O, R), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, R).
+    """
+    blocks, in_h, in_wo, rows = maps.shape
+    out_channels, channels, kernel_h, kernel_w = weight.shape
+    out_h = out.shape[1]
+    out_w = out.shape[2] // channels
+    in_w = in_wo // out_channels
+    entries = kernel_h * kernel_w * channels
+    matrix = np.empty((entries, out_channels), maps.dtype)  # rows (ky, kx, c)
+    for ky in range(kernel_h):
+        for kx in range(kernel_w):
+            for c in range(channels):
+                for o in range(out_channels):
+                    matrix[(ky * kernel_w + kx) * channels + c, o] = weight[o, c, ky, kx]
+    products = np.empty((entries, rows), maps.dtype)
+    transposes = np.array([78, 78], np.uint8)  # "N", "N"
+    scalars = np.array([1, 0], maps.dtype)  # α = 1, β = 0
+    sizes = np.array([rows, entries, out_channels, rows, out_channels, rows], np.int32)
+    zero = out.dtype.type(0)
+    for block in range(blocks):
+        out[block] = zero
+        for oy in range(in_h):
+            for ox in range(in_w):
+                source = maps[block, oy, ox * out_channels:]
+                # column-major BLAS: productsᵀ (R × entries) = sourceᵀ (R × O) · matrixᵀ
+                if maps.itemsize == 4:
+                    _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                           sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes, source.ctypes,
+                           sizes[3:].ctypes, matrix.ctypes, sizes[4:].ctypes,
+                           scalars[1:].ctypes, products.ctypes, sizes[5:].ctypes)
+                else:
+                    _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                           sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes, source.ctypes,
+                           sizes[3:].ctypes, matrix.ctypes, sizes[4:].ctypes,
+                           scalars[1:].ctypes, products.ctypes, sizes[5:].ctypes)
+                for ky in range(kernel_h):
+                    y = oy * stride - padding + ky
+                    if y < 0 or y >= out_h:
+                        continue
+                    for kx in range(kernel_w):
+                        x = ox * stride - padding + kx
+                        if x < 0 or x >= out_w:
+                            continue
+                        for c in range(channels):
+                            contribution = products[(ky * kernel_w + kx) * channels + c]
+                            target = out[block, y, x * channels + c]
+                            for r in range(rows):
+                                target[r] += contribution[r]
+
+
+# reassociation lets the bias sums vectorise (their order changes by round-off only)
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def relu_step_into(coefficients: Any, lower_slope: Any, upper_slope_lower_side: Any,
+                   slope: Any, intercept: Any, out: Any, bias: Any) -> None:
+    """The ReLU step of :func:`nobound.bounds.deeppoly.relu_back_step`, rows-innermost:
+    out[p, side, b, f, :] = A[p, side, b, f, :] ⊙ (the slope its sign and side choose),
+    bias[p, side, b, :] = Σ_f A⁻ t (lower side) or A⁺ t (upper side).
+
+    ``coefficients`` (P_a, S, B_a, F, R) with S ∈ {1, 2}; λ of the lower side
+    ``lower_slope``, λ of the upper side ``upper_slope_lower_side``, s ``slope`` and t
+    ``intercept`` are (P_x, B_x, F) in the coefficients' neuron order, each axis 1 or full;
+    ``out`` is (P, 2, B, F, R) and ``bias`` (P, 2, B, R).
+    """
+    members, _, batch, features, rows = out.shape
+    sides = coefficients.shape[1]
+    zero = out.dtype.type(0)
+    for p in range(members):
+        pa = p if coefficients.shape[0] > 1 else 0
+        px = p if slope.shape[0] > 1 else 0
+        for b in range(batch):
+            ba = b if coefficients.shape[2] > 1 else 0
+            bx = b if slope.shape[1] > 1 else 0
+            for side in range(2):
+                total = bias[p, side, b]
+                total[:] = zero
+                for f in range(features):
+                    s = slope[px, bx, f]
+                    t = intercept[px, bx, f]
+                    source = coefficients[pa, min(side, sides - 1), ba, f]
+                    target = out[p, side, b, f]
+                    if side == 0:  # lower: A⁺ λ + A⁻ s, intercept A⁻ t
+                        lam = lower_slope[px, bx, f]
+                        for r in range(rows):
+                            value = source[r]
+                            target[r] = value * (lam if value >= zero else s)
+                            total[r] += min(value, zero) * t
+                    else:  # upper: A⁺ s + A⁻ λ, intercept A⁺ t
+                        lam = upper_slope_lower_side[px, bx, f]
+                        for r in range(rows):
+                            value = source[r]
+                            target[r] = value * (s if value >= zero else lam)
+                            total[r] += max(value, zero) * t
+
+
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def conv_bias_into(coefficients: Any, bias: Any, out: Any) -> None:
+    """out[block, :] = Σ_(pixel, c) A[block, pixel, c, :] · bias[c]: A b for rows-innermost
+    coefficients (blocks, pixels, C, R); ``out`` (blocks, R)."""
+    blocks, pixels, channels, rows = coefficients.shape
+    zero = out.dtype.type(0)
+    for block in range(blocks):
+        total = out[block]
+        total[:] = zero
+        for pixel in range(pixels):
+            for c in range(channels):
+                weight = bias[c]
+                source = coefficients[block, pixel, c]
+                for r in range(rows):
+                    total[r] += source[r] * weight
+
+
+def warm_up() -> None:
+    """Compile for float32 and float64 (cached on disk after the first process)."""
+    for dtype in (np.float32, np.float64):
+        weight = np.ones((1, 1, 2, 2), dtype=dtype)
+        runs = tap_runs(weight, 1)
+        transposed_conv_into(np.ones((1, 1, 1, 2), dtype=dtype), runs, 1, 1, 0,
+                             np.empty((1, 2, 2, 2), dtype=dtype))
+        transposed_conv_fold_into(np.ones((1, 1, 1, 2), dtype=dtype), weight, 1, 0,
+                                  np.empty((1, 2, 2, 2), dtype=dtype))
+        line = np.ones((1, 1, 1), dtype=dtype)
+        relu_step_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line, line, line,
+                       np.empty((1, 2, 1, 1, 2), dtype=dtype), np.empty((1, 2, 1, 2), dtype=dtype))
+        conv_bias_into(np.ones((1, 1, 1, 2), dtype=dtype), np.ones(1, dtype=dtype),
+                       np.empty((1, 2), dtype=dtype))

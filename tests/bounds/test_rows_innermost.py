@@ -1,0 +1,219 @@
+"""Back-substitution rows stored rows-innermost (nobound.bounds._rows_innermost_numba) give
+the same numbers as the row-major paths and the engine.
+
+The layout is a memory order only: coefficients keep their logical shape (P', S, B', R, C,
+H, W). Checked in float64 against the engine's transposed convolution, the plain ReLU step
+and the plain bias term, then DeepPoly end to end on networks whose rows take the path —
+against the same computation with it switched off and with every compiled loop off, and
+against sampled points of the input box (its vertices included).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nobound.bounds.deeppoly as deeppoly
+import nobound.bounds.kernels as kernels
+from nobound.autodiff import ops
+from nobound.autodiff.tensor import Tensor, no_grad
+from nobound.bounds.kernels import fused_transposed_conv, rows_innermost
+from nobound.bounds.rows import ReluLines
+
+pytest.importorskip("numba")
+
+CASES = [  # (O, C, kh, kw, stride, padding, H, W)
+    (16, 16, 4, 4, 2, 1, 14, 14),   # cnn5's second layer
+    (32, 16, 4, 4, 2, 1, 7, 7),     # cnn5's third: the last input row unread
+    (16, 1, 5, 5, 2, 2, 28, 28),    # cnn5's first layer: few channels, one product per pixel
+    (5, 8, 3, 3, 1, 1, 9, 11),      # stride 1, odd, non-square map
+    (6, 4, 5, 4, 3, 2, 13, 10),     # stride 3, non-square kernel
+    (7, 9, 3, 3, 2, 0, 12, 9),      # no padding, an unread last column
+    (17, 3, 4, 3, 3, 0, 13, 10),    # three channels, unread rows and columns
+    (20, 1, 3, 5, 2, 3, 11, 12),    # padding beyond half the kernel
+]
+
+
+def _stored_rows_innermost(array: np.ndarray) -> np.ndarray:
+    """The same logical (P', S, B', R, C, H, W) array, stored (P', S, B', H, W, C, R)."""
+    stored = np.ascontiguousarray(array.transpose(0, 1, 2, 5, 6, 4, 3))
+    return stored.transpose(0, 1, 2, 6, 5, 3, 4)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("products", ["per output pixel", "per input pixel"])
+@pytest.mark.parametrize("layout", ["row-major", "rows-innermost"])
+def test_transposed_conv_equals_the_engine(case, products, layout, monkeypatch):
+    out_channels, channels, kernel_h, kernel_w, stride, padding, height, width = case
+    out_h = ops.output_size(height, kernel_h, stride, padding)
+    out_w = ops.output_size(width, kernel_w, stride, padding)
+    rng = np.random.default_rng(sum(case))
+    # (P', S, B', R, O, Ho, Wo) with R = 37 ≥ MIN_ROWS_INNERMOST, not a multiple of a vector
+    y = rng.standard_normal((1, 2, 3, 37, out_channels, out_h, out_w))
+    y[..., 0, :, :] = 0.0  # a whole zero row
+    if layout == "rows-innermost":
+        y = _stored_rows_innermost(y)
+    weight = Tensor(rng.standard_normal((out_channels, channels, kernel_h, kernel_w)))
+    monkeypatch.setattr(kernels, "MIN_ROWS_INNERMOST_PRODUCT_CHANNELS",
+                        0 if products == "per output pixel" else 10**6)
+    with no_grad():
+        fused = fused_transposed_conv(Tensor(y), weight, (channels, height, width), stride,
+                                      padding, whole_maps=True)
+        plain = ops.conv_transpose2d(Tensor(np.ascontiguousarray(y)), weight, (height, width),
+                                     stride, padding)
+    assert fused is not None and rows_innermost(fused.data)
+    assert fused.shape == plain.shape == (1, 2, 3, 37, channels, height, width)
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_to_round_off():
+    rng = np.random.default_rng(5)
+    y = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)).astype(np.float32))
+    weight = Tensor(rng.standard_normal((16, 16, 4, 4)).astype(np.float32))
+    with no_grad():
+        fused = fused_transposed_conv(y, weight, (16, 14, 14), 2, 1, whole_maps=True)
+        plain = ops.conv_transpose2d(y, weight, (14, 14), 2, 1)
+    assert fused.data.dtype == np.float32 and rows_innermost(fused.data)
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-4, atol=1e-4)
+
+
+def test_where_rows_stay_row_major():
+    """Windows, few rows and recorded gradients keep the row-major paths."""
+    rng = np.random.default_rng(1)
+    weight = Tensor(rng.standard_normal((16, 16, 4, 4)))
+    many = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)))
+    few = Tensor(rng.standard_normal((1, 2, 2, 31, 16, 7, 7)))
+    with no_grad():
+        assert not rows_innermost(fused_transposed_conv(many, weight, (16, 14, 14), 2, 1).data)
+        assert not rows_innermost(fused_transposed_conv(few, weight, (16, 14, 14), 2, 1,
+                                                        whole_maps=True).data)
+        assert rows_innermost(fused_transposed_conv(many, weight, (16, 14, 14), 2, 1,
+                                                    whole_maps=True).data)
+    assert fused_transposed_conv(Tensor(many.data, requires_grad=True), weight, (16, 14, 14),
+                                 2, 1, whole_maps=True) is None
+
+
+def _lines(rng, batch, shape, zero_slopes=False):
+    """λ per side, s, t per neuron, (1, 1, B, 1, C, H, W); some neurons stable."""
+    def line(low, high):
+        values = rng.uniform(low, high, (1, 1, batch, 1, *shape))
+        values[..., 0, 0, :] = 0.0 if zero_slopes else values[..., 0, 0, :]
+        return Tensor(values)
+    return ReluLines({"lower": line(0, 1), "upper": line(0, 1)}, line(0, 1), line(0, 2))
+
+
+@pytest.mark.parametrize("sides, batch_a", [(1, 1), (2, 3), (1, 3), (2, 1)])
+def test_relu_step_equals_the_plain_path(sides, batch_a, monkeypatch):
+    rng = np.random.default_rng(sides * 10 + batch_a)
+    shape = (8, 8, 9)  # 33 rows · 576 ≥ COMPILED_PASS_MIN_SIZE: the compiled loop applies
+    A = rng.standard_normal((1, sides, batch_a, 33, *shape))  # noqa: N806
+    A[rng.uniform(size=A.shape) < 0.1] = 0.0  # exact zeros: the sign rule's tie
+    lines = _lines(rng, 3, shape, zero_slopes=True)
+    a = Tensor(rng.standard_normal((1, sides, batch_a, 33)))
+    with no_grad():
+        fused, fused_a = deeppoly.relu_back_step(Tensor(_stored_rows_innermost(A)), a, lines, 3)
+        monkeypatch.setattr(deeppoly, "fused_relu_back_step", lambda *args: None)
+        plain, plain_a = deeppoly.relu_back_step(Tensor(A), a, lines, 3)
+    assert rows_innermost(fused.data)
+    assert fused.shape == plain.shape == (1, 2, 3, 33, *shape)
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(fused_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_step_with_per_row_slopes_keeps_the_plain_path(monkeypatch):
+    """alpha-CROWN's λ per row: rows-innermost coefficients still give the plain numbers."""
+    rng = np.random.default_rng(3)
+    shape = (4, 5, 5)
+    A = rng.standard_normal((1, 2, 2, 40, *shape))  # noqa: N806
+    lines = _lines(rng, 2, shape)
+    per_row = Tensor(rng.uniform(0, 1, (1, 1, 2, 40, *shape)))
+    lines = ReluLines({"lower": per_row, "upper": per_row}, lines.upper_slope, lines.intercept)
+    with no_grad():
+        stored, stored_a = deeppoly.relu_back_step(Tensor(_stored_rows_innermost(A)), None,
+                                                   lines, 3)
+        monkeypatch.setattr(deeppoly, "fused_relu_back_step", lambda *args: None)
+        plain, plain_a = deeppoly.relu_back_step(Tensor(A), None, lines, 3)
+    np.testing.assert_allclose(stored.data, plain.data, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(stored_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_bias_term_equals_the_plain_path():
+    from nobound.bounds.steps import ConvStep
+
+    rng = np.random.default_rng(4)
+    weight = Tensor(rng.standard_normal((6, 3, 3, 3)))
+    bias = Tensor(rng.standard_normal((1, 6)))
+    step = ConvStep(0, weight, bias, 1, 1, (3, 8, 8))
+    A = rng.standard_normal((1, 2, 3, 50, 6, 8, 8))  # noqa: N806
+    stored = Tensor(_stored_rows_innermost(A))
+    with no_grad():
+        fused = step.bias_term(stored)
+        plain = step.bias_term(Tensor(A))
+        assert kernels.fused_conv_bias_term(stored, bias) is not None
+        assert kernels.fused_conv_bias_term(Tensor(A), bias) is None  # row-major: plain
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+
+
+def _box_points(region, rng, count):
+    """Vertices and uniform points of the box, (count, *x) per sample."""
+    low, high = region.lower.data, region.upper.data
+    corners = rng.integers(0, 2, (count, *low.shape)).astype(bool)
+    vertices = np.where(corners, high, low)
+    uniform = low + rng.uniform(size=(count, *low.shape)) * (high - low)
+    return np.concatenate([vertices, uniform])
+
+
+@pytest.mark.parametrize("input_shape, convs", [
+    ((1, 14, 14), [(16, 5, 2, 2), (16, 4, 2, 1), (32, 4, 2, 1)]),  # cnn5's shapes, smaller
+    ((3, 9, 9), [(8, 3, 1, 1), (12, 3, 2, 1)]),  # three input channels, stride 1 then 2
+])
+def test_deeppoly_bounds_equal_and_hold(input_shape, convs, monkeypatch):
+    """DeepPoly with the rows-innermost path equals it without, and without any compiled
+    loop; every bound holds at sampled points of the box, its vertices included."""
+    from nobound.bounds import BoundsPlan, compute_bounds, linf_ball, margin_spec
+    from nobound.nn.zoo import conv_net
+    from nobound.testing.strategies import randomise
+
+    model = conv_net(input_shape, 5, convs, [40], dtype=np.float64)
+    randomise(model, 11, 1.0, 0.5)
+    rng = np.random.default_rng(6)
+    region = linf_ball(Tensor(rng.uniform(0, 1, (3, *input_shape))), 0.1)
+    spec = margin_spec(rng.integers(0, 5, 3), 5)
+    compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
+    calls = []
+    products = compiled.transposed_conv_into
+
+    def counted(*args):
+        calls.append(1)
+        return products(*args)
+
+    def bounds(**patches):
+        with monkeypatch.context() as patch, no_grad():
+            for name, value in patches.items():
+                patch.setattr(*name.split(":"), value) if ":" in name else \
+                    patch.setattr(kernels, name, value)
+            return compute_bounds(model, region, method="deeppoly", spec=spec,
+                                  plan=BoundsPlan(patches="never", sample_groups="never"))
+
+    monkeypatch.setattr(compiled, "transposed_conv_into", counted)
+    innermost = bounds()
+    assert calls, "the rows-innermost products did not run"
+    row_major = bounds(MIN_ROWS_INNERMOST=10**9)
+    plain = bounds(numba_kernels=lambda module: None)
+    for other in (row_major, plain):
+        for field in ("lower", "upper"):
+            np.testing.assert_allclose(getattr(innermost, field).data,
+                                       getattr(other, field).data, rtol=1e-10, atol=1e-10)
+        for index, (low, high) in other.intermediate.items():
+            np.testing.assert_allclose(innermost.intermediate[index][0].data, low.data,
+                                       rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(innermost.intermediate[index][1].data, high.data,
+                                       rtol=1e-10, atol=1e-10)
+    points = _box_points(region, rng, 64)
+    with no_grad():
+        logits = model(Tensor(points.reshape(-1, *input_shape))).data.reshape(
+            len(points), 3, 5)
+    margins = np.einsum("bko,nbo->nbk", spec.data if isinstance(spec, Tensor) else spec,
+                        logits)
+    assert np.all(margins >= innermost.lower.data - 1e-9)
+    assert np.all(margins <= innermost.upper.data + 1e-9)
