@@ -187,11 +187,10 @@ def test_deeppoly_bounds_equal_and_hold(input_shape, convs, monkeypatch):
         calls.append(1)
         return products(*args)
 
-    def bounds(**patches):
+    def bounds(**kernel_settings):
         with monkeypatch.context() as patch, no_grad():
-            for name, value in patches.items():
-                patch.setattr(*name.split(":"), value) if ":" in name else \
-                    patch.setattr(kernels, name, value)
+            for name, value in kernel_settings.items():
+                patch.setattr(kernels, name, value)
             return compute_bounds(model, region, method="deeppoly", spec=spec,
                                   plan=BoundsPlan(patches="never", sample_groups="never"))
 
