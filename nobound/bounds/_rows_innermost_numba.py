@@ -4,18 +4,19 @@ Coefficients A of logical shape (P', S, B', R, C, H, W) are usually stored row b
 row's C·H·W numbers together. A transposed convolution of such rows is a matrix product
 per block of rows followed by a scatter-add (col2im) of kh·kw/stride² times the output's
 size, the fold, which costs about as much as the product. Stored *rows-innermost* — in
-memory (P', S, B', H, W, C, R), the same logical array — every neuron's R numbers are
-contiguous, and the transposed convolution needs no fold:
+memory (P', S, H, W, C, B', R), the same logical array — every neuron's B'·R numbers (its
+coefficient in every row of every sample) are contiguous, and the transposed convolution,
+which is the same for every sample and row, needs no fold:
 
-    out[y, x, :, :] += W_run (C × n·O) · A[oy, ox₀ … ox₀+n−1, :, :] (n·O × R)
+    out[y, x, :, :] += W_run (C × n·O) · A[oy, ox₀ … ox₀+n−1, :, :] (n·O × B'·R)
 
 for each output pixel (y, x) and kernel row ky reaching it: the taps kx of that kernel row
 that reach column x read n consecutive input columns, whose n·O channels are contiguous in
 this layout, and W_run is those taps' weights side by side (:func:`tap_runs`). One BLAS
-product with β = 1 per (y, ky, x), accumulated straight into the output. The ReLU step
-(:func:`relu_step_into`) is then a loop over neurons with the λ, s, t of the neuron fixed
-and R contiguous numbers to scale, and the bias term of a convolution
-(:func:`conv_bias_into`) a sum of R-vectors.
+product per (y, ky, x) and block of columns, accumulated straight into the output. The
+ReLU step (:func:`relu_step_into`) is then a loop over neurons and samples with λ, s, t
+fixed and R contiguous numbers to scale, and the bias term of a convolution
+(:func:`conv_bias_into`) a sum of vectors.
 
 The arithmetic is that of :func:`nobound.bounds.deeppoly.relu_back_step` and of
 ``ops.conv_transpose2d``, each sum in another order. Importing this module raises
@@ -38,6 +39,10 @@ for _name in ("sgemm", "dgemm"):
 _GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))  # Fortran: every argument by address
 _sgemm = types.ExternalFunction("nobound_sgemm", _GEMM_SIGNATURE)
 _dgemm = types.ExternalFunction("nobound_dgemm", _GEMM_SIGNATURE)
+
+#: Columns (samples × rows) a transposed convolution takes at a time: an output row of
+#: Wo·C neurons stays in the L2 cache between the kernel rows that reach it.
+COLUMN_BLOCK = 512
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
@@ -64,8 +69,8 @@ def tap_runs(weight: Any, stride: int) -> Any:
 def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, padding: int,
                          out: Any) -> None:
     """out = the transposed convolution of ``maps`` for the weight whose :func:`tap_runs`
-    are ``runs``: maps (blocks, Hi, Wi·O, R) → out (blocks, Ho, Wo·C, R), both
-    rows-innermost and C-contiguous (pixel-major, channels, then rows).
+    are ``runs``: maps (blocks, Hi, Wi·O, N) → out (blocks, Ho, Wo·C, N), both
+    rows-innermost and C-contiguous (pixel-major, channels, then the N = B'·R columns).
 
     An input pixel (oy, ox) reaches output (y, x) through the kernel entry (ky, kx) with
     y = oy·stride − padding + ky and x likewise. For output column x the entries of a
@@ -73,54 +78,59 @@ def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, p
     below min(kw − 1, x + padding) (the smallest ox) down, while ox stays below Wi: a run
     of consecutive input columns, one product.
     """
-    blocks, in_h, in_wo, rows = maps.shape
+    blocks, in_h, in_wo, columns = maps.shape
     kernel_h, kernel_w, channels, run_width = runs.shape
     out_h = out.shape[1]
     out_w = out.shape[2] // channels
     in_w = in_wo // out_channels
     transposes = np.array([78, 78], np.uint8)  # "N", "N"
     scalars = np.array([1, 0], maps.dtype)  # α = 1; β = 0 (first product), then 1
-    sizes = np.array([rows, channels, 0, rows, run_width, rows], np.int32)  # m n k lda ldb ldc
+    # m n k lda ldb ldc; the columns a block of COLUMN_BLOCK at a time (its output rows
+    # stay in cache between the kernel rows that reach them)
+    sizes = np.array([0, channels, 0, columns, run_width, columns], np.int32)
     zero = out.dtype.type(0)
     for block in range(blocks):
-        for y in range(out_h):
-            target_row = out[block, y]
-            first = True  # no product has reached this output row yet
-            for ky in range(min(kernel_h - 1, y + padding), -1, -1):  # oy ascending
-                if (y + padding - ky) % stride != 0:
-                    continue
-                oy = (y + padding - ky) // stride
-                if oy >= in_h:
-                    break
-                source_row = maps[block, oy]
-                for x in range(out_w):
-                    phase = (x + padding) % stride
-                    top = min(kernel_w - 1, x + padding)
-                    kx = phase + ((top - phase) // stride) * stride  # the largest entry
-                    ox = (x + padding - kx) // stride
-                    target = target_row[x * channels:(x + 1) * channels]
-                    if top < phase or ox >= in_w:  # no entry of this kernel row reaches x
-                        if first:
-                            target[:] = zero
+        for first_column in range(0, columns, COLUMN_BLOCK):
+            width = min(COLUMN_BLOCK, columns - first_column)
+            sizes[0] = width
+            for y in range(out_h):
+                target_row = out[block, y, :, first_column:first_column + width]
+                first = True  # no product has reached this output row yet
+                for ky in range(min(kernel_h - 1, y + padding), -1, -1):  # oy ascending
+                    if (y + padding - ky) % stride != 0:
                         continue
-                    sizes[2] = (min(kx // stride + 1, in_w - ox)) * out_channels
-                    source = source_row[ox * out_channels:]
-                    run = runs[ky, kx]
-                    beta = scalars[1:] if first else scalars[0:]
-                    # column-major BLAS: outᵀ (R × C) = sourceᵀ (R × k) · runᵀ (k × C) + β outᵀ
-                    if maps.itemsize == 4:
-                        _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
-                               source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
-                               beta.ctypes, target.ctypes, sizes[5:].ctypes)
-                    else:
-                        _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
-                               source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
-                               beta.ctypes, target.ctypes, sizes[5:].ctypes)
-                first = False
-            if first:  # no kernel row reaches output row y
-                target_row[:] = zero
+                    oy = (y + padding - ky) // stride
+                    if oy >= in_h:
+                        break
+                    source_row = maps[block, oy, :, first_column:first_column + width]
+                    for x in range(out_w):
+                        phase = (x + padding) % stride
+                        top = min(kernel_w - 1, x + padding)
+                        kx = phase + ((top - phase) // stride) * stride  # the largest entry
+                        ox = (x + padding - kx) // stride
+                        target = target_row[x * channels:(x + 1) * channels]
+                        if top < phase or ox >= in_w:  # no entry of this kernel row reaches x
+                            if first:
+                                target[:] = zero
+                            continue
+                        sizes[2] = (min(kx // stride + 1, in_w - ox)) * out_channels
+                        source = source_row[ox * out_channels:]
+                        run = runs[ky, kx]
+                        beta = scalars[1:] if first else scalars[0:]
+                        # column-major BLAS: outᵀ (R × C) = sourceᵀ (R × k) · runᵀ (k × C) + β outᵀ
+                        if maps.itemsize == 4:
+                            _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                                   sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
+                                   source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
+                                   beta.ctypes, target.ctypes, sizes[5:].ctypes)
+                        else:
+                            _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                                   sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
+                                   source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
+                                   beta.ctypes, target.ctypes, sizes[5:].ctypes)
+                    first = False
+                if first:  # no kernel row reaches output row y
+                    target_row[:] = zero
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
@@ -131,9 +141,9 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
     pixel one product (kh·kw·C × O)(O × R) gives its contributions to every output pixel
     its kernel reaches, each then added (R contiguous numbers) onto that pixel.
 
-    ``maps`` (blocks, Hi, Wi·O, R), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, R).
+    ``maps`` (blocks, Hi, Wi·O, N), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, N).
     """
-    blocks, in_h, in_wo, rows = maps.shape
+    blocks, in_h, in_wo, columns = maps.shape
     out_channels, channels, kernel_h, kernel_w = weight.shape
     out_h = out.shape[1]
     out_w = out.shape[2] // channels
@@ -145,40 +155,46 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
             for c in range(channels):
                 for o in range(out_channels):
                     matrix[(ky * kernel_w + kx) * channels + c, o] = weight[o, c, ky, kx]
-    products = np.empty((entries, rows), maps.dtype)
+    products = np.empty((entries, COLUMN_BLOCK), maps.dtype)
     transposes = np.array([78, 78], np.uint8)  # "N", "N"
     scalars = np.array([1, 0], maps.dtype)  # α = 1, β = 0
-    sizes = np.array([rows, entries, out_channels, rows, out_channels, rows], np.int32)
+    sizes = np.array([0, entries, out_channels, columns, out_channels, COLUMN_BLOCK],
+                     np.int32)  # m n k lda ldb ldc
     zero = out.dtype.type(0)
     for block in range(blocks):
         out[block] = zero
-        for oy in range(in_h):
-            for ox in range(in_w):
-                source = maps[block, oy, ox * out_channels:]
-                # column-major BLAS: productsᵀ (R × entries) = sourceᵀ (R × O) · matrixᵀ
-                if maps.itemsize == 4:
-                    _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                           sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes, source.ctypes,
-                           sizes[3:].ctypes, matrix.ctypes, sizes[4:].ctypes,
-                           scalars[1:].ctypes, products.ctypes, sizes[5:].ctypes)
-                else:
-                    _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                           sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes, source.ctypes,
-                           sizes[3:].ctypes, matrix.ctypes, sizes[4:].ctypes,
-                           scalars[1:].ctypes, products.ctypes, sizes[5:].ctypes)
-                for ky in range(kernel_h):
-                    y = oy * stride - padding + ky
-                    if y < 0 or y >= out_h:
-                        continue
-                    for kx in range(kernel_w):
-                        x = ox * stride - padding + kx
-                        if x < 0 or x >= out_w:
+        for first_column in range(0, columns, COLUMN_BLOCK):
+            width = min(COLUMN_BLOCK, columns - first_column)
+            sizes[0] = width
+            for oy in range(in_h):
+                for ox in range(in_w):
+                    source = maps[block, oy, ox * out_channels:, first_column:]
+                    # column-major BLAS: productsᵀ (R × entries) = sourceᵀ (R × O) · matrixᵀ
+                    if maps.itemsize == 4:
+                        _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
+                               source.ctypes, sizes[3:].ctypes, matrix.ctypes,
+                               sizes[4:].ctypes, scalars[1:].ctypes, products.ctypes,
+                               sizes[5:].ctypes)
+                    else:
+                        _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
+                               source.ctypes, sizes[3:].ctypes, matrix.ctypes,
+                               sizes[4:].ctypes, scalars[1:].ctypes, products.ctypes,
+                               sizes[5:].ctypes)
+                    for ky in range(kernel_h):
+                        y = oy * stride - padding + ky
+                        if y < 0 or y >= out_h:
                             continue
-                        for c in range(channels):
-                            contribution = products[(ky * kernel_w + kx) * channels + c]
-                            target = out[block, y, x * channels + c]
-                            for r in range(rows):
-                                target[r] += contribution[r]
+                        for kx in range(kernel_w):
+                            x = ox * stride - padding + kx
+                            if x < 0 or x >= out_w:
+                                continue
+                            for c in range(channels):
+                                contribution = products[(ky * kernel_w + kx) * channels + c]
+                                target = out[block, y, x * channels + c, first_column:]
+                                for r in range(width):
+                                    target[r] += contribution[r]
 
 
 # reassociation lets the bias sums vectorise (their order changes by round-off only)
@@ -186,31 +202,32 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
 def relu_step_into(coefficients: Any, lower_slope: Any, upper_slope_lower_side: Any,
                    slope: Any, intercept: Any, out: Any, bias: Any) -> None:
     """The ReLU step of :func:`nobound.bounds.deeppoly.relu_back_step`, rows-innermost:
-    out[p, side, b, f, :] = A[p, side, b, f, :] ⊙ (the slope its sign and side choose),
+    out[p, side, f, b, :] = A[p, side, f, b, :] ⊙ (the slope its sign and side choose),
     bias[p, side, b, :] = Σ_f A⁻ t (lower side) or A⁺ t (upper side).
 
-    ``coefficients`` (P_a, S, B_a, F, R) with S ∈ {1, 2}; λ of the lower side
+    ``coefficients`` (P_a, S, F, B_a, R) with S ∈ {1, 2}; λ of the lower side
     ``lower_slope``, λ of the upper side ``upper_slope_lower_side``, s ``slope`` and t
     ``intercept`` are (P_x, B_x, F) in the coefficients' neuron order, each axis 1 or full;
-    ``out`` is (P, 2, B, F, R) and ``bias`` (P, 2, B, R).
+    ``out`` is (P, 2, F, B, R) and ``bias`` (P, 2, B, R).
     """
-    members, _, batch, features, rows = out.shape
+    members, _, features, batch, rows = out.shape
     sides = coefficients.shape[1]
     zero = out.dtype.type(0)
     for p in range(members):
         pa = p if coefficients.shape[0] > 1 else 0
         px = p if slope.shape[0] > 1 else 0
-        for b in range(batch):
-            ba = b if coefficients.shape[2] > 1 else 0
-            bx = b if slope.shape[1] > 1 else 0
-            for side in range(2):
-                total = bias[p, side, b]
-                total[:] = zero
-                for f in range(features):
+        for side in range(2):
+            totals = bias[p, side]
+            totals[:] = zero
+            for f in range(features):
+                for b in range(batch):
+                    bx = b if slope.shape[1] > 1 else 0
                     s = slope[px, bx, f]
                     t = intercept[px, bx, f]
-                    source = coefficients[pa, min(side, sides - 1), ba, f]
-                    target = out[p, side, b, f]
+                    source = coefficients[pa, min(side, sides - 1), f,
+                                          b if coefficients.shape[3] > 1 else 0]
+                    target = out[p, side, f, b]
+                    total = totals[b]
                     if side == 0:  # lower: A⁺ λ + A⁻ s, intercept A⁻ t
                         lam = lower_slope[px, bx, f]
                         for r in range(rows):
@@ -253,6 +270,7 @@ def warm_up() -> None:
                                   np.empty((1, 2, 2, 2), dtype=dtype))
         line = np.ones((1, 1, 1), dtype=dtype)
         relu_step_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line, line, line,
-                       np.empty((1, 2, 1, 1, 2), dtype=dtype), np.empty((1, 2, 1, 2), dtype=dtype))
+                       np.empty((1, 2, 1, 1, 2), dtype=dtype),
+                       np.empty((1, 2, 1, 2), dtype=dtype))
         conv_bias_into(np.ones((1, 1, 1, 2), dtype=dtype), np.ones(1, dtype=dtype),
                        np.empty((1, 2), dtype=dtype))

@@ -45,8 +45,8 @@ MIN_PATCH_ROW = 16
 #: 29.0 ms), which then stays.
 MIN_MAP_PRODUCT_DEPTH = 16
 #: Whole-map rows reaching a transposed convolution with at least this many rows per
-#: (member, side, sample) are stored rows-innermost from there on (module
-#: ``_rows_innermost_numba``): the products' R dimension is then long enough for BLAS.
+#: member and side, all samples counted (B'·R), are stored rows-innermost from there on
+#: (module ``_rows_innermost_numba``): the products' B'·R columns are then enough for BLAS.
 MIN_ROWS_INNERMOST = 32
 #: Rows-innermost, a transposed convolution onto fewer channels than this (a first layer's
 #: 1 or 3) runs as one product per input pixel and a fold; with more, as one product per
@@ -155,26 +155,34 @@ def _gradient_arrays(inputs: Sequence[Tensor], shapes: Sequence[tuple[int, ...]]
     return arrays, wanted, assign
 
 
+#: (P', S, B', R, C, H, W) ↔ (P', S, H, W, C, B', R): the permutation is its own inverse
+_INNERMOST_ORDER = (0, 1, 5, 6, 4, 2, 3)
+
+
 def rows_innermost(data: Any) -> bool:
-    """Whether coefficients (P', S, B', R, C, H, W) are stored (P', S, B', H, W, C, R) in
-    memory: every neuron's R numbers contiguous (``_rows_innermost_numba``)."""
+    """Whether coefficients (P', S, B', R, C, H, W) are stored (P', S, H, W, C, B', R) in
+    memory: every neuron's numbers for all samples and rows contiguous
+    (``_rows_innermost_numba``)."""
     return isinstance(data, np.ndarray) and data.ndim == 7 and \
-        data.transpose(0, 1, 2, 5, 6, 4, 3).flags.c_contiguous
+        data.transpose(_INNERMOST_ORDER).flags.c_contiguous
 
 
 def _innermost_blocks(data: np.ndarray) -> np.ndarray:
-    """(P', S, B', R, C, H, W) → (P'·S·B', H, W·C, R), C-contiguous: a view of rows-innermost
-    coefficients, a copy of others."""
-    stored = np.ascontiguousarray(data.transpose(0, 1, 2, 5, 6, 4, 3))
-    return stored.reshape(prod(stored.shape[:3]), stored.shape[3], -1, stored.shape[-1])
+    """(P', S, B', R, C, H, W) → (P'·S, H, W·C, B'·R), C-contiguous: a view of
+    rows-innermost coefficients, a copy of others."""
+    stored = np.ascontiguousarray(data.transpose(_INNERMOST_ORDER))
+    members, sides, height, width, channels, batch, rows = stored.shape
+    return stored.reshape(members * sides, height, width * channels, batch * rows)
 
 
-def _logical(stored: np.ndarray, lead: tuple[int, ...], shape: tuple[int, int, int]
-             ) -> np.ndarray:
-    """Rows-innermost blocks (…, H, W·C, R) as the logical (*lead, R, C, H, W) view."""
+def _logical(stored: np.ndarray, lead: tuple[int, int, int, int],
+             shape: tuple[int, int, int]) -> np.ndarray:
+    """Rows-innermost blocks (P'·S, H, W·C, B'·R) as the logical (P', S, B', R, C, H, W)
+    view, ``lead`` = (P', S, B', R)."""
+    members, sides, batch, rows = lead
     channels, height, width = shape
-    rows = stored.shape[-1]
-    return stored.reshape(*lead, height, width, channels, rows).transpose(0, 1, 2, 6, 5, 3, 4)
+    return stored.reshape(members, sides, height, width, channels, batch, rows).transpose(
+        _INNERMOST_ORDER)
 
 
 def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
@@ -192,7 +200,7 @@ def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
         return None
     members_a, sides, batch_a, rows = data.shape[:4]
     channels, height, width = data.shape[4:]
-    coefficients = _innermost_blocks(data).reshape(members_a, sides, batch_a, -1, rows)
+    coefficients = _innermost_blocks(data).reshape(members_a, sides, -1, batch_a, rows)
 
     def neuron_order(line: Tensor) -> np.ndarray:
         """(P', 1, B, 1, C, H, W) → (P', B, H·W·C): the coefficients' neuron order."""
@@ -203,11 +211,11 @@ def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
     lines = [neuron_order(t) for t in inputs[1:]]
     members = max([members_a] + [x.shape[0] for x in lines])
     batch = max([batch_a] + [x.shape[1] for x in lines])
-    out = np.empty((members, 2, batch, coefficients.shape[3], rows), dtype=data.dtype)
+    out = np.empty((members, 2, coefficients.shape[2], batch, rows), dtype=data.dtype)
     bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
     compiled.relu_step_into(coefficients, *lines, out, bias)
-    stored = out.reshape(members * 2 * batch, height, width * channels, rows)
-    return Tensor(_logical(stored, (members, 2, batch), (channels, height, width))), \
+    stored = out.reshape(members * 2, height, width * channels, batch * rows)
+    return Tensor(_logical(stored, (members, 2, batch, rows), (channels, height, width))), \
         Tensor(bias)
 
 
@@ -337,7 +345,7 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     compiled loops do not take, or no Numba).
 
     Rows over ``whole_maps`` (P', S, B', R, O, Ho, Wo) that are stored rows-innermost, or
-    number at least MIN_ROWS_INNERMOST per (member, side, sample), come back rows-innermost
+    number B'·R ≥ MIN_ROWS_INNERMOST per member and side, come back rows-innermost
     (:func:`rows_innermost`), by ``_rows_innermost_numba``'s products without a fold; the
     ReLU step and the convolution's bias term keep that layout, the other steps take any.
 
@@ -358,7 +366,7 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
         return None
     data = coefficients.data
     if whole_maps and data.ndim == 7 and (rows_innermost(data) or
-                                          data.shape[3] >= MIN_ROWS_INNERMOST):
+                                          data.shape[2] * data.shape[3] >= MIN_ROWS_INNERMOST):
         compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
         if compiled is not None:
             maps = _innermost_blocks(data)
@@ -369,7 +377,7 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
             else:
                 compiled.transposed_conv_into(maps, compiled.tap_runs(weight.data, stride),
                                               weight.shape[0], stride, padding, out)
-            return Tensor(_logical(out, data.shape[:3], in_shape))
+            return Tensor(_logical(out, data.shape[:4], in_shape))
     kernels = numba_kernels(KERNELS)
     if kernels is None:
         return None
@@ -434,8 +442,8 @@ def fused_conv_bias_term(coefficients: Tensor, bias: Tensor) -> Tensor | None:
     if compiled is None:
         return None
     blocks = _innermost_blocks(data)
-    channels, rows = data.shape[4], data.shape[3]
-    out = np.empty((blocks.shape[0], rows), dtype=data.dtype)
-    compiled.conv_bias_into(blocks.reshape(blocks.shape[0], -1, channels, rows),
+    channels, columns = data.shape[4], blocks.shape[-1]
+    out = np.empty((blocks.shape[0], columns), dtype=data.dtype)  # (P'·S, B'·R)
+    compiled.conv_bias_into(blocks.reshape(blocks.shape[0], -1, channels, columns),
                             np.ascontiguousarray(bias.data.reshape(-1)), out)
     return Tensor(out.reshape(data.shape[:4]))

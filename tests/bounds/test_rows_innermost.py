@@ -35,9 +35,9 @@ CASES = [  # (O, C, kh, kw, stride, padding, H, W)
 
 
 def _stored_rows_innermost(array: np.ndarray) -> np.ndarray:
-    """The same logical (P', S, B', R, C, H, W) array, stored (P', S, B', H, W, C, R)."""
-    stored = np.ascontiguousarray(array.transpose(0, 1, 2, 5, 6, 4, 3))
-    return stored.transpose(0, 1, 2, 6, 5, 3, 4)
+    """The same logical (P', S, B', R, C, H, W) array, stored (P', S, H, W, C, B', R)."""
+    order = (0, 1, 5, 6, 4, 2, 3)  # its own inverse
+    return np.ascontiguousarray(array.transpose(order)).transpose(order)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -48,7 +48,7 @@ def test_transposed_conv_equals_the_engine(case, products, layout, monkeypatch):
     out_h = ops.output_size(height, kernel_h, stride, padding)
     out_w = ops.output_size(width, kernel_w, stride, padding)
     rng = np.random.default_rng(sum(case))
-    # (P', S, B', R, O, Ho, Wo) with R = 37 ≥ MIN_ROWS_INNERMOST, not a multiple of a vector
+    # (P', S, B', R, O, Ho, Wo) with B'·R = 111 ≥ MIN_ROWS_INNERMOST, not a vector multiple
     y = rng.standard_normal((1, 2, 3, 37, out_channels, out_h, out_w))
     y[..., 0, :, :] = 0.0  # a whole zero row
     if layout == "rows-innermost":
@@ -63,6 +63,23 @@ def test_transposed_conv_equals_the_engine(case, products, layout, monkeypatch):
                                      stride, padding)
     assert fused is not None and rows_innermost(fused.data)
     assert fused.shape == plain.shape == (1, 2, 3, 37, channels, height, width)
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("products", ["per output pixel", "per input pixel"])
+def test_more_columns_than_a_block(products, monkeypatch):
+    """B'·R = 3 · 230 columns: the kernels take them COLUMN_BLOCK at a time."""
+    compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
+    assert 3 * 230 > compiled.COLUMN_BLOCK
+    rng = np.random.default_rng(9)
+    y = Tensor(rng.standard_normal((1, 2, 3, 230, 6, 5, 5)))
+    weight = Tensor(rng.standard_normal((6, 3, 3, 3)))
+    monkeypatch.setattr(kernels, "MIN_ROWS_INNERMOST_PRODUCT_CHANNELS",
+                        0 if products == "per output pixel" else 10**6)
+    with no_grad():
+        fused = fused_transposed_conv(y, weight, (3, 9, 9), 2, 1, whole_maps=True)
+        plain = ops.conv_transpose2d(y, weight, (9, 9), 2, 1)
+    assert rows_innermost(fused.data)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
 
 
@@ -82,7 +99,7 @@ def test_where_rows_stay_row_major():
     rng = np.random.default_rng(1)
     weight = Tensor(rng.standard_normal((16, 16, 4, 4)))
     many = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)))
-    few = Tensor(rng.standard_normal((1, 2, 2, 31, 16, 7, 7)))
+    few = Tensor(rng.standard_normal((1, 2, 1, 31, 16, 7, 7)))  # B'·R = 31
     with no_grad():
         assert not rows_innermost(fused_transposed_conv(many, weight, (16, 14, 14), 2, 1).data)
         assert not rows_innermost(fused_transposed_conv(few, weight, (16, 14, 14), 2, 1,
