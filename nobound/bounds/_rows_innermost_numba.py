@@ -259,6 +259,36 @@ def conv_bias_into(coefficients: Any, bias: Any, out: Any) -> None:
                     total[r] += source[r] * weight
 
 
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def concretise_into(coefficients: Any, center: Any, radius: Any, value: Any,
+                    spread: Any) -> None:
+    """Eq. (2)'s two sums for rows-innermost coefficients on the input:
+    value[p, s, b, :] = Σ_f A[p, s, f, b, :] c[b, f], spread[p, s, b, :] = Σ_f |A| r[b, f].
+
+    ``coefficients`` (P_a, S, F, B_a, R); ``center``, ``radius`` (P_x, B_x, F) in the
+    coefficients' neuron order, each axis 1 or full; ``value``, ``spread`` (P, S, B, R).
+    """
+    members, sides, batch, rows = value.shape
+    features = coefficients.shape[2]
+    zero = value.dtype.type(0)
+    for p in range(members):
+        pa = p if coefficients.shape[0] > 1 else 0
+        px = p if center.shape[0] > 1 else 0
+        for side in range(sides):
+            values, spreads = value[p, side], spread[p, side]
+            values[:] = zero
+            spreads[:] = zero
+            for f in range(features):
+                for b in range(batch):
+                    bx = b if center.shape[1] > 1 else 0
+                    c, r = center[px, bx, f], radius[px, bx, f]
+                    source = coefficients[pa, side, f, b if coefficients.shape[3] > 1 else 0]
+                    total, width = values[b], spreads[b]
+                    for k in range(rows):
+                        total[k] += source[k] * c
+                        width[k] += abs(source[k]) * r
+
+
 def warm_up() -> None:
     """Compile for float32 and float64 (cached on disk after the first process)."""
     for dtype in (np.float32, np.float64):
@@ -274,3 +304,5 @@ def warm_up() -> None:
                        np.empty((1, 2, 1, 2), dtype=dtype))
         conv_bias_into(np.ones((1, 1, 1, 2), dtype=dtype), np.ones(1, dtype=dtype),
                        np.empty((1, 2), dtype=dtype))
+        concretise_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line,
+                        np.empty((1, 1, 1, 2), dtype=dtype), np.empty((1, 1, 1, 2), dtype=dtype))

@@ -288,7 +288,8 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
 
 
 def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor] | None:  # noqa: N803
-    """Eq. (2) for window rows as one compiled pass, or None (dense rows, or see above).
+    """Eq. (2) for window rows as one compiled pass (dense rows stored rows-innermost: see
+    :func:`_rows_innermost_concretise`), or None (other dense rows, or see below).
 
     value = Σₖ Aₖ cₖ and spread = Σₖ |Aₖ| rₖ, c and r the box's centre and radius at each
     row's window (0 outside the image). With gradients recorded it is one op whose VJP,
@@ -297,7 +298,7 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
     onto the maps like the ReLU step's λ, s, t.
     """
     if not isinstance(A, WindowRows):
-        return None
+        return _rows_innermost_concretise(A, a, box)
     center, radius = box.center, box.radius
     inputs = (A.A, center, radius)
     if not _compiled_arrays(inputs) or center.shape != radius.shape or \
@@ -329,11 +330,73 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
         return [grad.reshape(t.shape) if want else None
                 for grad, t, want in zip(grads, inputs, wanted, strict=True)]
 
-    value_tensor, spread_tensor = _step_tensors(value, spread, inputs, vjp)
-    total = value_tensor if a is None else value_tensor + a
+    return _sides_of(*_step_tensors(value, spread, inputs, vjp), a)
+
+
+def _sides_of(value: Tensor, spread: Tensor, a: Tensor | None) -> dict[str, Tensor]:
+    """Eq. (2) from its two sums (P', S, B, R): {"lower": value + a − spread, "upper":
+    value + a + spread}, each side's own (S = 1: the sides coincide)."""
+    total = value if a is None else value + a
     upper = spread.shape[1] - 1
-    return {"lower": total[:, 0] - spread_tensor[:, 0],
-            "upper": total[:, min(upper, total.shape[1] - 1)] + spread_tensor[:, upper]}
+    return {"lower": total[:, 0] - spread[:, 0],
+            "upper": total[:, min(upper, total.shape[1] - 1)] + spread[:, upper]}
+
+
+def _rows_innermost_concretise(A: object, a: Tensor | None, box: Box  # noqa: N803
+                               ) -> dict[str, Tensor] | None:
+    """Eq. (2) for whole-map rows stored rows-innermost on the input, in one pass; or None
+    (another layout, gradients recorded, or no Numba)."""
+    data = getattr(getattr(A, "A", None), "data", None)
+    if not rows_innermost(data):
+        return None
+    center, radius = box.center, box.radius
+    inputs = (A.A, center, radius)
+    if not _compiled_arrays(inputs) or center.shape != radius.shape or \
+            center.ndim not in (4, 5) or center.shape[-3:] != data.shape[-3:] or \
+            (is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        return None
+    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+    if compiled is None:
+        return None
+    members_a, sides, batch_a, rows = data.shape[:4]
+    coefficients = _innermost_blocks(data).reshape(members_a, sides, -1, batch_a, rows)
+
+    def neuron_order(values: np.ndarray) -> np.ndarray:
+        """(P, B, C, H, W) → (P, B, H·W·C)."""
+        return np.ascontiguousarray(values.transpose(0, 1, 3, 4, 2)).reshape(
+            values.shape[0], values.shape[1], -1)
+
+    maps = [neuron_order(m.data if center.ndim == 5 else m.data[None])
+            for m in (center, radius)]
+    shape = (max(members_a, maps[0].shape[0]), sides, max(batch_a, maps[0].shape[1]), rows)
+    value = np.empty(shape, dtype=data.dtype)
+    spread = np.empty(shape, dtype=data.dtype)
+    compiled.concretise_into(coefficients, *maps, value, spread)
+    return _sides_of(Tensor(value), Tensor(spread), a)
+
+
+def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
+                         in_shape: tuple[int, int, int], stride: int, padding: int
+                         ) -> Tensor | None:
+    """A W for whole-map rows stored rows-innermost or numerous enough to be (B'·R ≥
+    MIN_ROWS_INNERMOST), rows-innermost; or None. The caller has checked the weight, the
+    arrays and that no gradient is recorded."""
+    data = coefficients.data
+    if data.ndim != 7 or not (rows_innermost(data) or
+                              data.shape[2] * data.shape[3] >= MIN_ROWS_INNERMOST):
+        return None
+    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+    if compiled is None:
+        return None
+    maps = _innermost_blocks(data)
+    out = np.empty((maps.shape[0], in_shape[1], in_shape[2] * in_shape[0], maps.shape[-1]),
+                   dtype=data.dtype)
+    if in_shape[0] < MIN_ROWS_INNERMOST_PRODUCT_CHANNELS:
+        compiled.transposed_conv_fold_into(maps, weight.data, stride, padding, out)
+    else:
+        compiled.transposed_conv_into(maps, compiled.tap_runs(weight.data, stride),
+                                      weight.shape[0], stride, padding, out)
+    return Tensor(_logical(out, data.shape[:4], in_shape))
 
 
 def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
@@ -365,19 +428,9 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     if not _compiled_arrays((coefficients, weight)):
         return None
     data = coefficients.data
-    if whole_maps and data.ndim == 7 and (rows_innermost(data) or
-                                          data.shape[2] * data.shape[3] >= MIN_ROWS_INNERMOST):
-        compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
-        if compiled is not None:
-            maps = _innermost_blocks(data)
-            out = np.empty((maps.shape[0], in_shape[1], in_shape[2] * in_shape[0],
-                            maps.shape[-1]), dtype=data.dtype)
-            if in_shape[0] < MIN_ROWS_INNERMOST_PRODUCT_CHANNELS:
-                compiled.transposed_conv_fold_into(maps, weight.data, stride, padding, out)
-            else:
-                compiled.transposed_conv_into(maps, compiled.tap_runs(weight.data, stride),
-                                              weight.shape[0], stride, padding, out)
-            return Tensor(_logical(out, data.shape[:4], in_shape))
+    if whole_maps and (innermost := _rows_innermost_conv(coefficients, weight, in_shape,
+                                                         stride, padding)) is not None:
+        return innermost
     kernels = numba_kernels(KERNELS)
     if kernels is None:
         return None

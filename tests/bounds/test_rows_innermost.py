@@ -171,6 +171,29 @@ def test_conv_bias_term_equals_the_plain_path():
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("sides, batch_a", [(1, 1), (2, 3)])
+def test_concretisation_equals_the_plain_path(sides, batch_a, monkeypatch):
+    """Eq. (2) over the input box for rows-innermost rows, against the plain contraction."""
+    from nobound.bounds import linf_ball
+    from nobound.bounds.rows import DenseRows
+
+    rng = np.random.default_rng(8 + sides)
+    A = rng.standard_normal((1, sides, batch_a, 80, 3, 8, 9))  # noqa: N806 - ≥ 16,384 numbers
+    A[rng.uniform(size=A.shape) < 0.1] = 0.0
+    region = linf_ball(Tensor(rng.uniform(0, 1, (3, 3, 8, 9))), 0.1)  # clipped: r varies
+    a = Tensor(rng.standard_normal((1, sides, batch_a, 80)))
+    stored = DenseRows(Tensor(_stored_rows_innermost(A)))
+    with no_grad():
+        assert kernels.fused_concretise(stored, a, region) is not None
+        fused = deeppoly.concretise(stored, a, region)
+        monkeypatch.setattr(deeppoly, "fused_concretise", lambda *args: None)
+        plain = deeppoly.concretise(DenseRows(Tensor(A)), a, region)
+    for side in ("lower", "upper"):
+        assert fused[side].shape == plain[side].shape == (1, 3, 80)
+        np.testing.assert_allclose(fused[side].data, plain[side].data, rtol=1e-12,
+                                   atol=1e-12)
+
+
 def _box_points(region, rng, count):
     """Vertices and uniform points of the box, (count, *x) per sample."""
     low, high = region.lower.data, region.upper.data
