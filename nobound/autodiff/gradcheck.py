@@ -16,6 +16,10 @@ einsum at x = 0) need not hide in the tolerance.
 One random pair (u, v) tests the whole Jacobian at once: a wrong VJP agrees with the
 difference quotient only on a set of directions of measure zero.
 
+A kink of a piecewise function within h·v of x breaks the expansion above: the gaps
+D(h) − D(h/2) and D(h/2) − D(h/4) then do not shrink by 4, and the check raises
+:class:`KinkNearby` (inconclusive) instead of comparing a quotient that is no derivative.
+
 Adjoint identity. A linear map A and its claimed transpose Aᵀ must satisfy
 
     ⟨g, A x⟩ = ⟨Aᵀ g, x⟩   for all x, g,
@@ -50,6 +54,16 @@ class DotProductCheck:
     @property
     def error(self) -> float:
         return abs(self.reverse - self.finite_difference)
+
+
+class KinkNearby(AssertionError):
+    """The dot-product test is inconclusive: the difference quotients D(h), D(h/2), D(h/4)
+    do not converge as a smooth function's do (their gaps shrinking by 4 with each halving),
+    so along the direction v the function is not smooth within h·v of the point (a kink of
+    a piecewise function: |a| as a coefficient a crosses 0, a relaxation switching), and
+    the quotients are not its derivative. The VJP takes no part in this comparison, so a
+    wrong VJP cannot raise it; an ``AssertionError``, so a caller that does not expect
+    kinks still fails."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +108,10 @@ def check_grads(function: Callable[..., Tensor], inputs: Sequence[Any], *, step:
     the rtol scale is what Cauchy–Schwarz allows each side to be, and
     ``rounding = 64 ε ‖u‖ max ‖f(x ± h v)‖ / h`` bounds the cancellation error of the
     difference quotients (ε the float64 machine epsilon). Raises ``AssertionError``
-    otherwise; returns both sides for reporting. Keep kinks of piecewise-linear functions
-    farther than ``step · max |vᵢ|`` (about 5·step) from the inputs.
+    otherwise, :class:`KinkNearby` (one) where the quotients with steps h, h/2 and h/4 do
+    not converge as h² beyond that tolerance; returns both sides for reporting. Keep kinks
+    of piecewise-linear functions farther than ``step · max |vᵢ|`` (about 5·step) from the
+    inputs.
     """
     arrays = [unwrap(a) for a in inputs]
     _require_float64(arrays, "check_grads inputs")
@@ -134,6 +150,17 @@ def check_grads(function: Callable[..., Tensor], inputs: Sequence[Any], *, step:
         _norm(cotangent) * _norm(jvp)
     rounding = 64 * float(np.finfo(np.float64).eps) * _norm(cotangent) * size / step
     result = DotProductCheck(reverse, finite_difference, atol + rtol * scale + rounding)
+    # smooth: D(h) − D(h/2) = ¾ c h² (module docstring), so D(h) − D(h/2) = 4 (D(h/2) −
+    # D(h/4)) up to O(h⁴); a kink within the step breaks that proportion
+    coarse_gap = _dot(cotangent, coarse) - _dot(cotangent, fine)
+    if abs(coarse_gap) > result.tolerance:
+        finer, _ = central_difference(step / 4)
+        fine_gap = _dot(cotangent, fine) - _dot(cotangent, finer)
+        if abs(coarse_gap - 4 * fine_gap) > result.tolerance:
+            raise KinkNearby(f"the difference quotients with steps {step:g}, {step / 2:g} "
+                             f"and {step / 4:g} do not shrink as h² (gaps {coarse_gap:.3e}, "
+                             f"{fine_gap:.3e}; tolerance {result.tolerance:.3e}): a kink "
+                             "within the step")
     if not result.error <= result.tolerance:
         raise AssertionError(f"dot-product test failed: <vjp(u), v> = {reverse!r} but "
                              f"<u, J v> ≈ {finite_difference!r} (|difference| {result.error:.3e}"

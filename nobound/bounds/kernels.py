@@ -185,6 +185,12 @@ def _logical(stored: np.ndarray, lead: tuple[int, int, int, int],
         _INNERMOST_ORDER)
 
 
+def _neuron_order(values: np.ndarray) -> np.ndarray:
+    """Per-neuron maps (P, B, C, H, W) → (P, B, H·W·C), the rows-innermost neuron order."""
+    return np.ascontiguousarray(values.transpose(0, 1, 3, 4, 2)).reshape(
+        values.shape[0], values.shape[1], -1)
+
+
 def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
                          ) -> tuple[Tensor, Tensor] | None:
     """The ReLU step on rows-innermost coefficients, writing rows-innermost ones (no
@@ -202,13 +208,9 @@ def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
     channels, height, width = data.shape[4:]
     coefficients = _innermost_blocks(data).reshape(members_a, sides, -1, batch_a, rows)
 
-    def neuron_order(line: Tensor) -> np.ndarray:
-        """(P', 1, B, 1, C, H, W) → (P', B, H·W·C): the coefficients' neuron order."""
-        values = line.data.reshape(line.shape[0], line.shape[2], channels, height, width)
-        return np.ascontiguousarray(values.transpose(0, 1, 3, 4, 2)).reshape(
-            values.shape[0], values.shape[1], -1)
-
-    lines = [neuron_order(t) for t in inputs[1:]]
+    # λ, s, t (P', 1, B, 1, C, H, W) in the coefficients' neuron order
+    lines = [_neuron_order(t.data.reshape(t.shape[0], t.shape[2], channels, height, width))
+             for t in inputs[1:]]
     members = max([members_a] + [x.shape[0] for x in lines])
     batch = max([batch_a] + [x.shape[1] for x in lines])
     out = np.empty((members, 2, coefficients.shape[2], batch, rows), dtype=data.dtype)
@@ -361,12 +363,7 @@ def _rows_innermost_concretise(A: object, a: Tensor | None, box: Box  # noqa: N8
     members_a, sides, batch_a, rows = data.shape[:4]
     coefficients = _innermost_blocks(data).reshape(members_a, sides, -1, batch_a, rows)
 
-    def neuron_order(values: np.ndarray) -> np.ndarray:
-        """(P, B, C, H, W) → (P, B, H·W·C)."""
-        return np.ascontiguousarray(values.transpose(0, 1, 3, 4, 2)).reshape(
-            values.shape[0], values.shape[1], -1)
-
-    maps = [neuron_order(m.data if center.ndim == 5 else m.data[None])
+    maps = [_neuron_order(m.data if center.ndim == 5 else m.data[None])
             for m in (center, radius)]
     shape = (max(members_a, maps[0].shape[0]), sides, max(batch_a, maps[0].shape[1]), rows)
     value = np.empty(shape, dtype=data.dtype)
@@ -410,10 +407,11 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     Rows over ``whole_maps`` (P', S, B', R, O, Ho, Wo) that are stored rows-innermost, or
     number B'·R ≥ MIN_ROWS_INNERMOST per member and side, come back rows-innermost
     (:func:`rows_innermost`), by ``_rows_innermost_numba``'s products without a fold; the
-    ReLU step and the convolution's bias term keep that layout, the other steps take any.
+    ReLU step, the convolution's bias term and eq. (2) keep that layout, the other steps
+    take any.
 
-    Otherwise both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W give
-    that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
+    Otherwise both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W
+    give that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
     block of maps. Where a patch row (kw · C numbers) is at least MIN_PATCH_ROW long, the
     product runs as (pixels × O)(O × kh·kw·C) — the orientation OpenBLAS runs about twice
     as fast for these thin shapes as the engine's (C·kh·kw × O)(O × pixels) — and

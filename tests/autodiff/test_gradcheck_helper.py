@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nobound.autodiff import Tensor, ops
-from nobound.autodiff.gradcheck import check_adjoint, check_grads
+from nobound.autodiff.gradcheck import KinkNearby, check_adjoint, check_grads
 
 
 def scaled_vjp_square(x: Tensor, factor: float) -> Tensor:
@@ -26,6 +26,23 @@ def test_check_grads_rejects_a_wrong_vjp(xp, factor):
     x = xp.linspace(-1.0, 2.0, 7)
     with pytest.raises(AssertionError, match="dot-product test failed"):
         check_grads(lambda t: scaled_vjp_square(t, factor), [x])
+
+
+def test_check_grads_calls_a_kink_within_the_step_inconclusive(xp):
+    """|x − k| with k within the step of x: the difference quotients at h and h/2 disagree,
+    whatever the VJP; with the kink far away the same function passes."""
+    x = xp.linspace(-1.0, 2.0, 7)
+    with pytest.raises(KinkNearby, match="a kink within the step"):
+        check_grads(lambda t: ops.abs(t - (x + 3e-7)), [x])
+    result = check_grads(lambda t: ops.abs(t - (x + 1e-3)), [x])
+    assert result.error <= result.tolerance
+
+
+def test_a_wrong_vjp_of_a_smooth_function_is_a_failure_not_a_kink(xp):
+    x = xp.linspace(-1.0, 2.0, 7)
+    with pytest.raises(AssertionError, match="dot-product test failed") as raised:
+        check_grads(lambda t: scaled_vjp_square(t, 2.0), [x])
+    assert not isinstance(raised.value, KinkNearby)
 
 
 def test_check_grads_rejects_a_vjp_that_forgets_an_input(xp):

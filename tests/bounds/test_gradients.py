@@ -6,7 +6,10 @@ u + l crosses 0 (DeepPoly's area heuristic flips λ). Between switches each boun
 smooth function, and reverse mode must agree with central differences (float64,
 ``nobound.autodiff.gradcheck.check_grads``). An example is used only if every pre-activation
 bound keeps a margin from the switches far larger than the finite-difference step can move
-it, so the check never straddles a switch. alpha-CROWN is checked in the paper's
+it, so the check never straddles a switch. The other kinks — |A| in eq. (2), the sign
+rule of eq. (4), |G| in HBox, where a coefficient crosses 0 — are not predicted; the check
+detects one within its step (``KinkNearby``: the quotients at h and h/2 disagree, which no
+VJP can cause) and the example is skipped. alpha-CROWN is checked in the paper's
 training variant (init ½, one sign step of ½, App. F.2): its slopes are piecewise constant
 in the parameters, so its gradient is DeepPoly's with those slopes held fixed.
 """
@@ -19,7 +22,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from nobound.autodiff import ops
-from nobound.autodiff.gradcheck import check_grads
+from nobound.autodiff.gradcheck import KinkNearby, check_grads
 from nobound.autodiff.tensor import Tensor
 from nobound.bounds import METHODS, Box, compute_bounds
 from nobound.testing.strategies import bound_problems, conv_networks, fc_networks
@@ -63,5 +66,12 @@ def test_bound_gradients_pass_the_dot_product_check(method, problem, seed):
                                 params=dict(zip(names, parameters, strict=True)), **options)
         return ops.concatenate([result.lower, result.upper], axis=-1)
 
-    check = check_grads(bounds, arrays, seed=seed)
+    try:
+        check = check_grads(bounds, arrays, seed=seed)
+    except KinkNearby:
+        # the bounds are piecewise smooth in the parameters beyond the relaxation switches
+        # above: |A| in eq. (2) and the sign rule of eq. (4) kink where a coefficient
+        # crosses 0 (an HBox network with zero biases had one 10⁻⁶ away)
+        event("skipped: a kink within the finite-difference step")
+        return
     assert check.error <= check.tolerance
