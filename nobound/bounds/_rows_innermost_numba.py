@@ -138,8 +138,9 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
                               out: Any) -> None:
     """The same transposed convolution for few output channels C (a first layer), where
     :func:`transposed_conv_into`'s products would be matrix-vector products: per input
-    pixel one product (kh·kw·C × O)(O × R) gives its contributions to every output pixel
-    its kernel reaches, each then added (R contiguous numbers) onto that pixel.
+    pixel one product (kh·kw·C × O)(O × N) gives its contributions to every output pixel
+    its kernel reaches, each then added (contiguous numbers) onto that pixel, COLUMN_BLOCK
+    of the N = B'·R columns at a time.
 
     ``maps`` (blocks, Hi, Wi·O, N), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, N).
     """
