@@ -45,6 +45,22 @@ _dgemm = types.ExternalFunction("nobound_dgemm", _GEMM_SIGNATURE)
 COLUMN_BLOCK = 512
 
 
+@njit(inline="always", nogil=True)
+def _gemm(transposes: Any, sizes: Any, alpha: Any, a: Any, b: Any, beta: Any,
+          c: Any) -> None:
+    """Column-major BLAS ``c = α a b + β c`` with the two ``transposes`` flags (uint8), (m,
+    n, k, lda, ldb, ldc) = ``sizes`` (int32) and α, β one-element arrays (every argument
+    by address, as Fortran takes them): s/dgemm by the arrays' precision."""
+    if a.itemsize == 4:
+        _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+               sizes[1:].ctypes, sizes[2:].ctypes, alpha.ctypes, a.ctypes, sizes[3:].ctypes,
+               b.ctypes, sizes[4:].ctypes, beta.ctypes, c.ctypes, sizes[5:].ctypes)
+    else:
+        _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
+               sizes[1:].ctypes, sizes[2:].ctypes, alpha.ctypes, a.ctypes, sizes[3:].ctypes,
+               b.ctypes, sizes[4:].ctypes, beta.ctypes, c.ctypes, sizes[5:].ctypes)
+
+
 @njit(cache=True, boundscheck=False, nogil=True)
 def tap_runs(weight: Any, stride: int) -> Any:
     """runs[ky, kx, c, m·O + o] = weight[o, c, ky, kx − m·stride] (0 where kx − m·stride <
@@ -118,16 +134,7 @@ def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, p
                         run = runs[ky, kx]
                         beta = scalars[1:] if first else scalars[0:]
                         # column-major BLAS: outᵀ (R × C) = sourceᵀ (R × k) · runᵀ (k × C) + β outᵀ
-                        if maps.itemsize == 4:
-                            _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                                   sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
-                                   source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
-                                   beta.ctypes, target.ctypes, sizes[5:].ctypes)
-                        else:
-                            _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                                   sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
-                                   source.ctypes, sizes[3:].ctypes, run.ctypes, sizes[4:].ctypes,
-                                   beta.ctypes, target.ctypes, sizes[5:].ctypes)
+                        _gemm(transposes, sizes, scalars, source, run, beta, target)
                     first = False
                 if first:  # no kernel row reaches output row y
                     target_row[:] = zero
@@ -171,18 +178,7 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
                 for ox in range(in_w):
                     source = maps[block, oy, ox * out_channels:, first_column:]
                     # column-major BLAS: productsᵀ (R × entries) = sourceᵀ (R × O) · matrixᵀ
-                    if maps.itemsize == 4:
-                        _sgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
-                               source.ctypes, sizes[3:].ctypes, matrix.ctypes,
-                               sizes[4:].ctypes, scalars[1:].ctypes, products.ctypes,
-                               sizes[5:].ctypes)
-                    else:
-                        _dgemm(transposes[0:].ctypes, transposes[1:].ctypes, sizes[0:].ctypes,
-                               sizes[1:].ctypes, sizes[2:].ctypes, scalars.ctypes,
-                               source.ctypes, sizes[3:].ctypes, matrix.ctypes,
-                               sizes[4:].ctypes, scalars[1:].ctypes, products.ctypes,
-                               sizes[5:].ctypes)
+                    _gemm(transposes, sizes, scalars, source, matrix, scalars[1:], products)
                     for ky in range(kernel_h):
                         y = oy * stride - padding + ky
                         if y < 0 or y >= out_h:

@@ -26,7 +26,7 @@ from nobound.autodiff.ops._compiled import COMPILED_PASS_MIN_SIZE, numba_kernels
 from nobound.autodiff.tensor import Tensor, is_grad_enabled
 from nobound.bounds.patches import WindowReluLines, WindowRows
 from nobound.bounds.regions import Box
-from nobound.bounds.rows import ReluLines
+from nobound.bounds.rows import DenseRows, ReluLines
 
 KERNELS = "nobound.bounds._back_substitution_numba"
 ROWS_INNERMOST_KERNELS = "nobound.bounds._rows_innermost_numba"
@@ -348,9 +348,9 @@ def _rows_innermost_concretise(A: object, a: Tensor | None, box: Box  # noqa: N8
                                ) -> dict[str, Tensor] | None:
     """Eq. (2) for whole-map rows stored rows-innermost on the input, in one pass; or None
     (another layout, gradients recorded, or no Numba)."""
-    data = getattr(getattr(A, "A", None), "data", None)
-    if not rows_innermost(data):
+    if not isinstance(A, DenseRows) or not rows_innermost(A.A.data):
         return None
+    data = A.A.data
     center, radius = box.center, box.radius
     inputs = (A.A, center, radius)
     if not _compiled_arrays(inputs) or center.shape != radius.shape or \

@@ -16,6 +16,7 @@ import nobound.bounds.deeppoly as deeppoly
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.bounds.kernels import fused_relu_back_step
 from nobound.bounds.rows import ReluLines
+from nobound.testing.bound_results import assert_same_bounds
 
 pytest.importorskip("numba")
 
@@ -98,11 +99,4 @@ def test_compiled_paths_give_the_plain_bounds(plan, monkeypatch):
                                                 plan=BoundsPlan(patches=plan))
                                  for method in ("deeppoly", "alpha-crown")]
     for compiled, plain in zip(results["compiled"], results["plain"], strict=True):
-        for field in ("lower", "upper"):
-            np.testing.assert_allclose(getattr(compiled, field).data,
-                                       getattr(plain, field).data, rtol=1e-10, atol=1e-10)
-        for index, (low, high) in plain.intermediate.items():
-            np.testing.assert_allclose(compiled.intermediate[index][0].data, low.data,
-                                       rtol=1e-10, atol=1e-10)
-            np.testing.assert_allclose(compiled.intermediate[index][1].data, high.data,
-                                       rtol=1e-10, atol=1e-10)
+        assert_same_bounds(compiled, plain, rtol=1e-10, atol=1e-10)

@@ -15,6 +15,7 @@ import nobound.bounds.kernels as kernels
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.bounds.kernels import fused_transposed_conv
+from nobound.testing.bound_results import assert_same_bounds
 
 pytest.importorskip("numba")
 
@@ -123,12 +124,4 @@ def test_whole_network_bounds_equal_the_plain_path(convs, size, patches, monkeyp
                 results[name] = compute_bounds(model, region, method="deeppoly", spec=spec,
                                                plan=BoundsPlan(patches=patches))
     assert (True, 7) in calls  # the compiled path did run, on rows (P', S, B, R, C, H, W)
-    compiled, plain = results["compiled"], results["plain"]
-    for field in ("lower", "upper"):
-        np.testing.assert_allclose(getattr(compiled, field).data, getattr(plain, field).data,
-                                   rtol=1e-10, atol=1e-10)
-    for index, (low, high) in plain.intermediate.items():
-        np.testing.assert_allclose(compiled.intermediate[index][0].data, low.data,
-                                   rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(compiled.intermediate[index][1].data, high.data,
-                                   rtol=1e-10, atol=1e-10)
+    assert_same_bounds(results["compiled"], results["plain"], rtol=1e-10, atol=1e-10)

@@ -5,7 +5,7 @@ The layout is a memory order only: coefficients keep their logical shape (P', S,
 H, W). Checked in float64 against the engine's transposed convolution, the plain ReLU step
 and the plain bias term, then DeepPoly end to end on networks whose rows take the path —
 against the same computation with it switched off and with every compiled loop off, and
-against sampled points of the input box (its vertices included).
+against sampled points of the input box (vertices, points near the corners, uniform points).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.bounds.kernels import fused_transposed_conv, rows_innermost
 from nobound.bounds.rows import ReluLines
+from nobound.testing.bound_results import assert_same_bounds
+from nobound.testing.sampling import region_samples
 
 pytest.importorskip("numba")
 
@@ -194,22 +196,13 @@ def test_concretisation_equals_the_plain_path(sides, batch_a, monkeypatch):
                                    atol=1e-12)
 
 
-def _box_points(region, rng, count):
-    """Vertices and uniform points of the box, (count, *x) per sample."""
-    low, high = region.lower.data, region.upper.data
-    corners = rng.integers(0, 2, (count, *low.shape)).astype(bool)
-    vertices = np.where(corners, high, low)
-    uniform = low + rng.uniform(size=(count, *low.shape)) * (high - low)
-    return np.concatenate([vertices, uniform])
-
-
 @pytest.mark.parametrize("input_shape, convs", [
     ((1, 14, 14), [(16, 5, 2, 2), (16, 4, 2, 1), (32, 4, 2, 1)]),  # cnn5's shapes, smaller
     ((3, 9, 9), [(8, 3, 1, 1), (12, 3, 2, 1)]),  # three input channels, stride 1 then 2
 ])
 def test_deeppoly_bounds_equal_and_hold(input_shape, convs, monkeypatch):
     """DeepPoly with the rows-innermost path equals it without, and without any compiled
-    loop; every bound holds at sampled points of the box, its vertices included."""
+    loop; every bound holds at sampled points of the box (``region_samples``)."""
     from nobound.bounds import BoundsPlan, compute_bounds, linf_ball, margin_spec
     from nobound.nn.zoo import conv_net
     from nobound.testing.strategies import randomise
@@ -240,19 +233,11 @@ def test_deeppoly_bounds_equal_and_hold(input_shape, convs, monkeypatch):
     row_major = bounds(MIN_ROWS_INNERMOST=10**9)
     plain = bounds(numba_kernels=lambda module: None)
     for other in (row_major, plain):
-        for field in ("lower", "upper"):
-            np.testing.assert_allclose(getattr(innermost, field).data,
-                                       getattr(other, field).data, rtol=1e-10, atol=1e-10)
-        for index, (low, high) in other.intermediate.items():
-            np.testing.assert_allclose(innermost.intermediate[index][0].data, low.data,
-                                       rtol=1e-10, atol=1e-10)
-            np.testing.assert_allclose(innermost.intermediate[index][1].data, high.data,
-                                       rtol=1e-10, atol=1e-10)
-    points = _box_points(region, rng, 64)
+        assert_same_bounds(innermost, other, rtol=1e-10, atol=1e-10)
+    points = region_samples(region.lower.data, region.upper.data, 64, rng)  # (B, N, *x)
     with no_grad():
         logits = model(Tensor(points.reshape(-1, *input_shape))).data.reshape(
-            len(points), 3, 5)
-    margins = np.einsum("bko,nbo->nbk", spec.data if isinstance(spec, Tensor) else spec,
-                        logits)
-    assert np.all(margins >= innermost.lower.data - 1e-9)
-    assert np.all(margins <= innermost.upper.data + 1e-9)
+            *points.shape[:2], 5)
+    margins = np.einsum("bko,bno->bnk", spec, logits)
+    assert np.all(margins >= innermost.lower.data[:, None] - 1e-9)
+    assert np.all(margins <= innermost.upper.data[:, None] + 1e-9)

@@ -6,6 +6,9 @@ different numbers of unstable neurons, where the groups are really formed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
@@ -17,6 +20,7 @@ from nobound.backend import device_of, get_array_module, to_numpy
 from nobound.bounds import BoundsPlan, Box, compute_bounds, margin_spec
 from nobound.bounds.sample_groups import MIN_GROUP, padded_work, plan_groups
 from nobound.nn.zoo import conv_net
+from nobound.testing.bound_results import assert_same_bounds
 from nobound.testing.strategies import networks, randomise
 
 BATCH = 4 * MIN_GROUP
@@ -64,22 +68,12 @@ def bound(model, region, spec, mode, **kwargs):
 
 
 def assert_same(grouped, whole):
-    np.testing.assert_allclose(grouped.lower.data, whole.lower.data, **CLOSE)
-    np.testing.assert_allclose(grouped.upper.data, whole.upper.data, **CLOSE)
-    assert grouped.intermediate.keys() == whole.intermediate.keys()
-    for index, (low, high) in whole.intermediate.items():
-        np.testing.assert_allclose(grouped.intermediate[index][0].data, low.data, **CLOSE)
-        np.testing.assert_allclose(grouped.intermediate[index][1].data, high.data, **CLOSE)
-    assert (grouped.linear is None) == (whole.linear is None)
-    if whole.linear is not None:
-        for name in ("A_l", "b_l", "A_u", "b_u"):
-            np.testing.assert_allclose(getattr(grouped.linear, name).data,
-                                       getattr(whole.linear, name).data, **CLOSE)
+    assert_same_bounds(grouped, whole, **CLOSE, linear=True)
 
 
-@pytest.fixture
-def groups_formed(monkeypatch):
-    """The number of groups each compute_bounds call formed (1: none)."""
+@contextmanager
+def counting_groups() -> Iterator[list[int]]:
+    """The number of groups each compute_bounds call forms (1: none), while inside."""
     formed = []
     plan = api.plan_groups
 
@@ -88,8 +82,18 @@ def groups_formed(monkeypatch):
         formed.append(1 if groups is None else len(groups))
         return groups
 
-    monkeypatch.setattr(api, "plan_groups", spy)
-    return formed
+    api.plan_groups = spy
+    try:
+        yield formed
+    finally:
+        api.plan_groups = plan
+
+
+@pytest.fixture
+def groups_formed():
+    """The number of groups each compute_bounds call formed (1: none)."""
+    with counting_groups() as formed:
+        yield formed
 
 
 @pytest.mark.parametrize("method", ["deeppoly", "alpha-crown"])
@@ -153,20 +157,9 @@ def test_grouped_bounds_equal_the_whole_batch_on_random_networks(network, seed, 
     region = Box(Tensor(centre - radius), Tensor(centre + radius))
     spec = None if spec_kind == "logits" else \
         margin_spec(rng.integers(0, network.num_classes, batch), network.num_classes)
-    formed = []
-    plan = api.plan_groups
-
-    def spy(counts):
-        groups = plan(counts)
-        formed.append(0 if groups is None else len(groups))
-        return groups
-
-    api.plan_groups = spy
-    try:
+    with counting_groups() as formed:
         grouped = bound(network.model, region, spec, "auto", method="deeppoly")
-    finally:
-        api.plan_groups = plan
-    event("groups formed" if formed and formed[0] else "one batch")
+    event("groups formed" if formed and formed[0] > 1 else "one batch")
     whole = bound(network.model, region, spec, "never", method="deeppoly")
     assert_same(grouped, whole)
 
