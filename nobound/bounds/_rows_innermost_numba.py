@@ -18,6 +18,13 @@ ReLU step (:func:`relu_step_into`) is then a loop over neurons and samples with 
 fixed and R contiguous numbers to scale, and the bias term of a convolution
 (:func:`conv_bias_into`) a sum of vectors.
 
+Rows on receptive-field windows (:mod:`nobound.bounds.patches`, logical (P', S, B', R, C,
+K, K)) are stored the same way, (P', S, K, K, C, B', R): the "full" transposed convolution
+of a window is the same product loop with padding 0. A window row's λ, s, t depend on its
+position, so the window loops (:func:`window_relu_step_into`,
+:func:`window_concretise_into`) walk each sample's rows in runs at one position
+(:func:`position_runs`; the rows come sorted by position), one entry per run.
+
 The arithmetic is that of :func:`nobound.bounds.deeppoly.relu_back_step` and of
 ``ops.conv_transpose2d``, each sum in another order. Importing this module raises
 ``ImportError`` without Numba; it registers the BLAS routines it calls (SciPy's) under
@@ -286,6 +293,137 @@ def concretise_into(coefficients: Any, center: Any, radius: Any, value: Any,
                         width[k] += abs(source[k]) * r
 
 
+@njit(cache=True, boundscheck=False, nogil=True)
+def position_runs(row: Any, column: Any) -> tuple[Any, Any]:
+    """Window rows (P_r, B_r, R) at neuron (``row``, ``column``) split into runs of
+    consecutive rows at one position: run k of (p, b) is rows starts[p, b, k] …
+    starts[p, b, k + 1] − 1, and counts[p, b] runs. Rows sorted by position
+    (:func:`nobound.bounds.patches.by_position`) make the runs as long as the channels."""
+    members, batch, rows = row.shape
+    starts = np.zeros((members, batch, rows + 1), np.int64)
+    counts = np.zeros((members, batch), np.int64)
+    for p in range(members):
+        for b in range(batch):
+            k = 0
+            for r in range(rows):
+                if r == 0 or row[p, b, r] != row[p, b, r - 1] or \
+                        column[p, b, r] != column[p, b, r - 1]:
+                    starts[p, b, k] = r
+                    k += 1
+            starts[p, b, k] = rows
+            counts[p, b] = k
+    return starts, counts
+
+
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def window_relu_step_into(coefficients: Any, lam: Any, slope: Any, intercept: Any,
+                          row: Any, column: Any, stride: int, padding: int, out: Any,
+                          bias: Any) -> None:
+    """:func:`relu_step_into` for window rows stored rows-innermost: λ, s, t of a row at
+    window position (u, v, c) are its maps' entries at (c, i·stride − padding + u,
+    j·stride − padding + v) for the row's neuron (i, j), 0 outside the map (the zero-padded
+    gather of the plain path). Every row of a run (:func:`position_runs`) reads the same
+    entry, so the loop over a run's rows is the dense step's contiguous loop.
+
+    ``coefficients`` (P_a, S, K_h, K_w, C, B_a, R) with S ∈ {1, 2}; ``lam`` (both sides'
+    λ), ``slope``, ``intercept`` (P_m, B_m, C, H, W); ``row``, ``column`` (P_r, B_r, R);
+    ``out`` (P, 2, K_h, K_w, C, B, R) and ``bias`` (P, 2, B, R); axes of length 1
+    broadcast, all C-contiguous.
+    """
+    members, _, kernel_h, kernel_w, channels, batch, rows = out.shape
+    sides = coefficients.shape[1]
+    height, width = lam.shape[3], lam.shape[4]
+    starts, counts = position_runs(row, column)
+    zero = out.dtype.type(0)
+    for p in range(members):
+        pa = p if coefficients.shape[0] > 1 else 0
+        pm = p if lam.shape[0] > 1 else 0
+        pr = p if row.shape[0] > 1 else 0
+        for side in range(2):
+            totals = bias[p, side]
+            totals[:] = zero
+            for u in range(kernel_h):
+                for v in range(kernel_w):
+                    for c in range(channels):
+                        for b in range(batch):
+                            bm = b if lam.shape[1] > 1 else 0
+                            br = b if row.shape[1] > 1 else 0
+                            source_row = coefficients[pa, min(side, sides - 1), u, v, c,
+                                                      b if coefficients.shape[5] > 1 else 0]
+                            target_row = out[p, side, u, v, c, b]
+                            total_row = totals[b]
+                            for k in range(counts[pr, br]):
+                                first, stop = starts[pr, br, k], starts[pr, br, k + 1]
+                                y = row[pr, br, first] * stride - padding + u
+                                x = column[pr, br, first] * stride - padding + v
+                                lam_k, s, t = zero, zero, zero
+                                if 0 <= y < height and 0 <= x < width:
+                                    lam_k = lam[pm, bm, c, y, x]
+                                    s = slope[pm, bm, c, y, x]
+                                    t = intercept[pm, bm, c, y, x]
+                                source = source_row[first:stop]
+                                target = target_row[first:stop]
+                                total = total_row[first:stop]
+                                if side == 0:  # lower: A⁺ λ + A⁻ s, intercept A⁻ t
+                                    for r in range(stop - first):
+                                        value = source[r]
+                                        target[r] = value * (lam_k if value >= zero else s)
+                                        total[r] += min(value, zero) * t
+                                else:  # upper: A⁺ s + A⁻ λ, intercept A⁺ t
+                                    for r in range(stop - first):
+                                        value = source[r]
+                                        target[r] = value * (s if value >= zero else lam_k)
+                                        total[r] += max(value, zero) * t
+
+
+@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
+def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any,
+                           column: Any, stride: int, padding: int, value: Any,
+                           spread: Any) -> None:
+    """:func:`concretise_into` for window rows stored rows-innermost on the input: c and r
+    read at each row's window of the ``center`` and ``radius`` maps (P_m, B_m, C, H, W), 0
+    outside them, one entry per run of rows (:func:`position_runs`).
+
+    ``coefficients`` (P_a, S, K_h, K_w, C, B_a, R); ``row``, ``column`` (P_r, B_r, R);
+    ``value``, ``spread`` (P, S, B, R).
+    """
+    members, sides, batch, rows = value.shape
+    kernel_h, kernel_w, channels = coefficients.shape[2:5]
+    height, width = center.shape[3], center.shape[4]
+    starts, counts = position_runs(row, column)
+    zero = value.dtype.type(0)
+    for p in range(members):
+        pa = p if coefficients.shape[0] > 1 else 0
+        pm = p if center.shape[0] > 1 else 0
+        pr = p if row.shape[0] > 1 else 0
+        for side in range(sides):
+            values, spreads = value[p, side], spread[p, side]
+            values[:] = zero
+            spreads[:] = zero
+            for u in range(kernel_h):
+                for v in range(kernel_w):
+                    for c in range(channels):
+                        for b in range(batch):
+                            bm = b if center.shape[1] > 1 else 0
+                            br = b if row.shape[1] > 1 else 0
+                            source_row = coefficients[pa, side, u, v, c,
+                                                      b if coefficients.shape[5] > 1 else 0]
+                            value_row, spread_row = values[b], spreads[b]
+                            for k in range(counts[pr, br]):
+                                first, stop = starts[pr, br, k], starts[pr, br, k + 1]
+                                y = row[pr, br, first] * stride - padding + u
+                                x = column[pr, br, first] * stride - padding + v
+                                if not (0 <= y < height and 0 <= x < width):
+                                    continue  # c = r = 0: adds nothing
+                                middle, half = center[pm, bm, c, y, x], radius[pm, bm, c, y, x]
+                                source = source_row[first:stop]
+                                total = value_row[first:stop]
+                                width_k = spread_row[first:stop]
+                                for r in range(stop - first):
+                                    total[r] += source[r] * middle
+                                    width_k[r] += abs(source[r]) * half
+
+
 def warm_up() -> None:
     """Compile for float32 and float64 (cached on disk after the first process)."""
     for dtype in (np.float32, np.float64):
@@ -303,3 +441,12 @@ def warm_up() -> None:
                        np.empty((1, 2), dtype=dtype))
         concretise_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line,
                         np.empty((1, 1, 1, 2), dtype=dtype), np.empty((1, 1, 1, 2), dtype=dtype))
+        window, position = np.ones((1, 1, 1, 1, 1, 1, 2), dtype=dtype), np.zeros((1, 1, 2),
+                                                                                 np.int64)
+        image = np.ones((1, 1, 1, 1, 1), dtype=dtype)
+        window_relu_step_into(window, image, image, image, position, position, 1, 0,
+                              np.empty((1, 2, 1, 1, 1, 1, 2), dtype=dtype),
+                              np.empty((1, 2, 1, 2), dtype=dtype))
+        window_concretise_into(window, image, image, position, position, 1, 0,
+                               np.empty((1, 1, 1, 2), dtype=dtype),
+                               np.empty((1, 1, 1, 2), dtype=dtype))

@@ -9,6 +9,10 @@ keep the plain path.
   it is one differentiable op whose hand-written VJP is another compiled pass.
 * :func:`fused_concretise`: eq. (2) on windows, reading the box's centre and radius maps
   at each row's window instead of gathering them; differentiable the same way.
+* :func:`fused_transposed_conv`: A W for a convolution without the engine's im2col; rows
+  numerous enough come back stored rows-innermost (:func:`rows_innermost`), a memory
+  order the ReLU step, the convolution's bias term and eq. (2) keep, on whole maps and on
+  windows (module ``_rows_innermost_numba``).
 
 Sums are added in another order than the plain path's matrix products and reductions, so
 they may differ in the last bits.
@@ -63,13 +67,17 @@ def _rows_of(tensor: Tensor) -> np.ndarray:
     return np.ascontiguousarray(data.reshape(data.shape[0], data.shape[2], data.shape[3], -1))
 
 
+def _numpy_floats(tensors: Sequence[Tensor]) -> bool:
+    """Whether these are NumPy float arrays of one dtype."""
+    first = tensors[0].data
+    return all(isinstance(t.data, np.ndarray) and t.data.dtype == first.dtype
+               for t in tensors) and first.dtype.type in (np.float32, np.float64)
+
+
 def _compiled_arrays(tensors: Sequence[Tensor]) -> bool:
     """Whether the compiled loops may take these: NumPy float arrays of one dtype, the
     first large enough to pay for a call."""
-    first = tensors[0].data
-    return all(isinstance(t.data, np.ndarray) and t.data.dtype == first.dtype
-               for t in tensors) and \
-        first.dtype.type in (np.float32, np.float64) and first.size >= COMPILED_PASS_MIN_SIZE
+    return _numpy_floats(tensors) and tensors[0].data.size >= COMPILED_PASS_MIN_SIZE
 
 
 def fused_relu_back_step(A: Tensor, a: Tensor | None, lines: ReluLines,  # noqa: N803
@@ -261,8 +269,13 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
                  ) -> tuple[Tensor, Tensor] | None:
     relaxation, neurons, window = lines.relaxation, lines.neurons, lines.window
     inputs = (A, relaxation.lower_slope, relaxation.upper_slope, relaxation.upper_intercept)
-    if not _compiled_arrays(inputs) or len({t.shape for t in inputs[1:]}) != 1 or \
+    if not _numpy_floats(inputs) or len({t.shape for t in inputs[1:]}) != 1 or \
             inputs[1].ndim != 5 or A.ndim != 7 or A.shape[1] not in (1, 2):
+        return None
+    if rows_innermost(A.data) and \
+            (step := _rows_innermost_window_step(inputs, lines)) is not None:
+        return step  # at any size: the layout stays
+    if not _compiled_arrays(inputs):
         return None
     kernels = numba_kernels(KERNELS)
     if kernels is None:
@@ -289,6 +302,55 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
     return _step_tensors(out, bias, inputs, vjp)
 
 
+def _rows_innermost_window_step(inputs: Sequence[Tensor], lines: WindowReluLines
+                                ) -> tuple[Tensor, Tensor] | None:
+    """The ReLU step on window rows stored rows-innermost, writing rows-innermost ones;
+    ``inputs`` = (A, λ, s, t), the caller has checked the arrays (no gradients: only
+    :func:`fused_transposed_conv` stores rows so, and only without)."""
+    if is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return None
+    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+    if compiled is None:
+        return None
+    data = inputs[0].data
+    stored = np.ascontiguousarray(data.transpose(_INNERMOST_ORDER))  # a view
+    maps = [np.ascontiguousarray(t.data) for t in inputs[1:]]
+    row, column = (np.ascontiguousarray(x) for x in (lines.neurons.row, lines.neurons.column))
+    members = max(data.shape[0], maps[0].shape[0], row.shape[0])
+    batch = max(data.shape[2], maps[0].shape[1], row.shape[1])
+    rows, features = data.shape[3], data.shape[4:]
+    out = np.empty((members, 2, features[1], features[2], features[0], batch, rows),
+                   dtype=data.dtype)
+    bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
+    compiled.window_relu_step_into(stored, *maps, row, column, lines.window.stride,
+                                   lines.window.padding, out, bias)
+    return Tensor(out.transpose(_INNERMOST_ORDER)), Tensor(bias)
+
+
+def _rows_innermost_window_concretise(A: WindowRows, a: Tensor | None,  # noqa: N803
+                                      inputs: Sequence[Tensor]) -> dict[str, Tensor] | None:
+    """Eq. (2) for window rows stored rows-innermost on the input, in one pass; ``inputs``
+    = (A, centre, radius) with a population axis, checked by the caller; or None
+    (gradients recorded, or no Numba)."""
+    if is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return None
+    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
+    if compiled is None:
+        return None
+    data = A.A.data
+    stored = np.ascontiguousarray(data.transpose(_INNERMOST_ORDER))  # a view
+    maps = [np.ascontiguousarray(t.data) for t in inputs[1:]]
+    row, column = (np.ascontiguousarray(x) for x in (A.neurons.row, A.neurons.column))
+    shape = (max(data.shape[0], maps[0].shape[0], row.shape[0]), data.shape[1],
+             max(data.shape[2], maps[0].shape[1], row.shape[1]), data.shape[3])
+    value = np.empty(shape, dtype=data.dtype)
+    spread = np.empty(shape, dtype=data.dtype)
+    window = A.windows[0]
+    compiled.window_concretise_into(stored, *maps, row, column, window.stride, window.padding,
+                                    value, spread)
+    return _sides_of(Tensor(value), Tensor(spread), a)
+
+
 def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor] | None:  # noqa: N803
     """Eq. (2) for window rows as one compiled pass (dense rows stored rows-innermost: see
     :func:`_rows_innermost_concretise`), or None (other dense rows, or see below).
@@ -303,8 +365,14 @@ def fused_concretise(A: object, a: Tensor | None, box: Box) -> dict[str, Tensor]
         return _rows_innermost_concretise(A, a, box)
     center, radius = box.center, box.radius
     inputs = (A.A, center, radius)
-    if not _compiled_arrays(inputs) or center.shape != radius.shape or \
+    if not _numpy_floats(inputs) or center.shape != radius.shape or \
             center.ndim not in (4, 5) or A.A.ndim != 7:
+        return None
+    if rows_innermost(A.A.data):
+        population = [t if t.ndim == 5 else Tensor(t.data[None]) for t in (center, radius)]
+        if (sides := _rows_innermost_window_concretise(A, a, (A.A, *population))) is not None:
+            return sides
+    if not _compiled_arrays(inputs):
         return None
     kernels = numba_kernels(KERNELS)
     if kernels is None:
@@ -372,19 +440,28 @@ def _rows_innermost_concretise(A: object, a: Tensor | None, box: Box  # noqa: N8
     return _sides_of(Tensor(value), Tensor(spread), a)
 
 
+def goes_rows_innermost(coefficients: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`fused_transposed_conv` returns these rows (P', S, B', R, O, Ho, Wo)
+    rows-innermost: stored so already, or B'·R ≥ MIN_ROWS_INNERMOST per member and side
+    (NumPy floats, a shared weight, no gradient recorded, Numba present)."""
+    data = coefficients.data
+    return data.ndim == 7 and weight.ndim == 4 and \
+        (rows_innermost(data) or data.shape[2] * data.shape[3] >= MIN_ROWS_INNERMOST) and \
+        _numpy_floats((coefficients, weight)) and \
+        not (is_grad_enabled() and (coefficients.requires_grad or weight.requires_grad)) and \
+        numba_kernels(ROWS_INNERMOST_KERNELS) is not None
+
+
 def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
                          in_shape: tuple[int, int, int], stride: int, padding: int
                          ) -> Tensor | None:
     """A W for whole-map rows stored rows-innermost or numerous enough to be (B'·R ≥
     MIN_ROWS_INNERMOST), rows-innermost; or None. The caller has checked the weight, the
     arrays and that no gradient is recorded."""
-    data = coefficients.data
-    if data.ndim != 7 or not (rows_innermost(data) or
-                              data.shape[2] * data.shape[3] >= MIN_ROWS_INNERMOST):
+    if not goes_rows_innermost(coefficients, weight):
         return None
     compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
-    if compiled is None:
-        return None
+    data = coefficients.data
     maps = _innermost_blocks(data)
     out = np.empty((maps.shape[0], in_shape[1], in_shape[2] * in_shape[0], maps.shape[-1]),
                    dtype=data.dtype)
@@ -397,18 +474,18 @@ def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
 
 
 def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
-                          in_shape: tuple[int, int, int], stride: int, padding: int,
-                          whole_maps: bool = False) -> Tensor | None:
+                          in_shape: tuple[int, int, int], stride: int, padding: int
+                          ) -> Tensor | None:
     """The transposed convolution of rows (…, O, Ho, Wo) → (…, *in_shape) for a shared
     (O, C, kh, kw) weight, as ``ops.conv_transpose2d`` computes it; or None (a population
     weight, short patch rows with O < MIN_MAP_PRODUCT_DEPTH, gradients recorded, arrays the
     compiled loops do not take, or no Numba).
 
-    Rows over ``whole_maps`` (P', S, B', R, O, Ho, Wo) that are stored rows-innermost, or
-    number B'·R ≥ MIN_ROWS_INNERMOST per member and side, come back rows-innermost
-    (:func:`rows_innermost`), by ``_rows_innermost_numba``'s products without a fold; the
-    ReLU step, the convolution's bias term and eq. (2) keep that layout, the other steps
-    take any.
+    Rows (P', S, B', R, O, Ho, Wo) — on whole maps or on windows — that are stored
+    rows-innermost, or number B'·R ≥ MIN_ROWS_INNERMOST per member and side, come back
+    rows-innermost (:func:`rows_innermost`), by ``_rows_innermost_numba``'s products without
+    a fold; the ReLU step, the convolution's bias term and eq. (2) keep that layout (on
+    windows too), the other steps take any.
 
     Otherwise both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W
     give that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
@@ -420,15 +497,15 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     and ``fold_kernel_rows_into`` adds runs of a kernel entry's contributions onto the
     output split by column phase, where the engine's col2im writes every stride-th number.
     """
+    if (innermost := _rows_innermost_conv(coefficients, weight, in_shape, stride,
+                                          padding)) is not None:
+        return innermost
     if weight.ndim != 4 or (is_grad_enabled() and (coefficients.requires_grad or
                                                    weight.requires_grad)):
         return None
     if not _compiled_arrays((coefficients, weight)):
         return None
     data = coefficients.data
-    if whole_maps and (innermost := _rows_innermost_conv(coefficients, weight, in_shape,
-                                                         stride, padding)) is not None:
-        return innermost
     kernels = numba_kernels(KERNELS)
     if kernels is None:
         return None

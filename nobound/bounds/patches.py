@@ -28,6 +28,10 @@ outside the window are zero in the dense path), so the bounds agree up to round-
 row costs Σ_m C_m K_m² instead of Σ_m C_m H_m W_m (cnn3's second conv layer on MNIST:
 8·4² and 11² instead of 8·14² and 28²).
 
+:func:`window_rows` hands the rows out sorted by position (:func:`by_position`; the bounds
+come back in the given order): rows that share a window then lie together, which the
+compiled loops on rows stored rows-innermost (:mod:`nobound.bounds.kernels`) use.
+
 The plan's ``patches`` switches the path (:mod:`nobound.bounds.plan`): ``"auto"`` uses
 windows where they are smaller than the dense maps, ``"always"`` wherever they apply,
 ``"never"`` keeps the dense path. :class:`WindowRows` is the layout the back-substitution
@@ -109,6 +113,19 @@ def chosen_neurons(flat_index: Any, keep: Any, shape: tuple[int, int, int],
     marks padding rows (zero coefficients)."""
     channel, row, column = like.xp.unravel_index(flat_index, shape)
     return NeuronRows(channel, row, column, keep.astype(like.dtype))
+
+
+def by_position(neurons: NeuronRows) -> tuple[NeuronRows, Any]:
+    """The rows sorted by position (i, j), in their order within a position, and the
+    inverse permutation (P'_r, B'_r, R): rows that share a window lie together, so the
+    rows-innermost window loops (``_rows_innermost_numba``) read each window's λ, s, t
+    once for a run of them."""
+    xp = get_array_module(neurons.row)
+    key = neurons.row * (int(neurons.column.max()) + 1) + neurons.column
+    order = xp.argsort(key, axis=-1, kind="stable")
+    inverse = xp.argsort(order, axis=-1)
+    return NeuronRows(*(xp.take_along_axis(a, order, axis=-1) for a in
+                        (neurons.channel, neurons.row, neurons.column, neurons.weight))), inverse
 
 
 def applies(network: Network, end: int, relaxations: Mapping[int, ReluRelaxation],
@@ -306,13 +323,18 @@ def window_rows(network: Network, end: int, box: Box, plan: BoundsPlan, neurons:
     chunk = plan.rows_per_chunk(sizes, 2, box.lower.data.itemsize, network.population or 1,
                                 2, box.batch_size)
     channels = network.steps[end].output_shape[0]
+    neurons, inverse = by_position(neurons)
 
     def make(start: int, stop: int) -> WindowRows:
         part = neurons.chunk(start, stop)
         return WindowRows(_unit_windows(part, channels), part, windows)
 
-    return RowSet(neurons.count, chunk, make, place)
+    def place_in_order(bounds: dict[str, Tensor]) -> Any:
+        return place({side: ops.gather(values, inverse, axis=-1)
+                      for side, values in bounds.items()})
+
+    return RowSet(neurons.count, chunk, make, place_in_order)
 
 
 __all__ = ["NeuronRows", "Window", "WindowReluLines", "WindowRows", "all_neurons", "applies",
-           "chosen_neurons", "gather_windows", "node_windows", "window_rows"]
+           "by_position", "chosen_neurons", "gather_windows", "node_windows", "window_rows"]

@@ -235,9 +235,10 @@ OPERATOR_ENTRIES = 1 << 22
 #: Where the compiled path (:func:`nobound.bounds.kernels.fused_transposed_conv`) applies
 #: and adds whole patch rows, the dense operator is kept only up to this overhead: beyond it
 #: the compiled product and fold is faster (cnn5's second layer on 4 × 4 windows, overhead
-#: 6.25: 2.2× faster). With short patch rows (few channels, a first layer) the operator
-#: keeps OPERATOR_OVERHEAD: on cnn5's first layer's 4 × 4 windows, overhead 4.8, it takes
-#: 11 ms where the compiled path takes 18.
+#: 6.25). With short patch rows (few channels, a first layer) the operator keeps
+#: OPERATOR_OVERHEAD. Rows the compiled path stores rows-innermost
+#: (:func:`nobound.bounds.kernels.goes_rows_innermost`) never take the operator: its product
+#: would store them row-major again, and the rows-innermost products need no fold.
 COMPILED_OPERATOR_OVERHEAD = 3
 
 
@@ -248,7 +249,7 @@ def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, 
     transposed convolution of the rows (…, *out_shape) → (…, *in_shape), with a leading
     population axis on ``coefficients`` (P' ∈ {1, P}) and optionally on ``weight``."""
     # imported here: the kernels module builds on the layouts, which build on the steps
-    from nobound.bounds.kernels import MIN_PATCH_ROW, fused_transposed_conv
+    from nobound.bounds.kernels import MIN_PATCH_ROW, fused_transposed_conv, goes_rows_innermost
 
     population = weight.shape[0] if weight.ndim == 5 else 1
     kernel = prod(weight.shape[-3:])
@@ -256,11 +257,11 @@ def transposed_conv(coefficients: Tensor, weight: Tensor, out_shape: tuple[int, 
     operator = as_matrix and n_in <= OPERATOR_OVERHEAD * kernel and \
         n_out * n_in <= OPERATOR_ENTRIES
     long_rows = weight.shape[-3] * weight.shape[-1] >= MIN_PATCH_ROW
-    if operator and (n_in <= COMPILED_OPERATOR_OVERHEAD * kernel or not long_rows):
+    if operator and (n_in <= COMPILED_OPERATOR_OVERHEAD * kernel or not long_rows) and \
+            not goes_rows_innermost(coefficients, weight):
         return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)
-    # as_matrix is asked for rows on receptive-field windows; without it, on whole maps
-    if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride, padding,
-                                       whole_maps=not as_matrix)) is not None:
+    if (fused := fused_transposed_conv(coefficients, weight, in_shape, stride,
+                                       padding)) is not None:
         return fused
     if operator:
         return _operator_product(coefficients, weight, out_shape, in_shape, stride, padding)

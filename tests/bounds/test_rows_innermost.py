@@ -15,9 +15,11 @@ import pytest
 
 import nobound.bounds.deeppoly as deeppoly
 import nobound.bounds.kernels as kernels
+import nobound.bounds.patches as patches_module
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.bounds.kernels import fused_transposed_conv, rows_innermost
+from nobound.bounds.patches import NeuronRows, Window, WindowReluLines, WindowRows, by_position
 from nobound.bounds.rows import ReluLines
 from nobound.testing.bound_results import assert_same_bounds
 from nobound.testing.sampling import region_samples
@@ -60,7 +62,7 @@ def test_transposed_conv_equals_the_engine(case, products, layout, monkeypatch):
                         0 if products == "per output pixel" else 10**6)
     with no_grad():
         fused = fused_transposed_conv(Tensor(y), weight, (channels, height, width), stride,
-                                      padding, whole_maps=True)
+                                      padding)
         plain = ops.conv_transpose2d(Tensor(np.ascontiguousarray(y)), weight, (height, width),
                                      stride, padding)
     assert fused is not None and rows_innermost(fused.data)
@@ -79,7 +81,7 @@ def test_more_columns_than_a_block(products, monkeypatch):
     monkeypatch.setattr(kernels, "MIN_ROWS_INNERMOST_PRODUCT_CHANNELS",
                         0 if products == "per output pixel" else 10**6)
     with no_grad():
-        fused = fused_transposed_conv(y, weight, (3, 9, 9), 2, 1, whole_maps=True)
+        fused = fused_transposed_conv(y, weight, (3, 9, 9), 2, 1)
         plain = ops.conv_transpose2d(y, weight, (9, 9), 2, 1)
     assert rows_innermost(fused.data)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
@@ -90,26 +92,25 @@ def test_float32_to_round_off():
     y = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)).astype(np.float32))
     weight = Tensor(rng.standard_normal((16, 16, 4, 4)).astype(np.float32))
     with no_grad():
-        fused = fused_transposed_conv(y, weight, (16, 14, 14), 2, 1, whole_maps=True)
+        fused = fused_transposed_conv(y, weight, (16, 14, 14), 2, 1)
         plain = ops.conv_transpose2d(y, weight, (14, 14), 2, 1)
     assert fused.data.dtype == np.float32 and rows_innermost(fused.data)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-4, atol=1e-4)
 
 
 def test_where_rows_stay_row_major():
-    """Windows, few rows and recorded gradients keep the row-major paths."""
+    """Few rows and recorded gradients keep the row-major paths; rows numerous enough go
+    rows-innermost, on whole maps and on windows ("full" convolutions, padding 0) alike."""
     rng = np.random.default_rng(1)
     weight = Tensor(rng.standard_normal((16, 16, 4, 4)))
     many = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)))
     few = Tensor(rng.standard_normal((1, 2, 1, 31, 16, 7, 7)))  # B'·R = 31
     with no_grad():
-        assert not rows_innermost(fused_transposed_conv(many, weight, (16, 14, 14), 2, 1).data)
-        assert not rows_innermost(fused_transposed_conv(few, weight, (16, 14, 14), 2, 1,
-                                                        whole_maps=True).data)
-        assert rows_innermost(fused_transposed_conv(many, weight, (16, 14, 14), 2, 1,
-                                                    whole_maps=True).data)
+        assert rows_innermost(fused_transposed_conv(many, weight, (16, 14, 14), 2, 1).data)
+        assert rows_innermost(fused_transposed_conv(many, weight, (16, 16, 16), 2, 0).data)
+        assert not rows_innermost(fused_transposed_conv(few, weight, (16, 14, 14), 2, 1).data)
     assert fused_transposed_conv(Tensor(many.data, requires_grad=True), weight, (16, 14, 14),
-                                 2, 1, whole_maps=True) is None
+                                 2, 1) is None
 
 
 def _lines(rng, batch, shape, zero_slopes=False):
@@ -196,13 +197,119 @@ def test_concretisation_equals_the_plain_path(sides, batch_a, monkeypatch):
                                    atol=1e-12)
 
 
+def _window_neurons(rng, batch_r, count, grid, ordered):
+    """``count`` rows per sample on neurons of a ``grid`` × ``grid`` node (positions
+    repeat, so some rows share a window), as :class:`NeuronRows` (1, batch_r, count)."""
+    shape = (1, batch_r, count)
+    neurons = NeuronRows(rng.integers(0, 3, shape), rng.integers(0, grid, shape),
+                         rng.integers(0, grid, shape), np.ones(shape))
+    return by_position(neurons)[0] if ordered else neurons
+
+
+class _Maps:
+    """λ (both sides), s, t maps (1, B, C, H, W) as a ReLU relaxation holds them."""
+
+    def __init__(self, rng, batch, shape):
+        self.lower_slope = Tensor(rng.uniform(0, 1, (1, batch, *shape)))
+        self.upper_slope = Tensor(rng.uniform(0, 1, (1, batch, *shape)))
+        self.upper_intercept = Tensor(rng.uniform(0, 2, (1, batch, *shape)))
+        self.lower_slope.data[..., 0, :, :] = 0.0  # a dead channel
+
+
+# (sides, B'_a, B'_r, rows sorted by position): runs of one row and of several
+WINDOW_CASES = [(1, 1, 1, True), (2, 3, 3, False), (2, 1, 3, True), (1, 3, 1, False),
+                (2, 3, 1, True)]
+
+
+@pytest.mark.parametrize("sides, batch_a, batch_r, ordered", WINDOW_CASES)
+def test_window_relu_step_equals_the_plain_path(sides, batch_a, batch_r, ordered,
+                                                monkeypatch):
+    """Window rows stored rows-innermost: λ, s, t read at each row's window (0 where the
+    window leaves the 9 × 9 map: windows of 5 × 5 with stride 2, padding 2 on a 5 × 5 grid
+    of positions reach from −2 to 12), against the plain path's zero-padded gather."""
+    rng = np.random.default_rng(20 + sides * 7 + batch_a * 3 + batch_r)
+    window = Window(5, 5, 2, 2)
+    neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
+    lines = WindowReluLines(_Maps(rng, 3, (3, 9, 9)), neurons, window)
+    A = rng.standard_normal((1, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
+    A[rng.uniform(size=A.shape) < 0.1] = 0.0  # exact zeros: the sign rule's tie
+    a = Tensor(rng.standard_normal((1, sides, batch_a, 60)))
+    compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
+    calls = []
+    step = compiled.window_relu_step_into
+    monkeypatch.setattr(compiled, "window_relu_step_into",
+                        lambda *args: calls.append(1) or step(*args))
+    with no_grad():
+        fused, fused_a = deeppoly.relu_back_step(Tensor(_stored_rows_innermost(A)), a, lines,
+                                                 3)
+        monkeypatch.setattr(deeppoly, "fused_relu_back_step", lambda *args: None)
+        plain, plain_a = deeppoly.relu_back_step(Tensor(A), a, lines, 3)
+    assert calls and rows_innermost(fused.data)
+    assert fused.shape == plain.shape == (1, 2, 3, 60, 3, 5, 5)
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(fused_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sides, batch_a, batch_r, ordered", WINDOW_CASES)
+def test_window_concretisation_equals_the_plain_path(sides, batch_a, batch_r, ordered,
+                                                     monkeypatch):
+    """Eq. (2) for window rows stored rows-innermost, the box's centre and radius read at
+    each row's window (0 outside the input), against the plain gather and contraction."""
+    from nobound.bounds import linf_ball
+
+    rng = np.random.default_rng(40 + sides * 7 + batch_a * 3 + batch_r)
+    window = Window(5, 5, 2, 2)
+    neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
+    A = rng.standard_normal((1, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
+    A[rng.uniform(size=A.shape) < 0.1] = 0.0
+    region = linf_ball(Tensor(rng.uniform(0, 1, (3, 3, 9, 9))), 0.1)  # clipped: r varies
+    a = Tensor(rng.standard_normal((1, sides, batch_a, 60)))
+    stored = WindowRows(Tensor(_stored_rows_innermost(A)), neurons, (window,))
+    compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
+    calls = []
+    concretise = compiled.window_concretise_into
+    monkeypatch.setattr(compiled, "window_concretise_into",
+                        lambda *args: calls.append(1) or concretise(*args))
+    with no_grad():
+        fused = deeppoly.concretise(stored, a, region)
+        monkeypatch.setattr(deeppoly, "fused_concretise", lambda *args: None)
+        plain = deeppoly.concretise(WindowRows(Tensor(A), neurons, (window,)), a, region)
+    assert calls
+    for side in ("lower", "upper"):
+        assert fused[side].shape == plain[side].shape == (1, 3, 60)
+        np.testing.assert_allclose(fused[side].data, plain[side].data, rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_rows_sorted_by_position_and_back():
+    """by_position groups the rows of each sample by (i, j), channels in their order, and
+    its inverse permutation restores the given order."""
+    rng = np.random.default_rng(5)
+    neurons = _window_neurons(rng, 4, 50, 4, ordered=False)
+    ordered, inverse = by_position(neurons)
+    key = ordered.row * 4 + ordered.column
+    assert np.all(np.diff(key, axis=-1) >= 0)
+    for field in ("channel", "row", "column", "weight"):
+        np.testing.assert_array_equal(
+            np.take_along_axis(getattr(ordered, field), inverse, axis=-1),
+            getattr(neurons, field))
+    position = neurons.row * 4 + neurons.column  # stable: a position's rows keep their order
+    for b in range(4):
+        for place in np.unique(position[0, b]):
+            np.testing.assert_array_equal(ordered.channel[0, b][key[0, b] == place],
+                                          neurons.channel[0, b][position[0, b] == place])
+
+
 @pytest.mark.parametrize("input_shape, convs", [
     ((1, 14, 14), [(16, 5, 2, 2), (16, 4, 2, 1), (32, 4, 2, 1)]),  # cnn5's shapes, smaller
     ((3, 9, 9), [(8, 3, 1, 1), (12, 3, 2, 1)]),  # three input channels, stride 1 then 2
 ])
-def test_deeppoly_bounds_equal_and_hold(input_shape, convs, monkeypatch):
+@pytest.mark.parametrize("patches, eps", [("never", 0.1), ("always", 0.1), ("always", 0.02)])
+def test_deeppoly_bounds_equal_and_hold(input_shape, convs, patches, eps, monkeypatch):
     """DeepPoly with the rows-innermost path equals it without, and without any compiled
-    loop; every bound holds at sampled points of the box (``region_samples``)."""
+    loop; every bound holds at sampled points of the box (``region_samples``). With
+    patches, the convolutional neurons' rows are windows (at eps 0.02 only each sample's
+    unstable neurons, a different set per sample) and take the window loops."""
     from nobound.bounds import BoundsPlan, compute_bounds, linf_ball, margin_spec
     from nobound.nn.zoo import conv_net
     from nobound.testing.strategies import randomise
@@ -210,26 +317,34 @@ def test_deeppoly_bounds_equal_and_hold(input_shape, convs, monkeypatch):
     model = conv_net(input_shape, 5, convs, [40], dtype=np.float64)
     randomise(model, 11, 1.0, 0.5)
     rng = np.random.default_rng(6)
-    region = linf_ball(Tensor(rng.uniform(0, 1, (3, *input_shape))), 0.1)
+    region = linf_ball(Tensor(rng.uniform(0, 1, (3, *input_shape))), eps)
     spec = margin_spec(rng.integers(0, 5, 3), 5)
     compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
-    calls = []
-    products = compiled.transposed_conv_into
-
-    def counted(*args):
-        calls.append(1)
-        return products(*args)
+    calls = {name: [] for name in ("transposed_conv_into", "window_relu_step_into",
+                                   "window_concretise_into")}
+    for name, record in calls.items():
+        loop = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name,
+                            lambda *args, loop=loop, record=record: record.append(1) or
+                            loop(*args))
 
     def bounds(**kernel_settings):
         with monkeypatch.context() as patch, no_grad():
             for name, value in kernel_settings.items():
                 patch.setattr(kernels, name, value)
             return compute_bounds(model, region, method="deeppoly", spec=spec,
-                                  plan=BoundsPlan(patches="never", sample_groups="never"))
+                                  plan=BoundsPlan(patches=patches, sample_groups="never"))
 
-    monkeypatch.setattr(compiled, "transposed_conv_into", counted)
+    chosen = []
+    choose = patches_module.chosen_neurons
+    monkeypatch.setattr(patches_module, "chosen_neurons",
+                        lambda *args: chosen.append(1) or choose(*args))
     innermost = bounds()
-    assert calls, "the rows-innermost products did not run"
+    assert calls["transposed_conv_into"], "the rows-innermost products did not run"
+    if patches == "always":
+        assert calls["window_relu_step_into"] and calls["window_concretise_into"]
+    if eps == 0.02:
+        assert chosen, "no node took per-sample unstable rows"
     row_major = bounds(MIN_ROWS_INNERMOST=10**9)
     plain = bounds(numba_kernels=lambda module: None)
     for other in (row_major, plain):
