@@ -15,8 +15,8 @@ that reach column x read n consecutive input columns, whose n·O channels are co
 this layout, and W_run is those taps' weights side by side (:func:`tap_runs`). One BLAS
 product per (y, ky, x) and block of columns, accumulated straight into the output. The
 ReLU step (:func:`relu_step_into`) is then a loop over neurons and samples with λ, s, t
-fixed and R contiguous numbers to scale, and the bias term of a convolution
-(:func:`conv_bias_into`) a sum of vectors.
+fixed and R contiguous numbers to scale, and the bias term of a convolution a
+vector-matrix product (in :mod:`nobound.bounds.kernels`).
 
 Rows on receptive-field windows (:mod:`nobound.bounds.patches`, logical (P', S, B', R, C,
 K, K)) are stored the same way, (P', S, K, K, C, B', R): the "full" transposed convolution
@@ -247,23 +247,6 @@ def relu_step_into(coefficients: Any, lower_slope: Any, upper_slope_lower_side: 
 
 
 @njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
-def conv_bias_into(coefficients: Any, bias: Any, out: Any) -> None:
-    """out[block, :] = Σ_(pixel, c) A[block, pixel, c, :] · bias[c]: A b for rows-innermost
-    coefficients (blocks, pixels, C, R); ``out`` (blocks, R)."""
-    blocks, pixels, channels, rows = coefficients.shape
-    zero = out.dtype.type(0)
-    for block in range(blocks):
-        total = out[block]
-        total[:] = zero
-        for pixel in range(pixels):
-            for c in range(channels):
-                weight = bias[c]
-                source = coefficients[block, pixel, c]
-                for r in range(rows):
-                    total[r] += source[r] * weight
-
-
-@njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
 def concretise_into(coefficients: Any, center: Any, radius: Any, value: Any,
                     spread: Any) -> None:
     """Eq. (2)'s two sums for rows-innermost coefficients on the input:
@@ -437,8 +420,6 @@ def warm_up() -> None:
         relu_step_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line, line, line,
                        np.empty((1, 2, 1, 1, 2), dtype=dtype),
                        np.empty((1, 2, 1, 2), dtype=dtype))
-        conv_bias_into(np.ones((1, 1, 1, 2), dtype=dtype), np.ones(1, dtype=dtype),
-                       np.empty((1, 2), dtype=dtype))
         concretise_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line,
                         np.empty((1, 1, 1, 2), dtype=dtype), np.empty((1, 1, 1, 2), dtype=dtype))
         window, position = np.ones((1, 1, 1, 1, 1, 1, 2), dtype=dtype), np.zeros((1, 1, 2),

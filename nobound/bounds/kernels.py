@@ -560,18 +560,16 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
 def fused_conv_bias_term(coefficients: Tensor, bias: Tensor) -> Tensor | None:
     """A b = Σ_(c, h, w) A[c, h, w] b_c for rows-innermost coefficients (P', S, B', R, C, H,
     W) and a shared bias (1, C), as (P', S, B', R); or None (another layout, a population
-    bias, gradients recorded, or no Numba)."""
+    bias, or gradients recorded).
+
+    Rows-innermost, that is one vector-matrix product per member and side: b repeated in
+    the neuron order (h, w, c) times the (H·W·C × B'·R) block."""
     data = coefficients.data
     if not rows_innermost(data) or bias.shape[0] != 1 or \
-            not _compiled_arrays((coefficients, bias)) or \
+            not _numpy_floats((coefficients, bias)) or \
             (is_grad_enabled() and (coefficients.requires_grad or bias.requires_grad)):
         return None
-    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
-    if compiled is None:
-        return None
     blocks = _innermost_blocks(data)
-    channels, columns = data.shape[4], blocks.shape[-1]
-    out = np.empty((blocks.shape[0], columns), dtype=data.dtype)  # (P'·S, B'·R)
-    compiled.conv_bias_into(blocks.reshape(blocks.shape[0], -1, channels, columns),
-                            np.ascontiguousarray(bias.data.reshape(-1)), out)
+    per_neuron = np.tile(bias.data.reshape(-1), data.shape[5] * data.shape[6])
+    out = np.matmul(per_neuron, blocks.reshape(blocks.shape[0], -1, blocks.shape[-1]))
     return Tensor(out.reshape(data.shape[:4]))

@@ -22,6 +22,7 @@ from nobound.bounds.deeppoly import ReluRelaxation, bound_rows, deeppoly_relaxat
 from nobound.bounds.network import Network
 from nobound.bounds.rows import DenseRows, RowSet
 from nobound.nn.zoo import conv_net
+from nobound.testing.bound_results import assert_same_bounds as same_bounds
 from nobound.testing.strategies import randomise
 
 RELATIVE = 1e-10
@@ -81,12 +82,7 @@ def assert_close(actual, expected, what: str) -> None:
 
 
 def assert_same_bounds(windowed, dense) -> None:
-    assert sorted(windowed.intermediate) == sorted(dense.intermediate)
-    for index, (lower, upper) in dense.intermediate.items():
-        assert_close(windowed.intermediate[index][0].data, lower.data, f"lower of ReLU {index}")
-        assert_close(windowed.intermediate[index][1].data, upper.data, f"upper of ReLU {index}")
-    assert_close(windowed.lower.data, dense.lower.data, "output lower bound")
-    assert_close(windowed.upper.data, dense.upper.data, "output upper bound")
+    same_bounds(windowed, dense, rtol=RELATIVE, atol=RELATIVE, scale_atol=True)
 
 
 def random_region(input_shape, batch: int, eps: float, seed: int):
