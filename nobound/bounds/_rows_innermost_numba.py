@@ -50,6 +50,9 @@ _dgemm = types.ExternalFunction("nobound_dgemm", _GEMM_SIGNATURE)
 #: Columns (samples × rows) a transposed convolution takes at a time: an output row of
 #: Wo·C neurons stays in the L2 cache between the kernel rows that reach it.
 COLUMN_BLOCK = 512
+#: Columns :func:`transposed_conv_fold_into` takes at a time: its products have only O
+#: (a first layer's 16) terms each, so wider ones pay BLAS's per-call cost less often.
+FOLD_COLUMN_BLOCK = 1024
 
 
 @njit(inline="always", nogil=True)
@@ -153,8 +156,8 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
     """The same transposed convolution for few output channels C (a first layer), where
     :func:`transposed_conv_into`'s products would be matrix-vector products: per input
     pixel one product (kh·kw·C × O)(O × N) gives its contributions to every output pixel
-    its kernel reaches, each then added (contiguous numbers) onto that pixel, COLUMN_BLOCK
-    of the N = B'·R columns at a time.
+    its kernel reaches, each then added (contiguous numbers) onto that pixel,
+    FOLD_COLUMN_BLOCK of the N = B'·R columns at a time.
 
     ``maps`` (blocks, Hi, Wi·O, N), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, N).
     """
@@ -170,16 +173,16 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
             for c in range(channels):
                 for o in range(out_channels):
                     matrix[(ky * kernel_w + kx) * channels + c, o] = weight[o, c, ky, kx]
-    products = np.empty((entries, COLUMN_BLOCK), maps.dtype)
+    products = np.empty((entries, FOLD_COLUMN_BLOCK), maps.dtype)
     transposes = np.array([78, 78], np.uint8)  # "N", "N"
     scalars = np.array([1, 0], maps.dtype)  # α = 1, β = 0
-    sizes = np.array([0, entries, out_channels, columns, out_channels, COLUMN_BLOCK],
+    sizes = np.array([0, entries, out_channels, columns, out_channels, FOLD_COLUMN_BLOCK],
                      np.int32)  # m n k lda ldb ldc
     zero = out.dtype.type(0)
     for block in range(blocks):
         out[block] = zero
-        for first_column in range(0, columns, COLUMN_BLOCK):
-            width = min(COLUMN_BLOCK, columns - first_column)
+        for first_column in range(0, columns, FOLD_COLUMN_BLOCK):
+            width = min(FOLD_COLUMN_BLOCK, columns - first_column)
             sizes[0] = width
             for oy in range(in_h):
                 for ox in range(in_w):
