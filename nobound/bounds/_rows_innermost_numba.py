@@ -280,13 +280,18 @@ def concretise_into(coefficients: Any, center: Any, radius: Any, value: Any,
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
-def position_runs(row: Any, column: Any) -> tuple[Any, Any]:
+def position_runs(row: Any, column: Any, stride: int, padding: int
+                  ) -> tuple[Any, Any, Any, Any]:
     """Window rows (P_r, B_r, R) at neuron (``row``, ``column``) split into runs of
     consecutive rows at one position: run k of (p, b) is rows starts[p, b, k] …
-    starts[p, b, k + 1] − 1, and counts[p, b] runs. Rows sorted by position
-    (:func:`nobound.bounds.patches.by_position`) make the runs as long as the channels."""
+    starts[p, b, k + 1] − 1 of the counts[p, b] runs, its window's top-left corner (tops[p,
+    b, k], lefts[p, b, k]) = (i·stride − padding, j·stride − padding). Rows sorted by
+    position (:func:`nobound.bounds.patches.by_position`) make the runs as long as the
+    channels."""
     members, batch, rows = row.shape
     starts = np.zeros((members, batch, rows + 1), np.int64)
+    tops = np.zeros((members, batch, rows), np.int64)
+    lefts = np.zeros((members, batch, rows), np.int64)
     counts = np.zeros((members, batch), np.int64)
     for p in range(members):
         for b in range(batch):
@@ -295,10 +300,12 @@ def position_runs(row: Any, column: Any) -> tuple[Any, Any]:
                 if r == 0 or row[p, b, r] != row[p, b, r - 1] or \
                         column[p, b, r] != column[p, b, r - 1]:
                     starts[p, b, k] = r
+                    tops[p, b, k] = row[p, b, r] * stride - padding
+                    lefts[p, b, k] = column[p, b, r] * stride - padding
                     k += 1
             starts[p, b, k] = rows
             counts[p, b] = k
-    return starts, counts
+    return starts, counts, tops, lefts
 
 
 @njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
@@ -309,7 +316,8 @@ def window_relu_step_into(coefficients: Any, lam: Any, slope: Any, intercept: An
     window position (u, v, c) are its maps' entries at (c, i·stride − padding + u,
     j·stride − padding + v) for the row's neuron (i, j), 0 outside the map (the zero-padded
     gather of the plain path). Every row of a run (:func:`position_runs`) reads the same
-    entry, so the loop over a run's rows is the dense step's contiguous loop.
+    entry, so the loop over a run's rows is the dense step's contiguous loop, both sides
+    per entry.
 
     ``coefficients`` (P_a, S, K_h, K_w, C, B_a, R) with S ∈ {1, 2}; ``lam`` (both sides'
     λ), ``slope``, ``intercept`` (P_m, B_m, C, H, W); ``row``, ``column`` (P_r, B_r, R);
@@ -319,47 +327,47 @@ def window_relu_step_into(coefficients: Any, lam: Any, slope: Any, intercept: An
     members, _, kernel_h, kernel_w, channels, batch, rows = out.shape
     sides = coefficients.shape[1]
     height, width = lam.shape[3], lam.shape[4]
-    starts, counts = position_runs(row, column)
+    starts, counts, tops, lefts = position_runs(row, column, stride, padding)
     zero = out.dtype.type(0)
     for p in range(members):
         pa = p if coefficients.shape[0] > 1 else 0
         pm = p if lam.shape[0] > 1 else 0
         pr = p if row.shape[0] > 1 else 0
-        for side in range(2):
-            totals = bias[p, side]
-            totals[:] = zero
-            for u in range(kernel_h):
-                for v in range(kernel_w):
-                    for c in range(channels):
-                        for b in range(batch):
-                            bm = b if lam.shape[1] > 1 else 0
-                            br = b if row.shape[1] > 1 else 0
-                            source_row = coefficients[pa, min(side, sides - 1), u, v, c,
-                                                      b if coefficients.shape[5] > 1 else 0]
-                            target_row = out[p, side, u, v, c, b]
-                            total_row = totals[b]
-                            for k in range(counts[pr, br]):
-                                first, stop = starts[pr, br, k], starts[pr, br, k + 1]
-                                y = row[pr, br, first] * stride - padding + u
-                                x = column[pr, br, first] * stride - padding + v
-                                lam_k, s, t = zero, zero, zero
-                                if 0 <= y < height and 0 <= x < width:
-                                    lam_k = lam[pm, bm, c, y, x]
-                                    s = slope[pm, bm, c, y, x]
-                                    t = intercept[pm, bm, c, y, x]
-                                source = source_row[first:stop]
-                                target = target_row[first:stop]
-                                total = total_row[first:stop]
-                                if side == 0:  # lower: A⁺ λ + A⁻ s, intercept A⁻ t
-                                    for r in range(stop - first):
-                                        value = source[r]
-                                        target[r] = value * (lam_k if value >= zero else s)
-                                        total[r] += min(value, zero) * t
-                                else:  # upper: A⁺ s + A⁻ λ, intercept A⁺ t
-                                    for r in range(stop - first):
-                                        value = source[r]
-                                        target[r] = value * (s if value >= zero else lam_k)
-                                        total[r] += max(value, zero) * t
+        bias[p] = zero
+        for u in range(kernel_h):
+            for v in range(kernel_w):
+                for c in range(channels):
+                    for b in range(batch):
+                        bm = b if lam.shape[1] > 1 else 0
+                        br = b if row.shape[1] > 1 else 0
+                        ba = b if coefficients.shape[5] > 1 else 0
+                        lam_map, s_map, t_map = lam[pm, bm, c], slope[pm, bm, c], \
+                            intercept[pm, bm, c]
+                        lower_source = coefficients[pa, 0, u, v, c, ba]
+                        upper_source = coefficients[pa, sides - 1, u, v, c, ba]
+                        lower_row, upper_row = out[p, 0, u, v, c, b], out[p, 1, u, v, c, b]
+                        lower_total, upper_total = bias[p, 0, b], bias[p, 1, b]
+                        run_starts = starts[pr, br]
+                        for k in range(counts[pr, br]):
+                            first, stop = run_starts[k], run_starts[k + 1]
+                            y, x = tops[pr, br, k] + u, lefts[pr, br, k] + v
+                            lam_k, s, t = zero, zero, zero
+                            if 0 <= y < height and 0 <= x < width:
+                                lam_k, s, t = lam_map[y, x], s_map[y, x], t_map[y, x]
+                            source = lower_source[first:stop]
+                            target = lower_row[first:stop]
+                            total = lower_total[first:stop]
+                            for r in range(stop - first):  # lower: A⁺ λ + A⁻ s, A⁻ t
+                                value = source[r]
+                                target[r] = value * (lam_k if value >= zero else s)
+                                total[r] += min(value, zero) * t
+                            source = upper_source[first:stop]
+                            target = upper_row[first:stop]
+                            total = upper_total[first:stop]
+                            for r in range(stop - first):  # upper: A⁺ s + A⁻ λ, A⁺ t
+                                value = source[r]
+                                target[r] = value * (s if value >= zero else lam_k)
+                                total[r] += max(value, zero) * t
 
 
 @njit(cache=True, boundscheck=False, nogil=True, fastmath={"reassoc", "nsz"})
@@ -376,32 +384,32 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
     members, sides, batch, rows = value.shape
     kernel_h, kernel_w, channels = coefficients.shape[2:5]
     height, width = center.shape[3], center.shape[4]
-    starts, counts = position_runs(row, column)
+    starts, counts, tops, lefts = position_runs(row, column, stride, padding)
     zero = value.dtype.type(0)
     for p in range(members):
         pa = p if coefficients.shape[0] > 1 else 0
         pm = p if center.shape[0] > 1 else 0
         pr = p if row.shape[0] > 1 else 0
+        value[p] = zero
+        spread[p] = zero
         for side in range(sides):
-            values, spreads = value[p, side], spread[p, side]
-            values[:] = zero
-            spreads[:] = zero
             for u in range(kernel_h):
                 for v in range(kernel_w):
                     for c in range(channels):
                         for b in range(batch):
                             bm = b if center.shape[1] > 1 else 0
                             br = b if row.shape[1] > 1 else 0
+                            center_map, radius_map = center[pm, bm, c], radius[pm, bm, c]
                             source_row = coefficients[pa, side, u, v, c,
                                                       b if coefficients.shape[5] > 1 else 0]
-                            value_row, spread_row = values[b], spreads[b]
+                            value_row, spread_row = value[p, side, b], spread[p, side, b]
+                            run_starts = starts[pr, br]
                             for k in range(counts[pr, br]):
-                                first, stop = starts[pr, br, k], starts[pr, br, k + 1]
-                                y = row[pr, br, first] * stride - padding + u
-                                x = column[pr, br, first] * stride - padding + v
+                                y, x = tops[pr, br, k] + u, lefts[pr, br, k] + v
                                 if not (0 <= y < height and 0 <= x < width):
                                     continue  # c = r = 0: adds nothing
-                                middle, half = center[pm, bm, c, y, x], radius[pm, bm, c, y, x]
+                                middle, half = center_map[y, x], radius_map[y, x]
+                                first, stop = run_starts[k], run_starts[k + 1]
                                 source = source_row[first:stop]
                                 total = value_row[first:stop]
                                 width_k = spread_row[first:stop]
