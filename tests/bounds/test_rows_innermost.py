@@ -207,33 +207,36 @@ def _window_neurons(rng, batch_r, count, grid, ordered):
 
 
 class _Maps:
-    """λ (both sides), s, t maps (1, B, C, H, W) as a ReLU relaxation holds them."""
+    """λ (both sides), s, t maps (P, B, C, H, W) as a ReLU relaxation holds them."""
 
-    def __init__(self, rng, batch, shape):
-        self.lower_slope = Tensor(rng.uniform(0, 1, (1, batch, *shape)))
-        self.upper_slope = Tensor(rng.uniform(0, 1, (1, batch, *shape)))
-        self.upper_intercept = Tensor(rng.uniform(0, 2, (1, batch, *shape)))
+    def __init__(self, rng, members, batch, shape):
+        self.lower_slope = Tensor(rng.uniform(0, 1, (members, batch, *shape)))
+        self.upper_slope = Tensor(rng.uniform(0, 1, (members, batch, *shape)))
+        self.upper_intercept = Tensor(rng.uniform(0, 2, (members, batch, *shape)))
         self.lower_slope.data[..., 0, :, :] = 0.0  # a dead channel
 
 
-# (sides, B'_a, B'_r, rows sorted by position): runs of one row and of several
-WINDOW_CASES = [(1, 1, 1, True), (2, 3, 3, False), (2, 1, 3, True), (1, 3, 1, False),
-                (2, 3, 1, True)]
+# (sides, B'_a, B'_r, rows sorted by position, P'_a, P_m): runs of one row and of several,
+# population members on the coefficients or on both
+WINDOW_CASES = [(1, 1, 1, True, 1, 1), (2, 3, 3, False, 1, 1), (2, 1, 3, True, 1, 1),
+                (1, 3, 1, False, 1, 1), (2, 3, 1, True, 1, 1), (2, 3, 3, True, 2, 2),
+                (1, 1, 3, False, 2, 1)]
 
 
-@pytest.mark.parametrize("sides, batch_a, batch_r, ordered", WINDOW_CASES)
-def test_window_relu_step_equals_the_plain_path(sides, batch_a, batch_r, ordered,
-                                                monkeypatch):
+@pytest.mark.parametrize("sides, batch_a, batch_r, ordered, members_a, members_m",
+                         WINDOW_CASES)
+def test_window_relu_step_equals_the_plain_path(sides, batch_a, batch_r, ordered, members_a,
+                                                members_m, monkeypatch):
     """Window rows stored rows-innermost: λ, s, t read at each row's window (0 where the
     window leaves the 9 × 9 map: windows of 5 × 5 with stride 2, padding 2 on a 5 × 5 grid
     of positions reach from −2 to 12), against the plain path's zero-padded gather."""
     rng = np.random.default_rng(20 + sides * 7 + batch_a * 3 + batch_r)
     window = Window(5, 5, 2, 2)
     neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
-    lines = WindowReluLines(_Maps(rng, 3, (3, 9, 9)), neurons, window)
-    A = rng.standard_normal((1, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
+    lines = WindowReluLines(_Maps(rng, members_m, 3, (3, 9, 9)), neurons, window)
+    A = rng.standard_normal((members_a, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
     A[rng.uniform(size=A.shape) < 0.1] = 0.0  # exact zeros: the sign rule's tie
-    a = Tensor(rng.standard_normal((1, sides, batch_a, 60)))
+    a = Tensor(rng.standard_normal((members_a, sides, batch_a, 60)))
     compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
     calls = []
     step = compiled.window_relu_step_into
@@ -245,14 +248,15 @@ def test_window_relu_step_equals_the_plain_path(sides, batch_a, batch_r, ordered
         monkeypatch.setattr(deeppoly, "fused_relu_back_step", lambda *args: None)
         plain, plain_a = deeppoly.relu_back_step(Tensor(A), a, lines, 3)
     assert calls and rows_innermost(fused.data)
-    assert fused.shape == plain.shape == (1, 2, 3, 60, 3, 5, 5)
+    assert fused.shape == plain.shape == (members_a, 2, 3, 60, 3, 5, 5)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(fused_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("sides, batch_a, batch_r, ordered", WINDOW_CASES)
+@pytest.mark.parametrize("sides, batch_a, batch_r, ordered, members_a, members_m",
+                         WINDOW_CASES)
 def test_window_concretisation_equals_the_plain_path(sides, batch_a, batch_r, ordered,
-                                                     monkeypatch):
+                                                     members_a, members_m, monkeypatch):
     """Eq. (2) for window rows stored rows-innermost, the box's centre and radius read at
     each row's window (0 outside the input), against the plain gather and contraction."""
     from nobound.bounds import linf_ball
@@ -260,10 +264,11 @@ def test_window_concretisation_equals_the_plain_path(sides, batch_a, batch_r, or
     rng = np.random.default_rng(40 + sides * 7 + batch_a * 3 + batch_r)
     window = Window(5, 5, 2, 2)
     neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
-    A = rng.standard_normal((1, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
+    A = rng.standard_normal((members_a, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
     A[rng.uniform(size=A.shape) < 0.1] = 0.0
-    region = linf_ball(Tensor(rng.uniform(0, 1, (3, 3, 9, 9))), 0.1)  # clipped: r varies
-    a = Tensor(rng.standard_normal((1, sides, batch_a, 60)))
+    centre = rng.uniform(0, 1, (members_m, 3, 3, 9, 9) if members_m > 1 else (3, 3, 9, 9))
+    region = linf_ball(Tensor(centre), 0.1)  # clipped: r varies
+    a = Tensor(rng.standard_normal((members_a, sides, batch_a, 60)))
     stored = WindowRows(Tensor(_stored_rows_innermost(A)), neurons, (window,))
     compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
     calls = []
@@ -276,7 +281,7 @@ def test_window_concretisation_equals_the_plain_path(sides, batch_a, batch_r, or
         plain = deeppoly.concretise(WindowRows(Tensor(A), neurons, (window,)), a, region)
     assert calls
     for side in ("lower", "upper"):
-        assert fused[side].shape == plain[side].shape == (1, 3, 60)
+        assert fused[side].shape == plain[side].shape == (max(members_a, members_m), 3, 60)
         np.testing.assert_allclose(fused[side].data, plain[side].data, rtol=1e-12,
                                    atol=1e-12)
 
