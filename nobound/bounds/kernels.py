@@ -557,6 +557,18 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     return Tensor(out.reshape(*lead, channels, height, width))
 
 
+def rows_innermost_product(A: Tensor, factor: Any) -> Tensor | None:  # noqa: N803
+    """A ⊙ ``factor`` (a NumPy array broadcast against A) for rows stored rows-innermost,
+    stored rows-innermost too — NumPy's own product picks a memory order from both operands
+    and, with a factor over rows and window positions (the window mask), leaves the layout —
+    or None (another layout, or gradients recorded)."""
+    if not rows_innermost(A.data) or (is_grad_enabled() and A.requires_grad):
+        return None
+    out = np.empty_like(A.data)  # order "K": the same memory order
+    np.multiply(A.data, factor, out=out)
+    return Tensor(out)
+
+
 def fused_conv_bias_term(coefficients: Tensor, bias: Tensor) -> Tensor | None:
     """A b = Σ_(c, h, w) A[c, h, w] b_c for rows-innermost coefficients (P', S, B', R, C, H,
     W) and a shared bias (1, C), as (P', S, B', R); or None (another layout, a population

@@ -259,7 +259,11 @@ class WindowRows:
         if not self.masked:
             mask = _valid_mask(self.neurons, window, *step.output_shape[1:])
             if mask is not None:
-                A = A * mask  # noqa: N806
+                # imported here: the kernels module builds on the layouts
+                from nobound.bounds.kernels import rows_innermost_product
+
+                kept = rows_innermost_product(A, mask)
+                A = A * mask if kept is None else kept  # noqa: N806
         term = step.bias_term(A)
         if isinstance(step, ConvStep):
             return replace(self, A=_conv_back_step(step, A, window), masked=False), term

@@ -305,12 +305,15 @@ def test_rows_sorted_by_position_and_back():
                                           neurons.channel[0, b][position[0, b] == place])
 
 
-@pytest.mark.parametrize("input_shape, convs", [
-    ((1, 14, 14), [(16, 5, 2, 2), (16, 4, 2, 1), (32, 4, 2, 1)]),  # cnn5's shapes, smaller
-    ((3, 9, 9), [(8, 3, 1, 1), (12, 3, 2, 1)]),  # three input channels, stride 1 then 2
+@pytest.mark.parametrize("input_shape, convs, affine", [
+    ((1, 14, 14), [(16, 5, 2, 2), (16, 4, 2, 1), (32, 4, 2, 1)], False),  # cnn5's, smaller
+    ((3, 9, 9), [(8, 3, 1, 1), (12, 3, 2, 1)], False),  # three channels, stride 1 then 2
+    # Normalize and BatchNorm: per-channel maps between the convolutions and ReLUs
+    ((3, 9, 9), [(8, 3, 1, 1), (12, 3, 2, 1)], True),
 ])
 @pytest.mark.parametrize("patches, eps", [("never", 0.1), ("always", 0.1), ("always", 0.02)])
-def test_deeppoly_bounds_equal_and_hold(input_shape, convs, patches, eps, monkeypatch):
+def test_deeppoly_bounds_equal_and_hold(input_shape, convs, affine, patches, eps,
+                                        monkeypatch):
     """DeepPoly with the rows-innermost path equals it without, and without any compiled
     loop; every bound holds at sampled points of the box (``region_samples``). With
     patches, the convolutional neurons' rows are windows (at eps 0.02 only each sample's
@@ -319,7 +322,9 @@ def test_deeppoly_bounds_equal_and_hold(input_shape, convs, patches, eps, monkey
     from nobound.nn.zoo import conv_net
     from nobound.testing.strategies import randomise
 
-    model = conv_net(input_shape, 5, convs, [40], dtype=np.float64)
+    normalize = ([0.4, 0.5, 0.6], [0.3, 0.2, 0.25]) if affine else None
+    model = conv_net(input_shape, 5, convs, [40], batchnorm=affine, normalize=normalize,
+                     dtype=np.float64)
     randomise(model, 11, 1.0, 0.5)
     rng = np.random.default_rng(6)
     region = linf_ball(Tensor(rng.uniform(0, 1, (3, *input_shape))), eps)
