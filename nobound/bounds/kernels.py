@@ -28,7 +28,7 @@ import numpy as np
 
 from nobound.autodiff.ops._compiled import COMPILED_PASS_MIN_SIZE, numba_kernels
 from nobound.autodiff.tensor import Tensor, is_grad_enabled
-from nobound.bounds.patches import WindowReluLines, WindowRows
+from nobound.bounds.patches import NeuronRows, WindowReluLines, WindowRows
 from nobound.bounds.regions import Box
 from nobound.bounds.rows import DenseRows, ReluLines
 
@@ -302,52 +302,55 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
     return _step_tensors(out, bias, inputs, vjp)
 
 
-def _rows_innermost_window_step(inputs: Sequence[Tensor], lines: WindowReluLines
-                                ) -> tuple[Tensor, Tensor] | None:
-    """The ReLU step on window rows stored rows-innermost, writing rows-innermost ones;
-    ``inputs`` = (A, λ, s, t), the caller has checked the arrays (no gradients: only
-    :func:`fused_transposed_conv` stores rows so, and only without)."""
+def _rows_innermost_window_arrays(inputs: Sequence[Tensor], neurons: NeuronRows
+                                  ) -> tuple[Any, list[np.ndarray]] | None:
+    """For the rows-innermost window loops: the compiled module and [A as stored (P', S, K,
+    K, C, B', R), the maps of ``inputs[1:]``, the rows' ``row``, ``column``], C-contiguous;
+    or None (gradients recorded, or no Numba). ``inputs[0]`` is A, stored rows-innermost;
+    the caller has checked the arrays."""
     if is_grad_enabled() and any(t.requires_grad for t in inputs):
         return None
     compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
     if compiled is None:
         return None
-    data = inputs[0].data
-    stored = np.ascontiguousarray(data.transpose(_INNERMOST_ORDER))  # a view
-    maps = [np.ascontiguousarray(t.data) for t in inputs[1:]]
-    row, column = (np.ascontiguousarray(x) for x in (lines.neurons.row, lines.neurons.column))
-    members = max(data.shape[0], maps[0].shape[0], row.shape[0])
-    batch = max(data.shape[2], maps[0].shape[1], row.shape[1])
-    rows, features = data.shape[3], data.shape[4:]
-    out = np.empty((members, 2, features[1], features[2], features[0], batch, rows),
+    stored = np.ascontiguousarray(inputs[0].data.transpose(_INNERMOST_ORDER))  # a view
+    return compiled, [stored, *(np.ascontiguousarray(t.data) for t in inputs[1:]),
+                      *(np.ascontiguousarray(x) for x in (neurons.row, neurons.column))]
+
+
+def _rows_innermost_window_step(inputs: Sequence[Tensor], lines: WindowReluLines
+                                ) -> tuple[Tensor, Tensor] | None:
+    """The ReLU step on window rows stored rows-innermost, writing rows-innermost ones;
+    ``inputs`` = (A, λ, s, t), checked by the caller."""
+    if (prepared := _rows_innermost_window_arrays(inputs, lines.neurons)) is None:
+        return None
+    compiled, arrays = prepared
+    data, maps, row = inputs[0].data, arrays[1], arrays[4]
+    members = max(data.shape[0], maps.shape[0], row.shape[0])
+    batch = max(data.shape[2], maps.shape[1], row.shape[1])
+    channels, height, width = data.shape[4:]
+    out = np.empty((members, 2, height, width, channels, batch, data.shape[3]),
                    dtype=data.dtype)
-    bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
-    compiled.window_relu_step_into(stored, *maps, row, column, lines.window.stride,
-                                   lines.window.padding, out, bias)
+    bias = np.empty((members, 2, batch, data.shape[3]), dtype=data.dtype)
+    compiled.window_relu_step_into(*arrays, lines.window.stride, lines.window.padding, out,
+                                   bias)
     return Tensor(out.transpose(_INNERMOST_ORDER)), Tensor(bias)
 
 
 def _rows_innermost_window_concretise(A: WindowRows, a: Tensor | None,  # noqa: N803
                                       inputs: Sequence[Tensor]) -> dict[str, Tensor] | None:
     """Eq. (2) for window rows stored rows-innermost on the input, in one pass; ``inputs``
-    = (A, centre, radius) with a population axis, checked by the caller; or None
-    (gradients recorded, or no Numba)."""
-    if is_grad_enabled() and any(t.requires_grad for t in inputs):
+    = (A, centre, radius) with a population axis, checked by the caller."""
+    if (prepared := _rows_innermost_window_arrays(inputs, A.neurons)) is None:
         return None
-    compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
-    if compiled is None:
-        return None
-    data = A.A.data
-    stored = np.ascontiguousarray(data.transpose(_INNERMOST_ORDER))  # a view
-    maps = [np.ascontiguousarray(t.data) for t in inputs[1:]]
-    row, column = (np.ascontiguousarray(x) for x in (A.neurons.row, A.neurons.column))
-    shape = (max(data.shape[0], maps[0].shape[0], row.shape[0]), data.shape[1],
-             max(data.shape[2], maps[0].shape[1], row.shape[1]), data.shape[3])
+    compiled, arrays = prepared
+    data, maps, row = A.A.data, arrays[1], arrays[3]
+    shape = (max(data.shape[0], maps.shape[0], row.shape[0]), data.shape[1],
+             max(data.shape[2], maps.shape[1], row.shape[1]), data.shape[3])
     value = np.empty(shape, dtype=data.dtype)
     spread = np.empty(shape, dtype=data.dtype)
     window = A.windows[0]
-    compiled.window_concretise_into(stored, *maps, row, column, window.stride, window.padding,
-                                    value, spread)
+    compiled.window_concretise_into(*arrays, window.stride, window.padding, value, spread)
     return _sides_of(Tensor(value), Tensor(spread), a)
 
 
@@ -455,9 +458,8 @@ def goes_rows_innermost(coefficients: Tensor, weight: Tensor) -> bool:
 def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
                          in_shape: tuple[int, int, int], stride: int, padding: int
                          ) -> Tensor | None:
-    """A W for whole-map rows stored rows-innermost or numerous enough to be (B'·R ≥
-    MIN_ROWS_INNERMOST), rows-innermost; or None. The caller has checked the weight, the
-    arrays and that no gradient is recorded."""
+    """A W, rows-innermost, for rows that :func:`goes_rows_innermost` sends there (on whole
+    maps or on windows); or None."""
     if not goes_rows_innermost(coefficients, weight):
         return None
     compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
