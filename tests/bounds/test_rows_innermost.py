@@ -2,10 +2,12 @@
 the same numbers as the row-major paths and the engine.
 
 The layout is a memory order only: coefficients keep their logical shape (P', S, B', R, C,
-H, W). Checked in float64 against the engine's transposed convolution, the plain ReLU step
-and the plain bias term, then DeepPoly end to end on networks whose rows take the path —
-against the same computation with it switched off and with every compiled loop off, and
-against sampled points of the input box (vertices, points near the corners, uniform points).
+H, W), on whole maps and on receptive-field windows. Checked in float64 against the
+engine's transposed convolution, the plain ReLU step, the plain bias term and the plain
+eq. (2) (on windows: each row's λ, s, t and box read at its position, rows in runs at one
+position or not), then DeepPoly end to end on networks whose rows take the path — against
+the same computation with it switched off and with every compiled loop off, and against
+sampled points of the input box (vertices, points near the corners, uniform points).
 """
 
 from __future__ import annotations
