@@ -566,9 +566,11 @@ def rows_innermost_product(A: Tensor, factor: Any) -> Tensor | None:  # noqa: N8
     or None (another layout, or gradients recorded)."""
     if not rows_innermost(A.data) or (is_grad_enabled() and A.requires_grad):
         return None
-    out = np.empty_like(A.data)  # order "K": the same memory order
-    np.multiply(A.data, factor, out=out)
-    return Tensor(out)
+    stored = A.data.transpose(_INNERMOST_ORDER)  # C-contiguous: the memory order
+    factor = np.broadcast_to(factor, np.broadcast_shapes(factor.shape, (1,) * A.ndim))
+    # both operands in the memory order: one streaming loop, the factor broadcast along C
+    out = np.multiply(stored, np.ascontiguousarray(factor.transpose(_INNERMOST_ORDER)))
+    return Tensor(out.transpose(_INNERMOST_ORDER))
 
 
 def fused_conv_bias_term(coefficients: Tensor, bias: Tensor) -> Tensor | None:
