@@ -15,7 +15,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from nobound.autodiff.tensor import Tensor
+from nobound.autodiff.tensor import Tensor, no_grad
 from nobound.backend import device_of, get_array_module, to_numpy
 from nobound.bounds import BoundsPlan, Box, compute_bounds, linf_ball, margin_spec, patches
 from nobound.bounds.deeppoly import ReluRelaxation, bound_rows, deeppoly_relaxations
@@ -108,6 +108,23 @@ def test_window_bounds_equal_dense_bounds(network, eps, seed, with_spec):
     dense, dense_window_rows = bounds_in_mode("never", model, region, spec)
     windowed, window_rows = bounds_in_mode("always", model, region, spec)
     assert dense_window_rows == 0
+    event("rows bounded on windows" if window_rows else "no conv rows to bound")
+    assert_same_bounds(windowed, dense)
+
+
+@settings(max_examples=80)
+@given(network=patch_networks(), eps=st.sampled_from([0.05, 0.2, 0.5, 1.0]),
+       seed=st.integers(0, 2**16), with_spec=st.booleans())
+def test_window_bounds_equal_dense_bounds_without_gradients(network, eps, seed, with_spec):
+    """The same without gradients recorded (bounds for a certifier, not for training): rows
+    numerous enough are stored rows-innermost, on windows and on whole maps, and take those
+    loops (``tests/bounds/test_rows_innermost.py``)."""
+    model, input_shape = network
+    region, rng = random_region(input_shape, 2, eps, seed)
+    spec = margin_spec(rng.integers(0, 3, 2), 3) if with_spec else None
+    with no_grad():
+        dense, _ = bounds_in_mode("never", model, region, spec)
+        windowed, window_rows = bounds_in_mode("always", model, region, spec)
     event("rows bounded on windows" if window_rows else "no conv rows to bound")
     assert_same_bounds(windowed, dense)
 
