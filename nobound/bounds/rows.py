@@ -138,9 +138,15 @@ class RowSet:
             yield start, stop, self.make(start, stop)
 
 
+def row_sizes(network: Network, end: int, stop: int = -1) -> list[int]:
+    """The coefficients a dense row of node ``end`` holds on each node it is
+    back-substituted onto: the inputs of steps stop + 1 … end (node ``stop`` first)."""
+    return [prod(step.input_shape) for step in network.steps[stop + 1:end + 1]]
+
+
 def dense_chunk(network: Network, end: int, box: Box, plan: BoundsPlan, stop: int = -1) -> int:
     """Dense rows of node ``end`` (back to node ``stop``) that fit the budget at once."""
-    sizes = [prod(step.input_shape) for step in network.steps[stop + 1:end + 1]]
+    sizes = row_sizes(network, end, stop)
     sizes.append(prod(network.steps[end].output_shape) if end >= 0 else
                  prod(network.input_shape))
     return plan.rows_per_chunk(sizes, 1, box.lower.data.itemsize, network.population or 1,
@@ -250,4 +256,4 @@ def neuron_rows(network: Network, end: int, box: Box, plan: BoundsPlan,
 
 
 __all__ = ["DenseRows", "ReluLines", "RowSet", "contract", "dense_chunk", "identity_rows",
-           "neuron_rows", "per_neuron", "per_side", "spec_rows"]
+           "neuron_rows", "per_neuron", "per_side", "row_sizes", "spec_rows"]

@@ -21,7 +21,6 @@ the padded work — never when the counts are alike (random weights: every neuro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from math import prod
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from nobound.bounds.ibp import interval_bounds
 from nobound.bounds.linear_bounds import BoundResult, LinearBounds
 from nobound.bounds.network import Network, ReluStep
 from nobound.bounds.regions import Box
+from nobound.bounds.rows import row_sizes
 
 MIN_GROUP = 16      # samples: smaller groups make the matrix products too thin
 MIN_SAVING = 0.1    # of the padded work, for each doubling of the number of groups
@@ -80,7 +80,7 @@ def row_counts(network: Network, box: Box, splits: Mapping[int, Any] | None,
         # counted where the bounds are; only (B,) numbers come to the host
         per_sample = to_numpy(unstable.reshape(unstable.shape[0], unstable.shape[1], -1)
                               .sum(axis=(0, 2)))
-        cost = sum(prod(step.input_shape) for step in network.steps[:end + 1])
+        cost = sum(row_sizes(network, end))
         columns.append(per_sample.astype(float) * cost)
     if not columns:
         return np.zeros((box.batch_size, 0))
