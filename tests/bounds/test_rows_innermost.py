@@ -218,6 +218,26 @@ class _Maps:
         self.lower_slope.data[..., 0, :, :] = 0.0  # a dead channel
 
 
+def _counted(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.name`` by a wrapper that records each call; returns the record."""
+    record, original = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: record.append(1) or original(*args))
+    return record
+
+
+def _window_case(seed, sides, batch_a, batch_r, ordered, members_a):
+    """A window (5 × 5, stride 2, padding 2: on a 5 × 5 grid of positions it reaches from
+    −2 to 12, beyond a 9 × 9 map on every side), 60 rows on it, their coefficients
+    (P'_a, S, B'_a, 60, 3, 5, 5) with exact zeros (the sign rule's tie) and a (P'_a, S,
+    B'_a, 60)."""
+    rng = np.random.default_rng(seed)
+    neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
+    A = rng.standard_normal((members_a, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
+    A[rng.uniform(size=A.shape) < 0.1] = 0.0
+    a = Tensor(rng.standard_normal((members_a, sides, batch_a, 60)))
+    return rng, Window(5, 5, 2, 2), neurons, A, a
+
+
 # (sides, B'_a, B'_r, rows sorted by position, P'_a, P_m): runs of one row and of several,
 # population members on the coefficients or on both
 WINDOW_CASES = [(1, 1, 1, True, 1, 1), (2, 3, 3, False, 1, 1), (2, 1, 3, True, 1, 1),
@@ -230,20 +250,12 @@ WINDOW_CASES = [(1, 1, 1, True, 1, 1), (2, 3, 3, False, 1, 1), (2, 1, 3, True, 1
 def test_window_relu_step_equals_the_plain_path(sides, batch_a, batch_r, ordered, members_a,
                                                 members_m, monkeypatch):
     """Window rows stored rows-innermost: λ, s, t read at each row's window (0 where the
-    window leaves the 9 × 9 map: windows of 5 × 5 with stride 2, padding 2 on a 5 × 5 grid
-    of positions reach from −2 to 12), against the plain path's zero-padded gather."""
-    rng = np.random.default_rng(20 + sides * 7 + batch_a * 3 + batch_r)
-    window = Window(5, 5, 2, 2)
-    neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
+    window leaves the map), against the plain path's zero-padded gather."""
+    rng, window, neurons, A, a = _window_case(  # noqa: N806
+        20 + sides * 7 + batch_a * 3 + batch_r, sides, batch_a, batch_r, ordered, members_a)
     lines = WindowReluLines(_Maps(rng, members_m, 3, (3, 9, 9)), neurons, window)
-    A = rng.standard_normal((members_a, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
-    A[rng.uniform(size=A.shape) < 0.1] = 0.0  # exact zeros: the sign rule's tie
-    a = Tensor(rng.standard_normal((members_a, sides, batch_a, 60)))
-    compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
-    calls = []
-    step = compiled.window_relu_step_into
-    monkeypatch.setattr(compiled, "window_relu_step_into",
-                        lambda *args: calls.append(1) or step(*args))
+    calls = _counted(monkeypatch, kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS),
+                     "window_relu_step_into")
     with no_grad():
         fused, fused_a = deeppoly.relu_back_step(Tensor(_stored_rows_innermost(A)), a, lines,
                                                  3)
@@ -263,20 +275,13 @@ def test_window_concretisation_equals_the_plain_path(sides, batch_a, batch_r, or
     each row's window (0 outside the input), against the plain gather and contraction."""
     from nobound.bounds import linf_ball
 
-    rng = np.random.default_rng(40 + sides * 7 + batch_a * 3 + batch_r)
-    window = Window(5, 5, 2, 2)
-    neurons = _window_neurons(rng, batch_r, 60, 5, ordered)
-    A = rng.standard_normal((members_a, sides, batch_a, 60, 3, 5, 5))  # noqa: N806
-    A[rng.uniform(size=A.shape) < 0.1] = 0.0
+    rng, window, neurons, A, a = _window_case(  # noqa: N806
+        40 + sides * 7 + batch_a * 3 + batch_r, sides, batch_a, batch_r, ordered, members_a)
     centre = rng.uniform(0, 1, (members_m, 3, 3, 9, 9) if members_m > 1 else (3, 3, 9, 9))
     region = linf_ball(Tensor(centre), 0.1)  # clipped: r varies
-    a = Tensor(rng.standard_normal((members_a, sides, batch_a, 60)))
     stored = WindowRows(Tensor(_stored_rows_innermost(A)), neurons, (window,))
-    compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
-    calls = []
-    concretise = compiled.window_concretise_into
-    monkeypatch.setattr(compiled, "window_concretise_into",
-                        lambda *args: calls.append(1) or concretise(*args))
+    calls = _counted(monkeypatch, kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS),
+                     "window_concretise_into")
     with no_grad():
         fused = deeppoly.concretise(stored, a, region)
         monkeypatch.setattr(deeppoly, "fused_concretise", lambda *args: None)
@@ -332,13 +337,8 @@ def test_deeppoly_bounds_equal_and_hold(input_shape, convs, affine, patches, eps
     region = linf_ball(Tensor(rng.uniform(0, 1, (3, *input_shape))), eps)
     spec = margin_spec(rng.integers(0, 5, 3), 5)
     compiled = kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS)
-    calls = {name: [] for name in ("transposed_conv_into", "window_relu_step_into",
-                                   "window_concretise_into")}
-    for name, record in calls.items():
-        loop = getattr(compiled, name)
-        monkeypatch.setattr(compiled, name,
-                            lambda *args, loop=loop, record=record: record.append(1) or
-                            loop(*args))
+    calls = {name: _counted(monkeypatch, compiled, name) for name in
+             ("transposed_conv_into", "window_relu_step_into", "window_concretise_into")}
 
     def bounds(**kernel_settings):
         with monkeypatch.context() as patch, no_grad():
@@ -347,10 +347,7 @@ def test_deeppoly_bounds_equal_and_hold(input_shape, convs, affine, patches, eps
             return compute_bounds(model, region, method="deeppoly", spec=spec,
                                   plan=BoundsPlan(patches=patches, sample_groups="never"))
 
-    chosen = []
-    choose = patches_module.chosen_neurons
-    monkeypatch.setattr(patches_module, "chosen_neurons",
-                        lambda *args: chosen.append(1) or choose(*args))
+    chosen = _counted(monkeypatch, patches_module, "chosen_neurons")
     innermost = bounds()
     assert calls["transposed_conv_into"], "the rows-innermost products did not run"
     if patches == "always":
