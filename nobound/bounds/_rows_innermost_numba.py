@@ -93,10 +93,12 @@ def tap_runs(weight: Any, stride: int) -> Any:
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, padding: int,
-                         out: Any) -> None:
+                         out: Any, bias: Any, bias_term: Any) -> None:
     """out = the transposed convolution of ``maps`` for the weight whose :func:`tap_runs`
     are ``runs``: maps (blocks, Hi, Wi·O, N) → out (blocks, Ho, Wo·C, N), both
-    rows-innermost and C-contiguous (pixel-major, channels, then the N = B'·R columns).
+    rows-innermost and C-contiguous (pixel-major, channels, then the N = B'·R columns);
+    with a ``bias`` (O,) (length 0: none), also the bias term bias_term (blocks, N) = Σ over
+    the maps' neurons of A · b (:func:`add_bias_term`).
 
     An input pixel (oy, ox) reaches output (y, x) through the kernel entry (ky, kx) with
     y = oy·stride − padding + ky and x likewise. For output column x the entries of a
@@ -115,10 +117,16 @@ def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, p
     # stay in cache between the kernel rows that reach them)
     sizes = np.array([0, channels, 0, columns, run_width, columns], np.int32)
     zero = out.dtype.type(0)
+    with_bias = bias.size > 0
     for block in range(blocks):
+        if with_bias:
+            bias_term[block] = zero
         for first_column in range(0, columns, COLUMN_BLOCK):
             width = min(COLUMN_BLOCK, columns - first_column)
             sizes[0] = width
+            totals = bias_term[block, first_column:first_column + width] if with_bias \
+                else bias_term[0, :0]
+            summed = 0  # the input rows oy < summed are in the bias term of this block
             for y in range(out_h):
                 target_row = out[block, y, :, first_column:first_column + width]
                 first = True  # no product has reached this output row yet
@@ -129,6 +137,10 @@ def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, p
                     if oy >= in_h:
                         break
                     source_row = maps[block, oy, :, first_column:first_column + width]
+                    while with_bias and summed <= oy:  # first read: the rows are in cache
+                        add_bias_term(maps, block, summed, 0, in_wo, first_column, bias,
+                                      totals)
+                        summed += 1
                     for x in range(out_w):
                         phase = (x + padding) % stride
                         top = min(kernel_w - 1, x + padding)
@@ -148,18 +160,39 @@ def transposed_conv_into(maps: Any, runs: Any, out_channels: int, stride: int, p
                     first = False
                 if first:  # no kernel row reaches output row y
                     target_row[:] = zero
+            while with_bias and summed < in_h:  # input rows no output row reads
+                add_bias_term(maps, block, summed, 0, in_wo, first_column, bias, totals)
+                summed += 1
+
+
+@njit(inline="always", nogil=True, boundscheck=False)
+def add_bias_term(maps: Any, block: int, oy: int, first: int, stop: int, first_column: int,
+                  bias: Any, totals: Any) -> None:
+    """totals += Σ_k b_(k mod O) maps[block, oy, k, first_column:] over k = first … stop − 1
+    (neurons x·O + o of input row oy): a convolution's bias term A b = Σ_(c, h, w) A[c, h,
+    w] b_c, a few neurons at a time (each column's sum in another order than a matrix
+    product's)."""
+    out_channels = bias.size
+    width = totals.size
+    for k in range(first, stop):
+        weight = bias[k % out_channels]
+        values = maps[block, oy, k, first_column:first_column + width]  # 1-D: vectorised
+        for r in range(width):
+            totals[r] += weight * values[r]
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
-                              out: Any) -> None:
+                              out: Any, bias: Any, bias_term: Any) -> None:
     """The same transposed convolution for few output channels C (a first layer), where
     :func:`transposed_conv_into`'s products would be matrix-vector products: per input
     pixel one product (kh·kw·C × O)(O × N) gives its contributions to every output pixel
     its kernel reaches, each then added (contiguous numbers) onto that pixel,
     FOLD_COLUMN_BLOCK of the N = B'·R columns at a time.
 
-    ``maps`` (blocks, Hi, Wi·O, N), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, N).
+    ``maps`` (blocks, Hi, Wi·O, N), ``weight`` (O, C, kh, kw), ``out`` (blocks, Ho, Wo·C, N);
+    ``bias`` and ``bias_term`` as for :func:`transposed_conv_into`, each input pixel's share
+    added right after its product has read it.
     """
     blocks, in_h, in_wo, columns = maps.shape
     out_channels, channels, kernel_h, kernel_w = weight.shape
@@ -179,8 +212,11 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
     sizes = np.array([0, entries, out_channels, columns, out_channels, FOLD_COLUMN_BLOCK],
                      np.int32)  # m n k lda ldb ldc
     zero = out.dtype.type(0)
+    with_bias = bias.size > 0
     for block in range(blocks):
         out[block] = zero
+        if with_bias:
+            bias_term[block] = zero
         for first_column in range(0, columns, FOLD_COLUMN_BLOCK):
             width = min(FOLD_COLUMN_BLOCK, columns - first_column)
             sizes[0] = width
@@ -189,6 +225,10 @@ def transposed_conv_fold_into(maps: Any, weight: Any, stride: int, padding: int,
                     source = maps[block, oy, ox * out_channels:, first_column:]
                     # column-major BLAS: productsᵀ (R × entries) = sourceᵀ (R × O) · matrixᵀ
                     _gemm(transposes, sizes, scalars, source, matrix, scalars[1:], products)
+                    if with_bias:
+                        add_bias_term(maps, block, oy, ox * out_channels,
+                                      (ox + 1) * out_channels, first_column, bias,
+                                      bias_term[block, first_column:first_column + width])
                     for ky in range(kernel_h):
                         y = oy * stride - padding + ky
                         if y < 0 or y >= out_h:
@@ -423,10 +463,13 @@ def warm_up() -> None:
     for dtype in (np.float32, np.float64):
         weight = np.ones((1, 1, 2, 2), dtype=dtype)
         runs = tap_runs(weight, 1)
-        transposed_conv_into(np.ones((1, 1, 1, 2), dtype=dtype), runs, 1, 1, 0,
-                             np.empty((1, 2, 2, 2), dtype=dtype))
-        transposed_conv_fold_into(np.ones((1, 1, 1, 2), dtype=dtype), weight, 1, 0,
-                                  np.empty((1, 2, 2, 2), dtype=dtype))
+        for bias in (np.ones(1, dtype=dtype), np.empty(0, dtype=dtype)):
+            transposed_conv_into(np.ones((1, 1, 1, 2), dtype=dtype), runs, 1, 1, 0,
+                                 np.empty((1, 2, 2, 2), dtype=dtype), bias,
+                                 np.empty((1, 2), dtype=dtype))
+            transposed_conv_fold_into(np.ones((1, 1, 1, 2), dtype=dtype), weight, 1, 0,
+                                      np.empty((1, 2, 2, 2), dtype=dtype), bias,
+                                      np.empty((1, 2), dtype=dtype))
         line = np.ones((1, 1, 1), dtype=dtype)
         relu_step_into(np.ones((1, 1, 1, 1, 2), dtype=dtype), line, line, line, line,
                        np.empty((1, 2, 1, 1, 2), dtype=dtype),

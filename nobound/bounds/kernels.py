@@ -11,8 +11,9 @@ keep the plain path.
   at each row's window instead of gathering them; differentiable the same way.
 * :func:`fused_transposed_conv`: A W for a convolution without the engine's im2col; rows
   numerous enough come back stored rows-innermost (:func:`rows_innermost`), a memory
-  order the ReLU step, the convolution's bias term and eq. (2) keep, on whole maps and on
-  windows (module ``_rows_innermost_numba``).
+  order the ReLU step and eq. (2) keep, on whole maps and on windows (module
+  ``_rows_innermost_numba``); :func:`fused_conv_back_step` adds the convolution's bias
+  term to those products.
 
 Sums are added in another order than the plain path's matrix products and reductions, so
 they may differ in the last bits.
@@ -456,10 +457,10 @@ def goes_rows_innermost(coefficients: Tensor, weight: Tensor) -> bool:
 
 
 def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
-                         in_shape: tuple[int, int, int], stride: int, padding: int
-                         ) -> Tensor | None:
-    """A W, rows-innermost, for rows that :func:`goes_rows_innermost` sends there (on whole
-    maps or on windows); or None."""
+                         in_shape: tuple[int, int, int], stride: int, padding: int,
+                         bias: Tensor | None = None) -> tuple[Tensor, Tensor | None] | None:
+    """(A W, A b or None without ``bias``), A W rows-innermost, for rows that
+    :func:`goes_rows_innermost` sends there (on whole maps or on windows); or None."""
     if not goes_rows_innermost(coefficients, weight):
         return None
     compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
@@ -467,12 +468,34 @@ def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
     maps = _innermost_blocks(data)
     out = np.empty((maps.shape[0], in_shape[1], in_shape[2] * in_shape[0], maps.shape[-1]),
                    dtype=data.dtype)
+    if bias is None:
+        bias_values, term = np.empty(0, dtype=data.dtype), np.empty((1, 0), dtype=data.dtype)
+    else:
+        bias_values = np.ascontiguousarray(bias.data.reshape(-1), dtype=data.dtype)
+        term = np.empty((maps.shape[0], maps.shape[-1]), dtype=data.dtype)
     if in_shape[0] < MIN_ROWS_INNERMOST_PRODUCT_CHANNELS:
-        compiled.transposed_conv_fold_into(maps, weight.data, stride, padding, out)
+        compiled.transposed_conv_fold_into(maps, weight.data, stride, padding, out,
+                                           bias_values, term)
     else:
         compiled.transposed_conv_into(maps, compiled.tap_runs(weight.data, stride),
-                                      weight.shape[0], stride, padding, out)
-    return Tensor(_logical(out, data.shape[:4], in_shape))
+                                      weight.shape[0], stride, padding, out, bias_values, term)
+    return Tensor(_logical(out, data.shape[:4], in_shape)), \
+        None if bias is None else Tensor(term.reshape(data.shape[:4]))
+
+
+def fused_conv_back_step(coefficients: Tensor, weight: Tensor, bias: Tensor,
+                         in_shape: tuple[int, int, int], stride: int, padding: int
+                         ) -> tuple[Tensor, Tensor] | None:
+    """(A W, A b) of a convolution with a shared bias (1, O) from one compiled pass, for
+    rows :func:`goes_rows_innermost` sends there; or None (then
+    :func:`fused_transposed_conv` and the step's own bias term apply).
+
+    The bias term A b = Σ_(c, h, w) A[c, h, w] b_c is summed while the products read each
+    block of A, so it costs no pass of its own over the coefficients."""
+    if bias.shape[0] != 1 or not _numpy_floats((coefficients, bias)) or \
+            (is_grad_enabled() and bias.requires_grad):
+        return None
+    return _rows_innermost_conv(coefficients, weight, in_shape, stride, padding, bias)
 
 
 def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
@@ -486,8 +509,8 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     Rows (P', S, B', R, O, Ho, Wo) — on whole maps or on windows — that are stored
     rows-innermost, or number B'·R ≥ MIN_ROWS_INNERMOST per member and side, come back
     rows-innermost (:func:`rows_innermost`), by ``_rows_innermost_numba``'s products without
-    a fold; the ReLU step, the convolution's bias term and eq. (2) keep that layout (on
-    windows too), the other steps take any.
+    a fold; the ReLU step and eq. (2) keep that layout (on windows too), the other steps
+    take any.
 
     Otherwise both compute, per map, x = col2im(Wᵀ y): every input pixel's O values times W
     give that pixel's C·kh·kw contributions, scatter-added onto the output, block of maps by
@@ -501,7 +524,7 @@ def fused_transposed_conv(coefficients: Tensor, weight: Tensor,
     """
     if (innermost := _rows_innermost_conv(coefficients, weight, in_shape, stride,
                                           padding)) is not None:
-        return innermost
+        return innermost[0]
     if weight.ndim != 4 or (is_grad_enabled() and (coefficients.requires_grad or
                                                    weight.requires_grad)):
         return None
@@ -571,21 +594,3 @@ def rows_innermost_product(A: Tensor, factor: Any) -> Tensor | None:  # noqa: N8
     # both operands in the memory order: one streaming loop, the factor broadcast along C
     out = np.multiply(stored, np.ascontiguousarray(factor.transpose(_INNERMOST_ORDER)))
     return Tensor(out.transpose(_INNERMOST_ORDER))
-
-
-def fused_conv_bias_term(coefficients: Tensor, bias: Tensor) -> Tensor | None:
-    """A b = Σ_(c, h, w) A[c, h, w] b_c for rows-innermost coefficients (P', S, B', R, C, H,
-    W) and a shared bias (1, C), as (P', S, B', R); or None (another layout, a population
-    bias, or gradients recorded).
-
-    Rows-innermost, that is one vector-matrix product per member and side: b repeated in
-    the neuron order (h, w, c) times the (H·W·C × B'·R) block."""
-    data = coefficients.data
-    if not rows_innermost(data) or bias.shape[0] != 1 or \
-            not _numpy_floats((coefficients, bias)) or \
-            (is_grad_enabled() and (coefficients.requires_grad or bias.requires_grad)):
-        return None
-    blocks = _innermost_blocks(data)
-    per_neuron = np.tile(bias.data.reshape(-1), data.shape[5] * data.shape[6])
-    out = np.matmul(per_neuron, blocks.reshape(blocks.shape[0], -1, blocks.shape[-1]))
-    return Tensor(out.reshape(data.shape[:4]))

@@ -223,14 +223,23 @@ def _unit_windows(neurons: NeuronRows, channels: int) -> Tensor:
     return Tensor(one_hot.reshape(lead[0], 1, lead[1], lead[2], channels, 1, 1))
 
 
-def _conv_back_step(step: ConvStep, coefficients: Tensor, window: Window) -> Tensor:
-    """A ↦ A W on a window: the "full" transposed convolution (padding 0)."""
+def _conv_back_step(step: ConvStep, coefficients: Tensor, window: Window
+                    ) -> tuple[Tensor, Tensor | None]:
+    """(A W, A b) on a window: the "full" transposed convolution (padding 0) and the bias
+    term, from one compiled pass where the rows go rows-innermost."""
+    # imported here: the kernels module builds on the layouts
+    from nobound.bounds.kernels import fused_conv_back_step
+
     kernel_h, kernel_w = step.weight.shape[-2:]
     size = ((window.height - 1) * step.stride + kernel_h,
             (window.width - 1) * step.stride + kernel_w)
+    in_shape = (step.weight.shape[-3], *size)
+    if step.bias is not None and (fused := fused_conv_back_step(
+            coefficients, step.weight, step.bias, in_shape, step.stride, 0)) is not None:
+        return fused
     out_shape = (step.weight.shape[-4], window.height, window.width)
-    return transposed_conv(coefficients, step.weight, out_shape,
-                           (step.weight.shape[-3], *size), step.stride, 0)
+    return transposed_conv(coefficients, step.weight, out_shape, in_shape, step.stride, 0), \
+        step.bias_term(coefficients)
 
 
 @dataclass(frozen=True)
@@ -264,10 +273,10 @@ class WindowRows:
 
                 kept = rows_innermost_product(A, mask)
                 A = A * mask if kept is None else kept  # noqa: N806
-        term = step.bias_term(A)
         if isinstance(step, ConvStep):
-            return replace(self, A=_conv_back_step(step, A, window), masked=False), term
-        return replace(self, A=step.backward(A), masked=True), term
+            A, term = _conv_back_step(step, A, window)  # noqa: N806
+            return replace(self, A=A, masked=False), term
+        return replace(self, A=step.backward(A), masked=True), step.bias_term(A)
 
     def relu_lines(self, relaxation: ReluRelaxation, index: int) -> WindowReluLines:
         """λ, s, t at each row's window (0 on padded positions, so they drop out)."""

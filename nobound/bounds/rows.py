@@ -88,7 +88,8 @@ class DenseRows:
 
     def through(self, step: Step) -> tuple[DenseRows, Tensor | None]:
         """(A W, A b) for an affine step z = W v + b: the step computes both."""
-        return DenseRows(step.backward(self.A)), step.bias_term(self.A)
+        A, term = step.back_substitute(self.A)  # noqa: N806
+        return DenseRows(A), term
 
     def relu_lines(self, relaxation: ReluRelaxation, index: int) -> ReluLines:
         if relaxation.row_lines is not None:  # (P', B, R, *n) → (P', 1, B, R, *n)

@@ -17,6 +17,7 @@ shape (P', *middle, *features) — a leading population axis P' ∈ {1, P}, then
     forward_abs(r)    = |W| r            (radii; eq. 3)
     backward(A)       = A W              (back-substitution of row coefficients; eq. 4)
     bias_term(A)      = A b              (the constant collected on the way)
+    back_substitute(A) = (A W, A b)      (both, computed together where that is faster)
 
 ``backward`` of a convolution is the transposed convolution, never an unrolled matrix.
 Parameters carry their population axis: (P', out, in) for Linear, (P', C) per channel.
@@ -70,6 +71,11 @@ class Step:
     def samples(self, start: int, stop: int) -> Step:
         """The step for batch elements start…stop−1 (only per-sample steps change)."""
         return self
+
+    def back_substitute(self, coefficients: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(A W, A b) for an affine step: :meth:`backward` and :meth:`bias_term`, which a
+        step may compute together."""
+        return self.backward(coefficients), self.bias_term(coefficients)
 
 
 class ReluStep(Step):
@@ -202,10 +208,6 @@ class ConvStep(Step):
         sums over short trailing axes, 9 or 49 positions, are not vectorised well)."""
         if self.bias is None:
             return None
-        from nobound.bounds.kernels import fused_conv_bias_term  # see transposed_conv
-
-        if (fused := fused_conv_bias_term(coefficients, self.bias)) is not None:
-            return fused
         middle = self._middle(coefficients, self.output_shape)
         # the positions the rows carry: the whole maps, or each row's window (patches.py)
         channels, positions = coefficients.shape[-3], prod(coefficients.shape[-2:])
@@ -214,6 +216,18 @@ class ConvStep(Step):
         flat = coefficients.reshape(coefficients.shape[:-3] + (channels * positions,))
         return _contract_last(flat, _expand(repeated.reshape((self.bias.shape[0], -1)),
                                             middle - 1, 1))
+
+    def back_substitute(self, coefficients: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(A W, A b): rows the compiled path stores rows-innermost get both from one pass
+        (:func:`nobound.bounds.kernels.fused_conv_back_step`), others :meth:`backward`'s
+        product and :meth:`bias_term`'s sum."""
+        from nobound.bounds.kernels import fused_conv_back_step  # see transposed_conv
+
+        if self.bias is not None and (fused := fused_conv_back_step(
+                coefficients, self.weight, self.bias, self.input_shape, self.stride,
+                self.padding)) is not None:
+            return fused
+        return self.backward(coefficients), self.bias_term(coefficients)
 
     def detached(self) -> ConvStep:
         return ConvStep(self.index, _detach(self.weight), _detach(self.bias), self.stride,

@@ -20,7 +20,7 @@ import nobound.bounds.kernels as kernels
 import nobound.bounds.patches as patches_module
 from nobound.autodiff import ops
 from nobound.autodiff.tensor import Tensor, no_grad
-from nobound.bounds.kernels import fused_transposed_conv, rows_innermost
+from nobound.bounds.kernels import fused_conv_back_step, fused_transposed_conv, rows_innermost
 from nobound.bounds.patches import NeuronRows, Window, WindowReluLines, WindowRows, by_position
 from nobound.bounds.rows import ReluLines
 from nobound.testing.bound_results import assert_same_bounds
@@ -37,6 +37,7 @@ CASES = [  # (O, C, kh, kw, stride, padding, H, W)
     (7, 9, 3, 3, 2, 0, 12, 9),      # no padding, an unread last column
     (17, 3, 4, 3, 3, 0, 13, 10),    # three channels, unread rows and columns
     (20, 1, 3, 5, 2, 3, 11, 12),    # padding beyond half the kernel
+    (5, 9, 1, 1, 2, 0, 9, 9),       # a kernel smaller than the stride: rows reached once
 ]
 
 
@@ -72,6 +73,48 @@ def test_transposed_conv_equals_the_engine(case, products, layout, monkeypatch):
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("products", ["per output pixel", "per input pixel"])
+def test_bias_term_from_the_same_pass(case, products, monkeypatch):
+    """fused_conv_back_step's A b, summed while the products read A, equals Σ A[c, h, w] b_c;
+    its A W equals the engine's (rows stored either way, windows' "full" convolutions
+    too: padding 0)."""
+    out_channels, channels, kernel_h, kernel_w, stride, padding, height, width = case
+    out_h = ops.output_size(height, kernel_h, stride, padding)
+    out_w = ops.output_size(width, kernel_w, stride, padding)
+    rng = np.random.default_rng(sum(case) + 1)
+    y = rng.standard_normal((2, 2, 3, 37, out_channels, out_h, out_w))
+    y[..., 1, :, :, :] = 0.0  # a whole zero row
+    weight = Tensor(rng.standard_normal((out_channels, channels, kernel_h, kernel_w)))
+    bias = Tensor(rng.standard_normal((1, out_channels)))
+    monkeypatch.setattr(kernels, "MIN_ROWS_INNERMOST_PRODUCT_CHANNELS",
+                        0 if products == "per output pixel" else 10**6)
+    for stored in (y, _stored_rows_innermost(y)):
+        with no_grad():
+            fused = fused_conv_back_step(Tensor(stored), weight, bias, (channels, height, width),
+                                         stride, padding)
+            plain = ops.conv_transpose2d(Tensor(y), weight, (height, width), stride, padding)
+        assert fused is not None
+        product, term = fused
+        assert rows_innermost(product.data) and term.shape == (2, 2, 3, 37)
+        np.testing.assert_allclose(product.data, plain.data, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(term.data, np.einsum("psbrchw,c->psbr", y, bias.data[0]),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_bias_term_stays_apart_where_it_cannot_share_the_pass():
+    """A population bias or one recording gradients: None (the step sums A b itself)."""
+    rng = np.random.default_rng(3)
+    y = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)))
+    weight = Tensor(rng.standard_normal((16, 16, 4, 4)))
+    with no_grad():
+        assert fused_conv_back_step(y, weight, Tensor(rng.standard_normal((2, 16))),
+                                    (16, 14, 14), 2, 1) is None
+    assert fused_conv_back_step(y, weight, Tensor(rng.standard_normal((1, 16)),
+                                                  requires_grad=True), (16, 14, 14), 2,
+                                1) is None
+
+
 @pytest.mark.parametrize("products", ["per output pixel", "per input pixel"])
 def test_more_columns_than_a_block(products, monkeypatch):
     """B'·R = 3 · 370 columns: the kernels take them (FOLD_)COLUMN_BLOCK at a time."""
@@ -82,11 +125,14 @@ def test_more_columns_than_a_block(products, monkeypatch):
     weight = Tensor(rng.standard_normal((6, 3, 3, 3)))
     monkeypatch.setattr(kernels, "MIN_ROWS_INNERMOST_PRODUCT_CHANNELS",
                         0 if products == "per output pixel" else 10**6)
+    bias = Tensor(rng.standard_normal((1, 6)))
     with no_grad():
-        fused = fused_transposed_conv(y, weight, (3, 9, 9), 2, 1)
+        fused, term = fused_conv_back_step(y, weight, bias, (3, 9, 9), 2, 1)
         plain = ops.conv_transpose2d(y, weight, (9, 9), 2, 1)
     assert rows_innermost(fused.data)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(term.data, np.einsum("psbrchw,c->psbr", y.data, bias.data[0]),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_float32_to_round_off():
@@ -159,7 +205,9 @@ def test_relu_step_with_per_row_slopes_keeps_the_plain_path(monkeypatch):
     np.testing.assert_allclose(stored_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_bias_term_equals_the_plain_path():
+def test_conv_step_back_substitute_equals_its_two_operations(monkeypatch):
+    """ConvStep.back_substitute: (A W, A b) from one pass for rows stored either way, the
+    same as backward's transposed convolution and bias_term's sum on the plain path."""
     from nobound.bounds.steps import ConvStep
 
     rng = np.random.default_rng(4)
@@ -167,13 +215,17 @@ def test_conv_bias_term_equals_the_plain_path():
     bias = Tensor(rng.standard_normal((1, 6)))
     step = ConvStep(0, weight, bias, 1, 1, (3, 8, 8))
     A = rng.standard_normal((1, 2, 3, 50, 6, 8, 8))  # noqa: N806
-    stored = Tensor(_stored_rows_innermost(A))
+    calls = _counted(monkeypatch, kernels.numba_kernels(kernels.ROWS_INNERMOST_KERNELS),
+                     "transposed_conv_fold_into")  # three channels: one product per pixel
     with no_grad():
-        fused = step.bias_term(stored)
-        plain = step.bias_term(Tensor(A))
-        assert kernels.fused_conv_bias_term(stored, bias) is not None
-        assert kernels.fused_conv_bias_term(Tensor(A), bias) is None  # row-major: plain
-    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+        plain_product = ops.conv_transpose2d(Tensor(A), weight, (8, 8), 1, 1)
+        plain_term = step.bias_term(Tensor(A))
+    for coefficients in (Tensor(A), Tensor(_stored_rows_innermost(A))):
+        with no_grad():
+            product, term = step.back_substitute(coefficients)
+        np.testing.assert_allclose(product.data, plain_product.data, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(term.data, plain_term.data, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 2, "the fused pass did not run"
 
 
 @pytest.mark.parametrize("sides, batch_a", [(1, 1), (2, 3)])
