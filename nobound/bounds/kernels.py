@@ -202,8 +202,9 @@ def _neuron_order(values: np.ndarray) -> np.ndarray:
 
 def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
                          ) -> tuple[Tensor, Tensor] | None:
-    """The ReLU step on rows-innermost coefficients, writing rows-innermost ones (no
-    gradients: only :func:`fused_transposed_conv` stores rows so, and only without)."""
+    """The ReLU step writing rows-innermost coefficients, from rows stored so or — copied
+    into that order first — row by row (no gradients: only :func:`fused_transposed_conv`
+    stores rows so, and only without)."""
     data = A.data
     if is_grad_enabled() and any(t.requires_grad for t in inputs):
         return None
@@ -230,11 +231,25 @@ def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
         Tensor(bias)
 
 
+def _steps_into_rows_innermost(A: Tensor, inputs: Sequence[Tensor]) -> bool:  # noqa: N803
+    """Whether the ReLU step writes these maps' rows rows-innermost: stored so already, or
+    row by row but numerous enough (B'·R ≥ MIN_ROWS_INNERMOST per member and side once the
+    lines' batch is applied) that the next transposed convolution would store them so. The
+    step then copies its input into that order — no larger than its output (one side, and
+    often one row set shared by the batch) — so the output needs no copy."""
+    data = A.data
+    if rows_innermost(data):
+        return True
+    batch = max(t.shape[2] for t in inputs)
+    return data.ndim == 7 and batch * data.shape[3] >= MIN_ROWS_INNERMOST
+
+
 def _dense_step(A: Tensor, lines: ReluLines) -> tuple[Tensor, Tensor] | None:  # noqa: N803
     inputs = (A, lines.lower_slope["lower"], lines.lower_slope["upper"], lines.upper_slope,
               lines.intercept)
-    if rows_innermost(A.data) and lines.lower_intercept is None and \
-            _compiled_arrays(inputs) and (step := _rows_innermost_step(A, inputs)) is not None:
+    if lines.lower_intercept is None and _compiled_arrays(inputs) and \
+            _steps_into_rows_innermost(A, inputs) and \
+            (step := _rows_innermost_step(A, inputs)) is not None:
         return step
     if lines.lower_intercept is not None or not _compiled_arrays(inputs):
         return None

@@ -171,21 +171,37 @@ def _lines(rng, batch, shape, zero_slopes=False):
 
 
 @pytest.mark.parametrize("sides, batch_a", [(1, 1), (2, 3), (1, 3), (2, 1)])
-def test_relu_step_equals_the_plain_path(sides, batch_a, monkeypatch):
+@pytest.mark.parametrize("stored", ["rows-innermost", "row-major"])
+def test_relu_step_equals_the_plain_path(sides, batch_a, stored, monkeypatch):
+    """Rows stored either way (3 samples × 33 rows: enough for the layout) come out
+    rows-innermost, with the plain path's numbers."""
     rng = np.random.default_rng(sides * 10 + batch_a)
     shape = (8, 8, 9)  # 33 rows · 576 ≥ COMPILED_PASS_MIN_SIZE: the compiled loop applies
     A = rng.standard_normal((1, sides, batch_a, 33, *shape))  # noqa: N806
     A[rng.uniform(size=A.shape) < 0.1] = 0.0  # exact zeros: the sign rule's tie
     lines = _lines(rng, 3, shape, zero_slopes=True)
     a = Tensor(rng.standard_normal((1, sides, batch_a, 33)))
+    given = _stored_rows_innermost(A) if stored == "rows-innermost" else A
     with no_grad():
-        fused, fused_a = deeppoly.relu_back_step(Tensor(_stored_rows_innermost(A)), a, lines, 3)
+        fused, fused_a = deeppoly.relu_back_step(Tensor(given), a, lines, 3)
         monkeypatch.setattr(deeppoly, "fused_relu_back_step", lambda *args: None)
         plain, plain_a = deeppoly.relu_back_step(Tensor(A), a, lines, 3)
     assert rows_innermost(fused.data)
     assert fused.shape == plain.shape == (1, 2, 3, 33, *shape)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(fused_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_step_on_few_rows_stays_row_major():
+    """One sample's 20 rows (< MIN_ROWS_INNERMOST) keep the row-major loop and layout."""
+    rng = np.random.default_rng(6)
+    shape = (8, 8, 9)
+    A = Tensor(rng.standard_normal((1, 2, 1, 20, *shape)))  # noqa: N806
+    lines = _lines(rng, 1, shape)
+    assert 20 < kernels.MIN_ROWS_INNERMOST
+    with no_grad():
+        fused, _ = deeppoly.relu_back_step(A, None, lines, 3)
+    assert not rows_innermost(fused.data) and fused.data.flags.c_contiguous
 
 
 def test_relu_step_with_per_row_slopes_keeps_the_plain_path(monkeypatch):
