@@ -26,7 +26,7 @@ rule emulated (``--batch-stability``), nobound's bounds match its to float32 rou
 both back-substitute the same rows.
 
 The process runs with the glibc allocator settings the ``nobound`` command applies at start
-(:func:`nobound.host_memory.tune_host_allocator`: freed blocks below 128 MiB are reused
+(:func:`nobound.host_memory.tune_host_allocator`: freed blocks below 256 MiB are reused
 instead of mapped afresh); they are process-wide, so auto_LiRPA's PyTorch allocations get
 them too. ``--no-tune-malloc`` measures with glibc's defaults.
 

@@ -7,10 +7,12 @@ trimmed back to the kernel, so the next step touches fresh pages and pays one pa
 per 4 KiB (a large share of a small training step's time; see docs/benchmarks.md). Two
 fixed settings remove them:
 
-* ``M_MMAP_THRESHOLD = 128 MiB``: smaller blocks — the activations, gradients and
-  im2col blocks of a batch, 33.5 MB for a 64-channel 32×32 layer at batch 128 — come
-  from the heap and are reused from step to step; larger ones are still ``mmap``-ed (and
-  returned when freed), for those NumPy asks for transparent huge pages;
+* ``M_MMAP_THRESHOLD = 256 MiB``: smaller blocks — the activations, gradients and
+  im2col blocks of a batch, 33.5 MB for a 64-channel 32×32 layer at batch 128, and a
+  chunk of back-substitution rows, up to a sixth of the bound's 1 GiB default budget
+  (:mod:`nobound.bounds.plan`) — come from the heap and are reused from step to step;
+  larger ones are still ``mmap``-ed (and returned when freed), for those NumPy asks for
+  transparent huge pages;
 * ``M_TRIM_THRESHOLD = 512 MiB``: up to this much free memory at the heap top is kept
   instead of being returned to the kernel after every step.
 
@@ -31,7 +33,7 @@ _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 _M_MMAP_THRESHOLD = -3
 
 
-def tune_host_allocator(mmap_threshold: int = 128 << 20, trim_threshold: int = 512 << 20
+def tune_host_allocator(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 << 20
                         ) -> bool:
     """Set glibc's mmap and trim thresholds (bytes); True when both settings took effect."""
     if os.environ.get("NOBOUND_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from nobound.autodiff.tensor import is_grad_enabled
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes
-LARGEST_ARRAY_BYTES = 128 << 20  # one array of a chunk without gradients (module doc)
+LARGEST_ARRAY_BYTES = 256 << 20  # one array of a chunk without gradients (module doc)
 PATCH_MODES = ("auto", "always", "never")
 SAMPLE_GROUP_MODES = ("auto", "never")
 

@@ -81,9 +81,9 @@ def default_member_budget(xp: ModuleType = np) -> float:
     """Bytes the population chunks in flight may use: 128 MiB on the host, half the free
     GPU memory.
 
-    On the host, chunks larger than the allocator's mmap threshold (128 MiB) are mapped
-    afresh on every call and stream through memory (docs/benchmarks.md, engine section (3),
-    measures chunks against one call).
+    On the host, chunks larger than this stream through memory instead of the caches, and
+    beyond the allocator's mmap threshold (:mod:`nobound.host_memory`) are mapped afresh on
+    every call (docs/benchmarks.md, engine section (3), measures chunks against one call).
     """
     if xp is np:
         return float(HOST_MEMBER_BUDGET)

@@ -11,10 +11,14 @@ def test_a_chunk_without_gradients_keeps_each_array_under_the_mmap_threshold() -
     nodes, itemsize, sides, batch = [6272, 3136, 1568, 512], 4, 2, 32
     with no_grad():
         rows = BoundsPlan().rows_per_chunk(nodes, 1, itemsize, 1, sides, batch)
+        large = BoundsPlan(memory_budget_bytes=1 << 34).rows_per_chunk(
+            nodes, 1, itemsize, 1, sides, batch)
         small = BoundsPlan(memory_budget_bytes=1 << 24).rows_per_chunk(
             nodes, 1, itemsize, 1, sides, batch)
     largest = itemsize * sides * batch * max(nodes)
-    assert rows * largest <= LARGEST_ARRAY_BYTES < (rows + 1) * largest
+    assert rows == BoundsPlan().memory_budget_bytes // (largest * 6)  # the default budget
+    assert rows * largest <= LARGEST_ARRAY_BYTES
+    assert large * largest <= LARGEST_ARRAY_BYTES < (large + 1) * largest  # a larger one
     assert small == (1 << 24) // (largest * 6)   # a smaller budget still governs
 
 
