@@ -203,8 +203,7 @@ def _neuron_order(values: np.ndarray) -> np.ndarray:
 def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
                          ) -> tuple[Tensor, Tensor] | None:
     """The ReLU step writing rows-innermost coefficients, from rows stored so or — copied
-    into that order first — row by row (no gradients: only :func:`fused_transposed_conv`
-    stores rows so, and only without)."""
+    into that order first — row by row (no gradients: rows are stored so only without)."""
     data = A.data
     if is_grad_enabled() and any(t.requires_grad for t in inputs):
         return None
