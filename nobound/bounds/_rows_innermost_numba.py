@@ -254,7 +254,7 @@ def relu_step_into(coefficients: Any, lower_slope: Any, upper_slope_lower_side: 
 
     ``coefficients`` (P_a, S, F, B_a, R) with S ∈ {1, 2}; λ of the lower side
     ``lower_slope``, λ of the upper side ``upper_slope_lower_side``, s ``slope`` and t
-    ``intercept`` are (P_x, B_x, F) in the coefficients' neuron order, each axis 1 or full;
+    ``intercept`` are (P_x, F, B_x) in the coefficients' neuron order, each axis 1 or full;
     ``out`` is (P, 2, F, B, R) and ``bias`` (P, 2, B, R).
     """
     members, _, features, batch, rows = out.shape
@@ -268,21 +268,21 @@ def relu_step_into(coefficients: Any, lower_slope: Any, upper_slope_lower_side: 
             totals[:] = zero
             for f in range(features):
                 for b in range(batch):
-                    bx = b if slope.shape[1] > 1 else 0
-                    s = slope[px, bx, f]
-                    t = intercept[px, bx, f]
+                    bx = b if slope.shape[2] > 1 else 0
+                    s = slope[px, f, bx]
+                    t = intercept[px, f, bx]
                     source = coefficients[pa, min(side, sides - 1), f,
                                           b if coefficients.shape[3] > 1 else 0]
                     target = out[p, side, f, b]
                     total = totals[b]
                     if side == 0:  # lower: A⁺ λ + A⁻ s, intercept A⁻ t
-                        lam = lower_slope[px, bx, f]
+                        lam = lower_slope[px, f, bx]
                         for r in range(rows):
                             value = source[r]
                             target[r] = value * (lam if value >= zero else s)
                             total[r] += min(value, zero) * t
                     else:  # upper: A⁺ s + A⁻ λ, intercept A⁺ t
-                        lam = upper_slope_lower_side[px, bx, f]
+                        lam = upper_slope_lower_side[px, f, bx]
                         for r in range(rows):
                             value = source[r]
                             target[r] = value * (s if value >= zero else lam)
@@ -295,7 +295,7 @@ def concretise_into(coefficients: Any, center: Any, radius: Any, value: Any,
     """Eq. (2)'s two sums for rows-innermost coefficients on the input:
     value[p, s, b, :] = Σ_f A[p, s, f, b, :] c[b, f], spread[p, s, b, :] = Σ_f |A| r[b, f].
 
-    ``coefficients`` (P_a, S, F, B_a, R); ``center``, ``radius`` (P_x, B_x, F) in the
+    ``coefficients`` (P_a, S, F, B_a, R); ``center``, ``radius`` (P_x, F, B_x) in the
     coefficients' neuron order, each axis 1 or full; ``value``, ``spread`` (P, S, B, R).
     """
     members, sides, batch, rows = value.shape
@@ -310,8 +310,8 @@ def concretise_into(coefficients: Any, center: Any, radius: Any, value: Any,
             spreads[:] = zero
             for f in range(features):
                 for b in range(batch):
-                    bx = b if center.shape[1] > 1 else 0
-                    c, r = center[px, bx, f], radius[px, bx, f]
+                    bx = b if center.shape[2] > 1 else 0
+                    c, r = center[px, f, bx], radius[px, f, bx]
                     source = coefficients[pa, side, f, b if coefficients.shape[3] > 1 else 0]
                     total, width = values[b], spreads[b]
                     for k in range(rows):

@@ -195,9 +195,11 @@ def _logical(stored: np.ndarray, lead: tuple[int, int, int, int],
 
 
 def _neuron_order(values: np.ndarray) -> np.ndarray:
-    """Per-neuron maps (P, B, C, H, W) → (P, B, H·W·C), the rows-innermost neuron order."""
-    return np.ascontiguousarray(values.transpose(0, 1, 3, 4, 2)).reshape(
-        values.shape[0], values.shape[1], -1)
+    """Per-neuron maps (P, B, C, H, W) → (P, H·W·C, B): the rows-innermost neuron order,
+    and each neuron's samples together, as the compiled loops read them (neuron by neuron,
+    sample by sample)."""
+    return np.ascontiguousarray(values.transpose(0, 3, 4, 2, 1)).reshape(
+        values.shape[0], -1, values.shape[1])
 
 
 def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
@@ -221,7 +223,7 @@ def _rows_innermost_step(A: Tensor, inputs: Sequence[Tensor]  # noqa: N803
     lines = [_neuron_order(t.data.reshape(t.shape[0], t.shape[2], channels, height, width))
              for t in inputs[1:]]
     members = max([members_a] + [x.shape[0] for x in lines])
-    batch = max([batch_a] + [x.shape[1] for x in lines])
+    batch = max([batch_a] + [x.shape[2] for x in lines])
     out = np.empty((members, 2, coefficients.shape[2], batch, rows), dtype=data.dtype)
     bias = np.empty((members, 2, batch, rows), dtype=data.dtype)
     compiled.relu_step_into(coefficients, *lines, out, bias)
@@ -451,7 +453,7 @@ def _rows_innermost_concretise(A: object, a: Tensor | None, box: Box  # noqa: N8
 
     maps = [_neuron_order(m.data if center.ndim == 5 else m.data[None])
             for m in (center, radius)]
-    shape = (max(members_a, maps[0].shape[0]), sides, max(batch_a, maps[0].shape[1]), rows)
+    shape = (max(members_a, maps[0].shape[0]), sides, max(batch_a, maps[0].shape[2]), rows)
     value = np.empty(shape, dtype=data.dtype)
     spread = np.empty(shape, dtype=data.dtype)
     compiled.concretise_into(coefficients, *maps, value, spread)

@@ -172,22 +172,30 @@ def _lines(rng, batch, shape, zero_slopes=False):
 
 @pytest.mark.parametrize("sides, batch_a", [(1, 1), (2, 3), (1, 3), (2, 1)])
 @pytest.mark.parametrize("stored", ["rows-innermost", "row-major"])
-def test_relu_step_equals_the_plain_path(sides, batch_a, stored, monkeypatch):
+@pytest.mark.parametrize("members_a, members_x", [(1, 1), (1, 2), (2, 2)])
+def test_relu_step_equals_the_plain_path(sides, batch_a, stored, members_a, members_x,
+                                         monkeypatch):
     """Rows stored either way (3 samples × 33 rows: enough for the layout) come out
-    rows-innermost, with the plain path's numbers."""
-    rng = np.random.default_rng(sides * 10 + batch_a)
+    rows-innermost, with the plain path's numbers; population members on the lines only or
+    on both."""
+    rng = np.random.default_rng(sides * 10 + batch_a + 100 * members_a + 1000 * members_x)
     shape = (8, 8, 9)  # 33 rows · 576 ≥ COMPILED_PASS_MIN_SIZE: the compiled loop applies
-    A = rng.standard_normal((1, sides, batch_a, 33, *shape))  # noqa: N806
+    A = rng.standard_normal((members_a, sides, batch_a, 33, *shape))  # noqa: N806
     A[rng.uniform(size=A.shape) < 0.1] = 0.0  # exact zeros: the sign rule's tie
-    lines = _lines(rng, 3, shape, zero_slopes=True)
-    a = Tensor(rng.standard_normal((1, sides, batch_a, 33)))
+    per_member = [_lines(rng, 3, shape, zero_slopes=True) for _ in range(members_x)]
+    lines = ReluLines(
+        {side: Tensor(np.concatenate([m.lower_slope[side].data for m in per_member]))
+         for side in ("lower", "upper")},
+        Tensor(np.concatenate([m.upper_slope.data for m in per_member])),
+        Tensor(np.concatenate([m.intercept.data for m in per_member])))
+    a = Tensor(rng.standard_normal((members_a, sides, batch_a, 33)))
     given = _stored_rows_innermost(A) if stored == "rows-innermost" else A
     with no_grad():
         fused, fused_a = deeppoly.relu_back_step(Tensor(given), a, lines, 3)
         monkeypatch.setattr(deeppoly, "fused_relu_back_step", lambda *args: None)
         plain, plain_a = deeppoly.relu_back_step(Tensor(A), a, lines, 3)
     assert rows_innermost(fused.data)
-    assert fused.shape == plain.shape == (1, 2, 3, 33, *shape)
+    assert fused.shape == plain.shape == (max(members_a, members_x), 2, 3, 33, *shape)
     np.testing.assert_allclose(fused.data, plain.data, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(fused_a.data, plain_a.data, rtol=1e-12, atol=1e-12)
 
