@@ -360,13 +360,14 @@ def window_relu_step_into(coefficients: Any, lam: Any, slope: Any, intercept: An
     per entry.
 
     ``coefficients`` (P_a, S, K_h, K_w, C, B_a, R) with S ∈ {1, 2}; ``lam`` (both sides'
-    λ), ``slope``, ``intercept`` (P_m, B_m, C, H, W); ``row``, ``column`` (P_r, B_r, R);
+    λ), ``slope``, ``intercept`` (P_m, C, H, W, B_m), each neuron's samples together;
+    ``row``, ``column`` (P_r, B_r, R);
     ``out`` (P, 2, K_h, K_w, C, B, R) and ``bias`` (P, 2, B, R); axes of length 1
     broadcast, all C-contiguous.
     """
     members, _, kernel_h, kernel_w, channels, batch, rows = out.shape
     sides = coefficients.shape[1]
-    height, width = lam.shape[3], lam.shape[4]
+    height, width = lam.shape[2], lam.shape[3]
     starts, counts, tops, lefts = position_runs(row, column, stride, padding)
     zero = out.dtype.type(0)
     for p in range(members):
@@ -378,11 +379,10 @@ def window_relu_step_into(coefficients: Any, lam: Any, slope: Any, intercept: An
             for v in range(kernel_w):
                 for c in range(channels):
                     for b in range(batch):
-                        bm = b if lam.shape[1] > 1 else 0
+                        bm = b if lam.shape[4] > 1 else 0
                         br = b if row.shape[1] > 1 else 0
                         ba = b if coefficients.shape[5] > 1 else 0
-                        lam_map, s_map, t_map = lam[pm, bm, c], slope[pm, bm, c], \
-                            intercept[pm, bm, c]
+                        lam_map, s_map, t_map = lam[pm, c], slope[pm, c], intercept[pm, c]
                         lower_source = coefficients[pa, 0, u, v, c, ba]
                         upper_source = coefficients[pa, sides - 1, u, v, c, ba]
                         lower_row, upper_row = out[p, 0, u, v, c, b], out[p, 1, u, v, c, b]
@@ -393,7 +393,8 @@ def window_relu_step_into(coefficients: Any, lam: Any, slope: Any, intercept: An
                             y, x = tops[pr, br, k] + u, lefts[pr, br, k] + v
                             lam_k, s, t = zero, zero, zero
                             if 0 <= y < height and 0 <= x < width:
-                                lam_k, s, t = lam_map[y, x], s_map[y, x], t_map[y, x]
+                                lam_k, s, t = lam_map[y, x, bm], s_map[y, x, bm], \
+                                    t_map[y, x, bm]
                             source = lower_source[first:stop]
                             target = lower_row[first:stop]
                             total = lower_total[first:stop]
@@ -415,7 +416,7 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
                            column: Any, stride: int, padding: int, value: Any,
                            spread: Any) -> None:
     """:func:`concretise_into` for window rows stored rows-innermost on the input: c and r
-    read at each row's window of the ``center`` and ``radius`` maps (P_m, B_m, C, H, W), 0
+    read at each row's window of the ``center`` and ``radius`` maps (P_m, C, H, W, B_m), 0
     outside them, one entry per run of rows (:func:`position_runs`).
 
     ``coefficients`` (P_a, S, K_h, K_w, C, B_a, R); ``row``, ``column`` (P_r, B_r, R);
@@ -423,7 +424,7 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
     """
     members, sides, batch, rows = value.shape
     kernel_h, kernel_w, channels = coefficients.shape[2:5]
-    height, width = center.shape[3], center.shape[4]
+    height, width = center.shape[2], center.shape[3]
     starts, counts, tops, lefts = position_runs(row, column, stride, padding)
     zero = value.dtype.type(0)
     for p in range(members):
@@ -437,9 +438,9 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
                 for v in range(kernel_w):
                     for c in range(channels):
                         for b in range(batch):
-                            bm = b if center.shape[1] > 1 else 0
+                            bm = b if center.shape[4] > 1 else 0
                             br = b if row.shape[1] > 1 else 0
-                            center_map, radius_map = center[pm, bm, c], radius[pm, bm, c]
+                            center_map, radius_map = center[pm, c], radius[pm, c]
                             source_row = coefficients[pa, side, u, v, c,
                                                       b if coefficients.shape[5] > 1 else 0]
                             value_row, spread_row = value[p, side, b], spread[p, side, b]
@@ -448,7 +449,7 @@ def window_concretise_into(coefficients: Any, center: Any, radius: Any, row: Any
                                 y, x = tops[pr, br, k] + u, lefts[pr, br, k] + v
                                 if not (0 <= y < height and 0 <= x < width):
                                     continue  # c = r = 0: adds nothing
-                                middle, half = center_map[y, x], radius_map[y, x]
+                                middle, half = center_map[y, x, bm], radius_map[y, x, bm]
                                 first, stop = run_starts[k], run_starts[k + 1]
                                 source = source_row[first:stop]
                                 total = value_row[first:stop]

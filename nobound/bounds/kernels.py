@@ -322,16 +322,18 @@ def _window_step(A: Tensor, lines: WindowReluLines  # noqa: N803
 def _rows_innermost_window_arrays(inputs: Sequence[Tensor], neurons: NeuronRows
                                   ) -> tuple[Any, list[np.ndarray]] | None:
     """For the rows-innermost window loops: the compiled module and [A as stored (P', S, K,
-    K, C, B', R), the maps of ``inputs[1:]``, the rows' ``row``, ``column``], C-contiguous;
-    or None (gradients recorded, or no Numba). ``inputs[0]`` is A, stored rows-innermost;
-    the caller has checked the arrays."""
+    K, C, B', R), the maps of ``inputs[1:]`` (P, B, C, H, W) as (P, C, H, W, B) — each
+    neuron's samples together, as the loops read them — and the rows' ``row``,
+    ``column``], C-contiguous; or None (gradients recorded, or no Numba). ``inputs[0]`` is
+    A, stored rows-innermost; the caller has checked the arrays."""
     if is_grad_enabled() and any(t.requires_grad for t in inputs):
         return None
     compiled = numba_kernels(ROWS_INNERMOST_KERNELS)
     if compiled is None:
         return None
     stored = np.ascontiguousarray(inputs[0].data.transpose(_INNERMOST_ORDER))  # a view
-    return compiled, [stored, *(np.ascontiguousarray(t.data) for t in inputs[1:]),
+    return compiled, [stored, *(np.ascontiguousarray(t.data.transpose(0, 2, 3, 4, 1))
+                                for t in inputs[1:]),
                       *(np.ascontiguousarray(x) for x in (neurons.row, neurons.column))]
 
 
@@ -344,7 +346,7 @@ def _rows_innermost_window_step(inputs: Sequence[Tensor], lines: WindowReluLines
     compiled, arrays = prepared
     data, maps, row = inputs[0].data, arrays[1], arrays[4]
     members = max(data.shape[0], maps.shape[0], row.shape[0])
-    batch = max(data.shape[2], maps.shape[1], row.shape[1])
+    batch = max(data.shape[2], maps.shape[4], row.shape[1])
     channels, height, width = data.shape[4:]
     out = np.empty((members, 2, height, width, channels, batch, data.shape[3]),
                    dtype=data.dtype)
@@ -363,7 +365,7 @@ def _rows_innermost_window_concretise(A: WindowRows, a: Tensor | None,  # noqa: 
     compiled, arrays = prepared
     data, maps, row = A.A.data, arrays[1], arrays[3]
     shape = (max(data.shape[0], maps.shape[0], row.shape[0]), data.shape[1],
-             max(data.shape[2], maps.shape[1], row.shape[1]), data.shape[3])
+             max(data.shape[2], maps.shape[4], row.shape[1]), data.shape[3])
     value = np.empty(shape, dtype=data.dtype)
     spread = np.empty(shape, dtype=data.dtype)
     window = A.windows[0]
