@@ -501,17 +501,17 @@ def _rows_innermost_conv(coefficients: Tensor, weight: Tensor,
         None if bias is None else Tensor(term.reshape(data.shape[:4]))
 
 
-def fused_conv_back_step(coefficients: Tensor, weight: Tensor, bias: Tensor,
+def fused_conv_back_step(coefficients: Tensor, weight: Tensor, bias: Tensor | None,
                          in_shape: tuple[int, int, int], stride: int, padding: int
-                         ) -> tuple[Tensor, Tensor] | None:
-    """(A W, A b) of a convolution with a shared bias (1, O) from one compiled pass, for
-    rows :func:`goes_rows_innermost` sends there; or None (then
-    :func:`fused_transposed_conv` and the step's own bias term apply).
+                         ) -> tuple[Tensor, Tensor | None] | None:
+    """(A W, A b) of a convolution — A b None without a bias, a shared bias (1, O) else —
+    from one compiled pass, for rows :func:`goes_rows_innermost` sends there; or None (then
+    the step's transposed convolution and its own bias term apply).
 
     The bias term A b = Σ_(c, h, w) A[c, h, w] b_c is summed while the products read each
     block of A, so it costs no pass of its own over the coefficients."""
-    if bias.shape[0] != 1 or not _numpy_floats((coefficients, bias)) or \
-            (is_grad_enabled() and bias.requires_grad):
+    if bias is not None and (bias.shape[0] != 1 or not _numpy_floats((coefficients, bias)) or
+                             (is_grad_enabled() and bias.requires_grad)):
         return None
     return _rows_innermost_conv(coefficients, weight, in_shape, stride, padding, bias)
 

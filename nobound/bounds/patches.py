@@ -234,8 +234,8 @@ def _conv_back_step(step: ConvStep, coefficients: Tensor, window: Window
     size = ((window.height - 1) * step.stride + kernel_h,
             (window.width - 1) * step.stride + kernel_w)
     in_shape = (step.weight.shape[-3], *size)
-    if step.bias is not None and (fused := fused_conv_back_step(
-            coefficients, step.weight, step.bias, in_shape, step.stride, 0)) is not None:
+    if (fused := fused_conv_back_step(coefficients, step.weight, step.bias, in_shape,
+                                      step.stride, 0)) is not None:
         return fused
     out_shape = (step.weight.shape[-4], window.height, window.width)
     return transposed_conv(coefficients, step.weight, out_shape, in_shape, step.stride, 0), \

@@ -223,9 +223,9 @@ class ConvStep(Step):
         product and :meth:`bias_term`'s sum."""
         from nobound.bounds.kernels import fused_conv_back_step  # see transposed_conv
 
-        if self.bias is not None and (fused := fused_conv_back_step(
-                coefficients, self.weight, self.bias, self.input_shape, self.stride,
-                self.padding)) is not None:
+        if (fused := fused_conv_back_step(coefficients, self.weight, self.bias,
+                                          self.input_shape, self.stride,
+                                          self.padding)) is not None:
             return fused
         return self.backward(coefficients), self.bias_term(coefficients)
 

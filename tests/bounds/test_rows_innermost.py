@@ -102,6 +102,18 @@ def test_bias_term_from_the_same_pass(case, products, monkeypatch):
                                    rtol=1e-12, atol=1e-12)
 
 
+def test_conv_without_bias_gives_no_term():
+    """No bias: the same rows-innermost product, and no bias term."""
+    rng = np.random.default_rng(7)
+    y = Tensor(rng.standard_normal((1, 2, 2, 40, 16, 7, 7)))
+    weight = Tensor(rng.standard_normal((16, 16, 4, 4)))
+    with no_grad():
+        product, term = fused_conv_back_step(y, weight, None, (16, 14, 14), 2, 1)
+        plain = ops.conv_transpose2d(y, weight, (14, 14), 2, 1)
+    assert term is None and rows_innermost(product.data)
+    np.testing.assert_allclose(product.data, plain.data, rtol=1e-12, atol=1e-12)
+
+
 def test_bias_term_stays_apart_where_it_cannot_share_the_pass():
     """A population bias or one recording gradients: None (the step sums A b itself)."""
     rng = np.random.default_rng(3)
